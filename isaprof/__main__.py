@@ -1,0 +1,5 @@
+import sys
+
+from isaprof.cli import main
+
+sys.exit(main())

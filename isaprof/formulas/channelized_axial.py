@@ -1,0 +1,1 @@
+"""Placeholder: formula not written yet."""
