@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 IMPLS = ("naive", "sdpa")
+
+# Affinity recorders (see `record_attention`): every `attend` call appends its softmax matrix.
+_RECORDERS: list[list[Tensor]] = []
+
+
+@contextlib.contextmanager
+def record_attention() -> Iterator[list[Tensor]]:
+    """Collect the (..., N, M) softmax affinity of every `attend` call made inside the block.
+
+    Used by ``isaprof.verify`` to compose the affinities of a block's stages. The affinity is
+    recomputed explicitly, so this works for both impls (and costs an extra matmul: never profile
+    inside it).
+    """
+    maps: list[Tensor] = []
+    _RECORDERS.append(maps)
+    try:
+        yield maps
+    finally:
+        _RECORDERS.remove(maps)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, *, impl: str, scale: float | None = None) -> Tensor:
@@ -19,6 +41,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, *, impl: str, scale: float | None = 
     with ``torch.nn.attention.sdpa_kernel``.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if _RECORDERS:
+        affinity = F.softmax(scale * torch.matmul(q, k.transpose(-1, -2)), dim=-1).detach()  # (..., N, M)
+        for maps in _RECORDERS:
+            maps.append(affinity)
     if impl == "naive":
         sim = torch.matmul(q, k.transpose(-1, -2))  # (..., N, M)
         sim = scale * sim  # out of place, as openseg's SelfAttentionBlock2D
