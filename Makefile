@@ -1,0 +1,55 @@
+# isaprof: `make report` and `make test` do all set-up on a fresh clone (virtualenv, install, run).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+RESULTS ?= reports/data
+SWEEP ?= reference/sweeps/report.toml
+
+# torch: on a machine without an NVIDIA driver take the CPU build (a local wheel if pip's find-links has one,
+# else PyTorch's CPU index) instead of PyPI's multi-GB CUDA build; with a driver, PyPI's default (CUDA) build.
+# Override either way: make test TORCH_INSTALL='pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
+ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
+TORCH_INSTALL ?= $(BIN)/pip install -q --no-index torch==$(TORCH_VERSION) \
+	|| $(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/cpu
+else
+TORCH_INSTALL ?= $(BIN)/pip install -q torch==$(TORCH_VERSION)
+endif
+
+STAMP := $(VENV)/.isaprof-installed
+
+.PHONY: install test lint report bench bench-compare baseline-check baseline-update clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || ( $(TORCH_INSTALL) )
+	$(BIN)/pip install -q -e '.[dev,cluster]'
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check isaprof tests benchmarks
+	$(BIN)/ruff format --check isaprof tests benchmarks
+
+# The main job: sweep (resumable: an interrupted run continues), reproduce the papers' figures,
+# connectivity pictures, then the Markdown report. `make report FRESH=1` re-measures from scratch.
+report: $(STAMP)
+	$(if $(FRESH),rm -rf $(RESULTS))
+	$(BIN)/isaprof sweep $(SWEEP) --out $(RESULTS)
+	$(BIN)/isaprof reproduce --out $(RESULTS)
+	$(BIN)/isaprof verify --json > $(RESULTS)/verify.json || true
+	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
+	$(BIN)/isaprof report $(RESULTS) --out reports
+
+baseline-check: $(STAMP)
+	$(BIN)/isaprof baseline check
+
+baseline-update: $(STAMP)
+	$(BIN)/isaprof baseline update
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks
