@@ -1,1 +1,36 @@
-"""Placeholder: block not written yet."""
+"""Dense self-attention over all H*W positions (OCNet / the ISA paper's baseline).
+
+Paper: Yuan et al., "OCNet: Object Context Network for Scene Parsing" (2018) and Huang et al.,
+"Interlaced Sparse Self-Attention for Semantic Segmentation" (2019), Sec. 3.1.
+Reference code: openseg-group/openseg.pytorch, lib/models/modules/isa_block.py (``SelfAttentionBlock2D``)
+and base_oc_block.py (``_SelfAttentionBlock``). The stage itself is
+:class:`isaprof.blocks.common.SelfAttention2D`; see its docstring for the layers and our departures
+(shared key/query projection computed once; one conv + BN + ReLU per projection, as OCNet, where the
+current openseg ``isa_block.py`` stacks two and keeps separate query/key weights).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from isaprof.blocks.common import IMPLS, SelfAttention2D, check_input
+from isaprof.blocks.registry import register
+
+
+@register(
+    "dense",
+    summary="dense self-attention over all HW positions (OCNet / openseg SelfAttentionBlock2D)",
+    impls=IMPLS,
+    fully_connected=True,
+)
+class DenseAttention(nn.Module):
+    """(B, C, H, W) -> (B, C, H, W): every position attends to all H*W positions. No residual."""
+
+    def __init__(self, channels: int, key_channels: int, value_channels: int, *, impl: str = "naive") -> None:
+        super().__init__()
+        self.channels = channels
+        self.attention = SelfAttention2D(channels, key_channels, value_channels, channels, impl)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.channels, "dense")
+        return self.attention(x)  # (B, C, H, W)

@@ -1,0 +1,323 @@
+"""Exact cost baselines: every block's MACs and meta-path peak bytes, frozen in a JSON file.
+
+``reference/baseline.json`` holds, per block x impl x configuration, the measured and analytic
+``params`` (count), ``macs`` (MAC, forward for ``inference``, forward + backward for ``train``) and
+``peak_bytes`` (byte, the storage-lifetime peak of ``isaprof.profile(..., device="meta")``, see
+docs/ARCHITECTURE.md "Measurement protocol"). All numbers are exact integers computed on the meta
+device, so they are the same on any machine, with or without a GPU: any difference is a change in
+the code (a block, a formula or the counters), never noise. :func:`check` reports it; :func:`update`
+rewrites the file on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FILE = Path(__file__).resolve().parents[1] / "reference" / "baseline.json"
+SCHEMA = 1
+MODES = ("inference", "train")
+METRICS = ("params", "macs", "peak_bytes")  # tidy-row metric names kept in the baseline
+CHANNELS = 32  # C; key/value widths are each block's defaults
+# (H, W, batch): square, non-square, odd (ISA pads it) with batch 2 so batch handling is covered too.
+SIZES = ((32, 32, 1), (48, 64, 1), (33, 45, 2))
+# Option variants, chosen by option name so the baseline follows whatever the blocks are called:
+# ISA partition factors (8x8 pads 33x45 to 40x48; 4x8 is non-square); criss-cross recurrences R = 1, 2.
+VARIANTS: dict[str, tuple[Any, ...]] = {"factor": ((4, 4), (8, 8), (4, 8)), "recurrence": (1, 2)}
+
+Metrics = dict[str, dict[str, Any]]  # "macs.train" -> {"measured": int | None, "analytic": int | None}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One baseline configuration; ``options`` are the block options set explicitly (others default)."""
+
+    block: str
+    impl: str
+    height: int
+    width: int
+    channels: int = CHANNELS
+    batch: int = 1
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Stable, readable id, e.g. ``"isa/naive B2 C32 33x45 factor=8x8"``."""
+        opts = "".join(f" {k}={_fmt_option(v)}" for k, v in self.options)
+        return f"{self.block}/{self.impl} B{self.batch} C{self.channels} {self.height}x{self.width}{opts}"
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-able description stored beside the metrics."""
+        return {
+            "block": self.block,
+            "impl": self.impl,
+            "batch": self.batch,
+            "channels": self.channels,
+            "height": self.height,
+            "width": self.width,
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options},
+        }
+
+
+def cases(blocks: Sequence[str] | None = None) -> list[Case]:
+    """Every registered block (or those in ``blocks``) x impl x size x option variant."""
+    from isaprof.blocks import names, spec
+
+    known = names()
+    for b in blocks or ():
+        spec(b)  # ValueError listing the known blocks
+    out = []
+    for name in [b for b in known if blocks is None or b in blocks]:
+        s = spec(name)
+        variants: list[tuple[tuple[str, Any], ...]] = [()]
+        for opt, values in VARIANTS.items():
+            if opt in s.options:
+                variants = [((opt, v),) for v in values]
+        for impl in s.impls:
+            for h, w, b in SIZES:
+                out += [Case(name, impl, h, w, CHANNELS, b, v) for v in variants]
+    return out
+
+
+def measure(case: Case, mode: str) -> tuple[Metrics, dict[str, Any]]:
+    """Profile ``case`` on the meta device in ``mode``.
+
+    Returns (``{"macs.<mode>": {"measured", "analytic"}, ...}``, ``{"padded": [H', W'], ...}``);
+    a failing configuration gives ``{"error": message}`` in place of the numbers.
+    """
+    import isaprof
+
+    try:
+        record = isaprof.profile(
+            case.block,
+            size=(case.height, case.width),
+            channels=case.channels,
+            batch=case.batch,
+            device="meta",
+            mode=mode,
+            impl=case.impl,
+            **dict(case.options),
+        )
+        rows = [_as_dict(r) for r in record.rows()]
+    except Exception as e:  # noqa: BLE001  a block that stops running is a change to report
+        return {f"{m}.{mode}": {"error": _one_line(e)} for m in METRICS}, {}
+    metrics: Metrics = {}
+    info: dict[str, Any] = {}
+    for r in rows:
+        if r.get("metric") not in METRICS:
+            continue
+        if r.get("status", "ok") != "ok":
+            metrics[f"{r['metric']}.{mode}"] = {"error": str(r.get("error") or r.get("status"))}
+        else:
+            metrics[f"{r['metric']}.{mode}"] = {
+                "measured": _int(r.get("measured")),
+                "analytic": _int(r.get("analytic")),
+            }
+        if r.get("padded_height") not in (None, ""):
+            info["padded"] = [_int(r["padded_height"]), _int(r["padded_width"])]
+    return metrics, info
+
+
+def collect(selected: Iterable[Case]) -> dict[str, Any]:
+    """Measure every case in both modes and return the baseline document (see :func:`write`)."""
+    import torch
+
+    entries = {}
+    for case in selected:
+        metrics: Metrics = {}
+        info: dict[str, Any] = {}
+        for mode in MODES:
+            m, i = measure(case, mode)
+            metrics.update(m)
+            info.update(i)
+        # params do not depend on the mode: keep one copy
+        metrics["params"] = metrics.pop("params.inference", {"error": "no params row"})
+        metrics.pop("params.train", None)
+        entries[case.key] = {**case.config(), **info, "metrics": dict(sorted(metrics.items()))}
+    return {"schema": SCHEMA, "torch": torch.__version__, "cases": entries}
+
+
+def write(doc: Mapping[str, Any], path: str | Path) -> None:
+    """Write ``doc`` as sorted, indented JSON (stable diffs in review)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a baseline file; ``ValueError`` naming the file if it is missing or not a baseline."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"no baseline file at {path}; create it with `isaprof baseline update --file {path}`"
+        )
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); regenerate it with `isaprof baseline update`"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("cases"), dict):
+        raise ValueError(
+            f"{path} is not an isaprof baseline (schema {SCHEMA}); rewrite it: `isaprof baseline update`"
+        )
+    return doc
+
+
+@dataclass(frozen=True)
+class Change:
+    """One differing value: ``metric`` is e.g. ``"macs.train measured"`` or ``"padded"``."""
+
+    block: str
+    case: str
+    metric: str
+    old: Any
+    new: Any
+
+    @property
+    def ratio(self) -> float | None:
+        """new / old for two nonzero numbers, else ``None``."""
+        num = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (self.old, self.new))
+        return self.new / self.old if num and self.old else None
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What changed between two baseline documents (cases keyed by :attr:`Case.key`)."""
+
+    changes: tuple[Change, ...] = ()
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    compared: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changes or self.added or self.removed)
+
+
+def compare(old: Mapping[str, Any], new: Mapping[str, Any], blocks: Sequence[str] | None = None) -> Diff:
+    """Every value of ``new`` that differs from ``old``, plus cases only in one of them.
+
+    With ``blocks``, only those blocks' cases are compared (on both sides).
+    """
+    keep = (lambda e: e.get("block") in blocks) if blocks else (lambda e: True)
+    a = {k: e for k, e in old["cases"].items() if keep(e)}
+    b = {k: e for k, e in new["cases"].items() if keep(e)}
+    changes: list[Change] = []
+    for key in [k for k in b if k in a]:
+        changes += _entry_changes(key, a[key], b[key])
+    notes = ()
+    if old.get("torch") != new.get("torch"):
+        notes = (f"baseline written with torch {old.get('torch')}, now torch {new.get('torch')}",)
+    return Diff(
+        tuple(changes),
+        added=tuple(sorted(set(b) - set(a))),
+        removed=tuple(sorted(set(a) - set(b))),
+        compared=len(set(a) & set(b)),
+        notes=notes,
+    )
+
+
+def _entry_changes(key: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Change]:
+    block = b.get("block", key.split("/")[0])
+    out = [Change(block, key, f, a.get(f), b.get(f)) for f in ("options", "padded") if a.get(f) != b.get(f)]
+    ma, mb = a.get("metrics", {}), b.get("metrics", {})
+    for metric in sorted(set(ma) | set(mb)):
+        va, vb = ma.get(metric, {}), mb.get(metric, {})
+        for part in ("measured", "analytic", "error"):
+            if va.get(part) != vb.get(part):
+                out.append(Change(block, key, f"{metric} {part}", va.get(part), vb.get(part)))
+    return out
+
+
+def format_diff(diff: Diff, source: str = "baseline") -> str:
+    """Readable report: one line per change (block, config, metric, old -> new, ratio)."""
+    lines = [f"note: {n}" for n in diff.notes]
+    if diff.ok:
+        return "\n".join([*lines, f"baseline check: OK, {diff.compared} configurations match {source}"])
+    lines.append(
+        f"baseline check: FAILED against {source}: {len(diff.changes)} changed value(s), "
+        f"{len(diff.added)} configuration(s) added, {len(diff.removed)} removed"
+    )
+    if diff.changes:
+        w_cfg = max(len(_config_part(c.case)) for c in diff.changes)
+        w_blk = max(len(c.block) for c in diff.changes)
+        w_met = max(len(c.metric) for c in diff.changes)
+        lines.append(f"  {'block':<{w_blk}}  {'config':<{w_cfg}}  {'metric':<{w_met}}  old -> new (ratio)")
+        for c in diff.changes:
+            ratio = f"  (x{c.ratio:.4f})" if c.ratio is not None else ""
+            lines.append(
+                f"  {c.block:<{w_blk}}  {_config_part(c.case):<{w_cfg}}  {c.metric:<{w_met}}  "
+                f"{_fmt_value(c.old)} -> {_fmt_value(c.new)}{ratio}"
+            )
+    lines += [f"  added:   {k}" for k in diff.added]
+    lines += [f"  removed: {k}" for k in diff.removed]
+    lines.append("if the change is intended, rewrite the file with `isaprof baseline update` and commit it")
+    return "\n".join(lines)
+
+
+def check(path: str | Path = DEFAULT_FILE, blocks: Sequence[str] | None = None) -> Diff:
+    """Re-measure every case of the current code and compare with the file at ``path``."""
+    old = load(path)
+    return compare(old, collect(cases(blocks)), blocks)
+
+
+def update(path: str | Path = DEFAULT_FILE, blocks: Sequence[str] | None = None) -> dict[str, Any]:
+    """Re-measure and write ``path``; with ``blocks``, only their cases are replaced."""
+    new = collect(cases(blocks))
+    if blocks and Path(path).is_file():
+        old = load(path)
+        kept = {k: e for k, e in old["cases"].items() if e.get("block") not in blocks}
+        new = {**new, "cases": dict(sorted({**kept, **new["cases"]}.items()))}
+    write(new, path)
+    return new
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``(fn(*args, **kwargs), seconds)``."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def _config_part(key: str) -> str:
+    """The key without its ``block/`` prefix (the block has its own column): ``naive B1 C32 33x45``."""
+    return key.split("/", 1)[-1]
+
+
+def _fmt_option(v: Any) -> str:
+    return "x".join(str(x) for x in v) if isinstance(v, tuple | list) else str(v)
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return "(none)" if v is None else str(v)
+
+
+def _int(v: Any) -> int | None:
+    """Tidy-row number -> int (the baseline holds exact integers); empty -> ``None``."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    f = float(v)
+    return int(f) if f.is_integer() else f  # type: ignore[return-value]  a fraction is itself a finding
+
+
+def _as_dict(row: Any) -> dict[str, Any]:
+    if isinstance(row, Mapping):
+        return dict(row)
+    if is_dataclass(row):
+        return asdict(row)
+    return row._asdict()
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,148 @@
+"""Every ISA factorization (P_h, P_w) of one map size, with its analytic and measured cost.
+
+ISA splits an H x W map as H' = P_h * Q_h, W' = P_w * Q_w with Q = ceil(H / P) and zero padding up to
+H' x W' (``isaprof.blocks.isa``). The long-range stage runs P_h P_w groups of Q_h Q_w positions, the
+short-range stage Q_h Q_w groups of P_h P_w positions.
+
+Which factors are listed (``candidate_factors``): for each axis, the *padding-minimal* P, i.e. the
+smallest P giving its Q = ceil(H / P) (the distinct values of ceil(H / q), q = 1..H; about 2 sqrt(H)
+of them, all divisors of H included). Any other P' with the same Q pads more and, with Q fixed, has
+more and larger groups in both stages and a larger padded map: it costs strictly more MACs and
+bytes, so it can never be the optimum. ``full=True`` lists every P_h <= H, P_w <= W instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+METRICS = ("macs", "peak_bytes", "latency")
+
+
+@dataclass(frozen=True)
+class FactorRow:
+    """One factor of one size. MACs in MAC, bytes in byte, latency in ms; ``None`` = not measured.
+
+    ``macs`` / ``peak_bytes``: closed form (``isaprof.formulas``) for the chosen mode;
+    ``measured_*``: ``isaprof.profile`` on ``meta`` (``latency_ms`` on ``cpu``, median).
+    ``best``: minimum of the analytic metric; ``measured_best``: minimum of the measured metric
+    (ties: the first in the listing, which is sorted by (P_h, P_w)).
+    """
+
+    factor: tuple[int, int]
+    groups: tuple[int, int]  # (Q_h, Q_w)
+    padded: tuple[int, int]  # (H', W')
+    macs: int
+    peak_bytes: int
+    measured_macs: int | None = None
+    measured_peak_bytes: int | None = None
+    latency_ms: float | None = None
+    best: bool = False
+    measured_best: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("factor", "groups", "padded"):
+            d[k] = f"{d[k][0]}x{d[k][1]}"
+        return d
+
+
+def padding_minimal(n: int) -> list[int]:
+    """Sorted distinct ceil(n / q), q = 1..n: for each group count Q, the smallest P giving it."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"size must be a positive integer, got {n!r}")
+    return sorted({-(-n // q) for q in range(1, n + 1)})
+
+
+def candidate_factors(size: tuple[int, int], full: bool = False) -> list[tuple[int, int]]:
+    """The (P_h, P_w) listed for an H x W map (see module docstring), sorted."""
+    h, w = size
+    hs, ws = (range(1, h + 1), range(1, w + 1)) if full else (padding_minimal(h), padding_minimal(w))
+    return [(ph, pw) for ph in hs for pw in ws]
+
+
+def factorize(
+    size: tuple[int, int],
+    *,
+    channels: int = 512,
+    key_channels: int | None = None,
+    value_channels: int | None = None,
+    batch: int = 1,
+    mode: str = "inference",
+    dtype: str = "float32",
+    impl: str = "naive",
+    metric: str = "macs",
+    measure: bool = True,
+    latency: bool = False,
+    full: bool = False,
+    profile_fn: Callable[..., Any] | None = None,
+    **options: Any,
+) -> list[FactorRow]:
+    """Every candidate ISA factor of ``size`` = (H, W), with costs; the best ones flagged.
+
+    ``measure``: also profile each factor on ``meta`` (exact MACs and peak bytes);
+    ``latency`` (implied by ``metric="latency"``): also time each on ``cpu``. ``options``: ISA's
+    other options (``masked``). ``profile_fn`` defaults to ``isaprof.profile.profile``.
+    """
+    from isaprof.blocks import resolve_channels, spec
+    from isaprof.formulas import Config, cost
+
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    latency = latency or metric == "latency"
+    bad = sorted(o for o in options if o == "factor" or o not in spec("isa").options)
+    if bad:
+        raise ValueError(f"isa option(s) {', '.join(bad)} not allowed here; allowed: masked")
+    ck, cv = resolve_channels("isa", channels, key_channels, value_channels)
+    if profile_fn is None and (measure or latency):
+        from isaprof.profile import profile as profile_fn
+    kwargs = dict(channels=channels, key_channels=ck, value_channels=cv, batch=batch, mode=mode, dtype=dtype)
+    rows = []
+    for ph, pw in candidate_factors(size, full=full):
+        opts = {**spec("isa").options, **options, "factor": (ph, pw)}
+        cfg = Config("isa", batch, channels, ck, cv, *size, dtype, impl, None, tuple(sorted(opts.items())))
+        c = cost(cfg)
+        macs = c.total_macs if mode == "inference" else c.total_train_macs
+        m = _measured(profile_fn, size, kwargs, impl, opts, "meta", "quick") if measure else {}
+        t = _measured(profile_fn, size, kwargs, impl, opts, "cpu", "quick") if latency else {}
+        q = (math.ceil(size[0] / ph), math.ceil(size[1] / pw))
+        rows.append(
+            FactorRow(
+                (ph, pw), q, c.padded, macs, c.peak_bytes[mode],
+                _int(m.get("macs")), _int(m.get("peak_bytes")), _float(t.get("latency_ms")),
+            )
+        )  # fmt: skip
+    return _flag(rows, metric)
+
+
+def _flag(rows: list[FactorRow], metric: str) -> list[FactorRow]:
+    """Mark the analytic and measured minima of ``metric``."""
+    analytic = {"macs": "macs", "peak_bytes": "peak_bytes", "latency": None}[metric]
+    measured = {"macs": "measured_macs", "peak_bytes": "measured_peak_bytes", "latency": "latency_ms"}[metric]
+    best = _argmin(rows, analytic) if analytic else None
+    mbest = _argmin(rows, measured)
+    return [
+        FactorRow(**{**asdict(r), "best": i == best, "measured_best": i == mbest})  # asdict keeps tuples
+        for i, r in enumerate(rows)
+    ]
+
+
+def _argmin(rows: list[FactorRow], attr: str) -> int | None:
+    values = [(getattr(r, attr), i) for i, r in enumerate(rows) if getattr(r, attr) is not None]
+    return min(values)[1] if values else None
+
+
+def _measured(profile_fn, size, kwargs, impl, opts, device, latency) -> dict[str, Any]:  # noqa: ANN001
+    """``{metric: measured}`` of one profile call (rows with status ``ok`` only)."""
+    record = profile_fn("isa", size=size, impl=impl, device=device, latency=latency, **kwargs, **opts)
+    return {r["metric"]: r["measured"] for r in record.rows() if r.get("status", "ok") == "ok"}
+
+
+def _int(value: Any) -> int | None:
+    return None if value in (None, "") else int(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value in (None, "") else float(value)

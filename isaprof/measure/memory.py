@@ -1,0 +1,156 @@
+"""Peak memory of a callable: a storage-lifetime tracker (real CPU and fake tensors) and the CUDA allocator.
+
+Convention (docs/ARCHITECTURE.md): peak bytes = max over the call of the bytes of live tensor storage
+*allocated during the call*. Storage alive before the call (parameters, buffers, the input) is not
+counted; the output, autograd's saved tensors and gradients allocated during the call are.
+
+Why our own ``TorchDispatchMode`` rather than ``torch.distributed._tools.mem_tracker.MemTracker``:
+MemTracker is built around modules and optimizer states (per-module, per-category snapshots, FSDP
+hooks), its accounting of pre-existing storage differs between releases, and it was not designed
+for fake tensors from ``to_empty``. The question here is one number, and a 100-line mode that
+sees every aten op answers it predictably, identically for real CPU and fake tensors:
+
+* an op output whose storage is not among the op's inputs' storages and not already tracked is a
+  new allocation (views and in-place ops share a storage: counted once / not at all);
+* a storage is freed when its last reference dies; we check liveness with a storage weak
+  reference (``StorageWeakRef``) before each op, so frees between ops are seen;
+* the peak is sampled after each op's outputs exist.
+
+NB: scratch memory a kernel allocates and frees inside one op (e.g. the CPU flash-attention
+kernel's per-thread buffers, BLAS packing) is invisible at the dispatch level and not counted;
+the CUDA measurement includes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+# CUDA caching allocator: blocks are multiples of 512 B (c10/cuda/CUDACachingAllocator.cpp, kMinBlockSize)
+CUDA_ROUND_BYTES = 512
+
+
+def round_up(nbytes: int, multiple: int) -> int:
+    """``nbytes`` rounded up to a multiple of ``multiple`` (0 stays 0: empty tensors allocate nothing)."""
+    return -(-nbytes // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class MemoryPeak:
+    """Result of :func:`track_peak`. All values in bytes, above what was live before the call.
+
+    ``peak``: max live allocated bytes; ``end``: live at the end (e.g. output, gradients);
+    ``allocated``: sum of all allocations (total traffic); ``allocations``: their number.
+    ``round_to``: allocation rounding used (1 = exact storage bytes, 512 = CUDA caching allocator).
+    """
+
+    peak: int
+    end: int
+    allocated: int
+    allocations: int
+    round_to: int
+
+
+class StorageTracker(TorchDispatchMode):
+    """Dispatch mode that tracks the live bytes of storages allocated while it is active.
+
+    Enter it *inside* a ``FakeTensorMode`` to track fake tensors. ``round_to`` rounds every
+    allocation up to a multiple (512 predicts the CUDA caching allocator).
+    """
+
+    def __init__(self, round_to: int = 1) -> None:
+        super().__init__()
+        if round_to < 1:
+            raise ValueError(f"round_to must be a positive number of bytes, got {round_to}")
+        self.round_to = round_to
+        self._live: dict[int, tuple[StorageWeakRef, int]] = {}  # storage cdata -> (weak ref, bytes)
+        self.current = 0
+        self.peak = 0
+        self.allocated = 0
+        self.allocations = 0
+
+    def _size(self, storage: torch.UntypedStorage) -> int:
+        return round_up(storage.nbytes(), self.round_to)
+
+    def _collect_frees(self) -> None:
+        dead = [key for key, (ref, _) in self._live.items() if ref.expired()]
+        for key in dead:
+            self.current -= self._live.pop(key)[1]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        self._collect_frees()
+        before = {s._cdata for s in _storages((args, kwargs))}
+        out = func(*args, **kwargs)
+        for s in _storages((out, args, kwargs)):
+            key = s._cdata
+            if key in self._live:  # resized in place (out= variants, resize_): update its size
+                ref, old = self._live[key]
+                new = self._size(s)
+                if new != old:
+                    self._live[key] = (ref, new)
+                    self.current += new - old
+                    self.allocated += max(new - old, 0)
+            elif key not in before:  # a fresh storage: a new allocation
+                size = self._size(s)
+                self._live[key] = (StorageWeakRef(s), size)
+                self.current += size
+                self.allocated += size
+                self.allocations += 1
+        self.peak = max(self.peak, self.current)
+        return out
+
+    def result(self) -> MemoryPeak:
+        """The measurement so far (frees since the last op are collected first)."""
+        self._collect_frees()
+        return MemoryPeak(self.peak, self.current, self.allocated, self.allocations, self.round_to)
+
+
+def _storages(tree: Any) -> list[torch.UntypedStorage]:
+    """Untyped storages of the tensors in a pytree (sparse/nested tensors without storage skipped)."""
+    found = []
+    for leaf in tree_leaves(tree):
+        if isinstance(leaf, torch.Tensor):
+            try:
+                found.append(leaf.untyped_storage())
+            except (RuntimeError, NotImplementedError):
+                continue
+    return found
+
+
+def track_peak(fn: Callable[[], Any], round_to: int = 1) -> MemoryPeak:
+    """Run ``fn()`` under a :class:`StorageTracker` and return its :class:`MemoryPeak` (bytes).
+
+    Works for real CPU tensors and, called inside ``FakeTensorMode``, for fake tensors (same result
+    for the same computation). ``end`` counts what is still referenced after ``fn`` returns,
+    the returned value included (it is released only after the reading).
+    """
+    tracker = StorageTracker(round_to)
+    with tracker:
+        out = fn()
+    result = tracker.result()
+    del out
+    return result
+
+
+def cuda_peak(fn: Callable[[], Any], device: torch.device | str | None = None) -> int:
+    """Peak bytes allocated by ``fn()`` on a CUDA device: ``max_memory_allocated() - memory_allocated()``.
+
+    Includes kernel workspaces and allocator rounding (multiples of 512 bytes).
+    """
+    if not torch.cuda.is_available():
+        raise ValueError(f"CUDA requested but torch reports no CUDA device (torch {torch.__version__})")
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out = fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del out
+    return peak

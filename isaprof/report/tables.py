@@ -1,0 +1,219 @@
+"""Derived tables: scaling exponents, crossovers, ISA factor grid, throughput, failures; number formatting.
+
+Every function takes tidy rows (see :mod:`.data`) and returns a DataFrame of raw numbers; only
+:func:`fmt` and :func:`markdown` turn numbers into text (GMACs, MiB, ms).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from isaprof.report import data
+
+BASELINE = "dense"
+# (metric, mode) pairs the scaling figures and tables cover, with a label and the unit they are drawn in.
+SCALING = (
+    ("flops", "inference", "FLOPs (inference)", "GFLOP", 1e9),
+    ("peak_bytes", "inference", "peak memory (inference)", "MiB", 2**20),
+    ("peak_bytes", "train", "peak memory (train)", "MiB", 2**20),
+    ("latency_ms", "inference", "latency (inference)", "ms", 1.0),
+    ("latency_ms", "train", "latency (train)", "ms", 1.0),
+)
+CROSSOVER_METRICS = (("macs", "inference"), ("peak_bytes", "inference"), ("peak_bytes", "train"), ("latency_ms", "inference"))
+
+
+def fit_exponent(n: np.ndarray, y: np.ndarray, tail: float = 0.5) -> float:
+    """Slope of log y against log N over the larger sizes (the top ``tail`` fraction, at least 2 points).
+
+    ``nan`` when fewer than 2 positive points remain. Least squares on (log N, log y).
+    """
+    good = (np.asarray(n) > 0) & (np.asarray(y) > 0) & np.isfinite(y)
+    n, y = np.asarray(n, float)[good], np.asarray(y, float)[good]
+    order = np.argsort(n)
+    n, y = n[order], y[order]
+    k = max(2, math.ceil(len(n) * tail))
+    if len(n) < 2:
+        return float("nan")
+    slope, _ = np.polyfit(np.log(n[-k:]), np.log(y[-k:]), 1)
+    return float(slope)
+
+
+def exponents(df: pd.DataFrame) -> pd.DataFrame:
+    """Fitted scaling exponent of each block's measured and analytic curve, per metric and impl.
+
+    Columns: metric, mode, block, impl, sizes, measured_exponent, analytic_exponent.
+    """
+    out = []
+    for metric, mode, label, _, _ in SCALING:
+        rows = data.main_slice(data.metric_rows(df, metric, mode))
+        for key, g in data.series(rows).items():
+            block, impl = key[0], key[1]
+            out.append(
+                {
+                    "metric": label,
+                    "block": block,
+                    "impl": impl + (f"/{key[2]}" if key[2] else ""),
+                    "sizes": g["N"].nunique(),
+                    "measured_exponent": fit_exponent(g["N"].to_numpy(), g["measured"].to_numpy()),
+                    "analytic_exponent": fit_exponent(g["N"].to_numpy(), g["analytic"].to_numpy()),
+                }
+            )
+    return pd.DataFrame(out, columns=["metric", "block", "impl", "sizes", "measured_exponent", "analytic_exponent"])
+
+
+def crossover(n: np.ndarray, block: np.ndarray, base: np.ndarray) -> str | int:
+    """Smallest N from which ``block < base`` at every larger size on the common grid.
+
+    Returns that N, ``"always"`` if from the smallest size, ``"never"`` if not even at the largest.
+    """
+    cheaper = np.asarray(block) < np.asarray(base)
+    if not cheaper[-1]:
+        return "never"
+    i = len(cheaper) - 1
+    while i > 0 and cheaper[i - 1]:
+        i -= 1
+    return "always" if i == 0 else int(np.asarray(n)[i])
+
+
+def crossovers(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """For each efficient (block, impl) against the baseline block of each impl: the crossover size.
+
+    Columns: metric, mode, block, impl, baseline_impl, sizes, crossover (N, "always" or "never"),
+    crossover_hw (``HxW`` of that N, or the same word).
+    """
+    out = []
+    for metric, mode in CROSSOVER_METRICS:
+        rows = data.main_slice(data.metric_rows(df, metric, mode))
+        lines = data.series(rows)
+        bases = {k: g for k, g in lines.items() if k[0] == baseline}
+        for key, g in lines.items():
+            if key[0] == baseline:
+                continue
+            for bkey, b in bases.items():
+                m = g.merge(b, on="N", suffixes=("", "_base"))
+                if m.empty:
+                    continue
+                x = crossover(m["N"].to_numpy(), m["measured"].to_numpy(), m["measured_base"].to_numpy())
+                hw = x
+                if isinstance(x, int):
+                    r = m[m["N"] == x].iloc[0]
+                    hw = f"{int(r['height'])}x{int(r['width'])}"
+                out.append(
+                    {
+                        "metric": metric,
+                        "mode": mode,
+                        "block": key[0],
+                        "impl": _impl(key),
+                        "baseline_impl": _impl(bkey),
+                        "sizes": len(m),
+                        "crossover": x,
+                        "crossover_hw": hw,
+                    }
+                )
+    cols = ["metric", "mode", "block", "impl", "baseline_impl", "sizes", "crossover", "crossover_hw"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def _impl(key: tuple) -> str:
+    return key[1] + (f"/{key[2]}" if key[2] else "")
+
+
+def factor_grid(df: pd.DataFrame, metric: str, mode: str = "inference", block: str = "isa") -> pd.DataFrame:
+    """ISA cost over (P_h, P_w) at the size with the most factors: columns ph, pw, measured, analytic, H, W."""
+    rows = data.metric_rows(df, metric, mode)
+    rows = rows[(rows["block"] == block) & rows["factor"].str.contains("x", na=False)]
+    if rows.empty:
+        return pd.DataFrame(columns=["ph", "pw", "measured", "analytic", "height", "width"])
+    rows = data.main_slice(rows)
+    size = rows.groupby(["height", "width", "impl"])["factor"].nunique().idxmax()
+    h, w, impl = size
+    g = rows[(rows["height"] == h) & (rows["width"] == w) & (rows["impl"] == impl)].copy()
+    g = g.drop_duplicates("factor")
+    g["ph"] = g["factor"].str.split("x").str[0].astype(int)
+    g["pw"] = g["factor"].str.split("x").str[1].astype(int)
+    return g[["ph", "pw", "measured", "analytic", "height", "width", "impl"]].reset_index(drop=True)
+
+
+def grid_optima(grid: pd.DataFrame) -> dict[str, object]:
+    """Analytic and measured optimum factors of a grid, and measured cost at the analytic optimum / measured min."""
+    if grid.empty or grid["measured"].isna().all():
+        return {}
+    meas = grid.loc[grid["measured"].idxmin()]
+    ana = grid.loc[grid["analytic"].idxmin()] if grid["analytic"].notna().any() else meas
+    return {
+        "measured_opt": (int(meas["ph"]), int(meas["pw"])),
+        "analytic_opt": (int(ana["ph"]), int(ana["pw"])),
+        "ratio": float(ana["measured"] / meas["measured"]),
+    }
+
+
+def throughput(df: pd.DataFrame, machine: dict) -> pd.DataFrame:
+    """Achieved GFLOP/s = counted FLOPs / median latency, fraction of the device's matmul peak, intensity.
+
+    Intensity (FLOP/byte) is FLOPs / peak bytes of the same configuration: a lower bound on the bytes
+    moved, so a rough roofline x-coordinate. Columns: block, impl, backend, device, mode, height, width,
+    flops, latency_ms, gflops, peak_gflops, fraction, peak_bytes, intensity.
+    """
+    lat = data.ok(df)[data.ok(df)["metric"] == "latency_ms"]
+    cols = data.CONFIG + ["backend", "device", "flops", "latency_ms", "gflops", "peak_gflops", "fraction"]
+    if lat.empty:
+        return pd.DataFrame(columns=cols + ["peak_bytes", "intensity"])
+    flops = _by_config(data.metric_rows(df, "flops"), "flops")
+    mem = _by_config(data.metric_rows(df, "peak_bytes"), "peak_bytes")
+    t = lat[data.CONFIG + ["backend", "device", "measured"]].rename(columns={"measured": "latency_ms"})
+    t = t.merge(flops, on=data.CONFIG, how="left").merge(mem, on=data.CONFIG, how="left")
+    t["gflops"] = t["flops"] / (t["latency_ms"] / 1e3) / 1e9
+    t["peak_gflops"] = [data.matmul_peak_gflops(machine, d) for d in t["device"]]
+    t["peak_gflops"] = pd.to_numeric(t["peak_gflops"], errors="coerce")
+    t["fraction"] = t["gflops"] / t["peak_gflops"]
+    t["intensity"] = t["flops"] / t["peak_bytes"]
+    return t[cols + ["peak_bytes", "intensity"]].sort_values(["block", "impl", "height"]).reset_index(drop=True)
+
+
+def _by_config(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One value per configuration: the measured value (analytic where not measured), any device."""
+    rows = rows.assign(**{name: rows["measured"].fillna(rows["analytic"])})
+    return rows.groupby(data.CONFIG, dropna=False)[name].first().reset_index()
+
+
+def failures(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose status is not ``ok``, one per (configuration, device, mode, status, error)."""
+    bad = df[df["status"] != "ok"]
+    cols = ["block", "impl", "backend", "batch", "channels", "height", "width", "factor", "dtype", "device"]
+    cols += ["mode", "status", "error"]
+    return bad[cols].drop_duplicates().reset_index(drop=True)
+
+
+# --- formatting (the only place numbers become text) ---------------------------------------------------
+
+_UNITS = {"macs": (1e9, "GMAC"), "flops": (1e9, "GFLOP"), "peak_bytes": (2**20, "MiB"), "latency_ms": (1.0, "ms")}
+
+
+def fmt(value: float | None, metric: str = "", digits: int = 3) -> str:
+    """Format a raw value in the metric's display unit (GMAC, GFLOP, MiB, ms); empty for missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
+        return ""
+    scale, unit = _UNITS.get(metric, (1.0, ""))
+    text = f"{value / scale:.{digits}g}"
+    return f"{text} {unit}".strip()
+
+
+def markdown(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
+    """A GitHub Markdown table of ``df`` (floats with ``floatfmt``, NaN as empty)."""
+    if df.empty:
+        return "_(none)_"
+    head = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for v in row:
+            if isinstance(v, float):
+                cells.append("" if not math.isfinite(v) else format(v, floatfmt))
+            else:
+                cells.append("" if v is None or v is pd.NA else str(v).replace("|", "\\|"))
+        body.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *body])

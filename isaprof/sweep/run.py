@@ -1,0 +1,155 @@
+"""Run a list of configurations into the result store: resume, failures recorded, progress bar.
+
+Every configuration goes through one ``profile(block, **kwargs) -> Record`` call (the callable is a
+parameter, ``isaprof.profile.profile`` by default) and its ``Record.rows()`` are appended at once.
+A configuration already in the store is skipped: measured ones always, failed ones (status ``oom``
+or ``error``) unless ``retry_failed``. A raising configuration is recorded as one row with empty
+metric, status ``oom`` or ``error`` and the one-line message, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from isaprof.sweep.spec import SweepConfig
+from isaprof.sweep.store import append, canonical_options, columns, config_key, row_key, statuses
+
+ProfileFn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one :func:`run_sweep` call did, in configurations."""
+
+    total: int
+    measured: int
+    failed: int
+    skipped: int  # already in the store
+    unavailable: int  # device absent and the grid said skip_if_unavailable
+
+    def __str__(self) -> str:
+        return (
+            f"{self.total} configurations: {self.measured} measured, {self.failed} failed, "
+            f"{self.skipped} already in the store, {self.unavailable} skipped (device unavailable)"
+        )
+
+
+def run_sweep(
+    configs: Sequence[SweepConfig],
+    out: str | Path,
+    *,
+    profile_fn: ProfileFn | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    machine: bool = True,
+    peak_n: int = 2048,
+) -> Summary:
+    """Measure every configuration of ``configs`` not yet in ``out/results.csv`` and append its rows.
+
+    ``machine``: first add this host's matmul peak to ``out/machine.json`` (``peak_n``: matrix size).
+    """
+    from tqdm.auto import tqdm
+
+    from isaprof.sweep.peak import record_machine
+
+    profile_fn = profile_fn if profile_fn is not None else _default_profile()
+    cols = columns()
+    if machine:
+        record_machine(out, n=peak_n)
+    done = statuses(out)
+    todo, skipped, unavailable = [], 0, 0
+    for cfg in configs:
+        status = done.get(config_key(cfg))
+        if status == "ok" or (status == "failed" and not retry_failed):
+            skipped += 1
+        elif cfg.optional and not _available(cfg.device):
+            unavailable += 1
+        else:
+            todo.append(cfg)
+    failed = 0
+    bar = tqdm(todo, disable=not progress, unit="cfg", dynamic_ncols=True, desc="sweep")
+    for cfg in bar:
+        bar.set_postfix_str(cfg.label(), refresh=False)
+        rows = measure(cfg, profile_fn)
+        failed += any(r.get("status") != "ok" for r in rows)
+        append(out, rows, cols)
+    return Summary(len(configs), len(todo) - failed, failed, skipped, unavailable)
+
+
+def measure(cfg: SweepConfig, profile_fn: ProfileFn) -> list[dict[str, Any]]:
+    """The rows of one configuration: ``profile_fn(...).rows()``, or one failure row if it raised."""
+    try:
+        rows = list(profile_fn(cfg.block, **cfg.profile_kwargs()).rows())
+    except Exception as e:  # noqa: BLE001  recorded, the sweep goes on
+        return [failure_row(cfg, "oom" if is_oom(e) else "error", e)]
+    if rows and row_key(rows[0]) != config_key(cfg):
+        warnings.warn(
+            f"profile's rows describe {row_key(rows[0])}, the sweep asked for {config_key(cfg)}: "
+            "a re-run will not recognise this configuration as done",
+            stacklevel=2,
+        )
+    return rows
+
+
+def failure_row(cfg: SweepConfig, status: str, error: BaseException | str) -> dict[str, Any]:
+    """One tidy row (empty metric and numbers) saying that ``cfg`` failed with ``status`` and why."""
+    import torch
+
+    opts = dict(cfg.options)
+    factor = opts.get("factor")
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return dict(
+        block=cfg.block,
+        batch=cfg.batch,
+        channels=cfg.channels,
+        key_channels=cfg.key_channels,
+        value_channels=cfg.value_channels,
+        height=cfg.height,
+        width=cfg.width,
+        factor=f"{factor[0]}x{factor[1]}" if factor is not None else None,
+        recurrence=opts.get("recurrence"),
+        options=canonical_options(opts),
+        impl=cfg.impl,
+        backend=cfg.backend,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        mode=cfg.mode,
+        metric="",
+        status=status,
+        error=" ".join(message.split())[:500],
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        host=socket.gethostname(),
+        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def is_oom(error: BaseException) -> bool:
+    """True for out-of-memory errors (``MemoryError``, ``torch.OutOfMemoryError``, "out of memory")."""
+    import torch
+
+    oom_types: tuple[type[BaseException], ...] = (
+        MemoryError,
+        getattr(torch, "OutOfMemoryError", MemoryError),
+    )
+    return isinstance(error, oom_types) or "out of memory" in str(error).lower()
+
+
+def _available(device: str) -> bool:
+    if device != "cuda":
+        return True
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _default_profile() -> ProfileFn:
+    from isaprof.profile import profile
+
+    return profile

@@ -1,0 +1,203 @@
+"""Sweep runner and store: rows written, resume, failures recorded, shards == unsharded, executors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from isaprof.profile import COLUMNS
+from isaprof.sweep import execute, expand, read_rows, run_sweep, shard
+from isaprof.sweep.peak import record_machine
+from isaprof.sweep.run import failure_row
+from isaprof.sweep.store import append, config_key, row_key, statuses
+
+MEASURED = ("block", "height", "width", "factor", "recurrence", "options", "impl", "mode", "metric", "measured")
+
+
+class FakeRecord:
+    def __init__(self, rows):
+        self._rows = rows
+
+    def rows(self):
+        return self._rows
+
+
+class FakeProfile:
+    """Deterministic stand-in for ``isaprof.profile.profile``: two metrics per configuration.
+
+    ``fail``: {(block, height, factor-or-None): exception} raised for matching configurations.
+    """
+
+    def __init__(self, fail=None, delay=0.0):
+        self.calls = []
+        self.fail = fail or {}
+        self.delay = delay
+
+    def __call__(self, name, *, size, channels, key_channels, value_channels, batch, device, dtype, mode,
+                 impl, backend, latency, **options):  # fmt: skip
+        self.calls.append((name, size, mode, options.get("factor")))
+        time.sleep(self.delay)
+        err = self.fail.get((name, size[0], options.get("factor")))
+        if err is not None:
+            raise err
+        base = dict(
+            block=name, batch=batch, channels=channels, key_channels=key_channels,
+            value_channels=value_channels, height=size[0], width=size[1], padded_height=size[0],
+            padded_width=size[1], factor="{}x{}".format(*options["factor"]) if "factor" in options else None,
+            recurrence=options.get("recurrence"),
+            options=json.dumps(dict(reversed(options.items()))),  # key order differs from the sweep's
+            impl=impl, backend=backend, dtype=dtype, device=device, mode=mode, status="ok", error=None,
+            torch="x", device_name="fake", threads=1, host="h", timestamp="t",
+        )  # fmt: skip
+        macs = batch * channels * size[0] * size[1] * (2 if mode == "train" else 1)
+        return FakeRecord(
+            [
+                {**base, "metric": "macs", "measured": macs, "analytic": macs, "unit": "MAC"},
+                {**base, "metric": "peak_bytes", "measured": 4 * macs, "analytic": 4 * macs, "unit": "byte"},
+            ]
+        )
+
+
+def configs():
+    grid = {"blocks": ["dense", "isa", "criss_cross"], "sizes": ["8x8", "9x7"], "channels": [16]}
+    return expand([{**grid, "factors": ["2x2", "4x4"], "impls": ["naive"], "modes": ["inference", "train"]}])
+
+
+def run(out, fake, cfgs=None, **kw):
+    return run_sweep(configs() if cfgs is None else cfgs, out, profile_fn=fake, progress=False, machine=False, **kw)
+
+
+def table(out):
+    return sorted(tuple(r[c] for c in MEASURED) for r in read_rows(out))
+
+
+def test_rows_written_then_resumed_without_remeasuring(tmp_path):
+    cfgs, fake = configs(), FakeProfile()
+    summary = run(tmp_path, fake)
+    assert (summary.total, summary.measured, summary.failed, summary.skipped) == (len(cfgs), len(cfgs), 0, 0)
+    assert len(fake.calls) == len(cfgs) == 16  # dense 4 + isa 8 + criss_cross 4
+    with open(tmp_path / "results.csv", newline="") as f:
+        assert next(csv.reader(f)) == list(COLUMNS)
+    rows = read_rows(tmp_path)
+    assert len(rows) == 2 * len(cfgs)
+    assert {row_key(r) for r in rows} == {config_key(c) for c in cfgs}  # options JSON order does not matter
+    again = FakeProfile()
+    summary = run(tmp_path, again)
+    assert again.calls == [] and summary.skipped == len(cfgs)
+    assert len(read_rows(tmp_path, latest=False)) == 2 * len(cfgs)  # nothing appended
+
+
+def test_interrupted_sweep_loses_nothing(tmp_path):
+    cfgs = configs()
+    stop = FakeProfile(fail={(cfgs[5].block, cfgs[5].height, dict(cfgs[5].options).get("factor")): KeyboardInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, stop)
+    assert len(read_rows(tmp_path)) == 2 * 5  # the five configurations before the interrupt
+    with open(tmp_path / "results.csv", "a") as f:
+        f.write("dense,1,16,8")  # a line cut by a crash
+    rest = FakeProfile()
+    run(tmp_path, rest)
+    assert len(rest.calls) == len(cfgs) - 5
+    assert table(tmp_path) == table_of_clean_run(tmp_path.parent / "clean")
+
+
+def table_of_clean_run(out):
+    run(out, FakeProfile())
+    return table(out)
+
+
+def test_failures_recorded_sweep_goes_on_and_retry(tmp_path):
+    fail = {("isa", 8, (4, 4)): RuntimeError("boom\nsecond line"), ("dense", 9, None): MemoryError("no room")}
+    fake = FakeProfile(fail=fail)
+    summary = run(tmp_path, fake)
+    cfgs = configs()
+    n_fail = sum((c.block, c.height, dict(c.options).get("factor")) in fail for c in cfgs)  # 2 modes each
+    assert n_fail == 4 and summary.failed == n_fail and summary.measured == len(cfgs) - n_fail
+    bad = [r for r in read_rows(tmp_path) if r["status"] != "ok"]
+    assert sorted({(r["block"], r["status"], r["error"]) for r in bad}) == [
+        ("dense", "oom", "MemoryError: no room"),
+        ("isa", "error", "RuntimeError: boom second line"),  # one line
+    ]
+    assert all(r["metric"] == "" and r["measured"] == "" for r in bad)
+    plain = FakeProfile()
+    assert run(tmp_path, plain).skipped == len(cfgs) and plain.calls == []  # failed: not retried by default
+    retry = FakeProfile()
+    assert run(tmp_path, retry, retry_failed=True).measured == n_fail
+    assert len(retry.calls) == n_fail
+    assert all(r["status"] == "ok" for r in read_rows(tmp_path))  # last attempts only
+    assert len(read_rows(tmp_path, latest=False)) == 2 * len(cfgs) + n_fail  # append-only
+    assert set(statuses(tmp_path).values()) == {"ok"}
+
+
+def test_retry_right_after_failure_is_a_new_attempt(tmp_path):
+    cfg = configs()[0]
+    append(tmp_path, [failure_row(cfg, "error", "x")], COLUMNS)
+    assert statuses(tmp_path) == {config_key(cfg): "failed"}
+    run(tmp_path, FakeProfile(), [cfg], retry_failed=True)
+    assert [r["status"] for r in read_rows(tmp_path)] == ["ok", "ok"]
+
+
+def test_store_rejects_other_columns(tmp_path):
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="choose another --out"):
+        run(tmp_path, FakeProfile())
+
+
+def _shard_worker(out, k, n):
+    run(out, FakeProfile(delay=0.005), shard(configs(), k, n))
+
+
+def test_two_shards_at_once_equal_the_unsharded_run(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_shard_worker, args=(tmp_path / "sharded", k, 2)) for k in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    run(tmp_path / "whole", FakeProfile())
+    assert table(tmp_path / "sharded") == table(tmp_path / "whole")
+    assert len(read_rows(tmp_path / "sharded", latest=False)) == 2 * len(configs())  # no duplicates
+    again = FakeProfile()
+    assert run(tmp_path / "sharded", again).skipped == len(configs()) and again.calls == []
+
+
+def test_unavailable_optional_device_is_skipped(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfgs = expand([{"blocks": ["dense"], "sizes": [8], "channels": [8], "impls": ["naive"],
+                    "devices": ["meta", "cuda"], "skip_if_unavailable": True}])  # fmt: skip
+    fake = FakeProfile()
+    summary = run(tmp_path, fake, cfgs)
+    assert (summary.measured, summary.unavailable) == (1, 1)
+    assert [c[0] for c in fake.calls] == ["dense"] and {r["device"] for r in read_rows(tmp_path)} == {"meta"}
+
+
+def test_machine_json(tmp_path):
+    data = record_machine(tmp_path, n=64)
+    assert data["peak_gflops"]["cpu"] > 0
+    assert [m["device"] for m in data["machines"]] == ["cpu"]
+    assert {"torch", "host", "threads"} <= set(data["machines"][0]["env"])
+    again = record_machine(tmp_path, n=64)  # already there: not measured twice
+    assert again == json.loads((tmp_path / "machine.json").read_text()) == data
+
+
+def test_submitit_debug_executor_same_rows(tmp_path):
+    pytest.importorskip("submitit")
+    fake = FakeProfile()
+    res = execute(configs(), tmp_path / "dbg", executor="submitit-debug", n_shards=2, profile_fn=fake, peak_n=64)
+    assert [r.measured for r in res] == [8, 8]
+    assert table(tmp_path / "dbg") == table_of_clean_run(tmp_path / "clean")
+
+
+def test_execute_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="unknown executor 'ssh'; allowed: local, slurm"):
+        execute([], tmp_path, executor="ssh")
+    with pytest.raises(ValueError, match="1 <= K <= N"):
+        execute([], tmp_path, shards=[3], n_shards=2)
