@@ -12,8 +12,11 @@ rewrites the file on purpose.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,12 @@ SCHEMA = 1
 MODES = ("inference", "train")
 METRICS = ("params", "macs", "peak_bytes")  # tidy-row metric names kept in the baseline
 CHANNELS = 32  # C; key/value widths are each block's defaults
-# (H, W, batch): square, non-square, odd (ISA pads it) with batch 2 so batch handling is covered too.
-SIZES = ((32, 32, 1), (48, 64, 1), (33, 45, 2))
+# (H, W, batch): square, non-square, odd with batch 2 (so batch handling is covered). Small because the
+# meta path's cost grows with the number of ops, and loop-based blocks (channelized axial) loop over H, W.
+SIZES = ((16, 16, 1), (12, 20, 1), (13, 17, 2))
 # Option variants, chosen by option name so the baseline follows whatever the blocks are called:
-# ISA partition factors (8x8 pads 33x45 to 40x48; 4x8 is non-square); criss-cross recurrences R = 1, 2.
-VARIANTS: dict[str, tuple[Any, ...]] = {"factor": ((4, 4), (8, 8), (4, 8)), "recurrence": (1, 2)}
+# ISA partition factors (4x4 pads 13x17 to 16x20; non-square 8x4 pads 12x20 to 16x20); criss-cross R = 1, 2.
+VARIANTS: dict[str, tuple[Any, ...]] = {"factor": ((4, 4), (8, 4)), "recurrence": (1, 2)}
 
 Metrics = dict[str, dict[str, Any]]  # "macs.train" -> {"measured": int | None, "analytic": int | None}
 
@@ -46,7 +50,7 @@ class Case:
 
     @property
     def key(self) -> str:
-        """Stable, readable id, e.g. ``"isa/naive B2 C32 33x45 factor=8x8"``."""
+        """Stable, readable id, e.g. ``"isa/naive B2 C32 13x17 factor=4x4"``."""
         opts = "".join(f" {k}={_fmt_option(v)}" for k, v in self.options)
         return f"{self.block}/{self.impl} B{self.batch} C{self.channels} {self.height}x{self.width}{opts}"
 
@@ -89,10 +93,11 @@ def measure(case: Case, mode: str) -> tuple[Metrics, dict[str, Any]]:
     Returns (``{"macs.<mode>": {"measured", "analytic"}, ...}``, ``{"padded": [H', W'], ...}``);
     a failing configuration gives ``{"error": message}`` in place of the numbers.
     """
-    import isaprof
+    # NB: not ``isaprof.profile``: once the submodule isaprof.profile is imported, that name is the module.
+    from isaprof.profile import profile
 
     try:
-        record = isaprof.profile(
+        record = profile(
             case.block,
             size=(case.height, case.width),
             channels=case.channels,
@@ -119,26 +124,55 @@ def measure(case: Case, mode: str) -> tuple[Metrics, dict[str, Any]]:
             }
         if r.get("padded_height") not in (None, ""):
             info["padded"] = [_int(r["padded_height"]), _int(r["padded_width"])]
+        if r.get("backend"):
+            info["backend"] = r["backend"]  # the sdpa kernel profile chose (math when flash does not apply)
     return metrics, info
 
 
-def collect(selected: Iterable[Case]) -> dict[str, Any]:
-    """Measure every case in both modes and return the baseline document (see :func:`write`)."""
+def entry(case: Case) -> dict[str, Any]:
+    """The baseline entry of one case: its configuration, ``padded``/``backend`` and both modes' metrics."""
+    metrics: Metrics = {}
+    info: dict[str, Any] = {}
+    for mode in MODES:
+        m, i = measure(case, mode)
+        metrics.update(m)
+        info.update(i)
+    # params do not depend on the mode: keep one copy
+    metrics["params"] = metrics.pop("params.inference", {"error": "no params row"})
+    metrics.pop("params.train", None)
+    return {**case.config(), **info, "metrics": dict(sorted(metrics.items()))}
+
+
+def collect(selected: Iterable[Case], jobs: int = 1) -> dict[str, Any]:
+    """Measure every case in both modes and return the baseline document (see :func:`write`).
+
+    ``jobs`` > 1 spreads the cases over that many fresh (spawned) processes: the meta path is
+    CPU-bound Python dispatch, so 2 cores halve the time. Patches made in this process (tests'
+    monkeypatching) do not reach those workers: use ``jobs=1`` with them.
+    """
     import torch
 
-    entries = {}
-    for case in selected:
-        metrics: Metrics = {}
-        info: dict[str, Any] = {}
-        for mode in MODES:
-            m, i = measure(case, mode)
-            metrics.update(m)
-            info.update(i)
-        # params do not depend on the mode: keep one copy
-        metrics["params"] = metrics.pop("params.inference", {"error": "no params row"})
-        metrics.pop("params.train", None)
-        entries[case.key] = {**case.config(), **info, "metrics": dict(sorted(metrics.items()))}
-    return {"schema": SCHEMA, "torch": torch.__version__, "cases": entries}
+    selected = list(selected)
+    jobs = max(1, min(jobs, len(selected)))
+    if jobs == 1:
+        entries = [entry(c) for c in selected]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread) as pool:
+            entries = list(pool.map(entry, selected, chunksize=1))
+    cases_ = {c.key: e for c, e in zip(selected, entries, strict=True)}
+    return {"schema": SCHEMA, "torch": torch.__version__, "cases": cases_}
+
+
+def default_jobs() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # fake tensors compute nothing: intra-op threads would only contend
 
 
 def write(doc: Mapping[str, Any], path: str | Path) -> None:
@@ -225,7 +259,11 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], blocks: Sequence[str
 
 def _entry_changes(key: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Change]:
     block = b.get("block", key.split("/")[0])
-    out = [Change(block, key, f, a.get(f), b.get(f)) for f in ("options", "padded") if a.get(f) != b.get(f)]
+    out = [
+        Change(block, key, f, a.get(f), b.get(f))
+        for f in ("options", "padded", "backend")
+        if a.get(f) != b.get(f)
+    ]
     ma, mb = a.get("metrics", {}), b.get("metrics", {})
     for metric in sorted(set(ma) | set(mb)):
         va, vb = ma.get(metric, {}), mb.get(metric, {})
@@ -261,15 +299,17 @@ def format_diff(diff: Diff, source: str = "baseline") -> str:
     return "\n".join(lines)
 
 
-def check(path: str | Path = DEFAULT_FILE, blocks: Sequence[str] | None = None) -> Diff:
+def check(path: str | Path = DEFAULT_FILE, blocks: Sequence[str] | None = None, jobs: int = 1) -> Diff:
     """Re-measure every case of the current code and compare with the file at ``path``."""
     old = load(path)
-    return compare(old, collect(cases(blocks)), blocks)
+    return compare(old, collect(cases(blocks), jobs), blocks)
 
 
-def update(path: str | Path = DEFAULT_FILE, blocks: Sequence[str] | None = None) -> dict[str, Any]:
+def update(
+    path: str | Path = DEFAULT_FILE, blocks: Sequence[str] | None = None, jobs: int = 1
+) -> dict[str, Any]:
     """Re-measure and write ``path``; with ``blocks``, only their cases are replaced."""
-    new = collect(cases(blocks))
+    new = collect(cases(blocks), jobs)
     if blocks and Path(path).is_file():
         old = load(path)
         kept = {k: e for k, e in old["cases"].items() if e.get("block") not in blocks}
@@ -286,7 +326,7 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 
 
 def _config_part(key: str) -> str:
-    """The key without its ``block/`` prefix (the block has its own column): ``naive B1 C32 33x45``."""
+    """The key without its ``block/`` prefix (the block has its own column): ``naive B2 C32 13x17``."""
     return key.split("/", 1)[-1]
 
 

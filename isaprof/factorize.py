@@ -35,7 +35,7 @@ class FactorRow:
     groups: tuple[int, int]  # (Q_h, Q_w)
     padded: tuple[int, int]  # (H', W')
     macs: int
-    peak_bytes: int
+    peak_bytes: int | None  # None while a formula has no peak term
     measured_macs: int | None = None
     measured_peak_bytes: int | None = None
     latency_ms: float | None = None
@@ -110,7 +110,7 @@ def factorize(
         q = (math.ceil(size[0] / ph), math.ceil(size[1] / pw))
         rows.append(
             FactorRow(
-                (ph, pw), q, c.padded, macs, c.peak_bytes[mode],
+                (ph, pw), q, c.padded, macs, c.peak_bytes.get(mode),
                 _int(m.get("macs")), _int(m.get("peak_bytes")), _float(t.get("latency_ms")),
             )
         )  # fmt: skip

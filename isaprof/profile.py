@@ -264,8 +264,8 @@ def resolve(
             "use --device meta or cpu"
         )
     backend = resolve_backend(impl, backend, device, ck, cv)
-    return Setup(name, batch, channels, ck, cv, size[0], size[1], {**s.options, **block_options},
-                 impl, backend, dtype, device, mode)  # fmt: skip
+    options = {**s.options, **block_options}
+    return Setup(name, batch, channels, ck, cv, size[0], size[1], options, impl, backend, dtype, device, mode)
 
 
 def _check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -359,8 +359,20 @@ def profile(
     """
     if latency is not None:
         _check_choice("latency protocol", latency, tuple(PROTOCOLS))
-    setup = resolve(name, size, channels, key_channels, value_channels, batch, device, dtype, mode, impl,
-                    backend, **block_options)  # fmt: skip
+    setup = resolve(
+        name,
+        size,
+        channels,
+        key_channels,
+        value_channels,
+        batch,
+        device,
+        dtype,
+        mode,
+        impl,
+        backend,
+        **block_options,
+    )
     cost = formulas.cost(setup.config())
     notes = list(cost.notes)
     try:
@@ -434,8 +446,20 @@ def error_rows(
     ``message``, ``measured`` empty. ``analytic`` is filled where the formula can still give it.
     The configuration itself must be valid (``ValueError`` otherwise, as :func:`profile`)."""
     _check_choice("status", status, ("oom", "error"))
-    setup = resolve(name, size, channels, key_channels, value_channels, batch, device, dtype, mode, impl,
-                    backend, **block_options)  # fmt: skip
+    setup = resolve(
+        name,
+        size,
+        channels,
+        key_channels,
+        value_channels,
+        batch,
+        device,
+        dtype,
+        mode,
+        impl,
+        backend,
+        **block_options,
+    )
     try:
         cost = formulas.cost(setup.config())
         train = setup.mode == "train"

@@ -1,4 +1,4 @@
-"""End to end: a synthetic tidy table (schema of docs/ARCHITECTURE.md) -> `isaprof report` page and figures."""
+"""End to end: a synthetic tidy table (schema of docs/ARCHITECTURE.md) -> report page and figures."""
 
 from __future__ import annotations
 
@@ -18,20 +18,53 @@ FACTORS = [(2, 2), (2, 4), (4, 2), (4, 4), (4, 8), (8, 4), (8, 8)]
 # N > 1000, i.e. from 32x32 (N = 1024) on the grid above; criss_cross memory 2 N^2 is never cheaper.
 COST = {
     "dense": {"macs": lambda n: 64 * n**2, "peak_bytes": lambda n: n**2, "latency_ms": lambda n: 1e-6 * n**2},
-    "isa": {"macs": lambda n: 64 * n**1.5, "peak_bytes": lambda n: 1000 * n, "latency_ms": lambda n: 1e-4 * n**1.5},
-    "criss_cross": {"macs": lambda n: 500 * n**1.5, "peak_bytes": lambda n: 2 * n**2, "latency_ms": lambda n: 1.0},
+    "isa": {
+        "macs": lambda n: 64 * n**1.5,
+        "peak_bytes": lambda n: 1000 * n,
+        "latency_ms": lambda n: 1e-4 * n**1.5,
+    },
+    "criss_cross": {
+        "macs": lambda n: 500 * n**1.5,
+        "peak_bytes": lambda n: 2 * n**2,
+        "latency_ms": lambda n: 1.0,
+    },
 }
 UNIT = {"macs": "MAC", "flops": "FLOP", "peak_bytes": "byte", "latency_ms": "ms"}
 
 
 def _row(block: str, h: int, w: int, metric: str, value: float | None, mode: str = "inference", **kw) -> dict:
     device = "cpu" if metric == "latency_ms" else "meta"
-    row = dict(block=block, batch=1, channels=64, key_channels=32, value_channels=32, height=h, width=w,
-               padded_height=h, padded_width=w, factor=kw.get("factor", ""), recurrence="", options=_options(kw),
-               impl="naive", backend="", dtype="float32", device=device, mode=mode, metric=metric,
-               measured=value, analytic=kw.get("analytic", value), unit=UNIT[metric], spread="",
-               status=kw.get("status", "ok"), error=kw.get("error", ""), torch="2.13.0", device_name="synthetic",
-               threads=2, host="test", timestamp="2026-01-01T00:00:00")
+    row = dict(
+        block=block,
+        batch=1,
+        channels=64,
+        key_channels=32,
+        value_channels=32,
+        height=h,
+        width=w,
+        padded_height=h,
+        padded_width=w,
+        factor=kw.get("factor", ""),
+        recurrence="",
+        options=_options(kw),
+        impl="naive",
+        backend="",
+        dtype="float32",
+        device=device,
+        mode=mode,
+        metric=metric,
+        measured=value,
+        analytic=kw.get("analytic", value),
+        unit=UNIT[metric],
+        spread="",
+        status=kw.get("status", "ok"),
+        error=kw.get("error", ""),
+        torch="2.13.0",
+        device_name="synthetic",
+        threads=2,
+        host="test",
+        timestamp="2026-01-01T00:00:00",
+    )
     return row
 
 
@@ -61,7 +94,9 @@ def synthetic(with_latency: bool = True) -> pd.DataFrame:
         a = base * (1 + abs(ph - 4) + abs(pw - 4))
         m = 0.9 * base if (ph, pw) == (4, 8) else a
         rows.append(_row("isa", 64, 64, "macs", m, factor=f"{ph}x{pw}", analytic=a))
-    rows.append(_row("dense", 256, 256, "peak_bytes", None, "train", status="oom", error="out of memory: 16 GiB"))
+    rows.append(
+        _row("dense", 256, 256, "peak_bytes", None, "train", status="oom", error="out of memory: 16 GiB")
+    )
     return pd.DataFrame(rows, columns=data.COLUMNS)
 
 
@@ -69,7 +104,10 @@ def _write(tmp: Path, df: pd.DataFrame, machine: dict | None = None) -> Path:
     res = tmp / "results"
     res.mkdir()
     df.to_csv(res / "results.csv", index=False)
-    machine = machine or {"cpu": {"matmul_peak_gflops": 50.0}, "environment": {"torch": "2.13.0", "cpu": "test"}}
+    machine = machine or {
+        "cpu": {"matmul_peak_gflops": 50.0},
+        "environment": {"torch": "2.13.0", "cpu": "test"},
+    }
     (res / "machine.json").write_text(json.dumps(machine))
     return res
 
@@ -103,14 +141,14 @@ def test_report_end_to_end(tmp_path: Path) -> None:
     exps = pd.read_csv(page.parent / "tables" / "exponents.csv")
     flops = exps[exps["metric"] == "FLOPs (inference)"].set_index("block")
     assert flops.loc["dense", "measured_exponent"] == pytest.approx(2.0, abs=1e-6)
-    assert flops.loc["isa", "measured_exponent"] == pytest.approx(1.5, abs=1e-6)
+    assert flops.loc["isa 4x4", "measured_exponent"] == pytest.approx(1.5, abs=1e-6)
     # the constructed crossover: isa memory beats dense from 32x32; criss_cross never
     cx = pd.read_csv(page.parent / "tables" / "crossovers.csv")
     mem = cx[(cx["metric"] == "peak_bytes") & (cx["mode"] == "inference")].set_index("block")
-    assert mem.loc["isa", "crossover_hw"] == "32x32"
+    assert mem.loc["isa 4x4", "crossover_hw"] == "32x32"
     assert mem.loc["criss_cross", "crossover_hw"] == "never"
     macs = cx[cx["metric"] == "macs"].set_index("block")
-    assert macs.loc["isa", "crossover_hw"] == "always"
+    assert macs.loc["isa 4x4", "crossover_hw"] == "always"
     # factor grid: analytic optimum 4x4, measured 4x8, ratio 1/0.9
     assert "| MACs | 64x64 | 4x4 | 4x8 | 1.11 |" in text
     # failures are listed, with their error

@@ -5,18 +5,30 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from isaprof.profile import COLUMNS
-from isaprof.sweep import execute, expand, read_rows, run_sweep, shard
+from isaprof.sweep import execute, expand, load_configs, read_rows, run_sweep, shard
 from isaprof.sweep.peak import record_machine
-from isaprof.sweep.run import failure_row
+from isaprof.sweep.run import failure_row, failure_rows
 from isaprof.sweep.store import append, config_key, row_key, statuses
 
-MEASURED = ("block", "height", "width", "factor", "recurrence", "options", "impl", "mode", "metric", "measured")
+MEASURED = (
+    "block",
+    "height",
+    "width",
+    "factor",
+    "recurrence",
+    "options",
+    "impl",
+    "mode",
+    "metric",
+    "measured",
+)
 
 
 class FakeRecord:
@@ -69,7 +81,9 @@ def configs():
 
 
 def run(out, fake, cfgs=None, **kw):
-    return run_sweep(configs() if cfgs is None else cfgs, out, profile_fn=fake, progress=False, machine=False, **kw)
+    return run_sweep(
+        configs() if cfgs is None else cfgs, out, profile_fn=fake, progress=False, machine=False, **kw
+    )
 
 
 def table(out):
@@ -94,7 +108,9 @@ def test_rows_written_then_resumed_without_remeasuring(tmp_path):
 
 def test_interrupted_sweep_loses_nothing(tmp_path):
     cfgs = configs()
-    stop = FakeProfile(fail={(cfgs[5].block, cfgs[5].height, dict(cfgs[5].options).get("factor")): KeyboardInterrupt()})
+    stop = FakeProfile(
+        fail={(cfgs[5].block, cfgs[5].height, dict(cfgs[5].options).get("factor")): KeyboardInterrupt()}
+    )
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, stop)
     assert len(read_rows(tmp_path)) == 2 * 5  # the five configurations before the interrupt
@@ -123,20 +139,24 @@ def test_failures_recorded_sweep_goes_on_and_retry(tmp_path):
         ("dense", "oom", "MemoryError: no room"),
         ("isa", "error", "RuntimeError: boom second line"),  # one line
     ]
-    assert all(r["metric"] == "" and r["measured"] == "" for r in bad)
+    # isaprof.profile.error_rows: every meta metric, measured empty, analytic kept
+    assert len(bad) == 5 * n_fail and all(r["measured"] == "" for r in bad)
+    assert {r["metric"] for r in bad} == {"params", "macs", "flops", "elementwise", "peak_bytes"}
+    assert all(r["analytic"] != "" for r in bad if r["metric"] == "macs")
     plain = FakeProfile()
     assert run(tmp_path, plain).skipped == len(cfgs) and plain.calls == []  # failed: not retried by default
     retry = FakeProfile()
     assert run(tmp_path, retry, retry_failed=True).measured == n_fail
     assert len(retry.calls) == n_fail
     assert all(r["status"] == "ok" for r in read_rows(tmp_path))  # last attempts only
-    assert len(read_rows(tmp_path, latest=False)) == 2 * len(cfgs) + n_fail  # append-only
+    assert len(read_rows(tmp_path, latest=False)) == 2 * len(cfgs) + 5 * n_fail  # append-only
     assert set(statuses(tmp_path).values()) == {"ok"}
 
 
-def test_retry_right_after_failure_is_a_new_attempt(tmp_path):
+@pytest.mark.parametrize("rows", [failure_rows, lambda cfg, *a: [failure_row(cfg, *a)]])
+def test_retry_right_after_failure_is_a_new_attempt(tmp_path, rows):
     cfg = configs()[0]
-    append(tmp_path, [failure_row(cfg, "error", "x")], COLUMNS)
+    append(tmp_path, rows(cfg, "error", "x"), COLUMNS)
     assert statuses(tmp_path) == {config_key(cfg): "failed"}
     run(tmp_path, FakeProfile(), [cfg], retry_failed=True)
     assert [r["status"] for r in read_rows(tmp_path)] == ["ok", "ok"]
@@ -191,7 +211,9 @@ def test_machine_json(tmp_path):
 def test_submitit_debug_executor_same_rows(tmp_path):
     pytest.importorskip("submitit")
     fake = FakeProfile()
-    res = execute(configs(), tmp_path / "dbg", executor="submitit-debug", n_shards=2, profile_fn=fake, peak_n=64)
+    res = execute(
+        configs(), tmp_path / "dbg", executor="submitit-debug", n_shards=2, profile_fn=fake, peak_n=64
+    )
     assert [r.measured for r in res] == [8, 8]
     assert table(tmp_path / "dbg") == table_of_clean_run(tmp_path / "clean")
 
@@ -201,3 +223,62 @@ def test_execute_rejects_bad_arguments(tmp_path):
         execute([], tmp_path, executor="ssh")
     with pytest.raises(ValueError, match="1 <= K <= N"):
         execute([], tmp_path, shards=[3], n_shards=2)
+
+
+# End to end with the real profile on meta (deterministic counts).
+TINY = Path(__file__).resolve().parents[1] / "reference" / "sweeps" / "tiny.toml"
+
+
+class Counting:
+    """The real profile, counting calls."""
+
+    def __init__(self):
+        from isaprof.profile import profile
+
+        self.profile, self.calls = profile, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.profile(*args, **kwargs)
+
+
+def test_tiny_sweep_end_to_end_and_resume(tmp_path):
+    cfgs = load_configs(TINY)
+    counting = Counting()
+    summary = run_sweep(cfgs, tmp_path, profile_fn=counting, progress=False, peak_n=64)
+    assert (summary.measured, summary.failed, counting.calls) == (len(cfgs), 0, len(cfgs))
+    rows = read_rows(tmp_path)
+    assert len(rows) == 5 * len(cfgs)  # params, macs, flops, elementwise, peak_bytes (no latency on meta)
+    assert {row_key(r) for r in rows} == {
+        config_key(c) for c in cfgs
+    }  # profile's rows match the sweep's keys
+    assert all(r["measured"] not in ("", None) for r in rows if r["metric"] in ("macs", "peak_bytes"))
+    assert json.loads((tmp_path / "machine.json").read_text())["peak_gflops"]["cpu"] > 0
+    again = Counting()
+    assert run_sweep(cfgs, tmp_path, profile_fn=again, progress=False).skipped == len(cfgs)
+    assert again.calls == 0
+
+
+def test_sdpa_default_backend_resumes(tmp_path):
+    cfgs = expand([{"blocks": ["dense"], "sizes": [6], "channels": [8], "impls": ["sdpa"]}])
+    assert cfgs[0].backend is None
+    run_sweep(cfgs, tmp_path, progress=False, machine=False)
+    assert {r["backend"] for r in read_rows(tmp_path)} == {"flash"}  # profile's choice, recorded
+    again = Counting()
+    assert run_sweep(cfgs, tmp_path, profile_fn=again, progress=False, machine=False).skipped == 1
+    assert again.calls == 0
+
+
+def test_submitit_local_shards_at_once_equal_unsharded(tmp_path):
+    """Two shards as two concurrent subprocesses (submitit's LocalExecutor, the slurm code path)."""
+    pytest.importorskip("submitit")
+    cloudpickle = pytest.importorskip("cloudpickle")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fake travels to the jobs
+    try:
+        res = execute(configs(), tmp_path / "jobs", executor="submitit-local", n_shards=2,
+                      profile_fn=FakeProfile(delay=0.005), machine=False)  # fmt: skip
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert [r.measured for r in res] == [8, 8]
+    assert table(tmp_path / "jobs") == table_of_clean_run(tmp_path / "one")
+    assert len(read_rows(tmp_path / "jobs", latest=False)) == 2 * len(configs())

@@ -24,7 +24,9 @@ def test_product_size_and_order():
     assert len(cfgs) == 16
     assert [c.block for c in cfgs[:8]] == ["dense"] * 8  # blocks outermost, in the grid's order
     assert [(c.height, c.width) for c in cfgs[:8:4]] == [(8, 8), (4, 6)]
-    assert cfgs == expand([grid(blocks=["dense", "axial"], sizes=["8x8", "4x6"], modes=["inference", "train"])])
+    assert cfgs == expand(
+        [grid(blocks=["dense", "axial"], sizes=["8x8", "4x6"], modes=["inference", "train"])]
+    )
 
 
 def test_options_only_for_blocks_that_take_them():
@@ -44,7 +46,7 @@ def test_options_only_for_blocks_that_take_them():
 def test_defaults_resolved_and_duplicates_removed():
     s = blocks.spec("dense")
     a = grid(impls=["naive"])
-    b = grid(impls=["naive"], key_channels=[s.default_key_channels(16)], latency="full")
+    b = grid(impls=["naive"], key_channels=[s.default_key_channels(16)], latency="fixed")
     cfgs = expand([a, b])
     assert len(cfgs) == 1  # same configuration spelled twice
     assert cfgs[0].key_channels == s.default_key_channels(16)
@@ -54,7 +56,11 @@ def test_defaults_resolved_and_duplicates_removed():
 
 def test_backends_apply_to_sdpa_only():
     cfgs = expand([grid(backends=["math", "flash"])])
-    assert sorted((c.impl, c.backend or "") for c in cfgs) == [("naive", ""), ("sdpa", "flash"), ("sdpa", "math")]
+    assert sorted((c.impl, c.backend or "") for c in cfgs) == [
+        ("naive", ""),
+        ("sdpa", "flash"),
+        ("sdpa", "math"),
+    ]
 
 
 def test_all_factors_is_the_factorize_listing():
@@ -78,6 +84,8 @@ def test_skip_if_unavailable_marks_real_devices_only():
         (grid(modes=["eval"]), "'modes': 'eval' not allowed"),
         (grid(impls=["flash"]), "impl(s) flash not offered"),
         (grid(factor=["2x2"]), "unknown key(s) factor"),
+        (grid(latency="slow"), "latency must be one of fixed, quick or 'none'"),
+        (grid(backends=["fast"]), "'backends': 'fast' unknown; allowed: math, flash"),
         (grid(options={"factr": [1]}), "no registered block takes option 'factr'"),
         (grid(blocks=["isa"], factors=["2"]), None),  # "2" = 2x2: fine
         ({"blocks": ["dense"], "sizes": ["8x8"]}, "needs 'blocks', 'sizes' and 'channels'"),

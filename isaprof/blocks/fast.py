@@ -26,20 +26,28 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from isaprof.blocks.common import SelfAttention2D, check_input, mask_bias
+from isaprof.blocks.isa import _key_masks as isa_key_masks
+from isaprof.blocks.isa import isa_geometry
+from isaprof.blocks.registry import spec
+
 Handler = Callable[[nn.Module], nn.Module]
 _HANDLERS: dict[str, Handler] = {}
+_FOLDS: dict[str, tuple[tuple[str, str], ...]] = {}
 
 
-def fast_path(name: str) -> Callable[[Handler], Handler]:
+def fast_path(name: str, *, fold: tuple[tuple[str, str], ...] = ()) -> Callable[[Handler], Handler]:
     """Register ``handler(block) -> module`` as the specialised fast path of block ``name``.
 
-    The handler receives a private, eval-mode copy with BatchNorms already folded and impls set to sdpa.
+    ``fold``: (conv attribute, BatchNorm attribute) pairs of the block outside any ``Sequential``, folded by
+    the generic step (also with ``gemm=False``). The handler receives a private, eval-mode copy with every
+    BatchNorm already folded and impls set to sdpa.
     """
 
     def deco(handler: Handler) -> Handler:
         if name in _HANDLERS:
             raise ValueError(f"fast path for {name!r} is registered twice")
-        _HANDLERS[name] = handler
+        _HANDLERS[name], _FOLDS[name] = handler, fold
         return handler
 
     return deco
@@ -89,6 +97,8 @@ def fast_inference(module: nn.Module, *, compile: bool = False, gemm: bool = Tru
     name = getattr(module, "block_name", None)
     inner = copy.deepcopy(module).eval()
     fold_batchnorms(inner)
+    for conv_name, bn_name in _FOLDS.get(name, ()):
+        fold_pair(inner, conv_name, bn_name)
     use_sdpa(inner)
     if gemm and name in _HANDLERS:
         inner = _HANDLERS[name](inner)
@@ -150,9 +160,6 @@ def use_sdpa(module: nn.Module) -> int:
 
 
 def _accepts_sdpa(m: nn.Module) -> bool:
-    from isaprof.blocks.common import SelfAttention2D
-    from isaprof.blocks.registry import spec
-
     name = getattr(m, "block_name", None)
     return isinstance(m, SelfAttention2D) or (name is not None and "sdpa" in spec(name).impls)
 
@@ -215,8 +222,14 @@ def _order_shape(dims: tuple[int, ...], order: tuple[int, ...]) -> list[int]:
     return [dims[i] for i in order]
 
 
-def _regroup(src: Tensor, dims: tuple[int, ...], src_order: tuple[int, ...], dst_order: tuple[int, ...],
-             out: Tensor, relu_cols: int = 0) -> Tensor:
+def _regroup(
+    src: Tensor,
+    dims: tuple[int, ...],
+    src_order: tuple[int, ...],
+    dst_order: tuple[int, ...],
+    out: Tensor,
+    relu_cols: int = 0,
+) -> Tensor:
     """Copy token-major rows from ``src_order`` to ``dst_order`` (whole channel vectors move), ReLU on the
     first ``relu_cols`` channels on the way. src, out: (prod(dims), E)."""
     e = src.shape[-1]
@@ -244,8 +257,14 @@ class TokenChain(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.ws = Workspace()
 
-    def run(self, x: Tensor, dims: tuple[int, ...], orders: list[tuple[int, ...]], n_group_dims: list[int],
-            biases: list[Tensor | None]) -> Tensor:
+    def run(
+        self,
+        x: Tensor,
+        dims: tuple[int, ...],
+        orders: list[tuple[int, ...]],
+        n_group_dims: list[int],
+        biases: list[Tensor | None],
+    ) -> Tensor:
         b, c = x.shape[:2]
         rows = x.numel() // c
         nat = tuple(range(len(dims)))
@@ -284,3 +303,138 @@ class TokenChain(nn.Module):
         for i in range(b):
             torch.addmm(stage.b_out[:, None], stage.w_out, ob[i].t(), out=out[i])  # (C, HW)
         return out.relu_()  # (B, C, HW)
+
+
+# --- the handlers -----------------------------------------------------------------------------------------
+
+
+class _FastDense(nn.Module):
+    """dense: one stage over all H W positions; zero copies (both transposes absorbed by the GEMMs)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.channels = block.channels
+        self.chain = TokenChain([TokenStage(block.attention)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.channels, "dense")
+        b, c, h, w = x.shape
+        return self.chain.run(x, (b, h, w), [(0, 1, 2)], [1], [None]).view(b, c, h, w)
+
+
+class _FastAxial(nn.Module):
+    """axial: rows are contiguous token runs (no copy), columns one regroup of the Cv-wide context."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.channels = block.channels
+        self.chain = TokenChain([TokenStage(block.row), TokenStage(block.column)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.channels, "axial")
+        b, c, h, w = x.shape
+        out = self.chain.run(x, (b, h, w), [(0, 1, 2), (0, 2, 1)], [2, 2], [None, None])  # (B, C, HW)
+        return out.view(b, c, h, w)
+
+
+class _FastISA(nn.Module):
+    """isa: token dims (B, Q_h, P_h, Q_w, P_w); long range groups (B, P_h, P_w), short range (B, Q_h, Q_w).
+
+    Copies: the fused q/k/v of the long stage into group order (Ck + Cv wide), the long context into short order
+    and the short context back to map order (Cv wide each); the NCHW transposes ride on the first/last GEMMs.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.channels, self.factor, self.masked = block.channels, block.factor, block.masked
+        self.chain = TokenChain([TokenStage(block.long_range), TokenStage(block.short_range)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.channels, "isa")
+        n, c, h, w = x.shape
+        ph, pw = self.factor
+        qh, qw, top, bottom, left, right = isa_geometry(h, w, self.factor)
+        padded = top + bottom + left + right > 0
+        feats = nn.functional.pad(x, (left, right, top, bottom)) if padded else x  # (n, c, Qh Ph, Qw Pw)
+        biases: list[Tensor | None] = [None, None]
+        if self.masked and padded:
+            masks = isa_key_masks(n, qh, qw, ph, pw, (top, left, h, w), x.device)  # (G, 1, M) each
+            biases = [mask_bias(m, x.dtype).unsqueeze(1) for m in masks]  # (G, 1, 1, M)
+        dims = (n, qh, ph, qw, pw)
+        out = self.chain.run(feats, dims, [(0, 2, 4, 1, 3), (0, 1, 3, 2, 4)], [3, 3], biases)
+        out = out.view(n, c, qh * ph, qw * pw)  # (n, c, H', W')
+        return out[:, :, top : top + h, left : left + w] if padded else out  # (n, c, H, W)
+
+
+class _FastResidual(nn.Module):
+    """x + BN(out(softmax(theta(x) phi(x_s)^T / sqrt(Ck)) g(x_s))) with BN folded, x_s = x at ``positions``
+    (all positions for non_local, the sampled ones for sparse_nonlocal); phi and g fused into one GEMM."""
+
+    def __init__(
+        self,
+        block: nn.Module,
+        theta: nn.Conv2d,
+        phi: nn.Conv2d,
+        g: nn.Conv2d,
+        out: nn.Conv2d,
+        positions: Callable[[int], list[int]] | None,
+    ) -> None:
+        super().__init__()
+        self.channels, self.block_name, self.positions = block.channels, block.block_name, positions
+        (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (_linear(m) for m in (theta, phi, g, out))
+        self.ck = wq.shape[0]
+        self.register_buffer("w_q", wq.t().contiguous())  # (C, Ck)
+        self.register_buffer("b_q", bq.contiguous())
+        self.register_buffer("w_kv", torch.cat([wk, wv]).t().contiguous())  # (C, Ck + Cv)
+        self.register_buffer("b_kv", torch.cat([bk, bv]).contiguous())
+        self.register_buffer("w_out", wo.contiguous())  # (C, Cv)
+        self.register_buffer("b_out", bo.contiguous()[:, None])  # (C, 1)
+        self.ws = Workspace()
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.channels, self.block_name)
+        b, c, h, w = x.shape
+        xt = x.reshape(b, c, h * w).transpose(1, 2)  # (B, N, C) view
+        q = self.ws.get("q", (b, h * w, self.ck), x)  # (B, N, Ck)
+        idx = None if self.positions is None else torch.tensor(self.positions(h * w), device=x.device)
+        m = h * w if idx is None else idx.numel()
+        kv = self.ws.get("kv", (b, m, self.w_kv.shape[1]), x)  # (B, M, Ck + Cv)
+        for i in range(b):
+            torch.addmm(self.b_q, xt[i], self.w_q, out=q[i])  # (N, Ck)
+            xs = xt[i] if idx is None else xt[i].index_select(0, idx)  # (M, C)
+            torch.addmm(self.b_kv, xs, self.w_kv, out=kv[i])  # (M, Ck + Cv)
+        k, v = kv[..., : self.ck].unsqueeze(1), kv[..., self.ck :].unsqueeze(1)  # (B, 1, M, Ck|Cv)
+        y = nn.functional.scaled_dot_product_attention(
+            q.unsqueeze(1), k, v, scale=self.ck**-0.5
+        )  # (B,1,N,Cv)
+        out = torch.empty_like(x).view(b, c, h * w)  # (B, C, N)
+        for i in range(b):
+            torch.addmm(x[i].view(c, h * w), self.w_out, y[i, 0].t(), out=out[i])  # x + W y^T, (C, N)
+        return out.add_(self.b_out).view(b, c, h, w)  # (B, C, H, W)
+
+
+@fast_path("dense")
+def _dense(block: nn.Module) -> nn.Module:
+    return _FastDense(block)
+
+
+@fast_path("axial")
+def _axial(block: nn.Module) -> nn.Module:
+    return _FastAxial(block)
+
+
+@fast_path("isa")
+def _isa(block: nn.Module) -> nn.Module:
+    return _FastISA(block)
+
+
+@fast_path("non_local", fold=(("conv_out", "norm"),))
+def _non_local(block: nn.Module) -> nn.Module:
+    if block.sub_sample:  # max-pooled keys: the folded reference forward is kept
+        return block
+    return _FastResidual(block, block.theta, block.phi, block.g, block.conv_out, None)
+
+
+@fast_path("sparse_nonlocal", fold=(("conv_out", "norm"),))
+def _sparse_nonlocal(block: nn.Module) -> nn.Module:
+    return _FastResidual(block, block.theta, block.phi, block.g, block.conv_out, block.positions)

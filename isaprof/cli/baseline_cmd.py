@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from isaprof import baseline
+from isaprof.cli._args import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,16 +28,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="only this block's configurations (repeatable); update then replaces only theirs",
     )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=baseline.default_jobs(),
+        help="worker processes (default: the usable cores, %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``check`` or ``update``; returns the exit status."""
     if args.action == "update":
-        doc, seconds = baseline.timed(baseline.update, args.file, args.block)
+        doc, seconds = baseline.timed(baseline.update, args.file, args.block, args.jobs)
         print(f"wrote {len(doc['cases'])} configurations to {args.file} ({seconds:.1f} s)")
         return 0
-    diff, seconds = baseline.timed(baseline.check, args.file, args.block)
+    diff, seconds = baseline.timed(baseline.check, args.file, args.block, args.jobs)
     print(baseline.format_diff(diff, args.file))
     print(f"({seconds:.1f} s)")
     return 0 if diff.ok else 1

@@ -1,4 +1,4 @@
-"""``isaprof report RESULTS_DIR --out reports/``: redraw the Markdown report from saved results (no model runs)."""
+"""``isaprof report RESULTS_DIR --out reports/``: redraw the Markdown report from saved results."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read RESULTS_DIR/results.csv (tidy rows), machine.json and reproduction.csv and write "
         "OUT/README.md with figures under OUT/figures and tables under OUT/tables. Runs no model.",
     )
-    p.add_argument("results_dir", metavar="RESULTS_DIR", help="directory written by `isaprof sweep` (and reproduce)")
+    p.add_argument(
+        "results_dir", metavar="RESULTS_DIR", help="directory written by `isaprof sweep` (and reproduce)"
+    )
     p.add_argument("--out", default="reports", metavar="DIR", help="report directory (default: reports)")
     p.set_defaults(func=run)
 

@@ -6,6 +6,8 @@ N = H W positions, R recurrences of the same module. Per recurrence:
          + B N (H + W) Ck + B N (H + W) C                   [energies and aggregation over row + column]
 The paper counts (H + W - 1) keys per position (CCNet sec. 3.1, the centre once); the code computes the
 full H + W products and masks the duplicated centre with -inf, so the counters see H + W: we count that.
+NB: torch.einsum lowers a product whose contracted dimension has size 1 to an element-wise ``mul``, which
+the counters do not count: with Ck = 1 the energies, with H = 1 (W = 1) the column (row) aggregate count 0.
 Training (input requires grad): every conv and bmm costs 3x its forward (grad input + grad weight / both
 bmm operands), so train MACs = 3 x forward MACs.
 Leaves out (``elementwise``): bias adds, the -inf mask, softmax, the in-place sum of the two aggregates,
@@ -26,8 +28,8 @@ def criss_cross(cfg: Config) -> Cost:
     bn = b * h * w
     macs = {
         "qkv_conv": r * fc.conv1x1_macs(bn, c, 2 * ck + c),
-        "energy": r * bn * (h + w) * ck,
-        "aggregate": r * bn * (h + w) * c,
+        "energy": r * bn * (h + w) * ck * (ck > 1),
+        "aggregate": r * bn * (h * (h > 1) + w * (w > 1)) * c,
     }
     elementwise = {
         "diag_mask": r * bn,

@@ -1,7 +1,7 @@
 """Load saved results (tidy CSV, machine JSON) and pick the slices the report draws.
 
 Reads files only: this module never builds or runs a model. Column names and units follow the tidy row
-schema of ``docs/ARCHITECTURE.md``; values stay raw (MACs, FLOPs, bytes, ms) until :mod:`.tables` formats them.
+schema of ``docs/ARCHITECTURE.md``; values stay raw (MACs, FLOPs, bytes, ms) until :mod:`.tables` formats.
 """
 
 from __future__ import annotations
@@ -36,7 +36,17 @@ CONFIG = [
     "mode",
 ]
 # One line of a scaling figure: everything but the resolution (and ISA's factor, see `series`).
-SERIES = ["block", "impl", "backend", "batch", "channels", "key_channels", "value_channels", "dtype", "device"]
+SERIES = [
+    "block",
+    "impl",
+    "backend",
+    "batch",
+    "channels",
+    "key_channels",
+    "value_channels",
+    "dtype",
+    "device",
+]
 DEVICE_PREFERENCE = {"cuda": 0, "cpu": 1, "meta": 2}
 
 
@@ -52,7 +62,9 @@ def read_results(path: str | Path) -> pd.DataFrame:
     needed = {"block", "height", "width", "metric", "measured", "mode", "status"}
     missing = sorted(needed - set(df.columns))
     if missing:
-        raise ValueError(f"{path} lacks column(s) {', '.join(missing)}; expected the tidy schema: {' '.join(COLUMNS)}")
+        raise ValueError(
+            f"{path} lacks column(s) {', '.join(missing)}; expected the tidy schema: {' '.join(COLUMNS)}"
+        )
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
@@ -75,11 +87,30 @@ def read_machine(path: str | Path) -> dict[str, Any]:
 
 
 def matmul_peak_gflops(machine: dict[str, Any], device: str) -> float | None:
-    """The measured fp32 matmul peak of ``device`` in GFLOP/s, or ``None`` if the sweep did not record it."""
+    """The measured fp32 matmul peak of ``device`` in GFLOP/s, or ``None`` if the sweep did not record it.
+
+    Accepts ``{"peak_gflops": {device: x}}``, ``{device: {"matmul_peak_gflops": x}}`` and a
+    ``"machines"`` list of ``{"device": ..., "peak_gflops": x}``.
+    """
     entry = machine.get(device)
     if isinstance(entry, dict) and entry.get("matmul_peak_gflops"):
         return float(entry["matmul_peak_gflops"])
+    peaks = machine.get("peak_gflops")
+    if isinstance(peaks, dict) and peaks.get(device):
+        return float(peaks[device])
+    for m in machine.get("machines", []):
+        if isinstance(m, dict) and m.get("device") == device and m.get("peak_gflops"):
+            return float(m["peak_gflops"])
     return None
+
+
+def environment(machine: dict[str, Any]) -> dict[str, Any]:
+    """The environment recorded in ``machine.json`` (``"environment"``, or each machine's ``"env"``)."""
+    env = dict(machine.get("environment", {}))
+    for m in machine.get("machines", []):
+        for k, v in (m.get("env") or {}).items():
+            env.setdefault(k, v)
+    return env
 
 
 def ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -102,40 +133,48 @@ def metric_rows(df: pd.DataFrame, metric: str, mode: str | None = None) -> pd.Da
 
 
 def main_slice(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the most common (batch, channels, dtype) and the preferred device (cuda > cpu > meta).
+    """The rows of one (device, batch, channels, dtype): the one with most sizes, then cuda > cpu > meta.
 
-    A sweep may hold several widths; the figures compare blocks at one of them.
+    A sweep may hold several widths and devices; a figure compares blocks along one of them.
     """
     if rows.empty:
         return rows
-    device = min(rows["device"].unique(), key=lambda d: DEVICE_PREFERENCE.get(d, 3))
-    rows = rows[rows["device"] == device]
-    top = rows.groupby(["batch", "channels", "dtype"]).size().idxmax()
-    b, c, t = top
-    return rows[(rows["batch"] == b) & (rows["channels"] == c) & (rows["dtype"] == t)]
+    keys = ["device", "batch", "channels", "dtype"]
+    score = {
+        k: (g["N"].nunique(), -DEVICE_PREFERENCE.get(k[0], 3), len(g))
+        for k, g in rows.groupby(keys, dropna=False)
+    }
+    best = max(score, key=score.get)
+    return rows[(rows[keys] == pd.Series(best, index=keys)).all(axis=1)]
 
 
 def series(rows: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
-    """Split rows into scaling lines: one per (block, impl, backend, widths, dtype, device), sorted by N.
-
-    Where a line holds several rows at one N (ISA's factor grid), keep the factor used at most other
-    sizes, else the analytically cheapest one (``analytic`` column), so each line is one row per size.
+    """Split rows into scaling lines, sorted by N: one per (block, impl, backend, widths, dtype, device,
+    options). A block's option sets found at one size only (ISA's factor grid) are left out when others of
+    the block span several sizes. Key: (block, impl, backend, ..., options); see :func:`label`.
     """
-    out: dict[tuple, pd.DataFrame] = {}
-    for key, g in rows.groupby(SERIES, dropna=False, sort=True):
-        if g["N"].duplicated().any():
-            g = _one_per_size(g)
-        out[key] = g.sort_values("N")
-    return out
+    lines = {
+        k: g.drop_duplicates("N").sort_values("N") for k, g in rows.groupby([*SERIES, "options"], sort=True)
+    }
+    spans: dict[str, int] = {}
+    for k, g in lines.items():
+        spans[k[0]] = max(spans.get(k[0], 0), len(g))
+    return {k: g for k, g in lines.items() if len(g) >= 2 or spans[k[0]] < 2}
 
 
-def _one_per_size(g: pd.DataFrame) -> pd.DataFrame:
-    sizes_per_opt = g.groupby("options")["N"].nunique()
-    common = sizes_per_opt[sizes_per_opt >= 2]
-    keep = []
-    for _, at_n in g.groupby("N"):
-        pick = at_n[at_n["options"].isin(common.index)] if not common.empty else at_n.iloc[0:0]
-        if pick.empty:
-            pick = at_n.sort_values("analytic", na_position="last")
-        keep.append(pick.iloc[[0]])
-    return pd.concat(keep)
+def variant(g: pd.DataFrame) -> str:
+    """Short name of a line's block option: ``"8x8"`` (ISA factor), ``"R=2"`` (recurrence), else empty."""
+    row = g.iloc[0]
+    if row["factor"]:
+        return str(row["factor"])
+    if pd.notna(row["recurrence"]):
+        return f"R={int(row['recurrence'])}"
+    return ""
+
+
+def label(key: tuple, g: pd.DataFrame, impl: bool = False) -> str:
+    """``block [variant] [impl/backend]`` of a line from :func:`series`."""
+    text = " ".join(p for p in (key[0], variant(g)) if p)
+    if impl:
+        text += f" [{key[1]}{'/' + key[2] if key[2] else ''}]"
+    return text

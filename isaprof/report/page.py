@@ -36,7 +36,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> Path:
     parts = [
         "# isaprof report",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from `{results_dir}` "
-        f"({len(df)} tidy rows, {df['block'].nunique()} blocks). FLOPs = 2 x MACs; memory in MiB (2^20 bytes); "
+        f"({len(df)} tidy rows, {df['block'].nunique()} blocks). FLOPs = 2 x MACs; memory in MiB (2^20 B); "
         "peak memory = live tensor storage allocated during the call (parameters and input excluded).",
         _scaling_section(df, out_dir, notes),
         _crossover_section(df, out_dir),
@@ -60,17 +60,24 @@ def _img(out_dir: Path, path: Path, alt: str) -> str:
 def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str]) -> str:
     lines = ["## Cost against resolution"]
     for metric, mode, label, unit, scale in tables.SCALING:
-        rows = data.main_slice(data.metric_rows(df, metric, mode))
-        if rows.empty:
+        every = data.metric_rows(df, metric, mode)
+        if every.empty:
             notes.append(f"{label}: no measured rows, figure skipped.")
             continue
-        impls = sorted(rows["impl"].unique())
-        for impl in impls:
-            sub = rows[rows["impl"] == impl]
+        # latency: one slice per device (timings of different devices do not share an axis)
+        per_device = metric == "latency_ms"
+        slices = (
+            [every[every["device"] == d] for d in sorted(every["device"].unique())] if per_device else [every]
+        )
+        rows = pd.concat([data.main_slice(s) for s in slices])
+        for (device, impl), sub in rows.groupby(["device", "impl"]):
             b, c = int(sub["batch"].iloc[0]), int(sub["channels"].iloc[0])
-            name = f"{metric}_{mode}_{impl}.png"
-            title = f"{label} vs resolution, {impl}, B={b}, C={c}, {sub['dtype'].iloc[0]} on {sub['device'].iloc[0]}"
-            path = plots.scaling(sub, out_dir / "figures" / name, title=title, unit=unit, scale=scale, svg=True)
+            name = f"{metric}_{mode}_{impl}" + (f"_{device}.png" if per_device else ".png")
+            where = f"{sub['dtype'].iloc[0]} on {sub['device'].iloc[0]}"
+            title = f"{label} vs resolution, {impl}, B={b}, C={c}, {where}"
+            path = plots.scaling(
+                sub, out_dir / "figures" / name, title=title, unit=unit, scale=scale, svg=True
+            )
             lines.append(_img(out_dir, path, title))
         missing = sorted(set(df["block"]) - set(rows["block"]))
         if missing:
@@ -78,14 +85,18 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str]) -> str:
     exps = tables.exponents(df)
     exps.to_csv(out_dir / "tables" / "exponents.csv", index=False)
     if not exps.empty:
-        top = exps.loc[exps["measured_exponent"].idxmax()] if exps["measured_exponent"].notna().any() else None
+        top = (
+            exps.loc[exps["measured_exponent"].idxmax()] if exps["measured_exponent"].notna().any() else None
+        )
         if top is not None:
             lines.append(
-                f"Dashed lines are the closed-form formulas; the steepest measured growth is {top['block']}'s "
-                f"{top['metric']} at N^{top['measured_exponent']:.2f}, and a block whose exponent stays below 2 "
-                "pulls away from dense attention as resolution grows."
+                "Dashed lines are the closed-form formulas; the steepest measured growth is "
+                f"{top['block']}'s {top['metric']} at N^{top['measured_exponent']:.2f}, and a block whose "
+                "exponent stays below 2 pulls away from dense attention as resolution grows."
             )
-        lines.append("Fitted exponents (slope of log metric against log N over the larger half of the sizes):")
+        lines.append(
+            "Fitted exponents (slope of log metric against log N over the larger half of the sizes):"
+        )
         lines.append(tables.markdown(exps, floatfmt=".2f"))
     return "\n\n".join(lines)
 
@@ -113,18 +124,32 @@ def _factor_section(df: pd.DataFrame, out_dir: Path, notes: list[str]) -> str:
             notes.append(f"ISA factor grid, {label}: fewer than 2 factors measured, heatmap skipped.")
             continue
         h, w = int(grid["height"].iloc[0]), int(grid["width"].iloc[0])
-        title = f"ISA {label} over (P_h, P_w) at {h}x{w} [{grid['impl'].iloc[0]}]"
-        path = plots.factor_heatmap(grid, out_dir / "figures" / f"isa_factors_{metric}_{mode}.png",
-                                    title=title, unit=unit, scale=scale)
+        where = f"{grid['impl'].iloc[0]}, C={int(grid['channels'].iloc[0])}, {grid['device'].iloc[0]}"
+        title = f"ISA {label} over (P_h, P_w) at {h}x{w} [{where}]"
+        path = plots.factor_heatmap(
+            grid,
+            out_dir / "figures" / f"isa_factors_{metric}_{mode}.png",
+            title=title,
+            unit=unit,
+            scale=scale,
+        )
         lines.append(_img(out_dir, path, title))
         opt = tables.grid_optima(grid)
-        rows.append({"metric": label, "size": f"{h}x{w}", "analytic optimum": "x".join(map(str, opt["analytic_opt"])),
-                     "measured optimum": "x".join(map(str, opt["measured_opt"])),
-                     "cost ratio (at analytic opt / measured min)": opt["ratio"]})
+        rows.append(
+            {
+                "metric": label,
+                "size": f"{h}x{w}",
+                "analytic optimum": "x".join(map(str, opt["analytic_opt"])),
+                "measured optimum": "x".join(map(str, opt["measured_opt"])),
+                "cost ratio (at analytic opt / measured min)": opt["ratio"],
+            }
+        )
     if not rows:
         return ""
-    lines.append("A ratio of 1.00 means the formula's best factorization is also the measured best; above 1 it "
-                 "costs that much more than the best one found.")
+    lines.append(
+        "A ratio of 1.00 means the formula's best factorization is also the measured best; above 1 it "
+        "costs that much more than the best one found."
+    )
     lines.append(tables.markdown(pd.DataFrame(rows)))
     return "\n\n".join(lines)
 
@@ -132,18 +157,24 @@ def _factor_section(df: pd.DataFrame, out_dir: Path, notes: list[str]) -> str:
 def _reproduction_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     path = results_dir / "reproduction.csv"
     if not path.is_file():
-        notes.append(f"reproduction: no {path.name} in {results_dir} (run `isaprof reproduce --out {results_dir}`).")
+        notes.append(
+            f"reproduction: no {path.name} in {results_dir} (`isaprof reproduce --out {results_dir}`)."
+        )
         return ""
-    rep = pd.read_csv(path)
+    rep = pd.read_csv(path, keep_default_na=False)
     shutil.copyfile(path, out_dir / "tables" / "reproduction.csv")
-    cols = [c for c in ("id", "metric", "unit", "published", "ours", "ratio", "provenance", "reason") if c in rep]
-    close = rep["ratio"].between(0.9, 1.1).sum() if "ratio" in rep else 0
-    return "\n\n".join([
-        "## Reproduction of published figures",
-        f"{close} of {len(rep)} published figures are matched within 10%; the reason column says why the others "
-        "differ (counting convention, a rough formula in the source, memory baseline, hardware).",
-        tables.markdown(rep[cols]),
-    ])
+    cols = ["id", "metric", "unit", "published", "ours", "ours_as_source", "source_formula", "ratio"]
+    cols = [c for c in [*cols, "provenance", "reason"] if c in rep]
+    ratio = pd.to_numeric(rep.get("ratio"), errors="coerce")
+    close = int(ratio.between(0.9, 1.1).sum()) if ratio is not None else 0
+    sentence = (
+        f"{close} of {len(rep)} published figures are matched within 10% (ratio = ours in the source's "
+        "convention / published); the reason column says why the others differ. `ours_as_source` adds the "
+        "resident weights to our peak memory, as openseg's harness (max allocated minus the input) does; "
+        "`source_formula` re-evaluates the source's own rough formula."
+    )
+    shown = rep[cols].rename(columns={"ours_as_source": "ours (source's convention)"})
+    return "\n\n".join(["## Reproduction of published figures", sentence, tables.markdown(shown, ".4g")])
 
 
 def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: list[str]) -> str:
@@ -156,16 +187,25 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
     if tp["peak_gflops"].isna().all():
         notes.append("throughput: machine.json has no matmul_peak_gflops; fractions of peak left empty.")
     if tp["intensity"].notna().any():
-        path = plots.roofline(tp, out_dir / "figures" / "roofline.png",
-                              title="Achieved GFLOP/s vs arithmetic intensity (inference and train)")
+        path = plots.roofline(
+            tp,
+            out_dir / "figures" / "roofline.png",
+            title="Achieved GFLOP/s vs arithmetic intensity (inference and train)",
+        )
         lines.append(_img(out_dir, path, "roofline"))
     best = tp.loc[tp["gflops"].idxmax()]
-    lines.append(f"The best run reaches {best['gflops']:.1f} GFLOP/s ({best['block']} [{best['impl']}] at "
-                 f"{int(best['height'])}x{int(best['width'])}); points far below the peak line are bound by memory "
-                 "traffic or element-wise work, not by matrix products.")
-    shown = tp[["block", "impl", "device", "mode", "height", "width", "flops", "latency_ms", "gflops", "fraction"]]
-    shown = shown.assign(flops=[tables.fmt(v, "flops") for v in shown["flops"]],
-                         latency_ms=[tables.fmt(v, "latency_ms") for v in shown["latency_ms"]])
+    lines.append(
+        f"The best run reaches {best['gflops']:.1f} GFLOP/s ({best['block']} [{best['impl']}] at "
+        f"{int(best['height'])}x{int(best['width'])}); points far below the peak line are bound by memory "
+        "traffic or element-wise work, not by matrix products."
+    )
+    shown = tp[
+        ["block", "impl", "device", "mode", "height", "width", "flops", "latency_ms", "gflops", "fraction"]
+    ]
+    shown = shown.assign(
+        flops=[tables.fmt(v, "flops") for v in shown["flops"]],
+        latency_ms=[tables.fmt(v, "latency_ms") for v in shown["latency_ms"]],
+    )
     lines.append(tables.markdown(shown))
     return "\n\n".join(lines)
 
@@ -176,13 +216,16 @@ def _failure_section(df: pd.DataFrame, out_dir: Path) -> str:
     if bad.empty:
         return "## Failed configurations\n\nNone: every configuration measured."
     counts = bad["status"].value_counts().to_dict()
-    sentence = "Configurations that did not measure (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + \
-        "); they are absent from the figures above, not zero."
+    sentence = (
+        "Configurations that did not measure ("
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + "); they are absent from the figures above, not zero."
+    )
     return "\n\n".join(["## Failed configurations", sentence, tables.markdown(bad)])
 
 
 def _environment_section(df: pd.DataFrame, machine: dict, results_dir: Path, out_dir: Path) -> str:
-    env = dict(machine.get("environment", {}))
+    env = data.environment(machine)
     for col in ("torch", "device_name", "threads", "host"):
         vals = sorted(df[col].dropna().astype(str).unique())
         if vals and col not in env:
@@ -190,10 +233,14 @@ def _environment_section(df: pd.DataFrame, machine: dict, results_dir: Path, out
     stamps = df["timestamp"].dropna().astype(str)
     if not stamps.empty:
         env["measured"] = f"{stamps.min()} .. {stamps.max()}"
-    for dev, entry in machine.items():
-        if isinstance(entry, dict) and "matmul_peak_gflops" in entry:
-            env[f"{dev} matmul peak"] = f"{entry['matmul_peak_gflops']:.1f} GFLOP/s"
-    lines = ["## Environment", tables.markdown(pd.DataFrame({"key": list(env), "value": [str(v) for v in env.values()]}))]
+    for dev in ("cpu", "cuda"):
+        peak = data.matmul_peak_gflops(machine, dev)
+        if peak:
+            env[f"{dev} fp32 matmul peak"] = f"{peak:.1f} GFLOP/s"
+    lines = [
+        "## Environment",
+        tables.markdown(pd.DataFrame({"key": list(env), "value": [str(v) for v in env.values()]})),
+    ]
     specs = sorted(results_dir.glob("*.toml"))
     for spec in specs:
         lines.append(f"Sweep spec `{spec.name}`:\n\n```toml\n{spec.read_text().strip()}\n```")

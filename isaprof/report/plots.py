@@ -17,7 +17,16 @@ import pandas as pd  # noqa: E402
 
 from isaprof.report import data, tables  # noqa: E402
 
-_BLOCKS = ("dense", "non_local", "isa", "criss_cross", "axial", "channelized_axial", "sparse_nonlocal", "linear")
+_BLOCKS = (
+    "dense",
+    "non_local",
+    "isa",
+    "criss_cross",
+    "axial",
+    "channelized_axial",
+    "sparse_nonlocal",
+    "linear",
+)
 
 
 def colour(block: str) -> str:
@@ -37,8 +46,10 @@ def _save(fig: plt.Figure, path: Path, svg: bool) -> Path:
     return path
 
 
-def scaling(rows: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float, svg: bool = False) -> Path:
-    """Metric against N = H x W, log-log: measured markers over the dashed analytic curve, one colour per block.
+def scaling(
+    rows: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float, svg: bool = False
+) -> Path:
+    """Metric against N = H x W, log-log: measured markers over the dashed analytic curve, a colour a block.
 
     ``rows``: tidy rows of one metric and mode (already one impl, or the impl is put in the label);
     values are divided by ``scale`` and drawn in ``unit``. The legend carries each line's fitted exponent
@@ -47,17 +58,26 @@ def scaling(rows: pd.DataFrame, path: str | Path, *, title: str, unit: str, scal
     fig, ax = plt.subplots(figsize=(7, 4.8))
     several_impls = rows["impl"].nunique() > 1 or rows["backend"].nunique() > 1
     for key, g in data.series(rows).items():
-        block, impl, backend = key[0], key[1], key[2]
+        block, impl = key[0], key[1]
         c = colour(block)
         n, y = g["N"].to_numpy(), g["measured"].to_numpy() / scale
         slope = tables.fit_exponent(n, y)
-        name = block + (f" [{impl}{'/' + backend if backend else ''}]" if several_impls else "")
+        name = data.label(key, g, impl=several_impls)
         has_formula = g["analytic"].notna().any()
         if has_formula:  # the formula as a dashed curve, measured points as markers on top
             ax.plot(n, g["analytic"].to_numpy() / scale, linestyle="--", linewidth=1.2, color=c, alpha=0.8)
         marker = "o" if impl == "naive" else "s"
-        ax.plot(n, y, marker=marker, linestyle="none" if has_formula else ":", markersize=6, color=c,
-                markeredgecolor="k", markeredgewidth=0.4, label=f"{name}  N^{slope:.2f}")
+        ax.plot(
+            n,
+            y,
+            marker=marker,
+            linestyle="none" if has_formula else ":",
+            markersize=6,
+            color=c,
+            markeredgecolor="k",
+            markeredgewidth=0.4,
+            label=f"{name}  N^{slope:.2f}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("positions N = H x W (log)")
@@ -70,7 +90,7 @@ def scaling(rows: pd.DataFrame, path: str | Path, *, title: str, unit: str, scal
 
 
 def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float) -> Path:
-    """ISA cost over the factor grid (P_h rows, P_w columns), analytic optimum (x) and measured optimum (o)."""
+    """ISA cost over the factor grid (P_h rows, P_w columns), analytic (x) and measured (o) optimum."""
     phs, pws = sorted(grid["ph"].unique()), sorted(grid["pw"].unique())
     z = np.full((len(phs), len(pws)), np.nan)
     for r in grid.itertuples():
@@ -81,15 +101,30 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
     for i in range(len(phs)):
         for j in range(len(pws)):
             if np.isfinite(z[i, j]):
-                ax.text(j, i + 0.28, f"{z[i, j]:.3g}", ha="center", va="center", fontsize=8,
-                        color="w" if z[i, j] < mid else "k")
+                ax.text(
+                    j,
+                    i + 0.28,
+                    f"{z[i, j]:.3g}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="w" if z[i, j] < mid else "k",
+                )
     opt = tables.grid_optima(grid)
     if opt:
         ai, aj = phs.index(opt["analytic_opt"][0]), pws.index(opt["analytic_opt"][1])
         mi, mj = phs.index(opt["measured_opt"][0]), pws.index(opt["measured_opt"][1])
         ax.scatter([aj], [ai], marker="x", s=160, color="red", label="analytic optimum")
-        ax.scatter([mj], [mi], marker="o", s=260, facecolors="none", edgecolors="orange", linewidths=2,
-                   label="measured optimum")
+        ax.scatter(
+            [mj],
+            [mi],
+            marker="o",
+            s=260,
+            facecolors="none",
+            edgecolors="orange",
+            linewidths=2,
+            label="measured optimum",
+        )
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, markerscale=0.6)
     ax.set_xticks(range(len(pws)), [str(p) for p in pws])
     ax.set_yticks(range(len(phs)), [str(p) for p in phs])
@@ -107,10 +142,18 @@ def roofline(tp: pd.DataFrame, path: str | Path, *, title: str) -> Path:
         g = g.dropna(subset=["intensity", "gflops"])
         marker = {"naive": "o", "sdpa": "s"}
         for impl, gi in g.groupby("impl"):
-            ax.scatter(gi["intensity"], gi["gflops"], color=colour(block), marker=marker.get(impl, "^"),
-                       label=f"{block} [{impl}]", s=18 + 30 * np.log2(gi["height"] / gi["height"].min() + 1))
+            ax.scatter(
+                gi["intensity"],
+                gi["gflops"],
+                color=colour(block),
+                marker=marker.get(impl, "^"),
+                label=f"{block} [{impl}]",
+                s=18 + 30 * np.log2(gi["height"] / gi["height"].min() + 1),
+            )
     for device, peak in tp.dropna(subset=["peak_gflops"]).groupby("device")["peak_gflops"].first().items():
-        ax.axhline(peak, color="k", linestyle="--", linewidth=1, label=f"{device} matmul peak {peak:.0f} GFLOP/s")
+        ax.axhline(
+            peak, color="k", linestyle="--", linewidth=1, label=f"{device} matmul peak {peak:.0f} GFLOP/s"
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity: counted FLOPs / peak bytes (FLOP/byte, log)")

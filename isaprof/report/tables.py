@@ -22,7 +22,12 @@ SCALING = (
     ("latency_ms", "inference", "latency (inference)", "ms", 1.0),
     ("latency_ms", "train", "latency (train)", "ms", 1.0),
 )
-CROSSOVER_METRICS = (("macs", "inference"), ("peak_bytes", "inference"), ("peak_bytes", "train"), ("latency_ms", "inference"))
+CROSSOVER_METRICS = (
+    ("macs", "inference"),
+    ("peak_bytes", "inference"),
+    ("peak_bytes", "train"),
+    ("latency_ms", "inference"),
+)
 
 
 def fit_exponent(n: np.ndarray, y: np.ndarray, tail: float = 0.5) -> float:
@@ -50,18 +55,19 @@ def exponents(df: pd.DataFrame) -> pd.DataFrame:
     for metric, mode, label, _, _ in SCALING:
         rows = data.main_slice(data.metric_rows(df, metric, mode))
         for key, g in data.series(rows).items():
-            block, impl = key[0], key[1]
             out.append(
                 {
                     "metric": label,
-                    "block": block,
-                    "impl": impl + (f"/{key[2]}" if key[2] else ""),
+                    "block": data.label(key, g),
+                    "impl": _impl(key),
                     "sizes": g["N"].nunique(),
                     "measured_exponent": fit_exponent(g["N"].to_numpy(), g["measured"].to_numpy()),
                     "analytic_exponent": fit_exponent(g["N"].to_numpy(), g["analytic"].to_numpy()),
                 }
             )
-    return pd.DataFrame(out, columns=["metric", "block", "impl", "sizes", "measured_exponent", "analytic_exponent"])
+    return pd.DataFrame(
+        out, columns=["metric", "block", "impl", "sizes", "measured_exponent", "analytic_exponent"]
+    )
 
 
 def crossover(n: np.ndarray, block: np.ndarray, base: np.ndarray) -> str | int:
@@ -105,7 +111,7 @@ def crossovers(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
                     {
                         "metric": metric,
                         "mode": mode,
-                        "block": key[0],
+                        "block": data.label(key, g),
                         "impl": _impl(key),
                         "baseline_impl": _impl(bkey),
                         "sizes": len(m),
@@ -122,23 +128,25 @@ def _impl(key: tuple) -> str:
 
 
 def factor_grid(df: pd.DataFrame, metric: str, mode: str = "inference", block: str = "isa") -> pd.DataFrame:
-    """ISA cost over (P_h, P_w) at the size with the most factors: columns ph, pw, measured, analytic, H, W."""
+    """ISA cost over (P_h, P_w) at the size with most factors: columns ph, pw, measured, analytic, H, W."""
     rows = data.metric_rows(df, metric, mode)
     rows = rows[(rows["block"] == block) & rows["factor"].str.contains("x", na=False)]
     if rows.empty:
-        return pd.DataFrame(columns=["ph", "pw", "measured", "analytic", "height", "width"])
-    rows = data.main_slice(rows)
-    size = rows.groupby(["height", "width", "impl"])["factor"].nunique().idxmax()
-    h, w, impl = size
-    g = rows[(rows["height"] == h) & (rows["width"] == w) & (rows["impl"] == impl)].copy()
-    g = g.drop_duplicates("factor")
+        return pd.DataFrame(columns=["ph", "pw", "measured", "analytic", "height", "width", "impl"])
+    keys = ["device", "batch", "channels", "dtype", "height", "width", "impl"]
+    score = {  # the grid with most factors, then the preferred device
+        k: (g["factor"].nunique(), -data.DEVICE_PREFERENCE.get(k[0], 3)) for k, g in rows.groupby(keys)
+    }
+    best = max(score, key=score.get)
+    g = rows[(rows[keys] == pd.Series(best, index=keys)).all(axis=1)].drop_duplicates("factor").copy()
     g["ph"] = g["factor"].str.split("x").str[0].astype(int)
     g["pw"] = g["factor"].str.split("x").str[1].astype(int)
-    return g[["ph", "pw", "measured", "analytic", "height", "width", "impl"]].reset_index(drop=True)
+    cols = ["ph", "pw", "measured", "analytic", "height", "width", "impl", "device", "channels"]
+    return g[cols].reset_index(drop=True)
 
 
 def grid_optima(grid: pd.DataFrame) -> dict[str, object]:
-    """Analytic and measured optimum factors of a grid, and measured cost at the analytic optimum / measured min."""
+    """Analytic and measured optimal factors of a grid; measured cost at the analytic opt. / measured min."""
     if grid.empty or grid["measured"].isna().all():
         return {}
     meas = grid.loc[grid["measured"].idxmin()]
@@ -170,7 +178,9 @@ def throughput(df: pd.DataFrame, machine: dict) -> pd.DataFrame:
     t["peak_gflops"] = pd.to_numeric(t["peak_gflops"], errors="coerce")
     t["fraction"] = t["gflops"] / t["peak_gflops"]
     t["intensity"] = t["flops"] / t["peak_bytes"]
-    return t[cols + ["peak_bytes", "intensity"]].sort_values(["block", "impl", "height"]).reset_index(drop=True)
+    return (
+        t[cols + ["peak_bytes", "intensity"]].sort_values(["block", "impl", "height"]).reset_index(drop=True)
+    )
 
 
 def _by_config(rows: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -189,7 +199,12 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
 
 # --- formatting (the only place numbers become text) ---------------------------------------------------
 
-_UNITS = {"macs": (1e9, "GMAC"), "flops": (1e9, "GFLOP"), "peak_bytes": (2**20, "MiB"), "latency_ms": (1.0, "ms")}
+_UNITS = {
+    "macs": (1e9, "GMAC"),
+    "flops": (1e9, "GFLOP"),
+    "peak_bytes": (2**20, "MiB"),
+    "latency_ms": (1.0, "ms"),
+}
 
 
 def fmt(value: float | None, metric: str = "", digits: int = 3) -> str:

@@ -42,6 +42,7 @@ def execute(
     retry_failed: bool = False,
     progress: bool = True,
     profile_fn: ProfileFn | None = None,
+    machine: bool = True,
     peak_n: int = 2048,
 ) -> list[Any]:
     """Run shards ``shards`` (1-based; default all ``n_shards``) of ``configs`` with ``executor``.
@@ -56,7 +57,7 @@ def execute(
     ks = list(shards) if shards is not None else list(range(1, n_shards + 1))
     for k in ks:
         shard([], k, n_shards)  # validates 1 <= k <= n
-    kwargs = dict(retry_failed=retry_failed, profile_fn=profile_fn, peak_n=peak_n)
+    kwargs = dict(retry_failed=retry_failed, profile_fn=profile_fn, machine=machine, peak_n=peak_n)
     if executor == "local":
         return [run_shard(configs, out, k, n_shards, progress=progress, **kwargs) for k in ks]
     submitit = _submitit()

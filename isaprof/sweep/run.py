@@ -3,8 +3,10 @@
 Every configuration goes through one ``profile(block, **kwargs) -> Record`` call (the callable is a
 parameter, ``isaprof.profile.profile`` by default) and its ``Record.rows()`` are appended at once.
 A configuration already in the store is skipped: measured ones always, failed ones (status ``oom``
-or ``error``) unless ``retry_failed``. A raising configuration is recorded as one row with empty
-metric, status ``oom`` or ``error`` and the one-line message, and the sweep goes on.
+or ``error``) unless ``retry_failed``. A raising configuration is recorded with status ``oom`` or
+``error`` and the one-line message (``isaprof.profile.error_rows``: one row per metric, measured
+empty), and the sweep goes on. An ``sdpa`` configuration without backend matches the rows of
+whichever kernel profile chose for it (profile records the kernel it ran).
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from isaprof.sweep.spec import SweepConfig
-from isaprof.sweep.store import append, canonical_options, columns, config_key, row_key, statuses
+from isaprof.sweep.store import (
+    KEY_COLUMNS,
+    Key,
+    append,
+    canonical_options,
+    columns,
+    config_key,
+    row_key,
+    statuses,
+)
 
 ProfileFn = Callable[..., Any]
+_BACKEND = KEY_COLUMNS.index("backend")
 
 
 @dataclass(frozen=True)
@@ -63,9 +75,10 @@ def run_sweep(
     if machine:
         record_machine(out, n=peak_n)
     done = statuses(out)
+    loose = {_loose(k): v for k, v in done.items()}
     todo, skipped, unavailable = [], 0, 0
     for cfg in configs:
-        status = done.get(config_key(cfg))
+        status = done.get(config_key(cfg)) if _pinned(cfg) else loose.get(_loose(config_key(cfg)))
         if status == "ok" or (status == "failed" and not retry_failed):
             skipped += 1
         elif cfg.optional and not _available(cfg.device):
@@ -83,12 +96,15 @@ def run_sweep(
 
 
 def measure(cfg: SweepConfig, profile_fn: ProfileFn) -> list[dict[str, Any]]:
-    """The rows of one configuration: ``profile_fn(...).rows()``, or one failure row if it raised."""
+    """The rows of one configuration: ``profile_fn(...).rows()``, or failure rows if it raised."""
     try:
         rows = list(profile_fn(cfg.block, **cfg.profile_kwargs()).rows())
     except Exception as e:  # noqa: BLE001  recorded, the sweep goes on
-        return [failure_row(cfg, "oom" if is_oom(e) else "error", e)]
-    if rows and row_key(rows[0]) != config_key(cfg):
+        from isaprof.profile import is_oom
+
+        return failure_rows(cfg, "oom" if is_oom(e) else "error", f"{type(e).__name__}: {e}")
+    same = _same if _pinned(cfg) else (lambda a, b: _loose(a) == _loose(b))
+    if rows and not same(row_key(rows[0]), config_key(cfg)):
         warnings.warn(
             f"profile's rows describe {row_key(rows[0])}, the sweep asked for {config_key(cfg)}: "
             "a re-run will not recognise this configuration as done",
@@ -97,13 +113,25 @@ def measure(cfg: SweepConfig, profile_fn: ProfileFn) -> list[dict[str, Any]]:
     return rows
 
 
-def failure_row(cfg: SweepConfig, status: str, error: BaseException | str) -> dict[str, Any]:
-    """One tidy row (empty metric and numbers) saying that ``cfg`` failed with ``status`` and why."""
+def failure_rows(cfg: SweepConfig, status: str, message: str) -> list[dict[str, Any]]:
+    """Rows saying that ``cfg`` failed with ``status`` and why: ``isaprof.profile.error_rows`` (one per
+    metric, analytic values kept), or, if the configuration itself is invalid, one :func:`failure_row`."""
+    from isaprof.profile import error_rows
+
+    kwargs = cfg.profile_kwargs()
+    del kwargs["latency"]
+    try:
+        return error_rows(cfg.block, status=status, message=message, **kwargs)
+    except Exception:  # noqa: BLE001  an invalid configuration: record it anyway
+        return [failure_row(cfg, status, message)]
+
+
+def failure_row(cfg: SweepConfig, status: str, message: str) -> dict[str, Any]:
+    """One tidy row, empty metric and numbers, saying that ``cfg`` failed with ``status`` and why."""
     import torch
 
     opts = dict(cfg.options)
     factor = opts.get("factor")
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return dict(
         block=cfg.block,
         batch=cfg.batch,
@@ -122,7 +150,7 @@ def failure_row(cfg: SweepConfig, status: str, error: BaseException | str) -> di
         mode=cfg.mode,
         metric="",
         status=status,
-        error=" ".join(message.split())[:500],
+        error=" ".join(message.split()),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         host=socket.gethostname(),
@@ -130,15 +158,18 @@ def failure_row(cfg: SweepConfig, status: str, error: BaseException | str) -> di
     )
 
 
-def is_oom(error: BaseException) -> bool:
-    """True for out-of-memory errors (``MemoryError``, ``torch.OutOfMemoryError``, "out of memory")."""
-    import torch
+def _pinned(cfg: SweepConfig) -> bool:
+    """False for sdpa with the default kernel: profile picks (and records) the backend itself."""
+    return cfg.impl != "sdpa" or cfg.backend is not None
 
-    oom_types: tuple[type[BaseException], ...] = (
-        MemoryError,
-        getattr(torch, "OutOfMemoryError", MemoryError),
-    )
-    return isinstance(error, oom_types) or "out of memory" in str(error).lower()
+
+def _loose(key: Key) -> Key:
+    """``key`` without its backend column (matches whatever kernel profile chose)."""
+    return key[:_BACKEND] + key[_BACKEND + 1 :]
+
+
+def _same(a: Key, b: Key) -> bool:
+    return a == b
 
 
 def _available(device: str) -> bool:

@@ -14,12 +14,12 @@ A sweep file holds one or more ``[[grid]]`` tables; each expands to the cartesia
     recurrences = [2]             # criss-cross's `recurrence` option
     options = { name = [...] }    # any other block option, same rule
     impls = ["naive", "sdpa"]     # or "all": every impl the block has
-    backends = ["math"]           # sdpa kernel; applies to impl "sdpa" only
+    backends = ["math"]           # sdpa kernel (impl "sdpa" only); default: profile picks per device
     devices = ["meta"]            # meta, cpu, cuda
     skip_if_unavailable = true    # devices absent at run time are skipped, not failed
     dtypes = ["float32"]
     modes = ["inference", "train"]
-    latency = "quick"             # latency protocol handed to profile (real devices only)
+    latency = "quick"             # latency protocol for profile (real devices only): quick, fixed, none
 
 Options and impls are applied only to the blocks that take them (read from the block registry).
 Order is deterministic: grids in file order, then the product in the order of the keys above.
@@ -223,14 +223,14 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
     devices = _choices(grid, "devices", DEVICES, ["meta"])
     dtypes = _choices(grid, "dtypes", DTYPES, ["float32"])
     modes = _choices(grid, "modes", MODES, ["inference"])
-    backends: list[str | None] = _list(grid, "backends", str) if "backends" in grid else [None]
+    backends: list[str | None] = _backends(grid)
     option_lists = _option_lists(grid)
     impls_all = sorted({i for s in specs for i in s.impls})
     wanted_impls = None if grid.get("impls", "all") == "all" else _list(grid, "impls", str)
     bad = [i for i in wanted_impls or [] if i not in impls_all]
     if bad:
         raise ValueError(f"impl(s) {', '.join(bad)} not offered by any of its blocks; they offer {impls_all}")
-    latency = grid.get("latency", "quick")
+    latency = _latency(grid.get("latency", "quick"))
     optional = bool(grid.get("skip_if_unavailable", False))
     configs = []
     for s in specs:
@@ -250,6 +250,28 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
                     )
                 )  # fmt: skip
     return configs
+
+
+def _latency(value: Any) -> str | None:
+    from isaprof.measure.latency import PROTOCOLS
+
+    if value == "none":
+        return None
+    if value not in PROTOCOLS:
+        raise ValueError(f"latency must be one of {', '.join(PROTOCOLS)} or 'none', got {value!r}")
+    return value
+
+
+def _backends(grid: dict[str, Any]) -> list[str | None]:
+    from isaprof.profile import BACKENDS
+
+    if "backends" not in grid:
+        return [None]  # profile picks the device's default kernel
+    values = _list(grid, "backends", str)
+    bad = [b for b in values if b not in BACKENDS]
+    if bad:
+        raise ValueError(f"'backends': {', '.join(map(repr, bad))} unknown; allowed: {', '.join(BACKENDS)}")
+    return values
 
 
 def _option_values(values: list[Any] | str, h: int, w: int) -> list[Any]:

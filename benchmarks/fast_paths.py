@@ -1,0 +1,150 @@
+"""Achieved rate of each block's reference and fast paths, as a fraction of this machine's sgemm peak.
+
+    python benchmarks/fast_paths.py                       # all cases, writes results/fast_paths.csv
+    python benchmarks/fast_paths.py --only isa --compile  # + torch.compile (compile time excluded)
+
+Figure of merit: ``rate = F / t`` where F is the FLOP count of the *reference* form (FlopCounterMode on the
+naive reference module, inference, FLOPs = 2 x MACs) and t the median latency (``torch.utils.benchmark``) of the
+variant; ``fraction = rate / peak``, with ``peak`` the fp32 sgemm rate (2 n^3 / t of an n x n matmul, n = 2048)
+measured in the same run, right before every case (the machine is shared: the largest sample is the peak, each
+case also records the sample taken next to it). Every variant computes the same function (tests/test_fast.py).
+Variants: ``naive`` and ``sdpa`` (reference impls), ``fast`` (fast_inference), ``fast+compile``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils import benchmark
+from torch.utils.flop_counter import FlopCounterMode
+
+import isaprof.blocks as blocks
+from isaprof.blocks.fast import fast_inference
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration; ``why`` says where the shape comes from."""
+
+    block: str
+    channels: int
+    height: int
+    width: int
+    key: int | None = None
+    value: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    why: str = ""
+
+
+ISA_GOAL = Case("isa", 512, 128, 128, 256, 256, {"factor": (8, 8)}, "issue 7 goal: ISA paper's setting, >= 60%")
+CASES: tuple[Case, ...] = (
+    ISA_GOAL,
+    Case("isa", 512, 64, 64, 256, 256, {"factor": (8, 8)}, "ISA at 1/8 of a 512x512 crop"),
+    *(Case("dense", 512, s, s, 256, 256, {}, "dense vs sdpa as the affinity leaves cache") for s in (32, 64, 96)),
+    Case("axial", 512, 64, 64, 256, 256, {}, "two-stage, like ISA"),
+    Case("non_local", 512, 64, 64, 256, 256, {}, "mmseg NLHead width"),
+    Case("sparse_nonlocal", 512, 64, 64, 256, 256, {"k": 256}, "SSANet, k = N / 16"),
+    Case("criss_cross", 512, 64, 64, None, None, {}, "CCNet R = 2, Ck = C / 8"),
+    Case("linear", 512, 64, 64, None, None, {}, "Ck = C / 8"),
+    Case("channelized_axial", 128, 32, 32, None, None, {}, "CAA (heavy elementwise): a small map"),
+)
+
+
+def sgemm_gflops(n: int = 2048, min_run_time: float = 1.0) -> float:
+    """fp32 matmul rate in GFLOP/s: 2 n^3 / median time of ``a @ b`` (n x n)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = benchmark.Timer("a @ b", globals={"a": a, "b": b}).blocked_autorange(min_run_time=min_run_time)
+    return 2 * n**3 / t.median / 1e9
+
+
+def reference_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one inference forward (FlopCounterMode: matmul-like ops only, 2 per MAC)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops()
+
+
+def median_ms(fn: torch.nn.Module, x: torch.Tensor, min_run_time: float) -> tuple[float, float]:
+    """(median, IQR) in ms of ``fn(x)`` under no_grad, after one warm-up call."""
+    with torch.no_grad():
+        fn(x)
+        m = benchmark.Timer("fn(x)", globals={"fn": fn, "x": x}).blocked_autorange(min_run_time=min_run_time)
+    return m.median * 1e3, m.iqr * 1e3
+
+
+def variants(case: Case, compile: bool) -> dict[str, torch.nn.Module]:
+    """The modules to time, all with the same weights (built from one seed)."""
+    impls = blocks.spec(case.block).impls
+    out: dict[str, torch.nn.Module] = {}
+    for impl in ("naive", "sdpa"):
+        if impl in impls:
+            torch.manual_seed(0)
+            out[impl] = blocks.build(
+                case.block, case.channels, case.key, case.value, impl=impl, **case.options
+            ).eval()
+    out["fast"] = fast_inference(out["naive"])
+    if compile:
+        out["fast+compile"] = fast_inference(out["naive"], compile=True)
+    return out
+
+
+def run_case(case: Case, compile: bool, min_run_time: float) -> list[dict[str, Any]]:
+    """Rows (one per variant) of one case; prints them as it goes."""
+    torch.manual_seed(1)
+    x = torch.randn(1, case.channels, case.height, case.width)
+    mods = variants(case, compile)
+    flops = reference_flops(mods["naive"], x)
+    peak = sgemm_gflops()
+    rows = []
+    for name, mod in mods.items():
+        t0 = time.perf_counter()
+        if name == "fast+compile":
+            with torch.no_grad():
+                mod(x)  # compile outside the timing
+        compile_s = time.perf_counter() - t0 if name == "fast+compile" else 0.0
+        med, iqr = median_ms(mod, x, min_run_time)
+        rate = flops / (med / 1e3) / 1e9
+        row = dict(
+            block=case.block, channels=case.channels, key_channels=case.key or "", value_channels=case.value or "",
+            height=case.height, width=case.width, options=repr(case.options), variant=name,
+            ref_gflop=flops / 1e9, median_ms=med, iqr_ms=iqr, gflops=rate, case_peak_gflops=peak,
+            compile_s=compile_s,
+        )  # fmt: skip
+        rows.append(row)
+        print(f"{case.block:18s} {case.height:4d}x{case.width:<4d} {name:13s} {med:10.1f} ms  "
+              f"{rate:6.1f} GFLOP/s  {rate / peak:6.1%} of {peak:.0f} (case peak)", flush=True)  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", help="block names to run (default: all cases)")
+    ap.add_argument("--compile", action="store_true", help="also time fast_inference(compile=True)")
+    ap.add_argument("--min-run-time", type=float, default=3.0, help="seconds per timing (default 3)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("results/fast_paths.csv"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = [c for c in CASES if not args.only or c.block in args.only]
+    rows = [r for c in cases for r in run_case(c, args.compile, args.min_run_time)]
+    peak = max(r["case_peak_gflops"] for r in rows)
+    for r in rows:
+        r["peak_gflops"], r["fraction"] = peak, r["gflops"] / peak
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"sgemm peak (largest sample of the run): {peak:.1f} GFLOP/s; wrote {args.out}")
+    for r in rows:
+        print(f"{r['block']:18s} {r['height']:4d}x{r['width']:<4d} {r['variant']:13s} {r['fraction']:6.1%}")
+
+
+if __name__ == "__main__":
+    main()

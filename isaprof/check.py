@@ -1,0 +1,129 @@
+"""The grid check: profile every registered block over a grid on ``meta`` and list where measurement and
+closed form disagree.
+
+Rules (per configuration): parameters and MACs must match exactly; peak bytes may differ by at most
+:data:`MEMORY_RTOL` relative to the measurement (formulas declare no tolerance of their own yet, so this
+one bound applies to all; every difference is reported with its relative size); a missing analytic peak,
+a matmul-like op the counter could not count, or a configuration that raises are disagreements too.
+The grid is generic: it knows options by name (``factor``, ``recurrence``, boolean options), never blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from isaprof import blocks
+from isaprof.profile import Record, profile
+
+MEMORY_RTOL = 0.10  # |measured - analytic| / measured above this is a disagreement
+
+CHANNELS, BATCH = 32, 2
+SIZES = {"quick": [(8, 8), (9, 11)], "full": [(8, 8), (9, 11), (16, 12), (13, 13)]}
+FACTORS = {"quick": [(2, 2), (3, 2)], "full": [(2, 2), (3, 2), (4, 4), (1, 3), (5, 5)]}  # incl. non-divisors
+RECURRENCES = {"quick": [1, 2], "full": [1, 2, 3]}
+MODES = ("inference", "train")
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """One metric of one configuration where the closed form does not match the measurement."""
+
+    config: Mapping[str, Any]  # the keyword arguments of isaprof.profile
+    metric: str  # params, macs, peak_bytes, uncounted or error
+    measured: int | None
+    analytic: int | None
+    message: str
+
+    def __str__(self) -> str:
+        cfg = " ".join(f"{k}={v}" for k, v in self.config.items() if k != "name")
+        return f"{self.config.get('name')} [{cfg}] {self.metric}: {self.message}"
+
+
+def _backends(impl: str) -> list[str | None]:
+    return [None, "math"] if impl == "sdpa" else [None]
+
+
+def _option_variants(options: Mapping[str, Any], level: str) -> list[dict[str, Any]]:
+    """Option dicts to try: factor and recurrence over their grids, each boolean option flipped once."""
+    variants: list[dict[str, Any]] = [{}]
+    if "factor" in options:
+        variants = [{"factor": f} for f in FACTORS[level]]
+    if "recurrence" in options:
+        variants = [{**v, "recurrence": r} for v in variants for r in RECURRENCES[level]]
+    flips = [{name: not default} for name, default in options.items() if isinstance(default, bool)]
+    return variants + [{**variants[0], **flip} for flip in flips]
+
+
+def default_grid(quick: bool = False) -> list[dict[str, Any]]:
+    """Profile keyword arguments: every block x impl x backend x size x option variant x mode, plus one
+    configuration per block with explicit, unequal key/value widths."""
+    level = "quick" if quick else "full"
+    grid = []
+    for name in blocks.names():
+        s = blocks.spec(name)
+        for impl, size, opts, mode in itertools.product(
+            s.impls, SIZES[level], _option_variants(s.options, level), MODES
+        ):
+            for backend in _backends(impl):
+                grid.append(dict(name=name, size=size, channels=CHANNELS, batch=BATCH, impl=impl,
+                                 backend=backend, mode=mode, **opts))  # fmt: skip
+        for impl, mode in itertools.product(s.impls, MODES):
+            grid.append(dict(name=name, size=(8, 8), channels=CHANNELS, key_channels=8, value_channels=16,
+                             batch=BATCH, impl=impl, mode=mode))  # fmt: skip
+    return grid
+
+
+def compare(record: Record, config: Mapping[str, Any]) -> list[Disagreement]:
+    """Disagreements of one profiled record (rules in the module docstring)."""
+    found = []
+    for metric, measured, analytic in (
+        ("params", record.params, record.params_analytic),
+        ("macs", record.macs, record.macs_analytic),
+    ):
+        if measured != analytic:
+            found.append(Disagreement(config, metric, measured, analytic, _diff(measured, analytic)))
+    peak, peak_a = record.peak_bytes, record.peak_bytes_analytic
+    if peak_a is None:
+        found.append(Disagreement(config, "peak_bytes", peak, None, "no analytic peak bytes"))
+    elif abs(peak - peak_a) > MEMORY_RTOL * peak:
+        found.append(Disagreement(config, "peak_bytes", peak, peak_a, _diff(peak, peak_a)))
+    if record.flop_count.uncounted:
+        ops = ", ".join(record.flop_count.uncounted)
+        found.append(Disagreement(config, "uncounted", None, None, f"ops without a FLOP formula: {ops}"))
+    return found
+
+
+def _diff(measured: int, analytic: int) -> str:
+    rel = (analytic - measured) / measured if measured else float("inf")
+    return f"measured {measured}, analytic {analytic} ({rel:+.2%})"
+
+
+def check(
+    grid: Iterable[Mapping[str, Any]] | None = None,
+    quick: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Disagreement]:
+    """Profile every configuration of ``grid`` (default :func:`default_grid`) on meta; return disagreements.
+
+    ``progress(done, total)`` is called after each configuration.
+    """
+    configs = list(default_grid(quick) if grid is None else grid)
+    found: list[Disagreement] = []
+    for i, config in enumerate(configs, 1):
+        try:
+            record = profile(**{"device": "meta", "latency": None, **config})
+        except Exception as e:  # noqa: BLE001 - any failure is a finding of the check
+            found.append(Disagreement(config, "error", None, None, f"{type(e).__name__}: {_first_line(e)}"))
+        else:
+            found.extend(compare(record, config))
+        if progress is not None:
+            progress(i, len(configs))
+    return found
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""

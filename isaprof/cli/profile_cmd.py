@@ -1,0 +1,141 @@
+"""``isaprof profile NAME --size HxW --channels C ...``: profile one configuration, print a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from typing import Any
+
+from isaprof import blocks
+from isaprof.cli import _args
+
+DEVICES = ("meta", "cpu", "cuda")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+BACKENDS = ("math", "flash", "efficient", "cudnn")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "profile",
+        help="profile one block configuration (MACs, peak bytes, params, latency) against its formula",
+        description="Profile one block configuration and compare each measurement with its closed form.",
+    )
+    p.add_argument("name", help=f"block name: {', '.join(blocks.names())}")
+    p.add_argument("--size", type=_args.size, required=True, metavar="HxW", help="input height x width")
+    p.add_argument("--channels", type=_args.positive_int, required=True, metavar="C")
+    p.add_argument("--key-channels", type=_args.positive_int, metavar="CK", help="default: the block's")
+    p.add_argument("--value-channels", type=_args.positive_int, metavar="CV", help="default: the block's")
+    p.add_argument("--batch", type=_args.positive_int, default=1)
+    p.add_argument("--factor", type=_args.factor, metavar="PHxPW", help="blocks with a factor option (isa)")
+    p.add_argument(
+        "--recurrence", type=_args.positive_int, metavar="R", help="blocks with a recurrence option"
+    )
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip
+    p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
+    p.add_argument("--backend", choices=BACKENDS, help="sdpa kernel (default: per device)")
+    p.add_argument("--device", choices=DEVICES, default="meta", help="meta = fake tensors (default)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--mode", choices=("inference", "train"), default="inference")
+    p.add_argument("--latency", choices=("quick", "fixed", "none"), default="quick", help="cpu/cuda only")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.set_defaults(func=run)
+
+
+def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Block options from ``--factor``, ``--recurrence`` and ``--option``; ``ValueError`` if the block
+    has no such option (the registry's ``spec(name).options`` decides)."""
+    known = blocks.spec(name).options
+    options: dict[str, Any] = {}
+    for text in args.option:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option must look like KEY=VALUE, got {text!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()  # a bare word: a string
+    for opt in ("factor", "recurrence"):
+        value = getattr(args, opt)
+        if value is None:
+            continue
+        if opt not in known:
+            having = [n for n in blocks.names() if opt in blocks.spec(n).options]
+            raise ValueError(f"--{opt} applies only to blocks with a {opt} option ({', '.join(having)})")
+        options[opt] = value
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        allowed = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
+        raise ValueError(f"block {name!r} has no option(s) {', '.join(unknown)}; allowed: {allowed}")
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from isaprof.profile import profile
+
+    record = profile(
+        args.name,
+        size=args.size,
+        channels=args.channels,
+        key_channels=args.key_channels,
+        value_channels=args.value_channels,
+        batch=args.batch,
+        device=args.device,
+        dtype=args.dtype,
+        mode=args.mode,
+        impl=args.impl,
+        backend=args.backend,
+        latency=None if args.latency == "none" else args.latency,
+        **block_options(args.name, args),
+    )
+    print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
+    return 0
+
+
+def fmt(value: float | None, unit: str) -> str:
+    """A number with the unit scaled for reading: k/M/G/T MAC, FLOP or op; KiB..TiB; ms; counts."""
+    if value is None:
+        return "-"
+    if unit in ("MAC", "FLOP", "op"):
+        return _scaled(value, 1000.0, ("", "k", "M", "G", "T", "P"), unit)
+    if unit == "byte":
+        return _scaled(value, 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB"), "")
+    if unit == "ms":
+        return f"{value:.3f} ms"
+    return f"{value:,}"
+
+
+def _scaled(value: float, base: float, prefixes: tuple[str, ...], unit: str) -> str:
+    i = 0
+    while abs(value) >= base and i < len(prefixes) - 1:
+        value, i = value / base, i + 1
+    return f"{value:.3f} {prefixes[i]}{unit}" if i else f"{value:g} {prefixes[0]}{unit}"
+
+
+def table(record: Any) -> str:
+    """A readable table of a :class:`isaprof.profile.Record`."""
+    rows = record.rows()
+    c = rows[0]
+    opts = "" if c["options"] == "{}" else f" options={c['options']}"
+    head = (
+        f"{c['block']}  B={c['batch']} C={c['channels']} Ck={c['key_channels']} Cv={c['value_channels']}  "
+        f"{c['height']}x{c['width']} (computed on {c['padded_height']}x{c['padded_width']}){opts}\n"
+        f"impl={c['impl']} backend={c['backend'] or '-'} {c['dtype']} {c['device']} {c['mode']}  "
+        f"[{c['device_name']}, torch {c['torch']}, {c['threads']} threads]"
+    )
+    lines = [head, f"{'metric':<12} {'measured':>20} {'analytic':>20} {'diff':>9}"]
+    for r in rows:
+        m, a = r["measured"], r["analytic"]
+        diff = f"{(a - m) / m:+.2%}" if m and a is not None else "-"
+        if r["metric"] == "latency_ms":
+            diff = f"IQR {r['spread']:.3f}"
+        lines.append(f"{r['metric']:<12} {fmt(m, r['unit']):>20} {fmt(a, r['unit']):>20} {diff:>9}")
+    if record.flop_count.uncounted:
+        lines.append(
+            f"WARNING: ops with no FLOP formula (counted 0): {', '.join(record.flop_count.uncounted)}"
+        )
+    if record.latency is not None and record.latency.noisy:
+        lines.append("WARNING: noisy latency (IQR > 10% of the median)")
+    lines += [f"note: {n}" for n in record.notes]
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""``isaprof reproduce [--out DIR] [--device meta|cpu]``: measure the published figures' configurations."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``reproduce`` subcommand."""
+    p = sub.add_parser(
+        "reproduce",
+        help="rebuild the configurations of published cost figures and compare (DIR/reproduction.csv)",
+        description="For each figure of reference/published.toml build the same configuration, measure FLOPs "
+        "and peak memory on fake tensors (meta); write DIR/reproduction.csv: published, ours, ratio, reason.",
+    )
+    p.add_argument(
+        "--out", default="reports/data", metavar="DIR", help="output directory (default: reports/data)"
+    )
+    p.add_argument(
+        "--device",
+        choices=("meta", "cpu"),
+        default="meta",
+        help="meta: counts and memory only (seconds); cpu: also CPU latency of configurations <= 50 GFLOP",
+    )
+    p.add_argument(
+        "--published", metavar="TOML", help="published-figures file (default: reference/published.toml)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from isaprof.reproduce import PUBLISHED, reproduce
+
+    path = reproduce(args.out, device=args.device, published=args.published or PUBLISHED)
+    print(path)
+    return 0

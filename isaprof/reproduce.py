@@ -1,0 +1,275 @@
+"""Rebuild the configurations behind published cost figures, measure them, and compare.
+
+Reads ``reference/published.toml``, builds each configuration (a block alone, openseg's "3x3 conv
+2048->512 then the block then the concat fusion" head, or CCNet's RCCA head), measures FLOPs and peak
+memory on fake tensors (``meta``: nothing is allocated or computed) and, with ``device="cpu"``,
+latency on real tensors; writes ``DIR/reproduction.csv``, one row per published figure with ours beside
+it, the ratio and the reason where they differ. A runner, not the report: it may build models.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import torch
+from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from isaprof.blocks import build
+from isaprof.blocks.common import record_attention
+from isaprof.measure import count_flops, measure_latency, step, track_peak
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "reference" / "published.toml"
+UNITS = {"GFLOP": 1e9, "MiB": 2.0**20, "x": 1.0, "%": 1.0}
+COLUMNS = [
+    "id", "metric", "unit", "published", "ours", "ours_as_source", "source_formula", "ratio",
+    "provenance", "reason", "latency_ms", "source", "setting",
+]  # fmt: skip
+KINDS = ("conv3x3", "openseg", "rcca", "block", "affinity")
+
+
+def bn_relu(channels: int) -> nn.Sequential:
+    """BatchNorm + ReLU, openseg's ``ModuleHelper.BNReLU``."""
+    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
+
+
+class OpensegHead(nn.Module):
+    """openseg's cost set-up: 3x3 conv in->C (bias) + BN + ReLU, then ``block`` and openseg's fusion.
+
+    Fusion (``ISA_Module.conv_bn`` / ``BaseOC_Module``): concat [x, block(x)] -> 1x1 conv 2C->C (no bias)
+    + BN + ReLU. Without ``block`` only the 3x3 conv (+ BN + ReLU) runs.
+    """
+
+    def __init__(self, in_channels: int, channels: int, block: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), bn_relu(channels))
+        self.block = block
+        self.fuse = None if block is None else nn.Sequential(nn.Conv2d(2 * channels, channels, 1, bias=False),
+                                                             bn_relu(channels))  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)  # (B, C, H, W)
+        if self.block is None:
+            return x
+        return self.fuse(torch.cat([x, self.block(x)], dim=1))  # (B, 2C, H, W) -> (B, C, H, W)
+
+
+class RCCAHead(nn.Module):
+    """CCNet's ``RCCAModule`` (speedinghzl/CCNet ``networks/ccnet.py``; mmseg ``cc_head.py``), no classifier.
+
+    conva 3x3 in->C + BN + ReLU; R x criss-cross; convb 3x3 C->C + BN + ReLU; bottleneck 3x3 on
+    concat [x, out] (in + C -> C) + BN + ReLU. No biases (BN follows each conv).
+    """
+
+    def __init__(self, in_channels: int, channels: int, key_channels: int, recurrence: int) -> None:
+        super().__init__()
+        self.conva = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), bn_relu(channels)
+        )
+        self.cca = build("criss_cross", channels, key_channels, channels, recurrence=recurrence)
+        self.convb = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), bn_relu(channels))
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(in_channels + channels, channels, 3, padding=1, bias=False), bn_relu(channels)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.convb(self.cca(self.conva(x)))  # (B, C, H, W)
+        return self.bottleneck(torch.cat([x, out], dim=1))  # (B, in + C, H, W) -> (B, C, H, W)
+
+
+def make_model(spec: dict[str, Any]) -> tuple[Callable[[], nn.Module], tuple[int, int, int, int]]:
+    """A constructor of the module a ``build`` table describes, and its input shape (B, C_in, H, W)."""
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"build.kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    h, w = spec["size"]
+    c, cin = spec["channels"], spec.get("in_channels", spec["channels"])
+    options = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in ("factor", "recurrence")
+    }
+
+    def block() -> nn.Module:
+        return build(spec["block"], c, spec.get("key_channels"), spec.get("value_channels"), **options)
+
+    makers: dict[str, Callable[[], nn.Module]] = {
+        "conv3x3": lambda: OpensegHead(cin, c),
+        "openseg": lambda: OpensegHead(cin, c, block()),
+        "rcca": lambda: RCCAHead(cin, c, spec["key_channels"], spec.get("recurrence", 2)),
+        "block": block,
+        "affinity": block,
+    }
+    return makers[kind], (1, cin, h, w)
+
+
+def measure_fake(make: Callable[[], nn.Module], shape: tuple[int, ...], mode: str) -> dict[str, float]:
+    """FLOPs, peak bytes (ours: above parameters and input) and parameter + buffer bytes, on fake tensors.
+
+    The module is built on ``meta`` and moved with ``to_empty`` inside ``FakeTensorMode``: shapes only.
+    """
+    with torch.device("meta"):
+        module = make()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        module = module.to_empty(device="cpu")
+        x = torch.empty(shape)  # (B, C_in, H, W), fake
+        flops = count_flops(step(module, x, mode)).flops
+        peak = track_peak(step(module, x, mode)).peak
+    weights = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    return {"flops": flops, "peak_bytes": peak, "weight_bytes": weights}
+
+
+def affinity_bytes(spec: dict[str, Any]) -> tuple[float, str]:
+    """Bytes of the softmax affinities a block forms: recorded on fake tensors, or N (H + W - 1) x 4 for
+    criss-cross (its joint softmax does not go through ``attend``), with how we got it."""
+    h, w = spec["size"]
+    if spec["block"] == "criss_cross":
+        return float(h * w * (h + w - 1) * 4 * spec.get("recurrence", 1)), "from shapes"
+    make, shape = make_model(spec)
+    with torch.device("meta"):
+        module = make().eval()
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad(), record_attention() as maps:
+        module = module.to_empty(device="cpu")
+        module(torch.empty(shape))
+    return float(sum(m.numel() * m.element_size() for m in maps)), "recorded"
+
+
+def rough_flops(name: str, spec: dict[str, Any]) -> int:
+    """The source's own rough FLOP formula (openseg ``segmentor/tools/cost_helper.py``), re-evaluated.
+
+    Its conventions: a k x k conv costs H W (2 C_in k^2 + bias) C_out FLOPs (one FLOP per bias add), an
+    affinity or aggregation N x M x C costs 2 N M C; softmax, BN and ReLU are free; every projection is one
+    1x1 conv with bias; ISA's two stages both project from C_in; the fusion is a 1x1 conv with bias.
+    """
+    h, w = spec["size"]
+    n, cin, c = h * w, spec.get("in_channels", spec["channels"]), spec["channels"]
+    ck, cv = spec.get("key_channels", 0), spec.get("value_channels", 0)
+
+    def conv(c_in: int, c_out: int, k: int = 1, bias: int = 1) -> int:
+        return h * w * (2 * c_in * k * k + bias) * c_out
+
+    def aff(rows: int, ch: int, cols: int) -> int:
+        return 2 * rows * cols * ch
+
+    qkv = 2 * conv(c, ck) + conv(c, cv)
+    head = conv(cin, c, 3)
+    if name == "conv3x3":
+        return head
+    if name == "sa":
+        return head + qkv + conv(cv, c) + aff(n, ck, n) + aff(n, cv, n) + conv(2 * c, c)
+    if name == "isa":
+        ph, pw = spec["factor"]
+        q = math.ceil(h / ph) * math.ceil(w / pw)  # positions per long-range group; ph * pw per window
+        attn = (aff(q, ck, q) + aff(q, cv, q)) * ph * pw + (
+            aff(ph * pw, ck, ph * pw) + aff(ph * pw, cv, ph * pw)
+        ) * q
+        return head + 2 * qkv + 2 * conv(cv, c) + attn + conv(2 * c, c)
+    if name == "rcca":
+        cc = qkv + aff(n, ck, h + w - 1) + aff(n, cv, h + w - 1)
+        return conv(cin, c, 3, 0) + spec.get("recurrence", 2) * cc + conv(c, c, 3, 0) + conv(cin + c, c, 3, 0)
+    raise ValueError(f"unknown rough formula {name!r}; allowed: conv3x3, sa, isa, rcca")
+
+
+def load_published(path: str | Path = PUBLISHED) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``[[figure]]`` and ``[[ratio]]`` entries of a published-figures TOML, checked for required keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no published-figures file at {path}")
+    with path.open("rb") as f:
+        doc = tomllib.load(f)
+    figures, ratios = doc.get("figure", []), doc.get("ratio", [])
+    for entry, keys in [
+        (e, ("id", "source", "metric", "unit", "value", "provenance", "build")) for e in figures
+    ] + [
+        (e, ("id", "source", "numerator", "denominator", "op", "unit", "value", "provenance")) for e in ratios
+    ]:
+        missing = [k for k in keys if k not in entry]
+        if missing:
+            raise ValueError(f"{path}: entry {entry.get('id', '?')!r} lacks {', '.join(missing)}")
+        if entry["unit"] not in UNITS:
+            raise ValueError(f"{path}: {entry['id']}: unit {entry['unit']!r} not one of {', '.join(UNITS)}")
+    return figures, ratios
+
+
+def reproduce_figure(
+    fig: dict[str, Any], device: str = "meta", latency_max_gflop: float = 50.0
+) -> dict[str, Any]:
+    """Measure one published figure's configuration; the reproduction row (values in the figure's unit)."""
+    spec, scale = fig["build"], UNITS[fig["unit"]]
+    row = {k: fig.get(k, "") for k in ("id", "metric", "unit", "provenance", "reason", "source", "setting")}
+    row["published"] = fig["value"]
+    if fig["metric"] == "affinity_bytes":
+        value, how = affinity_bytes(spec)
+        row["ours"] = row["ours_as_source"] = value / scale
+        row["setting"] = f"{row['setting']} (ours {how})"
+    else:
+        make, shape = make_model(spec)
+        m = measure_fake(make, shape, fig.get("mode", "inference"))
+        if fig["metric"] == "flops":
+            row["ours"] = row["ours_as_source"] = m["flops"] / scale
+        else:  # openseg's harness: max_memory_allocated - input bytes, so resident weights count
+            row["ours"] = m["peak_bytes"] / scale
+            row["ours_as_source"] = (m["peak_bytes"] + m["weight_bytes"]) / scale
+            other = "train" if fig.get("mode", "inference") == "inference" else "inference"
+            o = measure_fake(make, shape, other)["peak_bytes"] / scale
+            row["reason"] = f"{row['reason']} (ours in {other}: {o:.4g} {fig['unit']})".strip()
+        if device == "cpu" and m["flops"] / 1e9 <= latency_max_gflop:
+            row["latency_ms"] = cpu_latency(make, shape)
+        elif device == "cpu":
+            row["latency_ms"] = f"skipped: {m['flops'] / 1e9:.0f} GFLOP > {latency_max_gflop:g}"
+    if fig.get("rough"):
+        row["source_formula"] = rough_flops(fig["rough"], spec) / scale
+    row["ratio"] = row["ours_as_source"] / fig["value"]
+    if abs(row["ratio"] - 1) <= 0.01:
+        row["reason"] = "matches within 1%" + (f"; {row['reason']}" if row["reason"] else "")
+    return row
+
+
+def cpu_latency(make: Callable[[], nn.Module], shape: tuple[int, ...]) -> float:
+    """Median inference latency in ms on real CPU tensors (the "quick" protocol of ``isaprof.measure``)."""
+    module = make()
+    for p in module.parameters():  # moderate random weights: zero-initialised gains would skip no work anyway
+        p.requires_grad_(False)
+    x = torch.randn(shape)  # (B, C_in, H, W)
+    return measure_latency(step(module, x, "inference"), protocol="quick", device="cpu").median_ms
+
+
+def ratio_rows(ratios: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ratios between two of our rows of the same run (our own convention), against the published claim."""
+    out = []
+    for r in ratios:
+        num, den = rows[r["numerator"]]["ours"], rows[r["denominator"]]["ours"]
+        ours = num / den if r["op"] == "ratio" else 100 * (1 - num / den)
+        setting = f"{r['op']} of {r['numerator']} to {r['denominator']}, measured in the same run"
+        row = {k: r.get(k, "") for k in ("id", "unit", "provenance", "reason", "source")}
+        row.update(metric=r["op"], published=r["value"], ours=ours, ours_as_source=ours, setting=setting)
+        out.append({**row, "ratio": ours / r["value"]})
+    return out
+
+
+def reproduce(out_dir: str | Path, device: str = "meta", published: str | Path = PUBLISHED) -> Path:
+    """Measure every published figure's configuration; write and return ``out_dir/reproduction.csv``.
+
+    ``device="meta"``: FLOPs and memory on fake tensors only (seconds); ``"cpu"`` adds real CPU
+    latency for configurations of at most 50 GFLOP.
+    """
+    if device not in ("meta", "cpu"):
+        raise ValueError(f"device must be 'meta' or 'cpu', got {device!r}")
+    figures, ratios = load_published(published)
+    rows = {f["id"]: reproduce_figure(f, device) for f in figures}
+    table = [*rows.values(), *ratio_rows(ratios, rows)]
+    path = Path(out_dir) / "reproduction.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in table:
+            writer.writerow({k: _round(row.get(k, "")) for k in COLUMNS})
+    return path
+
+
+def _round(v: Any) -> Any:
+    return float(f"{v:.6g}") if isinstance(v, float) else v
