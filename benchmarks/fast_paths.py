@@ -3,11 +3,12 @@
     python benchmarks/fast_paths.py                       # all cases, writes results/fast_paths.csv
     python benchmarks/fast_paths.py --only isa --compile  # + torch.compile (compile time excluded)
 
-Figure of merit: ``rate = F / t`` where F is the FLOP count of the *reference* form (FlopCounterMode on the
-naive reference module, inference, FLOPs = 2 x MACs) and t the median latency (``torch.utils.benchmark``) of the
-variant; ``fraction = rate / peak``, with ``peak`` the fp32 sgemm rate (2 n^3 / t of an n x n matmul, n = 2048)
-measured in the same run, right before every case (the machine is shared: the largest sample is the peak, each
-case also records the sample taken next to it). Every variant computes the same function (tests/test_fast.py).
+Figure of merit: ``rate = F / t`` where F is the FLOP count of the *reference* form (FlopCounterMode on
+the naive reference module, inference, FLOPs = 2 x MACs) and t the median latency (``torch.utils.benchmark``)
+of the variant; ``fraction = rate / peak``, with ``peak`` the fp32 sgemm rate (2 n^3 / t of an n x n matmul,
+n = 2048) measured in the same run, right before every case (the machine is shared: the largest sample is
+the peak, each case also records the sample taken next to it). Every variant computes the same function
+(tests/test_fast.py).
 Variants: ``naive`` and ``sdpa`` (reference impls), ``fast`` (fast_inference), ``fast+compile``.
 """
 
@@ -42,11 +43,16 @@ class Case:
     why: str = ""
 
 
-ISA_GOAL = Case("isa", 512, 128, 128, 256, 256, {"factor": (8, 8)}, "issue 7 goal: ISA paper's setting, >= 60%")
+ISA_GOAL = Case(
+    "isa", 512, 128, 128, 256, 256, {"factor": (8, 8)}, "issue 7 goal: ISA paper's setting, >= 60%"
+)
 CASES: tuple[Case, ...] = (
     ISA_GOAL,
     Case("isa", 512, 64, 64, 256, 256, {"factor": (8, 8)}, "ISA at 1/8 of a 512x512 crop"),
-    *(Case("dense", 512, s, s, 256, 256, {}, "dense vs sdpa as the affinity leaves cache") for s in (32, 64, 96)),
+    *(
+        Case("dense", 512, s, s, 256, 256, {}, "dense vs sdpa as the affinity leaves cache")
+        for s in (32, 64, 96)
+    ),
     Case("axial", 512, 64, 64, 256, 256, {}, "two-stage, like ISA"),
     Case("non_local", 512, 64, 64, 256, 256, {}, "mmseg NLHead width"),
     Case("sparse_nonlocal", 512, 64, 64, 256, 256, {"k": 256}, "SSANet, k = N / 16"),
@@ -111,7 +117,8 @@ def run_case(case: Case, compile: bool, min_run_time: float) -> list[dict[str, A
         med, iqr = median_ms(mod, x, min_run_time)
         rate = flops / (med / 1e3) / 1e9
         row = dict(
-            block=case.block, channels=case.channels, key_channels=case.key or "", value_channels=case.value or "",
+            block=case.block, channels=case.channels, key_channels=case.key or "",
+            value_channels=case.value or "",
             height=case.height, width=case.width, options=repr(case.options), variant=name,
             ref_gflop=flops / 1e9, median_ms=med, iqr_ms=iqr, gflops=rate, case_peak_gflops=peak,
             compile_s=compile_s,

@@ -25,27 +25,45 @@ def test_rows_follow_the_schema():
     rec = profile("isa", **SMALL, factor=(4, 2), mode="train")
     rows = rec.rows()
     assert all(list(r) == COLUMNS for r in rows)
-    assert COLUMNS == (  # docs/ARCHITECTURE.md, "Tidy result rows"
-        "block batch channels key_channels value_channels height width padded_height padded_width "
-        "factor recurrence options impl backend dtype device mode "
-        "metric measured analytic unit spread status error "
-        "torch device_name threads host timestamp"
-    ).split()
+    assert (
+        COLUMNS
+        == (  # docs/ARCHITECTURE.md, "Tidy result rows"
+            "block batch channels key_channels value_channels height width padded_height padded_width "
+            "factor recurrence options impl backend dtype device mode "
+            "metric measured analytic unit spread status error "
+            "torch device_name threads host timestamp"
+        ).split()
+    )
     assert [r["metric"] for r in rows] == ["params", "macs", "flops", "elementwise", "peak_bytes"]
     assert [r["unit"] for r in rows] == ["count", "MAC", "FLOP", "op", "byte"]
     r = rows[1]
-    assert (r["factor"], r["recurrence"], r["device"], r["mode"], r["status"]) == ("4x2", "", "meta", "train", "ok")
+    assert (r["factor"], r["recurrence"], r["device"], r["mode"], r["status"]) == (
+        "4x2",
+        "",
+        "meta",
+        "train",
+        "ok",
+    )
     assert (r["padded_height"], r["padded_width"]) == (8, 6)  # ceil(6/4)*4, ceil(5/2)*2
     assert json.loads(r["options"]) == {"factor": [4, 2], "masked": False}
-    assert r["measured"] == rec.macs == rec.flop_count.flops // 2 and rows[2]["measured"] == rec.flop_count.flops
+    assert (
+        r["measured"] == rec.macs == rec.flop_count.flops // 2 and rows[2]["measured"] == rec.flop_count.flops
+    )
     assert rows[3]["measured"] is None and rows[3]["analytic"] > 0  # element-wise: analytic only
 
 
 def test_to_json_has_the_keys():
     obj = profile("dense", **SMALL).to_json()
-    assert {"config", "params", "macs", "flops", "peak_bytes", "latency_ms", "elementwise", "environment"} <= set(
-        obj
-    )
+    assert {
+        "config",
+        "params",
+        "macs",
+        "flops",
+        "peak_bytes",
+        "latency_ms",
+        "elementwise",
+        "environment",
+    } <= set(obj)
     assert set(obj["macs"]) == {"measured", "analytic", "by_op", "by_term"}
     assert obj["latency_ms"] is None  # meta: no latency
     assert obj["flops"]["measured"] == 2 * obj["macs"]["measured"]
@@ -81,9 +99,8 @@ def test_cuda_without_cuda_is_one_clear_line():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError) as e:
         profile("dense", **SMALL, device="cuda")
-    assert str(e.value) == (
-        f"CUDA requested but torch reports no CUDA device (torch {torch.__version__}); use --device meta or cpu"
-    )
+    expected = f"CUDA requested but torch reports no CUDA device (torch {torch.__version__}); "
+    assert str(e.value) == expected + "use --device meta or cpu"
 
 
 @pytest.mark.parametrize(
@@ -123,7 +140,14 @@ def test_backend_resolution():
 def test_error_rows_and_oom():
     rows = error_rows("dense", (6, 5), 8, "oom", "CUDA out of memory.\nTried to allocate 2 GiB", device="cpu")
     assert all(list(r) == COLUMNS for r in rows)
-    assert [r["metric"] for r in rows] == ["params", "macs", "flops", "elementwise", "peak_bytes", "latency_ms"]
+    assert [r["metric"] for r in rows] == [
+        "params",
+        "macs",
+        "flops",
+        "elementwise",
+        "peak_bytes",
+        "latency_ms",
+    ]
     assert all(r["measured"] is None and r["status"] == "oom" for r in rows)
     assert rows[0]["error"] == "CUDA out of memory. Tried to allocate 2 GiB"
     assert rows[1]["analytic"] == profile("dense", (6, 5), 8).macs_analytic  # formulas still answer

@@ -130,7 +130,7 @@ def test_crossover_words() -> None:
 
 def test_report_end_to_end(tmp_path: Path) -> None:
     res = _write(tmp_path, synthetic())
-    page = write_report(res, tmp_path / "reports")
+    page = write_report(res, tmp_path / "reports", svg=True)
     text = page.read_text()
     # every image the page names exists
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
@@ -159,6 +159,7 @@ def test_report_end_to_end(tmp_path: Path) -> None:
     assert d["gflops"] == pytest.approx(128.0, rel=1e-9)
     assert d["fraction"] == pytest.approx(128.0 / 50.0, rel=1e-9)
     assert (page.parent / "tables" / "results.csv").is_file()
+    assert (page.parent / "figures" / "flops_inference_naive.svg").is_file()
 
 
 def test_report_tolerates_missing_data(tmp_path: Path) -> None:

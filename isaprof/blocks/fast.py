@@ -2,20 +2,22 @@
 
 ``fast_inference(block)`` copies an eval-mode reference block and applies, in order:
 
-1. generic transformations, valid for every block: each Conv2d -> BatchNorm2d pair (in a ``Sequential`` such as
-   ``ConvBNReLU``, or named by a handler) is folded into one biased convolution (w' = w * g / sqrt(var + eps),
-   b' = (b - mean) * g / sqrt(var + eps) + beta; Jacob et al. 2018, eq. 8, computed in float64), and every
-   submodule with an ``impl`` attribute is switched to ``"sdpa"`` (the fused flash kernel on CPU);
-2. with ``gemm=True``, the block's specialisation from the handler table (``@fast_path(name)``): 1x1 convolutions
-   as GEMMs on a token-major (positions, channels) layout, projections sharing an input fused into one GEMM, the
-   regroupings as row copies of whole channel vectors, the NCHW <-> token-major transposes absorbed by the GEMMs
-   (BLAS reads a transposed operand for free), and intermediates kept in a per-module workspace reused between
-   calls (a fresh 32 MiB tensor costs ~60 ms of page faults on the 2-core reference VM, as much as the copy);
+1. generic transformations, valid for every block: each Conv2d -> BatchNorm2d pair (in a ``Sequential``
+   such as ``ConvBNReLU``, or named by a handler) is folded into one biased convolution
+   (w' = w g / sqrt(var + eps), b' = (b - mean) g / sqrt(var + eps) + beta; Jacob et al. 2018, eq. 8,
+   computed in float64), and every submodule with an ``impl`` attribute is switched to ``"sdpa"`` (flash
+   kernel on CPU);
+2. with ``gemm=True``, the block's specialisation from the handler table (``@fast_path(name)``): 1x1
+   convolutions as GEMMs on a token-major (positions, channels) layout, projections sharing an input fused
+   into one GEMM, the regroupings as row copies of whole channel vectors, the NCHW <-> token-major transposes
+   absorbed by the GEMMs (BLAS reads a transposed operand for free), and intermediates kept in a per-module
+   workspace reused between calls (a fresh 32 MiB tensor costs ~50 ms of page faults on the 2-core reference
+   VM, more than copying it);
 3. with ``compile=True``, ``torch.compile`` of the result (compile time is paid on the first call).
 
 The result is inference-only: ``train(True)`` raises ``ValueError`` and ``forward`` runs under ``no_grad``.
-Peak-memory measurements of a fast module see only what a call allocates: its workspace persists between calls.
-A fast module is not thread-safe (one workspace).
+Peak-memory measurements of a fast module see only what a call allocates: its workspace persists between
+calls. A fast module is not thread-safe (one workspace).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def fold_batchnorms(module: nn.Module) -> int:
     count = 0
     for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
         keys = list(seq._modules)
-        for a, b in zip(keys, keys[1:]):
+        for a, b in zip(keys[:-1], keys[1:], strict=True):
             if isinstance(seq._modules[a], nn.Conv2d) and isinstance(seq._modules[b], nn.BatchNorm2d):
                 fold_pair(seq, a, b)
                 count += 1
@@ -247,8 +249,8 @@ def _regroup(
 class TokenChain(nn.Module):
     """Stages applied in sequence, stage i attending within the groups of ``orders[i]``.
 
-    The (padded) map is viewed as token dims ``dims`` (natural NCHW position order, batch first); an order is a
-    permutation of those dims whose first ``n_group_dims[i]`` dims index the groups, the rest the positions
+    The (padded) map is viewed as token dims ``dims`` (natural NCHW position order, batch first); an order is
+    a permutation of those dims whose first ``n_group_dims[i]`` dims index the groups, the rest the positions
     attended over. Input and output NCHW; in between everything is token-major (rows = positions).
     """
 
@@ -340,8 +342,8 @@ class _FastAxial(nn.Module):
 class _FastISA(nn.Module):
     """isa: token dims (B, Q_h, P_h, Q_w, P_w); long range groups (B, P_h, P_w), short range (B, Q_h, Q_w).
 
-    Copies: the fused q/k/v of the long stage into group order (Ck + Cv wide), the long context into short order
-    and the short context back to map order (Cv wide each); the NCHW transposes ride on the first/last GEMMs.
+    Copies: the fused q/k/v of the long stage into group order (Ck + Cv wide), the long context into short
+    order and the short context back to map order (Cv wide each); the NCHW transposes ride on the GEMMs.
     """
 
     def __init__(self, block: nn.Module) -> None:

@@ -17,12 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "results_dir", metavar="RESULTS_DIR", help="directory written by `isaprof sweep` (and reproduce)"
     )
     p.add_argument("--out", default="reports", metavar="DIR", help="report directory (default: reports)")
+    p.add_argument("--svg", action="store_true", help="also write the scaling figures as SVG")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from isaprof.report import write_report
 
-    page = write_report(args.results_dir, args.out)
+    page = write_report(args.results_dir, args.out, svg=args.svg)
     print(page)
     return 0

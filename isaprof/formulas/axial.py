@@ -27,13 +27,12 @@ def axial(cfg: Config) -> Cost:
         macs.update(fwd)
         train.update(bwd)
         elementwise.update(stage_elementwise(prefix, maps, n, ck, c))
-    from isaprof.formulas.dense import peak_bytes_axial  # noqa: PLC0415
-
     return Cost(
         params=2 * stage_params(c, ck, cv, c),
         macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes=peak_bytes_axial(cfg, kernel),
+        peak_bytes={},  # NOT DERIVED YET (see fc.PEAK_BYTES_TODO)
+        notes=(fc.PEAK_BYTES_TODO,),
         padded=(h, w),
     )

@@ -158,10 +158,10 @@ def fvcore_count(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> F
 
     if any(t.device.type == "meta" or _is_fake(t) for t in inputs):
         raise ValueError("fvcore traces with torch.jit: pass real tensors, not meta or fake ones")
-    analysis = FlopCountAnalysis(module, inputs)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with warnings.catch_warnings():  # torch.jit.trace/script deprecation notices, not ours to act on
         warnings.simplefilter("ignore", DeprecationWarning)
+        analysis = FlopCountAnalysis(module, inputs)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         by_op = {str(k): int(v) for k, v in analysis.by_operator().items()}
     unsupported = {str(k): int(v) for k, v in analysis.unsupported_ops().items()}
     return FvcoreCount(int(analysis.total()), by_op, unsupported)

@@ -24,8 +24,11 @@ HEATMAP_METRICS = (
 )
 
 
-def write_report(results_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write ``out_dir/README.md`` (+ figures under ``out_dir/figures``, CSVs under ``out_dir/tables``)."""
+def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False) -> Path:
+    """Write ``out_dir/README.md`` (+ PNG figures under ``out_dir/figures``, CSVs under ``out_dir/tables``).
+
+    ``svg``: also write the scaling figures as SVG (vector, for papers; slower).
+    """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     df = data.read_results(results_dir / "results.csv")
     machine = data.read_machine(results_dir / "machine.json")
@@ -38,7 +41,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> Path:
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from `{results_dir}` "
         f"({len(df)} tidy rows, {df['block'].nunique()} blocks). FLOPs = 2 x MACs; memory in MiB (2^20 B); "
         "peak memory = live tensor storage allocated during the call (parameters and input excluded).",
-        _scaling_section(df, out_dir, notes),
+        _scaling_section(df, out_dir, notes, svg),
         _crossover_section(df, out_dir),
         _factor_section(df, out_dir, notes),
         _reproduction_section(results_dir, out_dir, notes),
@@ -57,7 +60,7 @@ def _img(out_dir: Path, path: Path, alt: str) -> str:
     return f"![{alt}]({path.relative_to(out_dir).as_posix()})"
 
 
-def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str]) -> str:
+def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: bool) -> str:
     lines = ["## Cost against resolution"]
     for metric, mode, label, unit, scale in tables.SCALING:
         every = data.metric_rows(df, metric, mode)
@@ -76,7 +79,7 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str]) -> str:
             where = f"{sub['dtype'].iloc[0]} on {sub['device'].iloc[0]}"
             title = f"{label} vs resolution, {impl}, B={b}, C={c}, {where}"
             path = plots.scaling(
-                sub, out_dir / "figures" / name, title=title, unit=unit, scale=scale, svg=True
+                sub, out_dir / "figures" / name, title=title, unit=unit, scale=scale, svg=svg
             )
             lines.append(_img(out_dir, path, title))
         missing = sorted(set(df["block"]) - set(rows["block"]))

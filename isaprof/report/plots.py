@@ -38,8 +38,7 @@ def colour(block: str) -> str:
 
 def _save(fig: plt.Figure, path: Path, svg: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     if svg:
         fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
     plt.close(fig)
@@ -83,7 +82,7 @@ def scaling(
     ax.set_xlabel("positions N = H x W (log)")
     ax.set_ylabel(f"{unit} (log)")
     ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
     ax.plot([], [], "k--", label="analytic (formula); markers: measured")
     ax.legend(fontsize=8, loc="upper left", title="block  fitted exponent", title_fontsize=8)
     return _save(fig, Path(path), svg)
