@@ -7,6 +7,7 @@ so a saved run is self-describing and ``benchmarks/ratios.py`` can group and com
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,10 +66,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+@functools.cache
+def costs(shape: Shape, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``isaprof.baseline.measure`` on meta, once per shape and mode (the cpu and cuda runs share it)."""
+    return measure(
+        Case(shape.block, shape.impl, shape.height, shape.width, shape.channels, shape.batch), mode
+    )
+
+
 def extra_info(shape: Shape, device: str, mode: str) -> dict[str, Any]:
     """Configuration + exact costs of one benchmark (MAC, FLOP, byte; ``None`` if profile failed)."""
-    case = Case(shape.block, shape.impl, shape.height, shape.width, shape.channels, shape.batch)
-    metrics, info = measure(case, mode)
+    metrics, info = costs(shape, mode)
     macs = metrics.get(f"macs.{mode}", {})
     peak = metrics.get(f"peak_bytes.{mode}", {})
     out: dict[str, Any] = {

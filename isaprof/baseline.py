@@ -32,6 +32,12 @@ SIZES = ((16, 16, 1), (12, 20, 1), (13, 17, 2))
 # Option variants, chosen by option name so the baseline follows whatever the blocks are called:
 # ISA partition factors (4x4 pads 13x17 to 16x20; non-square 8x4 pads 12x20 to 16x20); criss-cross R = 1, 2.
 VARIANTS: dict[str, tuple[Any, ...]] = {"factor": ((4, 4), (8, 4)), "recurrence": (1, 2)}
+# Extra cases at the odd size only, for a block having the first option: ISA's padding mask on a padded
+# input, non-local's sub-sampled keys.
+ODD_EXTRAS: tuple[dict[str, Any], ...] = ({"masked": True, "factor": (4, 4)}, {"sub_sample": True})
+# Set on every case of a block having the option: channelized axial's 16 query chunks make ~2x the
+# dispatched ops of 4 on the meta path; MACs do not depend on it (only the peak does).
+FIXED: dict[str, Any] = {"groups": 4}
 
 Metrics = dict[str, dict[str, Any]]  # "macs.train" -> {"measured": int | None, "analytic": int | None}
 
@@ -77,13 +83,18 @@ def cases(blocks: Sequence[str] | None = None) -> list[Case]:
     out = []
     for name in [b for b in known if blocks is None or b in blocks]:
         s = spec(name)
+        fixed = tuple((k, v) for k, v in FIXED.items() if k in s.options)
         variants: list[tuple[tuple[str, Any], ...]] = [()]
         for opt, values in VARIANTS.items():
             if opt in s.options:
                 variants = [((opt, v),) for v in values]
+        extras = [tuple(e.items()) for e in ODD_EXTRAS if next(iter(e)) in s.options]
         for impl in s.impls:
             for h, w, b in SIZES:
-                out += [Case(name, impl, h, w, CHANNELS, b, v) for v in variants]
+                odd = h % 2 and w % 2
+                out += [
+                    Case(name, impl, h, w, CHANNELS, b, fixed + v) for v in variants + (extras if odd else [])
+                ]
     return out
 
 

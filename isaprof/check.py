@@ -20,7 +20,7 @@ from isaprof.profile import Record, profile
 
 MEMORY_RTOL = 0.10  # |measured - analytic| / measured above this is a disagreement
 
-CHANNELS, BATCH = 32, 2
+CHANNELS, BATCH, KEY_CHANNELS = 32, 2, 8
 SIZES = {"quick": [(8, 8), (9, 11)], "full": [(8, 8), (9, 11), (16, 12), (13, 13)]}
 FACTORS = {"quick": [(2, 2), (3, 2)], "full": [(2, 2), (3, 2), (4, 4), (1, 3), (5, 5)]}  # incl. non-divisors
 RECURRENCES = {"quick": [1, 2], "full": [1, 2, 3]}
@@ -58,8 +58,9 @@ def _option_variants(options: Mapping[str, Any], level: str) -> list[dict[str, A
 
 
 def default_grid(quick: bool = False) -> list[dict[str, Any]]:
-    """Profile keyword arguments: every block x impl x backend x size x option variant x mode, plus one
-    configuration per block with explicit, unequal key/value widths."""
+    """Profile keyword arguments: every block x impl x backend x size x option variant x mode, plus, per
+    block, an explicit key width unlike every default (so Ck != Cv; value widths stay the block's: some
+    blocks need Cv == C for their residual)."""
     level = "quick" if quick else "full"
     grid = []
     for name in blocks.names():
@@ -71,7 +72,7 @@ def default_grid(quick: bool = False) -> list[dict[str, Any]]:
                 grid.append(dict(name=name, size=size, channels=CHANNELS, batch=BATCH, impl=impl,
                                  backend=backend, mode=mode, **opts))  # fmt: skip
         for impl, mode in itertools.product(s.impls, MODES):
-            grid.append(dict(name=name, size=(8, 8), channels=CHANNELS, key_channels=8, value_channels=16,
+            grid.append(dict(name=name, size=(8, 8), channels=CHANNELS, key_channels=KEY_CHANNELS,
                              batch=BATCH, impl=impl, mode=mode))  # fmt: skip
     return grid
 

@@ -339,8 +339,8 @@ def is_oom(exc: BaseException) -> bool:
 
 def profile(
     name: str,
-    size: tuple[int, int] = (64, 64),
-    channels: int = 64,
+    size: tuple[int, int],
+    channels: int,
     key_channels: int | None = None,
     value_channels: int | None = None,
     batch: int = 1,
@@ -379,7 +379,10 @@ def profile(
         measured = _measure(setup, latency)
     except RuntimeError as e:
         if backend is not None or setup.backend != "flash" or "no available kernel" not in str(e).lower():
-            raise _clear(e, setup) from e
+            clear = _unsupported_dtype(e, setup)
+            if clear is None:
+                raise
+            raise clear from e
         setup = dataclasses.replace(setup, backend="math")  # defaulted flash found no kernel
         cost = formulas.cost(setup.config())
         notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
@@ -417,13 +420,13 @@ def _measure(setup: Setup, latency: str | None) -> tuple[int, FlopCount, int, La
     return params, flop_count, peak, lat
 
 
-def _clear(e: RuntimeError, setup: Setup) -> Exception:
-    """Turn a dtype-not-supported RuntimeError into a one-line ValueError; return others unchanged."""
+def _unsupported_dtype(e: RuntimeError, setup: Setup) -> ValueError | None:
+    """A one-line ValueError for a kernel that lacks the setup's half dtype; None for other errors."""
     text = str(e)
     if "not implemented for" in text and setup.dtype in ("float16", "bfloat16"):
         first = text.strip().splitlines()[0]
         return ValueError(f"dtype {setup.dtype} is not supported on {setup.device} by torch here ({first})")
-    return e
+    return None
 
 
 def error_rows(

@@ -145,14 +145,14 @@ def test_isa_padded_keys_unmasked_vs_masked(impl: str) -> None:
 
 def _stage_reference(stage: SelfAttention2D, x: Tensor, axis: str) -> Tensor:
     """Independent einsum form of a stage applied along rows (``axis="w"``) or columns (``"h"``)."""
-    k = stage.f_key(x)  # (B, Ck, H, W)
+    q, k = stage.f_query(x), stage.f_key(x)  # (B, Ck, H, W) each, separate weights
     v = stage.f_value(x)  # (B, Cv, H, W)
     scale = k.shape[1] ** -0.5
     if axis == "w":
-        a = torch.einsum("bchi,bchj->bhij", k, k).mul(scale).softmax(-1)  # (B, H, W, W)
+        a = torch.einsum("bchi,bchj->bhij", q, k).mul(scale).softmax(-1)  # (B, H, W, W)
         ctx = torch.einsum("bhij,bchj->bchi", a, v)
     else:
-        a = torch.einsum("bciw,bcjw->bwij", k, k).mul(scale).softmax(-1)  # (B, W, H, H)
+        a = torch.einsum("bciw,bcjw->bwij", q, k).mul(scale).softmax(-1)  # (B, W, H, H)
         ctx = torch.einsum("bwij,bcjw->bciw", a, v)
     return stage.W(ctx)  # (B, C, H, W)
 

@@ -65,12 +65,14 @@ def test_macs_and_params_exact(name, opts, size, ck, cv, impl, backend) -> None:
 
 def test_hand_computed_dense() -> None:
     c = cost(Config("dense", 1, 8, 4, 4, 2, 3))
-    assert dict(c.macs) == {"key_conv": 192, "value_conv": 192, "out_conv": 192, "qk": 144, "av": 144}
-    assert c.total_macs == 864 and c.flops == 1728
+    # N = 6 positions; query and key: two 1x1 convs each, 6 * (8*4 + 4*4) = 288
+    expected = {"query_conv": 288, "key_conv": 288, "value_conv": 192, "out_conv": 192, "qk": 144, "av": 144}
+    assert dict(c.macs) == expected
+    assert c.total_macs == 1248 and c.flops == 2496
     # train: convs x3 (forward, grad_input, grad_weight); naive attention forward + 2 x forward
-    assert c.total_train_macs == 3 * 576 + 3 * 288
-    # params: key 8*4+4 + BN 8; value 8*4+4; out 4*8+8 + BN 16
-    assert c.params == 44 + 36 + 56
+    assert c.total_train_macs == 3 * 960 + 3 * 288
+    # params (no biases): query = key = 8*4 + BN 8 + 4*4 + BN 8 = 64; value 8*4; out 4*8 + BN 16
+    assert c.params == 64 + 64 + 32 + 48
     assert c.elementwise["softmax"] == 5 * 36 and c.padded == (2, 3)
 
 

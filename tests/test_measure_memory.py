@@ -1,5 +1,6 @@
 """measure.memory: exact bytes of hand-computed sequences, views, real == fake, backward, big fake sizes."""
 
+import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -82,3 +83,20 @@ def test_dense_attention_256x256_c512_on_fake_tensors():
         res = track_peak(attention)
     assert res.peak == 2 * n * n * 4  # the affinity and its softmax: 32 GiB
     assert res.end == n * ck * 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_peak_matches_rounded_tracker():
+    from isaprof.measure import cuda_peak
+
+    def sequence(device):
+        def fn():
+            a = torch.empty(100, device=device)  # 400 B -> one 512 B block
+            b = torch.empty(1000, device=device)  # 4000 B -> 4096 B
+            del a
+            return b, torch.empty(10, device=device)  # 40 B -> 512 B
+
+        return fn
+
+    assert cuda_peak(sequence("cuda")) == track_peak(sequence("cpu"), round_to=512).peak == 512 + 4096

@@ -118,6 +118,8 @@ def test_exponent_of_n_squared_is_two() -> None:
     assert tables.fit_exponent(n, 3.0 * n**2) == pytest.approx(2.0, abs=1e-9)
     # a constant term biases small sizes only: the fit over the larger half stays within 0.05 of 2
     assert tables.fit_exponent(n, n**2 + 1e4) == pytest.approx(2.0, abs=0.05)
+    # sizes too close together (N = 63, 64) give no exponent rather than a meaningless one
+    assert np.isnan(tables.fit_exponent(np.array([63.0, 64.0]), np.array([1.0, 5.0])))
 
 
 def test_crossover_words() -> None:

@@ -90,25 +90,32 @@ def attend(
 
 
 class ConvBNReLU(nn.Sequential):
-    """1x1 convolution (with bias, as the reference code) + BatchNorm2d + ReLU."""
+    """1x1 convolution + BatchNorm2d + ReLU (openseg ``ModuleHelper.BNReLU`` after a conv)."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size=1),
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=bias),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=False),
         )
 
 
+def key_projection(in_channels: int, key_channels: int) -> nn.Sequential:
+    """openseg ``f_key`` / ``f_query``: two (1x1 conv without bias + BN + ReLU) layers, C_in -> Ck -> Ck."""
+    return nn.Sequential(
+        ConvBNReLU(in_channels, key_channels, bias=False), ConvBNReLU(key_channels, key_channels, bias=False)
+    )
+
+
 class SelfAttention2D(nn.Module):
     """Dense self-attention over the H*W positions of each map of a (B, C_in, H, W) batch.
 
-    The stage of openseg.pytorch ``SelfAttentionBlock2D`` / OCNet ``_SelfAttentionBlock``
-    (lib/models/modules/{isa_block,base_oc_block}.py): key = query = ReLU(BN(conv1x1(x))) (C_in -> Ck,
-    one shared projection), value = conv1x1(x) (C_in -> Cv, no norm), context = softmax(Q K^T Ck^-0.5) V,
-    output = ReLU(BN(conv1x1(context))) (Cv -> C_out). No residual. Departure: the references call the
-    shared ``f_query``/``f_key`` module twice; we compute it once and use the tensor for both (same
-    output, B*N*C_in*Ck fewer MACs).
+    openseg.pytorch ``SelfAttentionBlock2D`` (lib/models/modules/isa_block.py, the ISA reference code):
+    query = f_query(x), key = f_key(x), each two (1x1 conv without bias + BN + ReLU) layers C_in -> Ck -> Ck
+    with *separate* weights (OCNet's older ``_SelfAttentionBlock`` shares one single-layer projection
+    between query and key; the ISA code does not), value = conv1x1(x) (C_in -> Cv, no bias, no norm),
+    context = softmax(Q K^T Ck^-0.5) V, output = ReLU(BN(conv1x1(context))) (Cv -> C_out, no bias).
+    No residual. The context is made contiguous before the output conv, as the reference does.
     ``key_mask``: optional boolean (B | 1, 1, H*W), True where a position takes part as a key.
     """
 
@@ -119,16 +126,18 @@ class SelfAttention2D(nn.Module):
         if impl not in IMPLS:
             raise ValueError(f"unknown attention impl {impl!r}; allowed: {', '.join(IMPLS)}")
         self.key_channels, self.value_channels, self.impl = key_channels, value_channels, impl
-        self.f_key = ConvBNReLU(in_channels, key_channels)  # f_query is f_key (shared weights)
-        self.f_value = nn.Conv2d(in_channels, value_channels, kernel_size=1)
-        self.W = ConvBNReLU(value_channels, out_channels)
+        self.f_key = key_projection(in_channels, key_channels)
+        self.f_query = key_projection(in_channels, key_channels)
+        self.f_value = nn.Conv2d(in_channels, value_channels, kernel_size=1, bias=False)
+        self.W = ConvBNReLU(value_channels, out_channels, bias=False)
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
         b, _, h, w = x.shape
-        key = self.f_key(x).flatten(2).transpose(1, 2)  # (B, N, Ck), also the query
         value = self.f_value(x).flatten(2).transpose(1, 2)  # (B, N, Cv)
-        context = attend(key, key, value, impl=self.impl, mask=key_mask)  # (B, N, Cv)
-        context = context.transpose(1, 2).reshape(b, self.value_channels, h, w)  # (B, Cv, H, W), a view
+        query = self.f_query(x).flatten(2).transpose(1, 2)  # (B, N, Ck)
+        key = self.f_key(x).flatten(2).transpose(1, 2)  # (B, N, Ck)
+        context = attend(query, key, value, impl=self.impl, mask=key_mask)  # (B, N, Cv)
+        context = context.transpose(1, 2).contiguous().view(b, self.value_channels, h, w)  # (B, Cv, H, W)
         return self.W(context)  # (B, C_out, H, W)
 
 

@@ -170,12 +170,18 @@ def _accepts_sdpa(m: nn.Module) -> bool:
 
 
 class Workspace:
-    """Named scratch tensors reused between calls while their shape, dtype and device stay the same."""
+    """Named scratch tensors reused between calls while their shape, dtype and device stay the same.
+
+    Under ``torch.compile`` it hands out fresh tensors: inductor plans the memory itself, and a mutated cache
+    would fail the compiled graph's guards (a recompile per call).
+    """
 
     def __init__(self) -> None:
         self._bufs: dict[str, Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
         buf = self._bufs.get(name)
         if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
             buf = torch.empty(shape, dtype=like.dtype, device=like.device)

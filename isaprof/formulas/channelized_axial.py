@@ -116,5 +116,14 @@ def peak_inference(cfg: Config) -> int:
 
 
 def peak_train(cfg: Config) -> int:
-    """Peak bytes of forward + backward; filled in below."""
-    return 0
+    """Estimated peak bytes of forward + backward (tests hold it to 15%, not exact).
+
+    Autograd keeps every chunk's weighted map (the gate multiply saves it): B N C (H + W) in all, whatever
+    ``groups`` (grouping lowers the inference peak, not the training one). Per B N besides: the affinities
+    (H + W), the three ConvBNReLU's conv, BN and ReLU outputs (3 (2 Ck + C)), matmul's copies of q (4 Ck),
+    the column result (C), the output and its gradient (2 C), and a backward chunk's two map gradients.
+    """
+    b, c, ck, h, w = cfg.batch, cfg.channels, cfg.key_channels, cfg.height, cfg.width
+    size = math.ceil(max(h, w) / cfg.option("groups", 16))
+    units = c * (h + w) + 2 * (h + w) + 3 * (2 * ck + c) + 4 * ck + 3 * c + 2 * size * c
+    return units * b * h * w * cfg.dtype_bytes

@@ -68,5 +68,14 @@ def peak_inference(cfg: Config) -> int:
 
 
 def peak_train(cfg: Config) -> int:
-    """Peak bytes of forward + backward (see ``peak_inference``); filled in below."""
-    return 0
+    """Estimated peak bytes of forward + backward (tests hold it to 15%, not exact).
+
+    Saved per step, in units of B N: einsum's contiguous copies of q and k (2 Ck), the softmax (H + W),
+    two copies of v and the column slice of the affinity (2 C + H), the attention sum for gamma (C), the
+    step's output (C). At the start of backward add the output's gradient and the softmax backward's
+    two (H + W) temporaries and two C-sized gradients.
+    """
+    b, c, ck, h, w = cfg.batch, cfg.channels, cfg.key_channels, cfg.height, cfg.width
+    r = cfg.option("recurrence", 2)
+    saved = r * (2 * ck + (h + w) + h + 4 * c)
+    return (saved + 2 * c + 2 * (h + w)) * b * h * w * cfg.dtype_bytes

@@ -62,5 +62,11 @@ def peak_inference(cfg: Config) -> int:
 
 
 def peak_train(cfg: Config) -> int:
-    """Peak bytes of forward + backward; filled in below."""
-    return 0
+    """Estimated peak bytes of forward + backward (tests hold it to 15%, not exact).
+
+    Reached in the backward of the final division. Per B N: saved q, k before and after normalisation
+    (4 Ck), their norms (2), v, the numerator and the quotient (3 C); the output and its gradient (2 C);
+    the division's backward temporaries (4 C).
+    """
+    b, c, ck, n = cfg.batch, cfg.channels, cfg.key_channels, cfg.height * cfg.width
+    return (b * n * (4 * ck + 2 + 9 * c) + b * ck * c) * cfg.dtype_bytes

@@ -78,5 +78,20 @@ def peak_inference(cfg: Config, kernel: str) -> int:
 
 
 def peak_train(cfg: Config, kernel: str) -> int:
-    """Peak bytes of forward + backward; filled in below."""
-    return 0
+    """Peak bytes of forward + backward at the output BN's backward (tests hold it to 15%, not exact).
+
+    Saved: the samples, theta, phi, g (as in ``peak_inference``), the attention's saved state (softmax
+    B N K; sdpa: contiguous copies of q, k, v, and fused: the logsumexp B N; math: scaled q and k and the
+    softmax), the attention output (B N Cv), conv_out's output (B N C) and the BN statistics (2 C). Live too:
+    the output, its gradient, BN's input gradient (3 B N C) and BN's parameter gradients (2 C).
+    """
+    b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
+    n, k = cfg.height * cfg.width, samples(cfg)
+    base = c * k + n * ck + k * (ck + cv)
+    if cfg.impl == "naive":
+        attention = n * k
+    elif kernel == "fused":
+        attention = n * ck + k * (ck + cv) + n
+    else:
+        attention = 2 * n * ck + k * (2 * ck + cv) + n * k
+    return (b * (base + attention + n * cv + 4 * n * c) + 4 * c) * cfg.dtype_bytes

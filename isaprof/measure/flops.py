@@ -44,14 +44,14 @@ def _sdpa_macs(b: int, h: int, s_q: int, s_k: int, d_q: int, d_v: int, backward:
     return b * h * (3 * scores + 2 * out)
 
 
-def _cpu_flash_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _cpu_flash_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
     """q: (B, H, Sq, Dq), k: (B, H, Sk, Dq), v: (B, H, Sk, Dv) -> FLOPs of the fused CPU attention."""
     b, h, s_q, d_q = query
     s_k, d_v = key[-2], value[-1]
     return 2 * _sdpa_macs(b, h, s_q, s_k, d_q, d_v, backward=False)
 
 
-def _cpu_flash_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _cpu_flash_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
     """grad_out: (B, H, Sq, Dv) with q, k, v as the forward -> FLOPs of the fused CPU backward."""
     b, h, s_q, d_q = query
     s_k, d_v = key[-2], value[-1]
@@ -95,7 +95,7 @@ class _OpRecorder(TorchDispatchMode):
         self.seen: Counter[str] = Counter()
         self.packets: dict[str, Any] = {}
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._overloadpacket.__name__
         self.seen[name] += 1
         self.packets[name] = func._overloadpacket
@@ -154,17 +154,18 @@ def fvcore_count(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> F
 
     fvcore traces with ``torch.jit.trace``: real tensors only, keep shapes small.
     """
-    from fvcore.nn import FlopCountAnalysis
-
     if any(t.device.type == "meta" or _is_fake(t) for t in inputs):
         raise ValueError("fvcore traces with torch.jit: pass real tensors, not meta or fake ones")
     with warnings.catch_warnings():  # torch.jit.trace/script deprecation notices, not ours to act on
         warnings.simplefilter("ignore", DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
+
         analysis = FlopCountAnalysis(module, inputs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         by_op = {str(k): int(v) for k, v in analysis.by_operator().items()}
-    unsupported = {str(k): int(v) for k, v in analysis.unsupported_ops().items()}
-    return FvcoreCount(int(analysis.total()), by_op, unsupported)
+        unsupported = {str(k): int(v) for k, v in analysis.unsupported_ops().items()}
+        total = int(analysis.total())
+    return FvcoreCount(total, by_op, unsupported)
 
 
 def _is_fake(t: torch.Tensor) -> bool:

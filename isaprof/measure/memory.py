@@ -83,7 +83,7 @@ class StorageTracker(TorchDispatchMode):
         for key in dead:
             self.current -= self._live.pop(key)[1]
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self._collect_frees()
         before = {s._cdata for s in _storages((args, kwargs))}

@@ -138,11 +138,17 @@ def _factor_section(df: pd.DataFrame, out_dir: Path, notes: list[str]) -> str:
         )
         lines.append(_img(out_dir, path, title))
         opt = tables.grid_optima(grid)
+        if not opt:
+            notes.append(
+                f"ISA factor grid, {label}: no formula value at these factors, optimum not compared."
+            )
+            continue
         rows.append(
             {
                 "metric": label,
                 "size": f"{h}x{w}",
-                "analytic optimum": "x".join(map(str, opt["analytic_opt"])),
+                "analytic optimum": "x".join(map(str, opt["analytic_opt"]))
+                + ("" if grid["analytic_from"].iloc[0] == metric else " (MACs formula)"),
                 "measured optimum": "x".join(map(str, opt["measured_opt"])),
                 "cost ratio (at analytic opt / measured min)": opt["ratio"],
             }
@@ -193,7 +199,7 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
         path = plots.roofline(
             tp,
             out_dir / "figures" / "roofline.png",
-            title="Achieved GFLOP/s vs arithmetic intensity (inference and train)",
+            title=f"Achieved GFLOP/s vs arithmetic intensity ({', '.join(sorted(tp['mode'].unique()))})",
         )
         lines.append(_img(out_dir, path, "roofline"))
     best = tp.loc[tp["gflops"].idxmax()]

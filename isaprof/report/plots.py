@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -54,38 +55,63 @@ def scaling(
     values are divided by ``scale`` and drawn in ``unit``. The legend carries each line's fitted exponent
     (slope of log metric against log N over the larger half of the sizes).
     """
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     several_impls = rows["impl"].nunique() > 1 or rows["backend"].nunique() > 1
+    seen: dict[str, int] = {}  # lines drawn per block: a block's variants differ by marker
     for key, g in data.series(rows).items():
         block, impl = key[0], key[1]
-        c = colour(block)
+        c, k = colour(block), seen.get(block, 0)
+        seen[block] = k + 1
         n, y = g["N"].to_numpy(), g["measured"].to_numpy() / scale
         slope = tables.fit_exponent(n, y)
         name = data.label(key, g, impl=several_impls)
-        has_formula = g["analytic"].notna().any()
+        has_formula = g["analytic"].notna().sum() >= 2
         if has_formula:  # the formula as a dashed curve, measured points as markers on top
             ax.plot(n, g["analytic"].to_numpy() / scale, linestyle="--", linewidth=1.2, color=c, alpha=0.8)
-        marker = "o" if impl == "naive" else "s"
         ax.plot(
             n,
             y,
-            marker=marker,
+            marker=_MARKERS[(k + (0 if impl == "naive" else 3)) % len(_MARKERS)],
             linestyle="none" if has_formula else ":",
             markersize=6,
             color=c,
             markeredgecolor="k",
             markeredgewidth=0.4,
-            label=f"{name}  N^{slope:.2f}",
+            label=f"{name}  " + ("N^?" if np.isnan(slope) else f"N^{slope:.2f}"),
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("positions N = H x W (log)")
+    _size_ticks(ax, rows)
     ax.set_ylabel(f"{unit} (log)")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    ax.plot([], [], "k--", label="analytic (formula); markers: measured")
-    ax.legend(fontsize=8, loc="upper left", title="block  fitted exponent", title_fontsize=8)
+    ax.plot([], [], "k--", label="analytic (formula)")
+    ax.legend(
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="measured, fitted exponent (?: sizes span < 2x)",
+        title_fontsize=8,
+    )
     return _save(fig, Path(path), svg)
+
+
+_MARKERS = ("o", "^", "D", "s", "v", "P")
+
+
+def _size_ticks(ax: plt.Axes, rows: pd.DataFrame) -> None:
+    """x ticks at the measured sizes labelled ``HxW`` (up to 10 sizes), else plain numbers of N."""
+    sizes = rows.drop_duplicates("N").sort_values("N")
+    if len(sizes) <= 10:
+        ax.set_xticks(
+            sizes["N"],
+            [f"{h}x{w}" for h, w in zip(sizes["height"], sizes["width"], strict=True)],
+            rotation=30,
+        )
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("feature map H x W (log scale of N = H x W positions)")
+    else:
+        ax.set_xlabel("positions N = H x W (log)")
 
 
 def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float) -> Path:

@@ -14,6 +14,7 @@ import pandas as pd
 from isaprof.report import data
 
 BASELINE = "dense"
+MIN_SPAN = 2.0  # a fitted exponent needs sizes spanning at least this factor in N
 # (metric, mode) pairs the scaling figures and tables cover, with a label and the unit they are drawn in.
 SCALING = (
     ("flops", "inference", "FLOPs (inference)", "GFLOP", 1e9),
@@ -33,14 +34,18 @@ CROSSOVER_METRICS = (
 def fit_exponent(n: np.ndarray, y: np.ndarray, tail: float = 0.5) -> float:
     """Slope of log y against log N over the larger sizes (the top ``tail`` fraction, at least 2 points).
 
-    ``nan`` when fewer than 2 positive points remain. Least squares on (log N, log y).
+    The window is widened until its largest N is at least ``MIN_SPAN`` times its smallest; ``nan`` when
+    no window does (or fewer than 2 positive points): a slope over N = 63..64 says nothing.
+    Least squares on (log N, log y).
     """
     good = (np.asarray(n) > 0) & (np.asarray(y) > 0) & np.isfinite(y)
     n, y = np.asarray(n, float)[good], np.asarray(y, float)[good]
     order = np.argsort(n)
     n, y = n[order], y[order]
     k = max(2, math.ceil(len(n) * tail))
-    if len(n) < 2:
+    while k < len(n) and n[-1] < MIN_SPAN * n[-k]:  # widen the window until it spans MIN_SPAN x in N
+        k += 1
+    if len(n) < 2 or n[-1] < MIN_SPAN * n[-k]:
         return float("nan")
     slope, _ = np.polyfit(np.log(n[-k:]), np.log(y[-k:]), 1)
     return float(slope)
@@ -128,7 +133,11 @@ def _impl(key: tuple) -> str:
 
 
 def factor_grid(df: pd.DataFrame, metric: str, mode: str = "inference", block: str = "isa") -> pd.DataFrame:
-    """ISA cost over (P_h, P_w) at the size with most factors: columns ph, pw, measured, analytic, H, W."""
+    """ISA cost over (P_h, P_w) at the size with most factors: columns ph, pw, measured, analytic, H, W, ...
+
+    ``analytic`` is the formula for ``metric``, or the MACs formula where the metric has none (latency);
+    ``analytic_from`` says which.
+    """
     rows = data.metric_rows(df, metric, mode)
     rows = rows[(rows["block"] == block) & rows["factor"].str.contains("x", na=False)]
     if rows.empty:
@@ -141,7 +150,25 @@ def factor_grid(df: pd.DataFrame, metric: str, mode: str = "inference", block: s
     g = rows[(rows[keys] == pd.Series(best, index=keys)).all(axis=1)].drop_duplicates("factor").copy()
     g["ph"] = g["factor"].str.split("x").str[0].astype(int)
     g["pw"] = g["factor"].str.split("x").str[1].astype(int)
-    cols = ["ph", "pw", "measured", "analytic", "height", "width", "impl", "device", "channels"]
+    g["analytic_from"] = metric
+    if g["analytic"].isna().all():  # latency has no formula: the MACs formula's optimum stands in
+        macs = data.metric_rows(df, "macs", mode)
+        same = ["block", "batch", "channels", "dtype", "height", "width", "impl", "factor"]
+        macs = macs.groupby(same)["analytic"].first().rename("macs_analytic").reset_index()
+        g = g.merge(macs, on=same, how="left")
+        g["analytic"], g["analytic_from"] = g["macs_analytic"], "macs"
+    cols = [
+        "ph",
+        "pw",
+        "measured",
+        "analytic",
+        "analytic_from",
+        "height",
+        "width",
+        "impl",
+        "device",
+        "channels",
+    ]
     return g[cols].reset_index(drop=True)
 
 
@@ -150,7 +177,9 @@ def grid_optima(grid: pd.DataFrame) -> dict[str, object]:
     if grid.empty or grid["measured"].isna().all():
         return {}
     meas = grid.loc[grid["measured"].idxmin()]
-    ana = grid.loc[grid["analytic"].idxmin()] if grid["analytic"].notna().any() else meas
+    if grid["analytic"].isna().all():
+        return {}
+    ana = grid.loc[grid["analytic"].idxmin()]
     return {
         "measured_opt": (int(meas["ph"]), int(meas["pw"])),
         "analytic_opt": (int(ana["ph"]), int(ana["pw"])),

@@ -1,0 +1,112 @@
+"""``isaprof verify``: does each block carry information between every pair of positions?
+
+Per block: the structural fractions of connected (output, input) pairs after each stage, paths per pair,
+stages needed, the empirical (Jacobian) fractions and whether both agree. Exit 1 where they disagree, where a
+block has no structural model, or where a block advertised as fully connected is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+from isaprof.blocks import names, spec
+from isaprof.cli._args import factor, positive_int, size
+
+DEFAULT_SIZE = (8, 8)
+FIGURE_SIZE = (16, 16)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``verify`` subcommand."""
+    p = sub.add_parser(
+        "verify",
+        help="information flow: structural path counts and Jacobian support, per block",
+        description="Check that every output position receives information from every input position: exact "
+        "structural path counting (any size) and the support of the real module's Jacobian (small maps).",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="blocks to check (default: all registered)")
+    p.add_argument("--size", type=size, help=f"map HxW (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
+    p.add_argument("--factor", type=factor, help="ISA factor PHxPW (P_h x P_w); default: the block's own")
+    p.add_argument("--recurrence", type=positive_int, help="criss-cross recurrence R; default: the block's own")
+    p.add_argument("--masked", action="store_true", help="ISA: exclude padded positions as keys")
+    emp = p.add_mutually_exclusive_group()
+    emp.add_argument("--empirical", dest="empirical", action="store_true", default=None,
+                     help="run the Jacobian check at any size (slow above 16x16)")
+    emp.add_argument("--no-empirical", dest="empirical", action="store_false", help="structural check only")
+    p.add_argument("--draws", type=positive_int, default=3, help="parameter draws per Jacobian (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
+    p.add_argument("--figure", metavar="PATH",
+                   help="write the reach picture (PNG, structural; --size, default 16x16, and --factor); "
+                   "the checks then run only for the blocks named")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the checks (and/or write the figure); returns the exit status."""
+    if args.figure:
+        from isaprof.verify.figures import reach_grid
+
+        h, w = args.size or FIGURE_SIZE
+        out = reach_grid(args.figure, size=(h, w), query=(h // 3, w // 2 - 1 if w > 1 else 0),
+                         factor=args.factor or (4, 4))
+        print(f"wrote {out}")
+        if not args.names:
+            return 0
+    from isaprof.verify import verify
+
+    blocks = args.names or names()
+    for name in blocks:
+        spec(name)  # ValueError naming the known blocks
+    results = [
+        verify(name, args.size or DEFAULT_SIZE, empirical=args.empirical, draws=args.draws, **_options(name, args))
+        for name in blocks
+    ]
+    if args.json:
+        print(json.dumps([_as_json(r) for r in results], indent=1))
+    else:
+        print(_table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line options that block ``name`` takes."""
+    given = {"factor": args.factor, "recurrence": args.recurrence, "masked": args.masked or None}
+    return {k: v for k, v in given.items() if v is not None and k in spec(name).options}
+
+
+def _as_json(r: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(r)
+    d["options"] = dict(r.options)
+    d["fully_connected"], d["ok"] = r.fully_connected, r.ok
+    return d
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return " > ".join(f"{v:.3f}" for v in values) or "-"
+
+
+def _runs(empirical: tuple[tuple[str, float], ...]) -> str:
+    if len(empirical) == 1:
+        return f"{empirical[0][1]:.3f}"
+    return "; ".join(f"{label} {v:.3f}" for label, v in empirical) or "-"
+
+
+def _table(results: list[Any]) -> str:
+    head = ("block", "size", "options", "structural (per stage)", "paths", "need", "empirical (per run)", "agree", "verdict")
+    rows = [head]
+    for r in results:
+        opts = ",".join(f"{k}={v}" for k, v in r.options) or "-"
+        paths = "-" if r.paths_min is None else f"{r.paths_min}..{r.paths_max}"
+        agree = {True: "yes", False: "NO", None: "-"}[r.agree]
+        verdict = "ok" if r.ok else ("NOT fully connected" if r.modelled and r.agree is not False else "FAIL")
+        if not r.advertised and r.ok:
+            verdict = "ok (not advertised)"
+        rows.append((r.block, f"{r.size[0]}x{r.size[1]}", opts, _fmt(r.fractions), paths,
+                     str(r.stages_needed or "never"), _runs(r.empirical), agree, verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in rows]
+    notes = [f"  {r.block}: {n}" for r in results for n in r.notes]
+    return "\n".join(lines + (["notes:", *notes] if notes else []))
