@@ -1,5 +1,9 @@
 """Where shards run: in this process (``local``) or as submitit jobs, one job per shard.
 
+``local`` with ``workers > 1`` runs the ``meta`` configurations (exact counts, CPU-bound Python, no
+timing) in that many worker processes, then the real-device ones here one at a time, so that no
+latency is measured while other work competes for the cores.
+
 ``slurm`` submits to a Slurm cluster; ``submitit-local`` (one subprocess per shard, concurrently)
 and ``submitit-debug`` (in this process) go through exactly the same submitit code path, which is
 how the tests exercise it. All shards append to the same resumable store (see ``store``), so a
@@ -8,12 +12,14 @@ later run, sharded or not, skips what any shard measured.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from isaprof.sweep.run import ProfileFn, Summary, run_sweep
 from isaprof.sweep.spec import SweepConfig, shard
+from isaprof.sweep.store import statuses
 
 EXECUTORS = ("local", "slurm", "submitit-local", "submitit-debug")
 _CLUSTERS = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}
@@ -44,6 +50,7 @@ def execute(
     profile_fn: ProfileFn | None = None,
     machine: bool = True,
     peak_n: int = 2048,
+    workers: int = 1,
 ) -> list[Any]:
     """Run shards ``shards`` (1-based; default all ``n_shards``) of ``configs`` with ``executor``.
 
@@ -58,6 +65,12 @@ def execute(
     for k in ks:
         shard([], k, n_shards)  # validates 1 <= k <= n
     kwargs = dict(retry_failed=retry_failed, profile_fn=profile_fn, machine=machine, peak_n=peak_n)
+    if executor == "local" and workers > 1:
+        return [
+            run_parallel(
+                [c for k in ks for c in shard(configs, k, n_shards)], out, workers, progress, **kwargs
+            )
+        ]
     if executor == "local":
         return [run_shard(configs, out, k, n_shards, progress=progress, **kwargs) for k in ks]
     submitit = _submitit()
@@ -74,6 +87,44 @@ def execute(
     ex.update_parameters(**params)
     jobs = [ex.submit(run_shard, list(configs), str(out), k, n_shards, progress=False, **kwargs) for k in ks]
     return [job.result() for job in jobs] if wait else jobs
+
+
+def run_parallel(
+    configs: Sequence[SweepConfig], out: str | Path, workers: int, progress: bool = True, **kwargs: Any
+) -> Summary:
+    """Meta configurations in ``workers`` spawned processes, then the others in this process."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from isaprof.sweep.peak import record_machine
+
+    if kwargs.pop("machine", True):
+        record_machine(out, n=kwargs.get("peak_n", 2048))  # before anything competes for the cores
+    fake = [c for c in configs if c.device == "meta"]
+    real = [c for c in configs if c.device != "meta"]
+    parts: list[Summary] = []
+    if fake:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(run_shard, fake, str(out), k, workers, progress=False, machine=False, **kwargs)
+                for k in range(1, workers + 1)
+            ]
+            _watch(futures, out, len(fake), progress)
+            parts = [f.result() for f in futures]
+    parts.append(run_sweep(real, out, progress=progress, machine=False, **kwargs))
+    return Summary(*(sum(getattr(p, f) for p in parts) for f in Summary.__dataclass_fields__))
+
+
+def _watch(futures: list[Any], out: str | Path, total: int, progress: bool) -> None:
+    """A progress bar over the store's growth while ``futures`` run."""
+    from concurrent.futures import FIRST_EXCEPTION, wait
+
+    from tqdm.auto import tqdm
+
+    start = len(statuses(out))
+    with tqdm(total=total, disable=not progress, unit="cfg", desc="sweep (meta, parallel)") as bar:
+        while wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION).not_done:
+            bar.update(len(statuses(out)) - start - bar.n)
 
 
 def _submitit() -> Any:
