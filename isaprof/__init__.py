@@ -2,16 +2,15 @@
 
 >>> import isaprof
 >>> block = isaprof.build("isa", channels=64, factor=(8, 8))
+>>> rec = isaprof.profile("isa", size=(97, 97), channels=64, device="meta", factor=(8, 8))
+>>> rec.macs == rec.macs_analytic
+True
 """
 
 from isaprof.blocks import build, names
 
-__all__ = ["build", "names", "profile"]
+# NB: imported eagerly so that ``isaprof.profile`` is the function, not the submodule of the same name
+# (importing a submodule binds its name on the package; binding the function afterwards wins).
+from isaprof.profile import Record, profile
 
-
-def __getattr__(name: str):  # lazy: profiling pulls in the measurement stack
-    if name == "profile":
-        from isaprof.profile import profile
-
-        return profile
-    raise AttributeError(name)
+__all__ = ["Record", "build", "names", "profile"]

@@ -1,7 +1,7 @@
 """fast_inference computes the reference block's function: every block, float32 and float64, small shapes.
 
 Tolerances: float32 atol = rtol = 1e-5 on outputs of magnitude ~1 (the fast path reorders the sums of the
-GEMMs and uses the flash kernel's online softmax: differences of a few ulp, seen <= 3e-7); float64 atol 1e-12
+GEMMs and uses the flash kernel's online softmax: differences of a few ulp, seen <= 5e-7); float64 atol 1e-12
 (folding is computed in float64, so only summation order differs, seen <= 2e-15).
 """
 

@@ -269,6 +269,20 @@ def test_sdpa_default_backend_resumes(tmp_path):
     assert again.calls == 0
 
 
+@pytest.mark.slow  # two subprocesses import torch
+def test_parallel_local_workers_equal_unsharded(tmp_path):
+    cfgs = configs() + expand([{"blocks": ["dense"], "sizes": [8], "channels": [16], "devices": ["cpu"]}])
+    [res] = execute(
+        cfgs, tmp_path / "par", workers=2, profile_fn=FakeProfile(), progress=False, machine=False
+    )
+    assert (res.total, res.measured) == (len(cfgs), len(cfgs))
+    run(tmp_path / "one", FakeProfile(), cfgs)
+    assert table(tmp_path / "par") == table(tmp_path / "one")
+    rows = read_rows(tmp_path / "par", latest=False)
+    assert len(rows) == 2 * len(cfgs) and rows[-1]["device"] == "cpu"  # real devices last, alone
+
+
+@pytest.mark.slow  # two subprocesses import torch
 def test_submitit_local_shards_at_once_equal_unsharded(tmp_path):
     """Two shards as two concurrent subprocesses (submitit's LocalExecutor, the slurm code path)."""
     pytest.importorskip("submitit")

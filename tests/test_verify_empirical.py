@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import isaprof
+from isaprof.blocks import build
 from isaprof.verify import verify
 from isaprof.verify.composite import attention_map, isa_composite
-from isaprof.verify.empirical import jacobian_support, position_jacobian, redraw
+from isaprof.verify.empirical import _one_thread, jacobian_support, position_jacobian, redraw
 from isaprof.verify.structural import structure, support_matrix
 
 C = 4
@@ -84,8 +84,8 @@ def test_other_blocks_measured(name, options, fraction):
 
 def test_isa_factor_1x1_composite_affinity_is_dense_affinity():
     gen = torch.Generator().manual_seed(1)
-    isa = isaprof.build("isa", channels=C, key_channels=2, value_channels=2, factor=(1, 1)).double()
-    dense = isaprof.build("dense", channels=C, key_channels=2, value_channels=2).double()
+    isa = build("isa", channels=C, key_channels=2, value_channels=2, factor=(1, 1)).double()
+    dense = build("dense", channels=C, key_channels=2, value_channels=2).double()
     redraw(isa, gen)
     dense.attention.load_state_dict(isa.long_range.state_dict())
     dense.eval()
@@ -98,7 +98,7 @@ def test_isa_factor_1x1_composite_affinity_is_dense_affinity():
 @pytest.mark.parametrize("masked", [False, True])
 def test_isa_composite_support_is_the_structure(masked):
     gen = torch.Generator().manual_seed(2)
-    isa = isaprof.build("isa", channels=C, factor=(4, 4), masked=masked).double()
+    isa = build("isa", channels=C, factor=(4, 4), masked=masked).double()
     redraw(isa, gen)
     x = torch.randn(1, C, 7, 9, dtype=torch.float64, generator=gen)
     composite = isa_composite(isa, x)  # (63, 63), one path per pair, weight = product of two affinities
@@ -109,7 +109,7 @@ def test_isa_composite_support_is_the_structure(masked):
 
 
 def test_zero_gamma_hides_connections_redraw_reveals_them():
-    block = isaprof.build("criss_cross", channels=C, recurrence=2).double().eval()
+    block = build("criss_cross", channels=C, key_channels=2, recurrence=2).double().eval()
     x = torch.randn(1, C, 4, 4, dtype=torch.float64)
     at_init = position_jacobian(block, x)  # gamma = 0: the block is the identity
     assert np.array_equal(at_init > 0, np.eye(16, dtype=bool))
@@ -119,7 +119,7 @@ def test_zero_gamma_hides_connections_redraw_reveals_them():
 
 
 def test_redraw_bn_statistics_positive_and_eval():
-    block = isaprof.build("dense", channels=C)
+    block = build("dense", channels=C)
     redraw(block, torch.Generator().manual_seed(0))
     bns = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all((m.running_var >= 0.5).all() and (m.weight >= 0.5).all() for m in bns)
@@ -127,17 +127,19 @@ def test_redraw_bn_statistics_positive_and_eval():
 
 
 def test_position_jacobian_matches_autograd_jacobian():
-    block = isaprof.build("isa", channels=C, factor=(2, 3)).double()
+    block = build("isa", channels=C, factor=(2, 3)).double()
     redraw(block, torch.Generator().manual_seed(3))
-    x = torch.randn(1, C, 5, 5, dtype=torch.float64)
-    ref = torch.autograd.functional.jacobian(block, x).reshape(C, 25, C, 25).abs().sum(dim=(0, 2))
+    x = torch.randn(1, C, 4, 5, dtype=torch.float64)  # padded to 4x6
+    with _one_thread():
+        ref = torch.autograd.functional.jacobian(block, x, vectorize=True)  # (1, C, 4, 5, 1, C, 4, 5)
+    ref = ref.reshape(C, 20, C, 20).abs().sum(dim=(0, 2))  # (N, N)
     np.testing.assert_allclose(position_jacobian(block, x, chunk=37), ref.numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_linear_attention_with_one_key_channel_cuts_half_the_pairs():
     # Finding: with Ck = 1 the L2-normalised q, k are +-1 and the kernel 1 + q.k is exactly 0 or 2, so a
     # value reaches only the queries of its sign; verify() therefore uses Ck >= 2.
-    r = jacobian_support(lambda: isaprof.build("linear", channels=C, key_channels=1), (4, 4), C, draws=1)
+    r = jacobian_support(lambda: build("linear", channels=C, key_channels=1), (4, 4), C, draws=1)
     assert 0.0 < r.fraction < 1.0
 
 

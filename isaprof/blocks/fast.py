@@ -192,38 +192,89 @@ class Workspace:
 # --- token-major engine for the SelfAttention2D blocks (dense, isa, axial) --------------------------------
 
 
-def _linear(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
-    """(weight (Co, Ci), bias (Co,)) of a 1x1 convolution."""
-    if conv.kernel_size != (1, 1) or conv.groups != 1:
-        raise ValueError("fast path: expected a 1x1 ungrouped convolution")
-    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, dtype=conv.weight.dtype)
-    return conv.weight.detach()[:, :, 0, 0], bias.detach()
+def _linear(conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
+    """(weight (Co, Ci), bias (Co,) or None) of a 1x1 convolution."""
+    if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (1, 1) or conv.groups != 1:
+        raise ValueError(f"fast path: expected a 1x1 ungrouped Conv2d, got {conv}")
+    return conv.weight.detach()[:, :, 0, 0], None if conv.bias is None else conv.bias.detach()
+
+
+def _layers(module: nn.Module) -> list[tuple[Tensor, Tensor | None, bool]]:
+    """A folded projection (nested Sequentials of 1x1 Conv2d, Identity, ReLU) as (weight, bias, relu)."""
+    if isinstance(module, nn.Conv2d):
+        return [(*_linear(module), False)]
+    if isinstance(module, nn.Sequential):
+        out: list[tuple[Tensor, Tensor | None, bool]] = []
+        for m in module:
+            if isinstance(m, nn.ReLU) and out:
+                out[-1] = (out[-1][0], out[-1][1], True)
+            elif not isinstance(m, nn.Identity):
+                out += _layers(m)
+        return out
+    raise ValueError(f"fast path: cannot read {type(module).__name__} as 1x1 projection layers")
+
+
+def _linear_biased(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
+    w, b = _linear(conv)
+    return w, torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if b is None else b
+
+
+def _gemm(rows: Tensor, w_t: Tensor, b: Tensor | None, relu: bool, out: Tensor) -> Tensor:
+    """out = [ReLU](rows @ w_t + b); rows (R, Ci) may be a strided view, out (R, Co)."""
+    if b is None:
+        torch.mm(rows, w_t, out=out)
+    else:
+        torch.addmm(b, rows, w_t, out=out)  # the bias is broadcast into out first (one pass)
+    return out.relu_() if relu else out
 
 
 class TokenStage(nn.Module):
     """A folded :class:`~isaprof.blocks.common.SelfAttention2D` stage as token-major GEMMs.
 
-    ``w_in`` (C_in, Ck + Cv): key/query and value projections fused (ReLU on the first Ck columns);
-    ``w_out`` (C_out, Cv) and its transpose ``w_out_t``: the output projection (BN folded, then ReLU).
+    The first layers of the query, key and value projections read the same input: one GEMM with their weights
+    concatenated (``w_in``, (C_in, sum of widths)); the further layers of each branch (``rest``) and the
+    output projection (``out``, BN folded) are one GEMM each. ``segments``: (width, ReLU?) of w_in's outputs.
     """
 
     def __init__(self, stage: nn.Module) -> None:
         super().__init__()
-        wk, bk = _linear(stage.f_key[0])  # BN already folded: f_key = (conv, Identity, ReLU)
-        wv, bv = _linear(stage.f_value)
-        wo, bo = _linear(stage.W[0])
-        self.ck, self.cv = wk.shape[0], wv.shape[0]
-        self.register_buffer("w_in", torch.cat([wk, wv]).t().contiguous())  # (C_in, Ck + Cv)
-        self.register_buffer("b_in", torch.cat([bk, bv]).contiguous())  # (Ck + Cv,)
-        self.register_buffer("w_out", wo.contiguous())  # (C_out, Cv)
-        self.register_buffer("w_out_t", wo.t().contiguous())  # (Cv, C_out)
-        self.register_buffer("b_out", bo.contiguous())  # (C_out,)
+        branches = [_layers(stage.f_query), _layers(stage.f_key), _layers(stage.f_value)]
+        firsts = [br[0] for br in branches]
+        self.segments = [(w.shape[0], relu) for w, _, relu in firsts]
+        self.register_buffer("w_in", torch.cat([w for w, _, _ in firsts]).t().contiguous())  # (C_in, sum Co)
+        biases = [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype) for w, b, _ in firsts]
+        has_bias = any(b is not None for _, b, _ in firsts)
+        self.register_buffer("b_in", torch.cat(biases) if has_bias else None)  # (sum Co,)
+        self.rest = [[self._layer(w, b, r) for w, b, r in br[1:]] for br in branches]
+        self.out = [self._layer(w, b, r) for w, b, r in _layers(stage.W)]
+        self.ck, self.cv = branches[0][-1][0].shape[0], branches[2][-1][0].shape[0]
 
-    def attend(self, qkv: Tensor, groups: int, bias: Tensor | None) -> Tensor:
-        """qkv: (groups * N, Ck + Cv) rows grouped -> (groups, 1, N, Cv) by sdpa (flash when Ck == Cv)."""
-        t = qkv.view(groups, 1, -1, self.ck + self.cv)  # (G, 1, N, Ck + Cv)
-        qk, v = t[..., : self.ck], t[..., self.ck :]  # (G, 1, N, Ck), (G, 1, N, Cv)
-        return nn.functional.scaled_dot_product_attention(qk, qk, v, attn_mask=bias, scale=self.ck**-0.5)
+    def _layer(self, w: Tensor, b: Tensor | None, relu: bool) -> tuple[Tensor, Tensor | None, bool]:
+        """(w^T (Ci, Co) contiguous, bias, relu), registered as buffers so .to() moves them."""
+        i = len(self._buffers)
+        self.register_buffer(f"w{i}", w.t().contiguous())
+        self.register_buffer(f"b{i}", b)
+        return (self._buffers[f"w{i}"], self._buffers[f"b{i}"], relu)
+
+    def attend(self, y: Tensor, groups: int, bias: Tensor | None, ws: Workspace, tag: str) -> Tensor:
+        """y: (G N, sum Co) first-layer outputs, rows grouped -> (G, 1, N, Cv) by sdpa (flash if Ck == Cv)."""
+        heads, off = [], 0
+        for i, (width, _) in enumerate(self.segments):
+            h = y[:, off : off + width]  # (G N, Co) strided view
+            for j, (w_t, b, relu) in enumerate(self.rest[i]):
+                h = _gemm(h, w_t, b, relu, ws.get(f"{tag}r{i}{j}", (y.shape[0], w_t.shape[1]), y))
+            heads.append(
+                h.view(groups, 1, -1, h.shape[-1]) if h.is_contiguous() else self._grouped(h, groups)
+            )
+            off += width
+        q, k, v = heads  # (G, 1, N, Ck | Ck | Cv)
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.ck**-0.5)
+
+    @staticmethod
+    def _grouped(h: Tensor, groups: int) -> Tensor:
+        """A (G N, C) column slice (row stride > C) as a (G, 1, N, C) view, no copy."""
+        n = h.shape[0] // groups
+        return h.as_strided((groups, 1, n, h.shape[1]), (n * h.stride(0), 0, h.stride(0), 1))
 
 
 def _order_shape(dims: tuple[int, ...], order: tuple[int, ...]) -> list[int]:
@@ -236,19 +287,21 @@ def _regroup(
     src_order: tuple[int, ...],
     dst_order: tuple[int, ...],
     out: Tensor,
-    relu_cols: int = 0,
+    segments: list[tuple[int, bool]] | None = None,
 ) -> Tensor:
     """Copy token-major rows from ``src_order`` to ``dst_order`` (whole channel vectors move), ReLU on the
-    first ``relu_cols`` channels on the way. src, out: (prod(dims), E)."""
+    ``segments`` (width, relu) that ask for it on the way. src, out: (prod(dims), E)."""
     e = src.shape[-1]
     rel = [src_order.index(d) for d in dst_order]
     s = src.view(*_order_shape(dims, src_order), e).permute(*rel, len(dims))  # (*dst dims, E), strided
     o = out.view(*_order_shape(dims, dst_order), e)  # (*dst dims, E)
-    if relu_cols:
-        torch.clamp_min(s[..., :relu_cols], 0, out=o[..., :relu_cols])
-        o[..., relu_cols:].copy_(s[..., relu_cols:])
-    else:
-        o.copy_(s)
+    off = 0
+    for width, relu in segments or [(e, False)]:
+        if relu:
+            torch.clamp_min(s[..., off : off + width], 0, out=o[..., off : off + width])
+        else:
+            o[..., off : off + width].copy_(s[..., off : off + width])
+        off += width
     return out
 
 
@@ -274,43 +327,53 @@ class TokenChain(nn.Module):
         biases: list[Tensor | None],
     ) -> Tensor:
         b, c = x.shape[:2]
-        rows = x.numel() // c
-        nat = tuple(range(len(dims)))
+        rows, nat, ws = x.numel() // c, tuple(range(len(dims))), self.ws
         xt = x.reshape(b, c, -1).transpose(1, 2)  # (B, HW, C) view: BLAS reads it transposed, no copy
         first = self.stages[0]
-        y = self.ws.get("y0", (rows, first.ck + first.cv), x)  # (B HW, Ck + Cv) natural order
+        y = ws.get("y0", (b, rows // b, first.w_in.shape[1]), x)  # (B, HW, sum Co) natural order
         for i in range(b):
-            torch.addmm(first.b_in, xt[i], first.w_in, out=y.view(b, -1, y.shape[-1])[i])
+            _gemm(xt[i], first.w_in, first.b_in, False, y[i])
+        y = y.view(rows, -1)  # (B HW, sum Co)
         if orders[0] == nat:
-            y[:, : first.ck].relu_()
+            y = self._relu_segments(y, first.segments)
         else:
-            y = _regroup(y, dims, nat, orders[0], self.ws.get("y0r", tuple(y.shape), x), first.ck)
+            y = _regroup(y, dims, nat, orders[0], ws.get("y0r", tuple(y.shape), x), first.segments)
         for s, stage in enumerate(self.stages):
             groups = 1
             for d in orders[s][: n_group_dims[s]]:
                 groups *= dims[d]
-            o = stage.attend(y, groups, biases[s]).view(rows, stage.cv)  # (rows in orders[s], Cv)
-            dst = orders[s + 1] if s + 1 < len(self.stages) else nat
+            o = stage.attend(y, groups, biases[s], ws, f"s{s}").view(rows, stage.cv)  # (rows, Cv) orders[s]
+            last = s + 1 == len(self.stages)
+            dst = nat if last else orders[s + 1]
             if dst != orders[s]:
-                o = _regroup(o, dims, orders[s], dst, self.ws.get(f"o{s}", tuple(o.shape), x))
-            if s + 1 == len(self.stages):
-                return self._project_out(o, stage, x)
-            z = torch.addmm(stage.b_out, o, stage.w_out_t, out=self.ws.get(f"z{s}", (rows, c), x))
-            z.relu_()  # (rows, C) in the next stage's order
+                o = _regroup(o, dims, orders[s], dst, ws.get(f"o{s}", tuple(o.shape), x))
+            for j, (w_t, bias, relu) in enumerate(stage.out[:-1] if last else stage.out):
+                o = _gemm(o, w_t, bias, relu, ws.get(f"s{s}out{j}", (rows, w_t.shape[1]), x))
+            if last:
+                return self._project_out(o, stage.out[-1], b)
             nxt = self.stages[s + 1]
-            y = torch.addmm(nxt.b_in, z, nxt.w_in, out=self.ws.get(f"y{s + 1}", (rows, nxt.ck + nxt.cv), x))
-            y[:, : nxt.ck].relu_()  # (rows, Ck + Cv)
+            y = _gemm(o, nxt.w_in, nxt.b_in, False, ws.get(f"y{s + 1}", (rows, nxt.w_in.shape[1]), x))
+            y = self._relu_segments(y, nxt.segments)  # (rows, sum Co) in the next stage's order
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _project_out(o: Tensor, stage: TokenStage, x: Tensor) -> Tensor:
-        """Last output projection straight into NCHW: out[b] = ReLU(W o[b]^T + bias), (C, HW) per batch."""
-        b, c = x.shape[:2]
-        out = torch.empty((b, stage.w_out.shape[0], o.shape[0] // b), dtype=x.dtype, device=x.device)
+    def _relu_segments(y: Tensor, segments: list[tuple[int, bool]]) -> Tensor:
+        off = 0
+        for width, relu in segments:
+            if relu:
+                y[:, off : off + width].relu_()
+            off += width
+        return y
+
+    @staticmethod
+    def _project_out(o: Tensor, layer: tuple[Tensor, Tensor | None, bool], b: int) -> Tensor:
+        """Last layer straight into NCHW: out[i] = [ReLU](w o[i]^T + bias), (C, HW) per batch element."""
+        w_t, bias, relu = layer  # (Cv, C), (C,) | None
+        out = torch.empty((b, w_t.shape[1], o.shape[0] // b), dtype=o.dtype, device=o.device)  # (B, C, HW)
         ob = o.view(b, -1, o.shape[-1])  # (B, HW, Cv)
         for i in range(b):
-            torch.addmm(stage.b_out[:, None], stage.w_out, ob[i].t(), out=out[i])  # (C, HW)
-        return out.relu_()  # (B, C, HW)
+            _gemm(w_t.t(), ob[i].t(), None if bias is None else bias[:, None], False, out[i])  # (C, HW)
+        return out.relu_() if relu else out
 
 
 # --- the handlers -----------------------------------------------------------------------------------------
@@ -389,7 +452,7 @@ class _FastResidual(nn.Module):
     ) -> None:
         super().__init__()
         self.channels, self.block_name, self.positions = block.channels, block.block_name, positions
-        (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (_linear(m) for m in (theta, phi, g, out))
+        (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (_linear_biased(m) for m in (theta, phi, g, out))
         self.ck = wq.shape[0]
         self.register_buffer("w_q", wq.t().contiguous())  # (C, Ck)
         self.register_buffer("b_q", bq.contiguous())

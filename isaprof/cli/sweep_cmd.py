@@ -8,6 +8,7 @@ all N shards as jobs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from isaprof.cli._args import positive_int, size
@@ -38,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--jobs", type=positive_int, metavar="N", help="submitit executors: run all N shards as jobs"
     )
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="where shards run (default: local)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=min(4, os.cpu_count() or 1),
+        help="local: processes for meta configurations; real devices run alone after (default: %(default)s)",
+    )
     p.add_argument("--slurm-partition", help="slurm: partition")
     p.add_argument("--gpus-per-node", type=int, help="slurm: GPUs per job")
     p.add_argument("--cpus-per-task", type=int, help="submitit: CPUs per job")
@@ -83,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         wait=not args.no_wait,
         retry_failed=args.retry_failed,
         progress=not args.no_progress and sys.stderr.isatty(),
+        workers=args.workers,
     )
     for i, res in enumerate(results):
         shard_k = k or i + 1

@@ -111,10 +111,18 @@ def _crossover_section(df: pd.DataFrame, out_dir: Path) -> str:
         return "## Crossover against dense\n\n_No dense baseline or no common sizes: nothing to compare._"
     wins = cx[cx["crossover"] != "never"]
     sentence = (
-        f"{len(wins)} of {len(cx)} (block, impl, metric) pairs beat dense attention from some resolution on; "
-        "'always' means already at the smallest size swept, 'never' not even at the largest."
+        f"{len(wins)} of {len(cx)} comparisons find the block cheaper than dense attention from some "
+        "resolution on (cells: the smallest HxW from which it stays cheaper; 'always' = already at the "
+        "smallest size swept, 'never' = not even at the largest)."
     )
-    shown = cx.drop(columns=["crossover"]).rename(columns={"crossover_hw": "beats dense from (HxW)"})
+    shown = cx.pivot_table(
+        index=["metric", "mode", "block", "impl"],
+        columns="baseline_impl",
+        values="crossover_hw",
+        aggfunc="first",
+    )
+    shown.columns = [f"vs dense [{c}]" for c in shown.columns]
+    shown = shown.reset_index().fillna("")
     return "\n\n".join(["## Crossover against dense", sentence, tables.markdown(shown)])
 
 

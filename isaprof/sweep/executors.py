@@ -121,8 +121,11 @@ def _watch(futures: list[Any], out: str | Path, total: int, progress: bool) -> N
 
     from tqdm.auto import tqdm
 
+    if not progress:
+        wait(futures, return_when=FIRST_EXCEPTION)
+        return
     start = len(statuses(out))
-    with tqdm(total=total, disable=not progress, unit="cfg", desc="sweep (meta, parallel)") as bar:
+    with tqdm(total=total, unit="cfg", desc="sweep (meta, parallel)") as bar:
         while wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION).not_done:
             bar.update(len(statuses(out)) - start - bar.n)
 

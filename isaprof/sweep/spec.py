@@ -34,9 +34,6 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-DEVICES = ("meta", "cpu", "cuda")
-MODES = ("inference", "train")
-DTYPES = ("float32", "float64", "float16", "bfloat16")
 _OPTION_ALIASES = {"factors": "factor", "recurrences": "recurrence"}
 _GRID_KEYS = (
     "name blocks sizes channels key_channels value_channels batch factors recurrences options impls "
@@ -206,7 +203,33 @@ def parse_size(value: Any, what: str = "size") -> tuple[int, int]:
 
 
 def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
+    from isaprof.blocks import resolve_channels
+
+    ax = _axes(grid)
+    configs = []
+    for s in ax["specs"]:
+        impls = [i for i in s.impls if ax["impls"] is None or i in ax["impls"]]
+        opt_names = [o for o in ax["options"] if o in s.options]  # options only where the block takes them
+        for (h, w), c, kc, vc, b, impl, dev, dt, mode in product(
+            ax["sizes"], ax["channels"], ax["kcs"], ax["vcs"], ax["batch"], impls, *ax["tail"]
+        ):
+            ck, cv = resolve_channels(s.name, c, kc, vc)
+            lists = [_option_values(ax["options"][o], h, w) for o in opt_names]
+            for backend, *values in product(ax["backends"] if impl == "sdpa" else [None], *lists):
+                opts = tuple(sorted({**s.options, **dict(zip(opt_names, values, strict=True))}.items()))
+                configs.append(
+                    SweepConfig(
+                        s.name, h, w, c, ck, cv, b, impl, backend, dev, dt, mode,
+                        opts, ax["latency"], ax["optional"] and dev != "meta", label,
+                    )
+                )  # fmt: skip
+    return configs
+
+
+def _axes(grid: dict[str, Any]) -> dict[str, Any]:
+    """The validated lists of one grid (``ValueError`` naming the bad key and what is allowed)."""
     from isaprof import blocks as registry
+    from isaprof.profile import DEVICES, DTYPES, MODES
 
     unknown = sorted(set(grid) - set(_GRID_KEYS))
     if unknown:
@@ -215,41 +238,29 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
         raise ValueError("every grid needs 'blocks', 'sizes' and 'channels'")
     names = registry.names() if grid["blocks"] == "all" else _list(grid, "blocks", str)
     specs = [registry.spec(n) for n in names]  # ValueError naming the known blocks
-    sizes = [parse_size(s) for s in _list(grid, "sizes")]
-    channels = _ints(grid, "channels")
-    kcs: list[int | None] = _ints(grid, "key_channels") if "key_channels" in grid else [None]
-    vcs: list[int | None] = _ints(grid, "value_channels") if "value_channels" in grid else [None]
-    batches = _ints(grid, "batch", [1])
-    devices = _choices(grid, "devices", DEVICES, ["meta"])
-    dtypes = _choices(grid, "dtypes", DTYPES, ["float32"])
-    modes = _choices(grid, "modes", MODES, ["inference"])
-    backends: list[str | None] = _backends(grid)
-    option_lists = _option_lists(grid)
     impls_all = sorted({i for s in specs for i in s.impls})
-    wanted_impls = None if grid.get("impls", "all") == "all" else _list(grid, "impls", str)
-    bad = [i for i in wanted_impls or [] if i not in impls_all]
+    impls = None if grid.get("impls", "all") == "all" else _list(grid, "impls", str)
+    bad = [i for i in impls or [] if i not in impls_all]
     if bad:
         raise ValueError(f"impl(s) {', '.join(bad)} not offered by any of its blocks; they offer {impls_all}")
-    latency = _latency(grid.get("latency", "quick"))
-    optional = bool(grid.get("skip_if_unavailable", False))
-    configs = []
-    for s in specs:
-        impls = [i for i in s.impls if wanted_impls is None or i in wanted_impls]
-        opt_names = [o for o in option_lists if o in s.options]
-        for (h, w), c, kc, vc, b, impl, dev, dt, mode in product(
-            sizes, channels, kcs, vcs, batches, impls, devices, dtypes, modes
-        ):
-            ck, cv = registry.resolve_channels(s.name, c, kc, vc)
-            lists = [_option_values(option_lists[o], h, w) for o in opt_names]
-            for backend, *values in product(backends if impl == "sdpa" else [None], *lists):
-                opts = tuple(sorted({**s.options, **dict(zip(opt_names, values, strict=True))}.items()))
-                configs.append(
-                    SweepConfig(
-                        s.name, h, w, c, ck, cv, b, impl, backend, dev, dt, mode,
-                        opts, latency, optional and dev != "meta", label,
-                    )
-                )  # fmt: skip
-    return configs
+    return dict(
+        specs=specs,
+        impls=impls,
+        sizes=[parse_size(s) for s in _list(grid, "sizes")],
+        channels=_ints(grid, "channels"),
+        kcs=_ints(grid, "key_channels") if "key_channels" in grid else [None],
+        vcs=_ints(grid, "value_channels") if "value_channels" in grid else [None],
+        batch=_ints(grid, "batch", [1]),
+        tail=(
+            _choices(grid, "devices", tuple(DEVICES), ["meta"]),
+            _choices(grid, "dtypes", tuple(DTYPES), ["float32"]),
+            _choices(grid, "modes", tuple(MODES), ["inference"]),
+        ),
+        backends=_backends(grid),
+        options=_option_lists(grid),
+        latency=_latency(grid.get("latency", "quick")),
+        optional=bool(grid.get("skip_if_unavailable", False)),
+    )
 
 
 def _latency(value: Any) -> str | None:

@@ -9,7 +9,8 @@ parameters are re-drawn at moderate scale (:func:`redraw`) and the supports of s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,19 +106,41 @@ def jacobian_support(
     h, w = size
     gen = torch.Generator().manual_seed(seed)
     union = np.zeros((h * w, h * w), dtype=bool)  # (N, N)
-    for _ in range(draws):
-        module = make().to(torch.float64)
-        redraw(module, gen)
-        x = torch.randn(1, channels, h, w, dtype=torch.float64, generator=gen)  # (1, C, H, W)
-
-        def fn(inp: Tensor, module: nn.Module = module) -> Tensor:
-            return module(inp) if forward is None else forward(module, inp)
-
-        jac = position_jacobian(fn, x)  # (N, N)
-        if not np.isfinite(jac).all():
-            raise ValueError("the Jacobian has non-finite entries (NaN/inf in the block's forward or backward)")
-        union |= jac > RELATIVE_TINY * jac.max()
+    with _one_thread():  # tiny ops: intra-op threads only add overhead (15x slower on a loaded 2-core box)
+        for _ in range(draws):
+            union |= _one_draw(make, (h, w), channels, gen, forward)
     return EmpiricalResult(union, draws, channels)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _one_draw(
+    make: Callable[[], nn.Module],
+    size: tuple[int, int],
+    channels: int,
+    gen: torch.Generator,
+    forward: Callable[[nn.Module, Tensor], Tensor] | None,
+) -> np.ndarray:
+    """(N, N) bool support of one draw of parameters and input."""
+    module = make().to(torch.float64)
+    redraw(module, gen)
+    x = torch.randn(1, channels, *size, dtype=torch.float64, generator=gen)  # (1, C, H, W)
+
+    def fn(inp: Tensor, module: nn.Module = module) -> Tensor:
+        return module(inp) if forward is None else forward(module, inp)
+
+    jac = position_jacobian(fn, x)  # (N, N)
+    if not np.isfinite(jac).all():
+        raise ValueError("the Jacobian has non-finite entries (NaN/inf in the block's forward or backward)")
+    return jac > RELATIVE_TINY * jac.max()
 
 
 class PassThrough(nn.Module):
