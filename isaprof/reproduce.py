@@ -222,6 +222,8 @@ def reproduce_figure(
             row["latency_ms"] = f"skipped: {m['flops'] / 1e9:.0f} GFLOP > {latency_max_gflop:g}"
     if fig.get("rough"):
         row["source_formula"] = rough_flops(fig["rough"], spec) / scale
+        delta = row["ours"] - row["source_formula"]
+        row["reason"] = f"{row['reason']} (ours - source formula: {delta:+.3g} {fig['unit']})".strip()
     row["ratio"] = row["ours_as_source"] / fig["value"]
     if abs(row["ratio"] - 1) <= 0.01:
         row["reason"] = "matches within 1%" + (f"; {row['reason']}" if row["reason"] else "")

@@ -117,10 +117,21 @@ def test_fast_module_refuses_training_and_leaves_the_reference_alone() -> None:
     with pytest.raises(ValueError, match="inference-only"):
         fast.train()
     fast.eval()  # allowed: a no-op
-    assert block.long_range.impl == "naive" and isinstance(block.long_range.f_key[1], nn.BatchNorm2d)
+    assert block.long_range.impl == "naive" and any(isinstance(m, nn.BatchNorm2d) for m in block.modules())
     assert all(torch.equal(v, block.state_dict()[k]) for k, v in before.items())
     x = torch.randn(1, 16, 8, 8, requires_grad=True)
     assert not fast(x).requires_grad  # forward runs under no_grad
+
+
+@pytest.mark.parametrize("name", ["isa", "non_local"])
+def test_fast_module_moves_with_to(name: str) -> None:
+    block = _reference(name, {}, torch.float32)
+    fast = fast_inference(block).to(torch.float64)  # every weight must follow (no stale tensor references)
+    x = torch.randn(1, 16, 8, 8, dtype=torch.float64)
+    out = fast(x)
+    assert out.dtype == torch.float64
+    with torch.no_grad():
+        torch.testing.assert_close(out, block.double()(x), atol=1e-5, rtol=1e-5)  # float32-rounded weights
 
 
 def test_bad_arguments_raise_value_error() -> None:

@@ -33,7 +33,7 @@ from isaprof.blocks.registry import register
     impls=("naive",),
     key_channels=lambda c: c // 8,
     value_channels=lambda c: c,
-    fully_connected=True,
+    fully_connected=lambda o, s: o["recurrence"] >= 2,  # R = 1 reaches only the row and column
 )
 class CrissCross(nn.Module):
     """Recurrent criss-cross attention, (B, C, H, W) -> (B, C, H, W).

@@ -249,19 +249,24 @@ class TokenStage(nn.Module):
         self.out = [self._layer(w, b, r) for w, b, r in _layers(stage.W)]
         self.ck, self.cv = branches[0][-1][0].shape[0], branches[2][-1][0].shape[0]
 
-    def _layer(self, w: Tensor, b: Tensor | None, relu: bool) -> tuple[Tensor, Tensor | None, bool]:
-        """(w^T (Ci, Co) contiguous, bias, relu), registered as buffers so .to() moves them."""
+    def _layer(self, w: Tensor, b: Tensor | None, relu: bool) -> tuple[str, str, bool]:
+        """Register w^T (Ci, Co) and the bias as buffers (so ``.to()`` moves them); return their names."""
         i = len(self._buffers)
         self.register_buffer(f"w{i}", w.t().contiguous())
         self.register_buffer(f"b{i}", b)
-        return (self._buffers[f"w{i}"], self._buffers[f"b{i}"], relu)
+        return (f"w{i}", f"b{i}", relu)
+
+    def layer(self, names: tuple[str, str, bool]) -> tuple[Tensor, Tensor | None, bool]:
+        """(w^T (Ci, Co), bias (Co,) or None, relu) of a layer registered by ``_layer``."""
+        return self._buffers[names[0]], self._buffers[names[1]], names[2]
 
     def attend(self, y: Tensor, groups: int, bias: Tensor | None, ws: Workspace, tag: str) -> Tensor:
         """y: (G N, sum Co) first-layer outputs, rows grouped -> (G, 1, N, Cv) by sdpa (flash if Ck == Cv)."""
         heads, off = [], 0
         for i, (width, _) in enumerate(self.segments):
             h = y[:, off : off + width]  # (G N, Co) strided view
-            for j, (w_t, b, relu) in enumerate(self.rest[i]):
+            for j, names in enumerate(self.rest[i]):
+                w_t, b, relu = self.layer(names)
                 h = _gemm(h, w_t, b, relu, ws.get(f"{tag}r{i}{j}", (y.shape[0], w_t.shape[1]), y))
             heads.append(
                 h.view(groups, 1, -1, h.shape[-1]) if h.is_contiguous() else self._grouped(h, groups)
@@ -347,10 +352,11 @@ class TokenChain(nn.Module):
             dst = nat if last else orders[s + 1]
             if dst != orders[s]:
                 o = _regroup(o, dims, orders[s], dst, ws.get(f"o{s}", tuple(o.shape), x))
-            for j, (w_t, bias, relu) in enumerate(stage.out[:-1] if last else stage.out):
+            for j, names in enumerate(stage.out[:-1] if last else stage.out):
+                w_t, bias, relu = stage.layer(names)
                 o = _gemm(o, w_t, bias, relu, ws.get(f"s{s}out{j}", (rows, w_t.shape[1]), x))
             if last:
-                return self._project_out(o, stage.out[-1], b)
+                return self._project_out(o, stage.layer(stage.out[-1]), b)
             nxt = self.stages[s + 1]
             y = _gemm(o, nxt.w_in, nxt.b_in, False, ws.get(f"y{s + 1}", (rows, nxt.w_in.shape[1]), x))
             y = self._relu_segments(y, nxt.segments)  # (rows, sum Co) in the next stage's order

@@ -26,7 +26,8 @@ from isaprof.blocks.registry import register
     "non_local",
     summary="non-local block, embedded Gaussian, residual (mmcv NonLocal2d + BN)",
     impls=IMPLS,
-    fully_connected=True,
+    # 2x2 sub-sampling of phi and g drops the last row / column of an odd-sized map
+    fully_connected=lambda o, s: not o["sub_sample"] or (s[0] % 2 == 0 and s[1] % 2 == 0),
 )
 class NonLocal(nn.Module):
     """(B, C, H, W) -> (B, C, H, W): x + BN(W softmax(theta(x) phi(x)^T / sqrt(Ck)) g(x))."""

@@ -27,7 +27,8 @@ class BlockSpec:
 
     ``options`` maps each block-specific keyword option to its default, read from the constructor.
     ``fully_connected`` is what the block advertises: every output position receives information
-    from every input position (checked by ``isaprof verify``).
+    from every input position (checked by ``isaprof verify``); a bool, or a predicate of
+    ``(options, (H, W))`` where it depends on them (see :meth:`advertises_full`).
     """
 
     name: str
@@ -36,8 +37,14 @@ class BlockSpec:
     impls: tuple[str, ...]
     default_key_channels: Callable[[int], int]
     default_value_channels: Callable[[int], int]
-    fully_connected: bool
+    fully_connected: bool | Callable[[dict[str, Any], tuple[int, int]], bool]
     options: dict[str, Any] = field(default_factory=dict)
+
+    def advertises_full(self, options: dict[str, Any], size: tuple[int, int]) -> bool:
+        """Whether the block claims full connectivity with these ``options`` (defaults filled in) at ``size``."""
+        if callable(self.fully_connected):
+            return bool(self.fully_connected({**self.options, **options}, size))
+        return self.fully_connected
 
 
 _REGISTRY: dict[str, BlockSpec] = {}
@@ -50,7 +57,7 @@ def register(
     impls: tuple[str, ...] = ("naive",),
     key_channels: Callable[[int], int] = lambda c: c // 2,
     value_channels: Callable[[int], int] = lambda c: c // 2,
-    fully_connected: bool = True,
+    fully_connected: bool | Callable[[dict[str, Any], tuple[int, int]], bool] = True,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator that adds a block to the registry under ``name``."""
 

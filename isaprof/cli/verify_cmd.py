@@ -30,17 +30,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="blocks to check (default: all registered)")
     p.add_argument("--size", type=size, help=f"map HxW (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
     p.add_argument("--factor", type=factor, help="ISA factor PHxPW (P_h x P_w); default: the block's own")
-    p.add_argument("--recurrence", type=positive_int, help="criss-cross recurrence R; default: the block's own")
+    p.add_argument(
+        "--recurrence", type=positive_int, help="criss-cross recurrence R; default: the block's own"
+    )
     p.add_argument("--masked", action="store_true", help="ISA: exclude padded positions as keys")
     emp = p.add_mutually_exclusive_group()
-    emp.add_argument("--empirical", dest="empirical", action="store_true", default=None,
-                     help="run the Jacobian check at any size (slow above 16x16)")
+    emp.add_argument(
+        "--empirical",
+        dest="empirical",
+        action="store_true",
+        default=None,
+        help="run the Jacobian check at any size (slow above 16x16)",
+    )
     emp.add_argument("--no-empirical", dest="empirical", action="store_false", help="structural check only")
     p.add_argument("--draws", type=positive_int, default=3, help="parameter draws per Jacobian (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
-    p.add_argument("--figure", metavar="PATH",
-                   help="write the reach picture (PNG, structural; --size, default 16x16, and --factor); "
-                   "the checks then run only for the blocks named")
+    p.add_argument(
+        "--figure",
+        metavar="PATH",
+        help="write the reach picture (PNG, structural; --size, default 16x16, and --factor); "
+        "the checks then run only for the blocks named",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
         from isaprof.verify.figures import reach_grid
 
         h, w = args.size or FIGURE_SIZE
-        out = reach_grid(args.figure, size=(h, w), query=(h // 3, w // 2 - 1 if w > 1 else 0),
-                         factor=args.factor or (4, 4))
+        out = reach_grid(
+            args.figure, size=(h, w), query=(h // 3, w // 2 - 1 if w > 1 else 0), factor=args.factor or (4, 4)
+        )
         print(f"wrote {out}")
         if not args.names:
             return 0
@@ -61,7 +72,13 @@ def run(args: argparse.Namespace) -> int:
     for name in blocks:
         spec(name)  # ValueError naming the known blocks
     results = [
-        verify(name, args.size or DEFAULT_SIZE, empirical=args.empirical, draws=args.draws, **_options(name, args))
+        verify(
+            name,
+            args.size or DEFAULT_SIZE,
+            empirical=args.empirical,
+            draws=args.draws,
+            **_options(name, args),
+        )
         for name in blocks
     ]
     if args.json:
@@ -95,7 +112,17 @@ def _runs(empirical: tuple[tuple[str, float], ...]) -> str:
 
 
 def _table(results: list[Any]) -> str:
-    head = ("block", "size", "options", "structural (per stage)", "paths", "need", "empirical (per run)", "agree", "verdict")
+    head = (
+        "block",
+        "size",
+        "options",
+        "structural (per stage)",
+        "paths",
+        "need",
+        "empirical (per run)",
+        "agree",
+        "verdict",
+    )
     rows = [head]
     for r in results:
         opts = ",".join(f"{k}={v}" for k, v in r.options) or "-"
@@ -104,9 +131,20 @@ def _table(results: list[Any]) -> str:
         verdict = "ok" if r.ok else ("NOT fully connected" if r.modelled and r.agree is not False else "FAIL")
         if not r.advertised and r.ok:
             verdict = "ok (not advertised)"
-        rows.append((r.block, f"{r.size[0]}x{r.size[1]}", opts, _fmt(r.fractions), paths,
-                     str(r.stages_needed or "never"), _runs(r.empirical), agree, verdict))
+        rows.append(
+            (
+                r.block,
+                f"{r.size[0]}x{r.size[1]}",
+                opts,
+                _fmt(r.fractions),
+                paths,
+                str(r.stages_needed or "never"),
+                _runs(r.empirical),
+                agree,
+                verdict,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(row, widths, strict=True)).rstrip() for row in rows]
     notes = [f"  {r.block}: {n}" for r in results for n in r.notes]
     return "\n".join(lines + (["notes:", *notes] if notes else []))

@@ -24,7 +24,7 @@ SOFTMAX_OPS = 5
 BN_OPS = 2
 RELU_OPS = 1
 POOL2X2_OPS = 3
-SDPA_BACKENDS = (None, "math", "flash")
+SDPA_BACKENDS = (None, "math", "flash", "efficient", "cudnn")  # efficient, cudnn: CUDA fused kernels
 PEAK_BYTES_TODO = "peak_bytes not derived yet for this block: Cost.peak_bytes is empty"
 
 
@@ -60,6 +60,8 @@ def attention_kernel(impl: str, backend: str | None, key_channels: int, value_ch
         raise ValueError(
             f"sdpa flash needs key_channels == value_channels, got {key_channels}, {value_channels}"
         )
+    if backend in ("efficient", "cudnn"):
+        return "fused"  # CUDA kernels; torch's flop formulas count them like flash
     if backend == "math" or key_channels != value_channels:
         return "materialised"
     return "fused"

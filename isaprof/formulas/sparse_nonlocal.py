@@ -78,12 +78,14 @@ def peak_inference(cfg: Config, kernel: str) -> int:
 
 
 def peak_train(cfg: Config, kernel: str) -> int:
-    """Peak bytes of forward + backward at the output BN's backward (tests hold it to 15%, not exact).
+    """Estimated peak bytes of forward + backward (tests hold it to 15%, not exact): the larger of two.
 
-    Saved: the samples, theta, phi, g (as in ``peak_inference``), the attention's saved state (softmax
+    At the output BN's backward (exact for naive when it is the larger). Saved: the samples, theta, phi, g (as in ``peak_inference``), the attention's saved state (softmax
     B N K; sdpa: contiguous copies of q, k, v, and fused: the logsumexp B N; math: scaled q and k and the
     softmax), the attention output (B N Cv), conv_out's output (B N C) and the BN statistics (2 C). Live too:
     the output, its gradient, BN's input gradient (3 B N C) and BN's parameter gradients (2 C).
+    At the softmax backward (naive, math): the saved softmax, its gradient and the logits' gradient (3 B N K),
+    the residual's gradient held for x (B N C), the attention output's gradient (B N Cv), g's (B K Cv).
     """
     b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
     n, k = cfg.height * cfg.width, samples(cfg)
@@ -94,4 +96,6 @@ def peak_train(cfg: Config, kernel: str) -> int:
         attention = n * ck + k * (ck + cv) + n
     else:
         attention = 2 * n * ck + k * (2 * ck + cv) + n * k
-    return (b * (base + attention + n * cv + 4 * n * c) + 4 * c) * cfg.dtype_bytes
+    at_bn = b * (base + attention + n * cv + 4 * n * c) + 4 * c
+    at_softmax = b * (base + 3 * n * k + n * c + n * cv + k * cv) if kernel == "materialised" else 0
+    return max(at_bn, at_softmax) * cfg.dtype_bytes

@@ -35,6 +35,20 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(results_dir / "results.csv", out_dir / "tables" / "results.csv")
+    wide_index = [
+        "block",
+        "impl",
+        "backend",
+        "device",
+        "mode",
+        "batch",
+        "channels",
+        "height",
+        "width",
+        "options",
+    ]
+    wide = data.ok(df).pivot_table(index=wide_index, columns="metric", values="measured", aggfunc="first")
+    wide.reset_index().to_csv(out_dir / "tables" / "measured_wide.csv", index=False)  # one row per config
     notes: list[str] = []
     parts = [
         "# isaprof report",
@@ -157,7 +171,8 @@ def _factor_section(df: pd.DataFrame, out_dir: Path, notes: list[str]) -> str:
                 "size": f"{h}x{w}",
                 "analytic optimum": "x".join(map(str, opt["analytic_opt"]))
                 + ("" if grid["analytic_from"].iloc[0] == metric else " (MACs formula)"),
-                "measured optimum": "x".join(map(str, opt["measured_opt"])),
+                "measured optimum": "x".join(map(str, opt["measured_opt"]))
+                + (f" ({opt['ties']} tied within 0.1%)" if opt["ties"] > 1 else ""),
                 "cost ratio (at analytic opt / measured min)": opt["ratio"],
             }
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -121,8 +122,9 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
     for r in grid.itertuples():
         z[phs.index(r.ph), pws.index(r.pw)] = r.measured / scale
     fig, ax = plt.subplots(figsize=(max(6.0, 2.5 + 0.9 * len(pws)), max(4.5, 1.8 + 0.7 * len(phs))))
-    im = ax.imshow(z, cmap="viridis", origin="lower", aspect="auto")
-    mid = np.nanmean([np.nanmin(z), np.nanmax(z)])
+    norm = matplotlib.colors.LogNorm(vmin=np.nanmin(z), vmax=np.nanmax(z)) if np.nanmin(z) > 0 else None
+    im = ax.imshow(z, cmap="viridis", origin="lower", aspect="auto", norm=norm)
+    mid = np.sqrt(np.nanmin(z) * np.nanmax(z)) if norm else np.nanmean([np.nanmin(z), np.nanmax(z)])
     for i in range(len(phs)):
         for j in range(len(pws)):
             if np.isfinite(z[i, j]):
@@ -150,13 +152,13 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
             linewidths=2,
             label="measured optimum",
         )
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, markerscale=0.6)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, markerscale=0.6)
     ax.set_xticks(range(len(pws)), [str(p) for p in pws])
     ax.set_yticks(range(len(phs)), [str(p) for p in phs])
     ax.set_xlabel("P_w (column factor)")
     ax.set_ylabel("P_h (row factor)")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label=f"measured {unit}")
+    fig.colorbar(im, ax=ax, label=f"measured {unit}" + (" (log colour scale)" if norm else ""))
     return _save(fig, Path(path), svg=False)
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from isaprof.report import data
 
 BASELINE = "dense"
+TIE = 1e-3  # factors within 0.1% of the grid's minimum count as tied optima
 MIN_SPAN = 2.0  # a fitted exponent needs sizes spanning at least this factor in N
 # (metric, mode) pairs the scaling figures and tables cover, with a label and the unit they are drawn in.
 SCALING = (
@@ -184,6 +185,7 @@ def grid_optima(grid: pd.DataFrame) -> dict[str, object]:
         "measured_opt": (int(meas["ph"]), int(meas["pw"])),
         "analytic_opt": (int(ana["ph"]), int(ana["pw"])),
         "ratio": float(ana["measured"] / meas["measured"]),
+        "ties": int((grid["measured"] <= meas["measured"] * (1 + TIE)).sum()),
     }
 
 

@@ -26,7 +26,9 @@ from isaprof.verify.structural import analyse, structure, support_matrix
 
 EMPIRICAL_MAX_POSITIONS = 256  # auto mode runs the Jacobian check up to 16x16 positions
 CHANNELS = 8  # channels of the empirical check
-MIN_KEY_CHANNELS = 2  # with Ck = 1, linear attention's unit q, k are +-1 and 1 + q.k is exactly 0 for half the pairs
+MIN_KEY_CHANNELS = (
+    2  # with Ck = 1, linear attention's unit q, k are +-1 and 1 + q.k is exactly 0 for half the pairs
+)
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,8 @@ class VerifyResult:
 
     ``fractions[k]``: structural, after stages 1..k+1; ``alone[k]``: stage k+1 alone. ``paths_min`` /
     ``paths_max``: attention paths per pair through the whole block (``None`` without a structural model).
-    ``empirical``: (run label, Jacobian-support fraction) per module run; ``agree``: every run's support equals
-    the structural one (``None`` when either check did not run). ``advertised``: the registry's
+    ``empirical``: (run label, Jacobian-support fraction) per module run; ``agree``: every run's support
+    equals the structural one (``None`` when either check did not run). ``advertised``: the registry's
     ``fully_connected``.
     """
 
@@ -69,7 +71,9 @@ class VerifyResult:
     @property
     def ok(self) -> bool:
         """Modelled, no disagreement, and fully connected wherever the registry advertises it."""
-        return self.modelled and self.agree is not False and not (self.advertised and not self.fully_connected)
+        return (
+            self.modelled and self.agree is not False and not (self.advertised and not self.fully_connected)
+        )
 
 
 def verify(
@@ -87,7 +91,7 @@ def verify(
     ``size``: (H, W) of the input map; ``options``: the block's own options (``factor``, ``recurrence``...).
     ``empirical=None`` runs the Jacobian check only up to ``EMPIRICAL_MAX_POSITIONS`` positions.
     """
-    advertised = spec(name).fully_connected  # ValueError listing the known blocks if unknown
+    advertised = spec(name).advertises_full(options, size)  # ValueError listing the known blocks if unknown
     s = structure(name, size, **options)
     h, w = s.size if s is not None else size
     notes = [] if s is None else list(s.notes)
@@ -99,7 +103,9 @@ def verify(
     run_emp = empirical if empirical is not None else h * w <= EMPIRICAL_MAX_POSITIONS
     if empirical is None and not run_emp:
         notes.append(f"empirical check skipped above {EMPIRICAL_MAX_POSITIONS} positions ({h}x{w})")
-    emp, agree = ([], None) if not run_emp else _empirical(name, s, (h, w), channels, draws, seed, options, notes)
+    emp, agree = (
+        ([], None) if not run_emp else _empirical(name, s, (h, w), channels, draws, seed, options, notes)
+    )
     return VerifyResult(
         block=name,
         size=(h, w),
@@ -139,5 +145,7 @@ def _empirical(
         if not np.array_equal(sup, expect):
             agree = False
             extra, missing = int((sup & ~expect).sum()), int((expect & ~sup).sum())
-            notes.append(f"{run.label}: {extra} pairs connected only empirically, {missing} only structurally")
+            notes.append(
+                f"{run.label}: {extra} pairs connected only empirically, {missing} only structurally"
+            )
     return out, agree

@@ -44,7 +44,7 @@ def isa_composite(module: nn.Module, x: Tensor) -> np.ndarray:
     if len(maps) != 2:
         raise ValueError(f"expected 2 recorded affinities (long-range, short-range), got {len(maps)}")
     mats = []
-    for aff, pos in zip(maps, isa_positions((hp, wp), factor)):
+    for aff, pos in zip(maps, isa_positions((hp, wp), factor), strict=True):
         full = np.zeros((hp * wp, hp * wp))  # (Np, Np)
         full[pos[:, :, None], pos[:, None, :]] = aff.double().cpu().numpy()  # groups (G, M, M) placed
         mats.append(full)

@@ -52,8 +52,12 @@ def redraw(module: nn.Module, generator: torch.Generator) -> None:
                 if m.weight is not None:
                     m.weight.uniform_(0.5, 1.5, generator=generator)
                     m.bias.normal_(0.0, 0.5, generator=generator)
-        done = {id(p) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                for p in m.parameters(recurse=False)}
+        done = {
+            id(p)
+            for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False)
+        }
         for p in module.parameters():
             if id(p) in done:
                 continue
@@ -177,7 +181,9 @@ def runs(name: str, n_stages: int, build: Callable[..., nn.Module]) -> list[Run]
             whole,
         ]
     if name == "criss_cross":
-        return [Run(f"R={r}", tuple(range(r)), lambda r=r: build(recurrence=r)) for r in range(1, n_stages + 1)]
+        return [
+            Run(f"R={r}", tuple(range(r)), lambda r=r: build(recurrence=r)) for r in range(1, n_stages + 1)
+        ]
     return [whole]
 
 

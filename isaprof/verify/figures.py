@@ -51,11 +51,12 @@ def reach_grid(
     vmax = max(int(m.max()) for m in maps)
     cols = 4
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.2 * rows), squeeze=False, layout="constrained")
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.0 * cols, 3.2 * rows), squeeze=False, layout="constrained"
+    )
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     image = None
-    for ax, (title, _, _), counts in zip(axes.flat, panels, maps):
+    for ax, (title, _, _), counts in zip(axes.flat, panels, maps, strict=False):
         shown = np.ma.masked_equal(counts, 0)  # (H, W), unreached positions white
         image = ax.imshow(shown, cmap=cmap, norm=LogNorm(1, max(vmax, 2)), interpolation="nearest")
         qh, qw = query

@@ -187,11 +187,9 @@ def _single_partition(labels: np.ndarray, keys: np.ndarray, real: np.ndarray, id
     out_w = np.bincount(labels[real], minlength=size)  # (G,) real outputs per group
     in_w = np.bincount(labels[real & keys], minlength=size)  # (G,) real keys per group
     n = int(real.sum())
-    connected = int((out_w * in_w).sum())
-    if identity:
-        connected += int((real & ~keys).sum())  # a real position that is not a key still reads itself
-    full = connected == n * n
-    return PairStats(connected / (n * n), connected, n * n, 1 if full else 0, 1 if connected else 0)
+    by_path = int((out_w * in_w).sum())  # pairs with their one attention path
+    connected = by_path + (int((real & ~keys).sum()) if identity else 0)  # a non-key still reads itself
+    return PairStats(connected / (n * n), connected, n * n, int(by_path == n * n), int(by_path > 0))
 
 
 def _cross_power(height: int, width: int, n_pass: int) -> tuple[int, int, int, int]:

@@ -2,9 +2,9 @@
 
 One handler per block name builds a :class:`Structure` (the working grid, the stages in the order the block
 applies them, whether the block adds its input back). :func:`analyse` composes the stages exactly (see
-:mod:`isaprof.verify.stages`) and reports, per stage prefix and per stage alone, the fraction of (output, input)
-pairs of real positions that are connected, and the min / max number of attention paths per pair. No module is
-built: a 256x256 map is instant for every block except ``sparse_nonlocal`` (O(N K)).
+:mod:`isaprof.verify.stages`) and reports, per stage prefix and per stage alone, the fraction of
+(output, input) pairs of real positions that are connected, and the min / max number of attention paths per
+pair. No module is built: a 256x256 map is instant for every block except ``sparse_nonlocal`` (O(N K)).
 
 A block without a handler gets ``None`` from :func:`structure`: the caller reports "no structural model"
 rather than passing it.
@@ -202,7 +202,9 @@ def _criss_cross(h: int, w: int, options: dict[str, Any]) -> Structure:
 def _sparse_nonlocal(h: int, w: int, options: dict[str, Any]) -> Structure:
     from isaprof.blocks import build  # the sampling rule lives with the block (a 2-channel shell, no forward)
 
-    keys = np.asarray(build("sparse_nonlocal", channels=2, **options).positions(h * w), dtype=np.int64)  # (K,)
+    keys = np.asarray(
+        build("sparse_nonlocal", channels=2, **options).positions(h * w), dtype=np.int64
+    )  # (K,)
     stage = Neighbours(f"{keys.size} sampled keys", np.broadcast_to(keys, (h * w, keys.size)))  # (N, K)
     note = "every query reads the same sampled positions; any other position only through the residual"
     return Structure("sparse_nonlocal", (h, w), (h, w), (0, 0), (stage,), residual=True, notes=(note,))
@@ -230,10 +232,17 @@ def _isa(h: int, w: int, options: dict[str, Any]) -> Structure:
     notes = []
     if (hp, wp) != (h, w):
         if masked:
-            notes.append("padded positions are masked keys: a path through a padded intermediate is cut")
+            st = pair_stats(list(stages), s.real, False)
+            lost = st.pairs - st.connected
+            notes.append(
+                f"padded positions are masked keys: a path through a padded intermediate is cut; "
+                f"{lost} of {st.pairs} pairs ({lost / st.pairs:.1%}) lose their only path"
+            )
         else:
-            notes.append("padded positions take part as keys: after the long-range stage a padded position "
-                         "holds a mix of real values, so a path through it still carries information")
+            notes.append(
+                "padded positions take part as keys: after the long-range stage a padded position "
+                "holds a mix of real values, so a path through it still carries information"
+            )
     return Structure("isa", (h, w), (hp, wp), offset, stages, residual=False, notes=tuple(notes))
 
 
