@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ MODES = ("inference", "train")
 METRICS = ("params", "macs", "peak_bytes")  # tidy-row metric names kept in the baseline
 CHANNELS = 32  # C; key/value widths are each block's defaults
 # (H, W, batch): square; odd and non-square (an H/W mix-up shows) with batch 2 (batch handling). Two small
-# sizes keep `check` under 30 s on 2 cores: the meta path costs ~0.2 s of Python dispatch per call and
+# sizes keep `check` under 30 s on 2 cores: the meta path costs ~0.3 s of Python dispatch per call and
 # loop-based blocks (channelized axial) dispatch more ops at larger H, W; MACs are exact at any size.
 SIZES = ((16, 16, 1), (13, 17, 2))
 # Option variants, chosen by option name so the baseline follows whatever the blocks are called:
@@ -120,7 +119,7 @@ def measure(case: Case, mode: str) -> tuple[Metrics, dict[str, Any]]:
             impl=case.impl,
             **dict(case.options),
         )
-        rows = [_as_dict(r) for r in record.rows()]
+        rows = [dict(r) for r in record.rows()]  # tidy rows, docs/ARCHITECTURE.md
     except Exception as e:  # noqa: BLE001  a block that stops running is a change to report
         return {f"{m}.{mode}": {"error": _one_line(e)} for m in METRICS}, {}
     metrics: Metrics = {}
@@ -331,13 +330,6 @@ def update(
     return new
 
 
-def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    """``(fn(*args, **kwargs), seconds)``."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
-
-
 def _config_part(key: str) -> str:
     """The key without its ``block/`` prefix (the block has its own column): ``naive B2 C32 13x17``."""
     return key.split("/", 1)[-1]
@@ -361,14 +353,6 @@ def _int(v: Any) -> int | None:
         return v
     f = float(v)
     return int(f) if f.is_integer() else f  # type: ignore[return-value]  a fraction is itself a finding
-
-
-def _as_dict(row: Any) -> dict[str, Any]:
-    if isinstance(row, Mapping):
-        return dict(row)
-    if is_dataclass(row):
-        return asdict(row)
-    return row._asdict()
 
 
 def _one_line(e: BaseException) -> str:

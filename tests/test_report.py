@@ -182,3 +182,11 @@ def test_bad_results_dir(tmp_path: Path) -> None:
     (tmp_path / "results.csv").write_text("block,height\nisa,3\n")
     with pytest.raises(ValueError, match="lacks column"):
         write_report(tmp_path, tmp_path / "out")
+
+
+def test_report_never_imports_models() -> None:
+    # docs/ARCHITECTURE.md: `report` reads result files only; it must not import blocks or measure
+    src = Path(data.__file__).parent
+    for f in src.glob("*.py"):
+        text = f.read_text()
+        assert not re.search(r"^\s*(from|import) isaprof\.(blocks|measure|profile)", text, re.M), f.name

@@ -2,29 +2,31 @@
 Segmentation" (AAAI 2022, arXiv 2101.07434).
 
 Reference code (TensorFlow): ``edwardyehuang/CAA`` ``models/modules/caa_head.py`` (``AxialAttentionBlock``,
-``ChannelAttentionBlock``), the same module in ``edwardyehuang/iSeg`` (which fixes the hidden activation to leaky
-ReLU), and ``iseg/utils/attention_utils.py`` (``get_axial_attention``: softmax(q k^T), no scaling).
+``ChannelAttentionBlock``), the same module in ``edwardyehuang/iSeg`` (which fixes the hidden activation to
+leaky ReLU), and ``iseg/utils/attention_utils.py`` (``get_axial_attention``: softmax(q k^T), no scaling).
 
 What the reference computes, and we do in PyTorch (v = ConvBNReLU(x), C -> C):
 
-1. column affinity A[b, w, i, j] = softmax_j(q_i . q_j) with q = k = ConvBNReLU_v(x) (C -> Ck, shared query/key),
-   row affinity from a second ConvBNReLU_h(x), both from the block input;
+1. column affinity A[b, w, i, j] = softmax_j(q_i . q_j) with q = k = ConvBNReLU_v(x) (C -> Ck, shared
+   query/key), row affinity from a second ConvBNReLU_h(x), both from the block input;
 2. column stage, for every query row i: M_i[b, c, j, w] = A[b, w, i, j] * v[b, c, j, w] is materialised;
-   its channel gate g_i[b, c] = sigmoid(MLP(mean_{j, w} M_i[b, :, j, w])) (MLP: ``mlp_layers`` bias-free linear
-   layers C -> C/4 -> ... -> C/4 with leaky ReLU (slope 0.2, TF's default), then C/4 -> C);
+   its channel gate g_i[b, c] = sigmoid(MLP(mean_{j, w} M_i[b, :, j, w])) (MLP: ``mlp_layers`` bias-free
+   linear layers C -> C/4 -> ... -> C/4 with leaky ReLU (slope 0.2, TF's default), then C/4 -> C);
    y[b, c, i, w] = sum_j g_i[b, c] * M_i[b, c, j, w];
-3. row stage, the same on y with the row affinity and a second MLP; no residual (the head adds convs around it).
+3. row stage, the same on y with the row affinity and a second MLP; no residual (the head adds convs around
+   it).
 
-The channel gate depends on the query row (column) and batch only, not on j: the reference still multiplies it into
-the whole (j, w) weighted map before summing, and so do we (that materialised map is the block's memory cost).
-``groups`` is the reference's ``num_parallel_group_fn``: the L query rows (columns) are processed in ``groups``
-chunks of ceil(L / groups) rows, one chunk's weighted map alive at a time: same output, lower peak memory.
-The reference uses 16 groups in training and one row per step at inference; we use ``groups`` in both modes, and
-ceil instead of the reference's floor (which divides by zero for L < groups and pads a whole extra group).
+The channel gate depends on the query row (column) and batch only, not on j: the reference still multiplies
+it into the whole (j, w) weighted map before summing, and so do we (that materialised map is the block's
+memory cost). ``groups`` is the reference's ``num_parallel_group_fn``: the L query rows (columns) are
+processed in ``groups`` chunks of ceil(L / groups) rows, one chunk's weighted map alive at a time: same
+output, lower peak memory. The reference uses 16 groups in training and one row per step at inference; we use
+``groups`` in both modes, and ceil instead of the reference's floor (which divides by zero for L < groups and
+pads a whole extra group).
 
-Checked against the reference by reading only (no TensorFlow here): shapes, the affinity (no scale, shared q = k),
-the gate's mean over the whole weighted map, sigmoid and MLP widths, the column-then-row order. Not checked:
-numerics against a TF run, and the paper's equations beyond what the code does.
+Checked against the reference by reading only (no TensorFlow here): shapes, the affinity (no scale, shared q
+= k), the gate's mean over the whole weighted map, sigmoid and MLP widths, the column-then-row order. Not
+checked: numerics against a TF run, and the paper's equations beyond what the code does.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu default alpha
 class ChannelizedAxial(nn.Module):
     """Channelized axial attention, (B, C, H, W) -> (B, C, H, W); ``value_channels`` must equal ``channels``.
 
-    Options: ``groups`` (>= 1) chunks of query rows/columns; ``mlp_layers`` (>= 1) hidden layers of each gate MLP.
+    Options: ``groups`` (>= 1) chunks of query rows/columns; ``mlp_layers`` (>= 1) hidden layers of each gate
+    MLP.
     """
 
     def __init__(
@@ -100,7 +103,8 @@ class ChannelizedAxial(nn.Module):
         """Gated weighted sum for L queries, ``groups`` chunks of them at a time.
 
         attn: (B, L, H, W), the weight of key position (h, w) for query l; v: (B, C, H, W).
-        Returns (B, L, C, W) for the column stage (``sum_dim=3``, sum over H) or (B, L, C, H) for the row stage.
+        Returns (B, L, C, W) for the column stage (``sum_dim=3``, sum over H) or (B, L, C, H) for the row
+        stage.
         """
         size = math.ceil(attn.shape[1] / self.groups)
         outs = []
@@ -117,4 +121,3 @@ def _gate_mlp(channels: int, hidden: int, layers: int) -> nn.Sequential:
     for i in range(layers):
         mods += [nn.Linear(channels if i == 0 else hidden, hidden, bias=False), nn.LeakyReLU(LEAKY_SLOPE)]
     return nn.Sequential(*mods, nn.Linear(hidden, channels, bias=False))
-

@@ -1,20 +1,22 @@
-"""Criss-cross attention: CCNet (Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation", ICCV 2019).
+"""Criss-cross attention: CCNet (Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation", ICCV
+2019).
 
-Reference code: mmcv ``mmcv/ops/cc_attention.py`` (``CrissCrossAttention``, the pure-PyTorch einsum version that
-replaced the CUDA op in mmcv 1.3.13) and CCNet's own pure-PyTorch port (``speedinghzl/CCNet``, branch ``pure-python``,
-``networks/ccnet.py``), whose ``RCCAModule`` loops ``for i in range(recurrence): output = self.cca(output)``.
+Reference code: mmcv ``mmcv/ops/cc_attention.py`` (``CrissCrossAttention``, the pure-PyTorch einsum version
+that replaced the CUDA op in mmcv 1.3.13) and CCNet's own pure-PyTorch port (``speedinghzl/CCNet``, branch
+``pure-python``, ``networks/ccnet.py``), whose ``RCCAModule`` loops ``for i in range(recurrence): output =
+self.cca(output)``.
 
-Each position attends to the H + W - 1 positions of its row and its column (the centre once, the -inf diagonal on
-the H branch), with one joint softmax over the H + W energies; no 1/sqrt(Ck) scaling (as the reference).
-``out = gamma * attention + x``, applied ``recurrence`` times with the same weights (R = 2 in the paper, which then
-connects every pair of positions; R = 1 does not).
+Each position attends to the H + W - 1 positions of its row and its column (the centre once, the -inf
+diagonal on the H branch), with one joint softmax over the H + W energies; no 1/sqrt(Ck) scaling (as the
+reference). ``out = gamma * attention + x``, applied ``recurrence`` times with the same weights (R = 2 in the
+paper, which then connects every pair of positions; R = 1 does not).
 
 Where we depart from mmcv, and why:
 
-* the H-branch diagonal is set to -inf in place (``diagonal().fill_``) instead of adding a freshly built (H, H)
-  ``NEG_INF_DIAG`` matrix: same values and gradients, one (B, W, H, H) temporary fewer;
-* ``gamma`` is zero-initialised as in the reference (the block starts as the identity); profiling and the Jacobian
-  checks re-draw it, since a zero gamma hides every connection.
+* the H-branch diagonal is set to -inf in place (``diagonal().fill_``) instead of adding a freshly built (H,
+  H) ``NEG_INF_DIAG`` matrix: same values and gradients, one (B, W, H, H) temporary fewer;
+* ``gamma`` is zero-initialised as in the reference (the block starts as the identity); profiling and the
+  Jacobian checks re-draw it, since a zero gamma hides every connection.
 """
 
 from __future__ import annotations
@@ -88,4 +90,3 @@ class CrissCross(nn.Module):
         out = torch.einsum("bciw,bhwi->bchw", v, attn[..., :h])  # (B, C, H, W): column aggregate
         out += torch.einsum("bchj,bhwj->bchw", v, attn[..., h:])  # (B, C, H, W): + row aggregate
         return self.gamma * out + x  # (B, C, H, W)
-

@@ -4,13 +4,13 @@ Segmentation" (arXiv 2007.14902, 2020).
 Reference code: ``lironui/Linear-Attention-Mechanism``, ``Linear-Attention-Mechanism.py``
 (``PositionLinearAttention``, the position branch; the DANet ``PAM_Module`` it replaces).
 
-The softmax kernel exp(q . k) is replaced by its first-order Taylor expansion 1 + q . k with L2-normalised q and k
-(so the kernel stays >= 0), which lets the sums be reordered and the cost is linear in N = H * W:
+The softmax kernel exp(q . k) is replaced by its first-order Taylor expansion 1 + q . k with L2-normalised q
+and k (so the kernel stays >= 0), which lets the sums be reordered and the cost is linear in N = H * W:
 
     out_n = x_n + gamma * (sum_j v_j + (K V^T)^T q_n) / (N + q_n . (sum_j k_j + eps))      (paper eq. 11)
 
-with q_n = Q_n / ||Q_n||, k_j = K_j / ||K_j|| (norms over channels), query/key 1x1 convs C -> Ck (C // 8 as the
-reference), value 1x1 conv C -> C.
+with q_n = Q_n / ||Q_n||, k_j = K_j / ||K_j|| (norms over channels), query/key 1x1 convs C -> Ck (C // 8 as
+the reference), value 1x1 conv C -> C.
 
 Where we depart from the reference, and why:
 
@@ -87,4 +87,3 @@ class LinearAttention(nn.Module):
         num = v.sum(dim=-1, keepdim=True) + torch.einsum("bcd,bcn->bdn", kv, q)  # (B, C, N)   (bmm)
         out = num / denom.unsqueeze(1)  # (B, C, N)
         return x + self.gamma * out.view(b, c, h, w)  # (B, C, H, W)
-

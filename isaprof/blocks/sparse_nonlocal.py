@@ -1,18 +1,19 @@
 """Sparse non-local block: SSANet (Liu & Yin, "Sparse Spatial Attention Network for Semantic Segmentation",
 arXiv 2109.01915, ICIP 2021).
 
-No public code. What we could read of the paper is its abstract: the sparse non-local (SNL) block "samples a subset
-of key and value elements for each query element" and aggregates with the resulting sparse affinity matrix. The
-paper's sampling is adaptive (learned per query); without its text we implement the natural fixed reading: every
-query attends to the same subset of ``k`` key/value positions, chosen
+No public code. What we could read of the paper is its abstract: the sparse non-local (SNL) block "samples a
+subset of key and value elements for each query element" and aggregates with the resulting sparse affinity
+matrix. The paper's sampling is adaptive (learned per query); without its text we implement the natural fixed
+reading: every query attends to the same subset of ``k`` key/value positions, chosen
 
 * ``sampling="grid"``: evenly spaced in row-major order, position (i * N) // k for i < k (deterministic);
-* ``sampling="random"``: a fixed uniform subset drawn with ``random.Random(seed)`` (independent of torch's RNG).
+* ``sampling="random"``: a fixed uniform subset drawn with ``random.Random(seed)`` (independent of torch's
+  RNG).
 
 Around the sampling it is the embedded-Gaussian non-local block (Wang et al., CVPR 2018; mmcv ``NonLocal2d``):
-theta / phi / g 1x1 convs (key = value = C // 2), softmax(theta phi^T / sqrt(Ck)) g, 1x1 output conv (no bias) + BN,
-residual, and mmcv's init (std 0.01 projections, zero BN: the block starts as the identity), exactly as our
-``non_local`` block, so that the two differ only by the sampling.
+theta / phi / g 1x1 convs (key = value = C // 2), softmax(theta phi^T / sqrt(Ck)) g, 1x1 output conv (no
+bias) + BN, residual, and mmcv's init (std 0.01 projections, zero BN: the block starts as the identity),
+exactly as our ``non_local`` block, so that the two differ only by the sampling.
 Because 1x1 convs act per position, phi and g are applied to the k sampled positions only (same values as
 sampling phi(x) and g(x), k / N of the cost). ``k > H * W`` is clamped to H * W (the block is then the dense
 non-local block) so that one configuration runs at every size.
@@ -41,7 +42,8 @@ SAMPLINGS = ("grid", "random")
     fully_connected=False,
 )
 class SparseNonLocal(nn.Module):
-    """Sparse non-local block, (B, C, H, W) -> (B, C, H, W); ``k`` sampled key/value positions (clamped to H*W)."""
+    """Sparse non-local block, (B, C, H, W) -> (B, C, H, W); ``k`` sampled key/value positions (clamped to
+    H*W)."""
 
     def __init__(
         self,
@@ -89,7 +91,13 @@ class SparseNonLocal(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.channels, "sparse_nonlocal")
         b, c, h, w = x.shape
-        idx = torch.tensor(self.positions(h * w), device=x.device)  # (K,) int64
+        pos = self.positions(h * w)
+        idx = torch.empty(
+            len(pos), dtype=torch.long, device=x.device
+        )  # (K,): an allocation every tracker sees
+        idx.copy_(
+            torch.tensor(pos)
+        )  # (K,) int64 (torch.tensor from a list is invisible to dispatch on real tensors)
         xs = x.flatten(2).index_select(2, idx).unsqueeze(-1)  # (B, C, K, 1): the sampled positions
         q = self.theta(x).flatten(2).transpose(1, 2)  # (B, N, Ck)
         key = self.phi(xs).flatten(2).transpose(1, 2)  # (B, K, Ck)
@@ -97,4 +105,3 @@ class SparseNonLocal(nn.Module):
         y = attend(q, key, v, impl=self.impl)  # (B, N, Cv): softmax(q key^T / sqrt(Ck)) v
         y = y.transpose(1, 2).reshape(b, -1, h, w)  # (B, Cv, H, W), a view
         return x + self.norm(self.conv_out(y))  # (B, C, H, W)
-

@@ -7,6 +7,9 @@ as block, config, metric, old -> new, ratio); ``update`` rewrites the file on pu
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
+from typing import Any
 
 from isaprof import baseline
 from isaprof.cli._args import positive_int
@@ -40,10 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``check`` or ``update``; returns the exit status."""
     if args.action == "update":
-        doc, seconds = baseline.timed(baseline.update, args.file, args.block, args.jobs)
+        doc, seconds = _timed(baseline.update, args.file, args.block, args.jobs)
         print(f"wrote {len(doc['cases'])} configurations to {args.file} ({seconds:.1f} s)")
         return 0
-    diff, seconds = baseline.timed(baseline.check, args.file, args.block, args.jobs)
+    diff, seconds = _timed(baseline.check, args.file, args.block, args.jobs)
     print(baseline.format_diff(diff, args.file))
     print(f"({seconds:.1f} s)")
     return 0 if diff.ok else 1
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """``(fn(*args), seconds)``."""
+    t0 = time.perf_counter()
+    return fn(*args), time.perf_counter() - t0

@@ -71,11 +71,11 @@ def peak_train(cfg: Config) -> int:
     """Estimated peak bytes of forward + backward (tests hold it to 15%, not exact).
 
     Saved per step, in units of B N: einsum's contiguous copies of q and k (2 Ck), the softmax (H + W),
-    two copies of v and the column slice of the affinity (2 C + H; B = 1: v itself, C), the attention sum
-    for gamma (C), the step's output (C). At the start of backward add the output's gradient and the softmax backward's
-    two (H + W) temporaries and two C-sized gradients.
+    two copies of v (B = 1: v itself) and the column slice of the affinity (2 C + H; B = 1: C + H), the
+    attention sum for gamma (C), the step's output (C). At the start of backward add the output's gradient
+    and the softmax backward's two (H + W) temporaries and two C-sized gradients.
     """
     b, c, ck, h, w = cfg.batch, cfg.channels, cfg.key_channels, cfg.height, cfg.width
     r = cfg.option("recurrence", 2)
-    saved = r * (2 * ck + (h + w) + (h + 4 * c if b > 1 else 3 * c))  # B = 1: views, no copies
+    saved = r * (2 * ck + 2 * h + w + (4 * c if b > 1 else 3 * c))  # B = 1: v is a view, not copied
     return (saved + 2 * c + 2 * (h + w)) * b * h * w * cfg.dtype_bytes

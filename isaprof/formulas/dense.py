@@ -19,7 +19,9 @@ from isaprof.formulas.base import Config, Cost, formula
 
 def stage_params(cin: int, ck: int, cv: int, cout: int) -> int:
     """Parameters of one stage: query and key (2 x conv + BN each), value conv, out conv + BN; no biases."""
-    key = fc.conv1x1_params(cin, ck, bias=False) + fc.conv1x1_params(ck, ck, bias=False) + 2 * fc.bn_params(ck)
+    key = (
+        fc.conv1x1_params(cin, ck, bias=False) + fc.conv1x1_params(ck, ck, bias=False) + 2 * fc.bn_params(ck)
+    )
     value = fc.conv1x1_params(cin, cv, bias=False)
     out = fc.conv1x1_params(cv, cout, bias=False) + fc.bn_params(cout)
     return 2 * key + value + out
@@ -73,8 +75,7 @@ def dense(cfg: Config) -> Cost:
         macs=macs,
         train_macs=train,
         elementwise=stage_elementwise("", cfg.batch, n, ck, c),
-        peak_bytes={},  # NOT DERIVED YET (see fc.PEAK_BYTES_TODO)
-        notes=(fc.PEAK_BYTES_TODO,),
+        peak_bytes={"inference": dense_peak(cfg, False).peak, "train": dense_peak(cfg, True).peak},
         padded=(cfg.height, cfg.width),
     )
 
@@ -95,11 +96,14 @@ def _layer_forward(t: fm.Trace, p: str, pos: int, cout: int, b: int, train: bool
     return out
 
 
-def _layer_backward(t: fm.Trace, p: str, grad: str, free: tuple, pos: int, cin: int, cout: int, b: int) -> str:
-    """Backward of `_layer_forward` given ``grad`` (freed with ``free`` after the ReLU backward);
-    returns the input gradient's name (its saved input is freed by the caller)."""
+def _layer_backward(
+    t: fm.Trace, p: str, grad: str, free: tuple, pos: int, cin: int, cout: int, b: int
+) -> str:
+    """Backward of `_layer_forward` given ``grad``; ``free``: what dies after the ReLU backward (the
+    incoming gradient, the saved ReLU output). Returns the input gradient's name (the saved input is
+    the caller's to free)."""
     tb = t.alloc(p + "d_relu", pos * cout * b)
-    t.free(grad, *free)
+    t.free(*free)
     gb = t.alloc(p + "d_bn", pos * cout * b)
     t.alloc(p + "d_bn_w", cout * b), t.alloc(p + "d_bn_b", cout * b)
     t.free(p + "conv", p + "mean", p + "invstd", tb)
@@ -135,9 +139,10 @@ def _attention_forward(t: fm.Trace, p: str, s: dict, train: bool) -> str:
         nm = t.alloc(p + "bias_not", maps * n * fm.BOOL_BYTES)
         t.alloc(p + "bias", maps * n * b)
         t.free(zeros, nm)
-    cq = t.maybe(p + "clone_q", maps * n * ck * b, fm.transpose_copies(ck, n))
-    cvv = t.maybe(p + "clone_v", maps * n * cv * b, fm.transpose_copies(cv, n))
-    ckk = t.maybe(p + "clone_k", maps * n * ck * b, fm.transpose_copies(ck, n))
+    nhwc = s.get("nhwc", False)  # projections written NHWC: their (maps, N, C) views are contiguous
+    cq = t.maybe(p + "clone_q", maps * n * ck * b, fm.transpose_copies(ck, n) and not nhwc)
+    cvv = t.maybe(p + "clone_v", maps * n * cv * b, fm.transpose_copies(cv, n) and not nhwc)
+    ckk = t.maybe(p + "clone_k", maps * n * ck * b, fm.transpose_copies(ck, n) and not nhwc)
     s["sdpa_v"] = cvv or s["v"]
     bias = p + "bias" if mask else None
     if kind == "flash":
@@ -226,17 +231,17 @@ def stage_forward(t: fm.Trace, p: str, s: dict, train: bool) -> str:
 
 
 def stage_backward(t: fm.Trace, p: str, s: dict, grad: str, free: tuple) -> tuple[str, ...]:
-    """Events of the stage's backward given ``grad`` of its output (freed with ``free`` after the first
-    op). Returns the input gradient's parts in arrival order (key, query, value paths): the caller sums
-    them (`memory.grad_sum`) and frees the stage input, which the three input convs saved."""
+    """Events of the stage's backward given ``grad`` of its output; ``free``: what dies after the first
+    op (the gradient unless the caller holds it, the output unless the caller holds it).
+    Returns the input gradient's parts in arrival order (key, query, value paths): the caller sums them (`memory.grad_sum`) and frees the stage input, which the three input convs saved."""
     pos, ck, cv, cin, b = s["maps"] * s["n"], s["ck"], s["cv"], s["cin"], s["b"]
     d_ctx = _layer_backward(t, p + "w_", grad, free, pos, cv, s["cout"], b)
     t.free(s["ctx"] if s["ctx"] == p + "context" else None)
     dq, dk, dv = _attention_backward(t, p, s, d_ctx)
     parts = []
     for proj, d in (("k", dk), ("q", dq)):
-        d1 = _layer_backward(t, f"{p}{proj}2_", d, (s[proj],), pos, ck, ck, b)
-        parts.append(_layer_backward(t, f"{p}{proj}1_", d1, (f"{p}{proj}1_relu",), pos, cin, ck, b))
+        d1 = _layer_backward(t, f"{p}{proj}2_", d, (d, s[proj]), pos, ck, ck, b)
+        parts.append(_layer_backward(t, f"{p}{proj}1_", d1, (d1, f"{p}{proj}1_relu"), pos, cin, ck, b))
         if len(parts) == 2:
             parts = [fm.grad_sum(t, p + "d_x", parts, pos * cin * b)]
     d_v = t.alloc(p + "value_d_in", pos * cin * b)
@@ -245,24 +250,34 @@ def stage_backward(t: fm.Trace, p: str, s: dict, grad: str, free: tuple) -> tupl
     return (*parts, d_v)
 
 
-def stage_spec(cfg: Config, maps: int, n: int, mask: bool = False) -> dict:
-    """The size dict the stage events read: one stage of ``cfg``'s block on ``maps`` maps of ``n``."""
+def stage_spec(cfg: Config, maps: int, n: int, mask: bool = False, nhwc: bool = False) -> dict:
+    """The size dict the stage events read: one stage of ``cfg``'s block on ``maps`` maps of ``n``
+    positions; ``nhwc``: the stage input is laid out channels-last (`memory.is_channels_last`)."""
     kernel = fc.attention_kernel(cfg.impl, cfg.backend, cfg.key_channels, cfg.value_channels)
     kind = "naive" if cfg.impl == "naive" else ("math" if kernel == "materialised" else "flash")
     c = cfg.channels
     return dict(maps=maps, n=n, cin=c, ck=cfg.key_channels, cv=cfg.value_channels, cout=c,
-                b=cfg.dtype_bytes, kind=kind, mask=mask)  # fmt: skip
+                b=cfg.dtype_bytes, kind=kind, mask=mask, nhwc=nhwc)  # fmt: skip
 
 
 def dense_peak(cfg: Config, train: bool) -> fm.Trace:
-    """Events of ``dense`` under the measurement protocol; ``.peak`` is the peak in bytes."""
+    """Events of ``dense`` under the measurement protocol; ``.peak`` is the peak in bytes (exact against
+    the storage tracker, every impl, both modes).
+
+    Closed form when the (B, N, N) logits dominate (b = dtype bytes, N = H W):
+    * naive inference, at the out-of-place scale: value, query, key + logits and scaled logits,
+      B N (Cv + 2 Ck) b + 2 B N^2 b; sdpa math: + the q/k/v copies and scaled q, at the softmax;
+    * naive / math train, at the softmax backward: the softmax output, d_attn and d_softmax (3 B N^2 b)
+      on top of the saved activations (``Trace.live_at_peak`` lists them);
+    * flash: no N^2 term; the peak is at the out BN (inference) or its backward (train).
+    Leaves out: scratch memory inside one kernel (the tracker cannot see it either).
+    """
     t = fm.Trace()
     s = stage_spec(cfg, cfg.batch, cfg.height * cfg.width)
     y = stage_forward(t, "", s, train)
     if train:
         seed = t.alloc("seed", cfg.batch * cfg.height * cfg.width * cfg.channels * cfg.dtype_bytes)
-        parts = stage_backward(t, "", s, seed, ())
-        t.free(seed)  # held by the caller: released only at the end (no-op for the peak)
+        parts = stage_backward(t, "", s, seed, ())  # the seed and the output live on to the end
         fm.grad_sum(t, "d_x", parts, s["maps"] * s["n"] * s["cin"] * s["b"])
     del y
     return t

@@ -38,6 +38,7 @@ class Trace:
 
     def __init__(self) -> None:
         self.live: dict[str, int] = {}
+        self.refs: dict[str, int] = {}
         self.current = 0
         self.peak = 0
         self.peak_at = ""
@@ -47,17 +48,28 @@ class Trace:
         """Allocate ``nbytes`` under ``name`` (a fresh name); returns the name."""
         if name in self.live:
             raise ValueError(f"allocation {name!r} is already live")
-        self.live[name] = nbytes
+        self.live[name], self.refs[name] = nbytes, 1
         self.current += nbytes
         if self.current > self.peak:
             self.peak, self.peak_at, self.live_at_peak = self.current, name, dict(self.live)
         return name
 
     def free(self, *names: str | None) -> None:
-        """Free the named allocations (``None`` entries are ignored: "nothing was allocated")."""
+        """Drop one holder of each named allocation, freeing it when none is left (``None`` entries are
+        ignored: "nothing was allocated", e.g. a view of untracked storage)."""
         for name in names:
-            if name is not None:
+            if name is None:
+                continue
+            self.refs[name] -= 1
+            if self.refs[name] == 0:
+                del self.refs[name]
                 self.current -= self.live.pop(name)
+
+    def share(self, name: str | None) -> str | None:
+        """One more holder of ``name`` (a view kept by someone else); returns ``name``."""
+        if name is not None:
+            self.refs[name] += 1
+        return name
 
     def maybe(self, name: str, nbytes: int, copies: bool) -> str | None:
         """``alloc`` if ``copies`` (an op that may return a view), else ``None``."""
@@ -73,17 +85,18 @@ def contiguous_strides(shape: Sequence[int]) -> list[int]:
     return strides[::-1]
 
 
-def view_copies(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]) -> bool:
-    """Whether ``reshape(new_shape)`` of a tensor with ``shape`` / ``strides`` must copy.
+def view_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]) -> list[int] | None:
+    """Strides of ``reshape(new_shape)`` as a view, or ``None`` when it must copy.
 
     A port of ATen's ``computeStride`` (aten/src/ATen/TensorUtils.cpp): a view exists iff every chunk
-    of old dims merged into new dims is itself contiguous. Empty tensors never copy.
+    of old dims merged into new dims is itself contiguous.
     """
     numel = 1
-    for s in shape:
-        numel *= s
-    if numel == 0 or list(shape) == list(new_shape):
-        return False
+    for size in shape:
+        numel *= size
+    if numel == 0:
+        return contiguous_strides(new_shape)
+    new_strides = [0] * len(new_shape)
     view_d = len(new_shape) - 1
     chunk_base_stride = strides[-1] if strides else 1
     tensor_numel, view_numel = 1, 1
@@ -91,14 +104,20 @@ def view_copies(shape: Sequence[int], strides: Sequence[int], new_shape: Sequenc
         tensor_numel *= shape[d]
         if d == 0 or (shape[d - 1] != 1 and strides[d - 1] != tensor_numel * chunk_base_stride):
             while view_d >= 0 and (view_numel < tensor_numel or new_shape[view_d] == 1):
+                new_strides[view_d] = view_numel * chunk_base_stride
                 view_numel *= new_shape[view_d]
                 view_d -= 1
             if view_numel != tensor_numel:
-                return True
+                return None
             if d > 0:
                 chunk_base_stride = strides[d - 1]
                 tensor_numel, view_numel = 1, 1
-    return view_d != -1
+    return new_strides if view_d == -1 else None
+
+
+def view_copies(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]) -> bool:
+    """Whether ``reshape(new_shape)`` of a tensor with ``shape`` / ``strides`` must copy."""
+    return view_strides(shape, strides, new_shape) is None
 
 
 def permute_reshape_copies(shape: Sequence[int], perm: Sequence[int], new_shape: Sequence[int]) -> bool:
@@ -116,8 +135,56 @@ def grad_sum(t: Trace, name: str, parts: Sequence[str], nbytes: int) -> str:
     """Autograd summing the gradients ``parts`` (in arrival order) of one tensor, out of place:
     each arrival after the first allocates the sum and frees both operands. Returns the final name."""
     acc = parts[0]
-    for i, part in enumerate(parts[1:], 1):
-        new = t.alloc(f"{name}_sum{i}", nbytes)
+    for part in parts[1:]:
+        new = t.alloc(f"{name}_sum_{part}", nbytes)
         t.free(acc, part)
         acc = new
     return acc
+
+
+def regroup(
+    t: Trace, name: str, src: str | None, nbytes: int, shapes: tuple, backward: bool = False
+) -> str | None:
+    """``src.view(shape).permute(perm).reshape(new)`` (``shapes`` = (src_shape, shape, perm, new)): a new
+    allocation ``name`` if it copies, else one more holder of ``src``. ``backward``: the gradient's way
+    back, a contiguous ``new``-shaped gradient viewed, permuted back and reshaped to ``src_shape``."""
+    src_shape, shape, perm, new = shapes
+    if not backward:
+        strides = contiguous_strides(shape)
+        copies = view_copies([shape[p] for p in perm], [strides[p] for p in perm], new)
+    else:
+        permuted = contiguous_strides([shape[p] for p in perm])
+        strides = [0] * len(shape)
+        for i, p in enumerate(perm):
+            strides[p] = permuted[i]
+        copies = view_copies(shape, strides, src_shape)
+    return t.alloc(name, nbytes) if copies else t.share(src)
+
+
+def regroup_strides(shapes: tuple) -> list[int] | None:
+    """Strides of the forward regroup of :func:`regroup` when it is a view; ``None`` when it copies."""
+    _, shape, perm, new = shapes
+    strides = contiguous_strides(shape)
+    return view_strides([shape[p] for p in perm], [strides[p] for p in perm], new)
+
+
+def is_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:
+    """c10 ``is_channels_last_strides_2d_s4``: whether a 4-D view is laid out NHWC. A conv on such an
+    input writes its output NHWC, so ``flatten(2).transpose(1, 2)`` of it needs no copy."""
+    if strides[1] == 0:
+        return False
+    low = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < low or (d == 0 and low == strides[1]):
+            return False
+        low = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
+
+
+def permuted_is_contiguous(shape: Sequence[int], perm: Sequence[int]) -> bool:
+    """Whether ``t.view(shape).permute(perm)`` of a contiguous ``t`` is contiguous (size-1 dims ignored),
+    i.e. whether ``.contiguous()`` of it returns it without a copy."""
+    strides = contiguous_strides(shape)
+    new_shape, new_strides = [shape[p] for p in perm], [strides[p] for p in perm]
+    want = contiguous_strides(new_shape)
+    return all(s == w for size, s, w in zip(new_shape, new_strides, want) if size > 1)

@@ -3,7 +3,7 @@ Liu & Yin 2021, read as: every query attends to the same K = min(k, H W) sampled
 
 N = H W queries, K sampled keys:
   params = 2 (C Ck + Ck) + (C Cv + Cv) + Cv C + 2 C       [theta, phi, g with bias; conv_out; BN]
-  MACs   = B N C Ck + B K C (Ck + Cv) + B N Cv C          [theta on all N, phi and g on the K samples, conv_out]
+  MACs   = B N C Ck + B K C (Ck + Cv) + B N Cv C          [theta on N, phi and g on K positions, conv_out]
          + B N K (Ck + Cv)                                 [Q K^T, A V over the K samples]
 so the attention term is K / N of the dense non-local block's B N^2 (Ck + Cv).
 Training (input requires grad): convs 3x; attention backward per ``formulas.common.attention_backward_macs``
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from isaprof.formulas import common as fc
 from isaprof.formulas.base import Config, Cost, formula
+
+INDEX_BYTES = 8  # the (K,) int64 index of the sampled positions: live through forward, saved for backward
 
 
 def samples(cfg: Config) -> int:
@@ -57,10 +59,11 @@ def sparse_nonlocal(cfg: Config) -> Cost:
 def peak_inference(cfg: Config, kernel: str) -> int:
     """Peak bytes of one ``no_grad`` forward (assumes Ck, Cv, K > 1: otherwise some copies are views).
 
-    Live throughout: the gathered samples (B C K), theta (B N Ck), phi (B K Ck), g (B K Cv). On top, the
-    largest of: the attention (naive: logits and scaled logits, 2 B N K, then softmax and output; sdpa
-    copies q, k, v contiguous first, then math: scaled q, logits, softmax; fused: output and logsumexp),
-    and the tail: attention output (B N Cv), conv_out and BN outputs (2 B N C), the same with the residual.
+    Live throughout: the (K,) int64 index, the gathered samples (B C K), theta (B N Ck), phi (B K Ck), g (B K
+    Cv). On top, the largest of: the attention (naive: logits and scaled logits, 2 B N K, then softmax and
+    output; sdpa copies q, k, v contiguous first, then math: scaled q, logits, softmax; fused: output and
+    logsumexp), and the tail: attention output (B N Cv), conv_out and BN outputs (2 B N C), the same with the
+    residual.
     """
     b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
     n, k = cfg.height * cfg.width, samples(cfg)
@@ -74,18 +77,19 @@ def peak_inference(cfg: Config, kernel: str) -> int:
             attention = copies + n * cv + n  # output (B, 1, N, Cv) and logsumexp (B, 1, N)
         else:
             attention = copies + max(n * ck + k * ck + n * k, n * ck + 2 * n * k)
-    return b * (base + max(attention, tail)) * cfg.dtype_bytes
+    return b * (base + max(attention, tail)) * cfg.dtype_bytes + INDEX_BYTES * k
 
 
 def peak_train(cfg: Config, kernel: str) -> int:
     """Estimated peak bytes of forward + backward (tests hold it to 15%, not exact): the larger of two.
 
-    At the output BN's backward (exact for naive when it is the larger). Saved: the samples, theta, phi, g (as in ``peak_inference``), the attention's saved state (softmax
-    B N K; sdpa: contiguous copies of q, k, v, and fused: the logsumexp B N; math: scaled q and k and the
-    softmax), the attention output (B N Cv), conv_out's output (B N C) and the BN statistics (2 C). Live too:
-    the output, its gradient, BN's input gradient (3 B N C) and BN's parameter gradients (2 C).
-    At the softmax backward (naive, math): the saved softmax, its gradient and the logits' gradient (3 B N K),
-    the residual's gradient held for x (B N C), the attention output's gradient (B N Cv), g's (B K Cv).
+    At the output BN's backward (exact for naive when it is the larger). Saved: the samples, theta, phi, g
+    (as in ``peak_inference``), the attention's saved state (softmax B N K; sdpa: contiguous copies of q, k,
+    v, and fused: the logsumexp B N; math: scaled q and k and the softmax), the attention output (B N Cv),
+    conv_out's output (B N C) and the BN statistics (2 C). Live too: the output, its gradient, BN's input
+    gradient (3 B N C) and BN's parameter gradients (2 C). At the softmax backward (naive, math): the saved
+    softmax, its gradient and the logits' gradient (3 B N K), the residual's gradient held for x (B N C), the
+    attention output's gradient (B N Cv), g's (B K Cv).
     """
     b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
     n, k = cfg.height * cfg.width, samples(cfg)
@@ -98,4 +102,4 @@ def peak_train(cfg: Config, kernel: str) -> int:
         attention = 2 * n * ck + k * (2 * ck + cv) + n * k
     at_bn = b * (base + attention + n * cv + 4 * n * c) + 4 * c
     at_softmax = b * (base + 3 * n * k + n * c + n * cv + k * cv) if kernel == "materialised" else 0
-    return max(at_bn, at_softmax) * cfg.dtype_bytes
+    return max(at_bn, at_softmax) * cfg.dtype_bytes + INDEX_BYTES * k

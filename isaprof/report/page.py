@@ -91,7 +91,8 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
             b, c = int(sub["batch"].iloc[0]), int(sub["channels"].iloc[0])
             name = f"{metric}_{mode}_{impl}" + (f"_{device}.png" if per_device else ".png")
             where = f"{sub['dtype'].iloc[0]} on {sub['device'].iloc[0]}"
-            title = f"{label} vs resolution, {impl}, B={b}, C={c}, {where}"
+            backends = sorted(set(sub["backend"]) - {""})
+            title = f"{label} vs resolution, {'/'.join([impl, *backends])}, B={b}, C={c}, {where}"
             path = plots.scaling(
                 sub, out_dir / "figures" / name, title=title, unit=unit, scale=scale, svg=svg
             )
@@ -232,7 +233,8 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
         "traffic or element-wise work, not by matrix products."
     )
     shown = tp[
-        ["block", "impl", "device", "mode", "height", "width", "flops", "latency_ms", "gflops", "fraction"]
+        ["block", "factor", "recurrence", "impl", "device", "mode", "height", "width", "flops", "latency_ms"]
+        + ["gflops", "fraction"]
     ]
     shown = shown.assign(
         flops=[tables.fmt(v, "flops") for v in shown["flops"]],

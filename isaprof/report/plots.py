@@ -86,7 +86,8 @@ def scaling(
     ax.set_ylabel(f"{unit} (log)")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    ax.plot([], [], "k--", label="analytic (formula)")
+    if rows["analytic"].notna().any():
+        ax.plot([], [], "k--", label="analytic (formula)")
     ax.legend(
         fontsize=8,
         loc="upper left",
@@ -122,16 +123,17 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
     for r in grid.itertuples():
         z[phs.index(r.ph), pws.index(r.pw)] = r.measured / scale
     fig, ax = plt.subplots(figsize=(max(6.0, 2.5 + 0.9 * len(pws)), max(4.5, 1.8 + 0.7 * len(phs))))
-    norm = matplotlib.colors.LogNorm(vmin=np.nanmin(z), vmax=np.nanmax(z)) if np.nanmin(z) > 0 else None
+    lo, hi = np.nanmin(z), np.nanmax(z)
+    norm = matplotlib.colors.LogNorm(vmin=lo, vmax=hi) if hi > lo > 0 else None
     im = ax.imshow(z, cmap="viridis", origin="lower", aspect="auto", norm=norm)
-    mid = np.sqrt(np.nanmin(z) * np.nanmax(z)) if norm else np.nanmean([np.nanmin(z), np.nanmax(z)])
+    mid = np.sqrt(lo * hi) if norm else (lo + hi) / 2
     for i in range(len(phs)):
         for j in range(len(pws)):
             if np.isfinite(z[i, j]):
                 ax.text(
                     j,
                     i + 0.28,
-                    f"{z[i, j]:.3g}",
+                    f"{z[i, j]:,.0f}" if z[i, j] >= 1000 else f"{z[i, j]:.3g}",
                     ha="center",
                     va="center",
                     fontsize=8,
@@ -141,18 +143,11 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
     if opt:
         ai, aj = phs.index(opt["analytic_opt"][0]), pws.index(opt["analytic_opt"][1])
         mi, mj = phs.index(opt["measured_opt"][0]), pws.index(opt["measured_opt"][1])
-        ax.scatter([aj], [ai], marker="x", s=160, color="red", label="analytic optimum")
-        ax.scatter(
-            [mj],
-            [mi],
-            marker="o",
-            s=260,
-            facecolors="none",
-            edgecolors="orange",
-            linewidths=2,
-            label="measured optimum",
-        )
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, markerscale=0.6)
+        source = grid["analytic_from"].iloc[0] if "analytic_from" in grid else ""
+        ana = "analytic optimum" + (" (MACs formula)" if source == "macs" else "")
+        ax.scatter([aj], [ai], marker="x", s=160, color="red")
+        ax.scatter([mj], [mi], marker="o", s=260, facecolors="none", edgecolors="orange", linewidths=2)
+        title += f"\nred x: {ana}; orange o: measured optimum"
     ax.set_xticks(range(len(pws)), [str(p) for p in pws])
     ax.set_yticks(range(len(phs)), [str(p) for p in phs])
     ax.set_xlabel("P_w (column factor)")

@@ -243,7 +243,8 @@ def fmt(value: float | None, metric: str = "", digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
         return ""
     scale, unit = _UNITS.get(metric, (1.0, ""))
-    text = f"{value / scale:.{digits}g}"
+    x = value / scale
+    text = f"{x:,.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"  # 2,417 ms, not 2.42e+03 ms
     return f"{text} {unit}".strip()
 
 
