@@ -74,9 +74,9 @@ def costs(shape: Shape, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
     )
 
 
-def extra_info(shape: Shape, device: str, mode: str) -> dict[str, Any]:
-    """Configuration + exact costs of one benchmark (MAC, FLOP, byte; ``None`` if profile failed)."""
-    metrics, info = costs(shape, mode)
+def extra_info(shape: Shape, device: str, mode: str, with_costs: bool = True) -> dict[str, Any]:
+    """Configuration + exact costs of one benchmark (MAC, FLOP, byte; ``None`` if skipped or failed)."""
+    metrics, info = costs(shape, mode) if with_costs else ({}, {})
     macs = metrics.get(f"macs.{mode}", {})
     peak = metrics.get(f"peak_bytes.{mode}", {})
     out: dict[str, Any] = {
@@ -104,6 +104,15 @@ def extra_info(shape: Shape, device: str, mode: str) -> dict[str, Any]:
     return out
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bench-no-costs",
+        action="store_true",
+        help="skip the meta-device profile behind extra_info's MACs / peak bytes (CI quick mode: "
+        "`isaprof baseline check` covers the costs; channelized axial's profile at 64x64 alone takes ~1 min)",
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``shape`` over :func:`shapes` and ``device`` over :data:`DEVICES`."""
     if "shape" in metafunc.fixturenames:
@@ -113,7 +122,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def workload(benchmark: Any, shape: Shape, device: str) -> Callable[[str], Workload]:
+def workload(
+    benchmark: Any, shape: Shape, device: str, request: pytest.FixtureRequest
+) -> Callable[[str], Workload]:
     """``workload(mode) -> (fn, x)``: the call to time for ``mode`` and its input.
 
     ``fn`` is :func:`isaprof.measure.protocol.step` (``train`` resets gradients to ``None`` first, so
@@ -129,7 +140,8 @@ def workload(benchmark: Any, shape: Shape, device: str) -> Callable[[str], Workl
         x = torch.randn(dims, device=device, dtype=DTYPE)  # (B, C, H, W)
         run = protocol.step(model, x, mode)  # the measurement protocol itself: eval/no_grad or train+backward
         benchmark.group = f"{device} {mode} {shape.height}x{shape.width} C{shape.channels}"
-        benchmark.extra_info.update(extra_info(shape, device, mode))
+        with_costs = not request.config.getoption("--bench-no-costs")
+        benchmark.extra_info.update(extra_info(shape, device, mode, with_costs))
 
         def timed() -> Tensor:
             out = run()  # (B, C, H, W)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from isaprof.profile import COLUMNS
-from isaprof.sweep import execute, expand, load_configs, read_rows, run_sweep, shard
+from isaprof.sweep import execute, expand, load_configs, read_rows, run_sweep, select, shard
 from isaprof.sweep.peak import record_machine
 from isaprof.sweep.run import failure_row, failure_rows
 from isaprof.sweep.store import append, config_key, row_key, statuses
@@ -243,7 +243,7 @@ class Counting:
 
 
 def test_tiny_sweep_end_to_end_and_resume(tmp_path):
-    cfgs = load_configs(TINY)
+    cfgs = select(load_configs(TINY), modes=["inference"])  # 4 configurations, 3 blocks
     counting = Counting()
     summary = run_sweep(cfgs, tmp_path, profile_fn=counting, progress=False, peak_n=64)
     assert (summary.measured, summary.failed, counting.calls) == (len(cfgs), 0, len(cfgs))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+
+from isaprof import blocks
 
 from isaprof.cli import main
 from isaprof.verify.figures import reach_grid
@@ -16,11 +19,17 @@ def test_json_fields_and_exit_zero(capsys):
     assert row["agree"] is True and row["ok"] is True and row["advertised"] is True
 
 
-def test_exit_one_where_advertised_fully_connected_is_not(capsys):
-    # criss-cross advertises full connectivity (R = 2); R = 1 reaches only the row and column
+def test_exit_one_where_advertised_fully_connected_is_not(capsys, monkeypatch):
+    # criss-cross advertises full connectivity only for R >= 2: R = 1 passes as "not advertised"...
+    assert main(["verify", "criss_cross", "--size", "4x4", "--recurrence", "1"]) == 0
+    assert "not advertised" in capsys.readouterr().out
+    # ...and a block whose claim is wrong (here: a registry entry claiming R = 1 suffices) fails with exit 1
+    wrong = dataclasses.replace(blocks.spec("criss_cross"), fully_connected=True)
+    monkeypatch.setitem(blocks.registry._REGISTRY, "criss_cross", wrong)
     assert main(["verify", "criss_cross", "--size", "4x4", "--recurrence", "1"]) == 1
     out = capsys.readouterr().out
     assert "criss_cross" in out and "NOT fully connected" in out
+
 
 
 def test_structural_only_at_large_size(capsys):

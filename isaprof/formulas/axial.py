@@ -10,8 +10,8 @@ BN, ReLU, scaling, softmax (``elementwise``).
 from __future__ import annotations
 
 from isaprof.formulas import common as fc
-from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas import memory as fm
+from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.dense import (
     stage_backward,
     stage_elementwise,
@@ -79,7 +79,7 @@ def axial_peak(cfg: Config, train: bool) -> fm.Trace:
         return t
     seed = t.alloc("seed", full)  # ones_like(out), held by the caller to the end
     grad = fm.regroup(t, "d_out", None, full, r2, backward=True)
-    for i, (x, o, shapes) in enumerate(((x1, o1, r1), (x0, o0, r0))[:: 1]):
+    for i, (x, o, shapes) in enumerate(((x1, o1, r1), (x0, o0, r0))[::1]):
         stage = 1 - i
         parts = stage_backward(t, f"s{stage}_", specs[stage], grad, (grad, o if o != out else None))
         t.free(x)

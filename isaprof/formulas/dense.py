@@ -119,13 +119,14 @@ def _attention_forward(t: fm.Trace, p: str, s: dict, train: bool) -> str:
     ``s``: maps, n, ck, cv, b, kind ("naive" | "math" | "flash"), mask (bool), q, k, v (input names).
     """
     maps, n, ck, cv, b, kind, mask = (s[k] for k in ("maps", "n", "ck", "cv", "b", "kind", "mask"))
-    logits = maps * n * n * b  # (maps, N, N)
+    m = s.get("m", n)  # keys
+    logits = maps * n * m * b  # (maps, N, M)
     if kind == "naive":
         sim = t.alloc(p + "sim", logits)
         scaled = t.alloc(p + "scaled", logits)
         t.free(sim)
         if mask:
-            t.alloc(p + "not_mask", maps * n * fm.BOOL_BYTES)  # ~mask, (maps, 1, N); saved in train
+            t.alloc(p + "not_mask", maps * m * fm.BOOL_BYTES)  # ~mask, (maps, 1, N); saved in train
             filled = t.alloc(p + "filled", logits)
             t.free(scaled, None if train else p + "not_mask")
             scaled = filled
@@ -135,14 +136,15 @@ def _attention_forward(t: fm.Trace, p: str, s: dict, train: bool) -> str:
         t.free(None if train else p + "softmax")
         return out
     if mask:  # mask_bias: zeros, ~mask, masked_fill -> (maps, 1, N) additive bias
-        zeros = t.alloc(p + "bias_zeros", maps * n * b)
-        nm = t.alloc(p + "bias_not", maps * n * fm.BOOL_BYTES)
-        t.alloc(p + "bias", maps * n * b)
+        zeros = t.alloc(p + "bias_zeros", maps * m * b)
+        nm = t.alloc(p + "bias_not", maps * m * fm.BOOL_BYTES)
+        t.alloc(p + "bias", maps * m * b)
         t.free(zeros, nm)
     nhwc = s.get("nhwc", False)  # projections written NHWC: their (maps, N, C) views are contiguous
     cq = t.maybe(p + "clone_q", maps * n * ck * b, fm.transpose_copies(ck, n) and not nhwc)
-    cvv = t.maybe(p + "clone_v", maps * n * cv * b, fm.transpose_copies(cv, n) and not nhwc)
-    ckk = t.maybe(p + "clone_k", maps * n * ck * b, fm.transpose_copies(ck, n) and not nhwc)
+    cvv = t.maybe(p + "clone_v", maps * m * cv * b, fm.transpose_copies(cv, m) and not nhwc)
+    ckk = t.maybe(p + "clone_k", maps * m * ck * b, fm.transpose_copies(ck, m) and not nhwc)
+    s["sdpa_q"], s["sdpa_k"] = cq or s["q"], ckk or s["k"]
     s["sdpa_v"] = cvv or s["v"]
     bias = p + "bias" if mask else None
     if kind == "flash":
@@ -152,7 +154,7 @@ def _attention_forward(t: fm.Trace, p: str, s: dict, train: bool) -> str:
             t.free(lse, bias, cq, cvv, ckk)
         return out
     t.alloc(p + "q_scaled", maps * n * ck * b)  # math kernel: q, k^T each times sqrt(scale)
-    ks = t.alloc(p + "k_scaled", maps * n * ck * b)
+    ks = t.alloc(p + "k_scaled", maps * m * ck * b)
     sim = t.alloc(p + "sim", logits)
     t.free(None if train else ks)
     if mask:
@@ -169,26 +171,29 @@ def _attention_forward(t: fm.Trace, p: str, s: dict, train: bool) -> str:
 def _attention_backward(t: fm.Trace, p: str, s: dict, grad: str) -> tuple[str, str, str]:
     """Backward of `_attention_forward` given ``grad`` (maps, N, Cv); returns (dq, dk, dv) names."""
     maps, n, ck, cv, b, kind, mask = (s[k] for k in ("maps", "n", "ck", "cv", "b", "kind", "mask"))
-    logits = maps * n * n * b
+    m, owned = s.get("m", n), s.get("qk_owned", False)  # owned: q, k held by the attention alone
+    logits = maps * n * m * b
     if kind == "flash":
         dq = t.alloc(p + "d_q", maps * n * ck * b)
-        dk = t.alloc(p + "d_k", maps * n * ck * b)
-        dv = t.alloc(p + "d_v", maps * n * cv * b)
+        dk = t.alloc(p + "d_k", maps * m * ck * b)
+        dv = t.alloc(p + "d_v", maps * m * cv * b)
         clones = [t_ for t_ in (p + "clone_q", p + "clone_k", p + "clone_v") if t_ in t.live]
         t.free(*clones, p + "out", p + "lse", p + "bias" if mask else None, grad)
         if s["sdpa_v"] == s["v"]:
             t.free(s["v"])
+        for name in ("q", "k"):
+            t.free(s[name] if owned and s["sdpa_" + name] == s[name] else None)
         return dq, dk, dv
-    dv = t.alloc(p + "d_v", maps * n * cv * b)
+    dv = t.alloc(p + "d_v", maps * m * cv * b)
     da = t.alloc(p + "d_attn", logits)
     t.free(s["sdpa_v"] if kind == "math" else s["v"], grad)
     dsm = t.alloc(p + "d_softmax", logits)
     t.free(p + "softmax", da)
     if kind == "math":
-        dks = t.alloc(p + "d_k_scaled", maps * n * ck * b)
+        dks = t.alloc(p + "d_k_scaled", maps * m * ck * b)
         dqs = t.alloc(p + "d_q_scaled", maps * n * ck * b)
         t.free(p + "q_scaled", p + "k_scaled", dsm)
-        dk = t.alloc(p + "d_k", maps * n * ck * b)
+        dk = t.alloc(p + "d_k", maps * m * ck * b)
         t.free(dks)
         dq = t.alloc(p + "d_q", maps * n * ck * b)
         t.free(dqs)
@@ -199,9 +204,9 @@ def _attention_backward(t: fm.Trace, p: str, s: dict, grad: str) -> tuple[str, s
         dsm = dm
     dscaled = t.alloc(p + "d_scaled", logits)
     t.free(dsm)
-    dk = t.alloc(p + "d_k", maps * n * ck * b)
+    dk = t.alloc(p + "d_k", maps * m * ck * b)
     dq = t.alloc(p + "d_q", maps * n * ck * b)
-    t.free(dscaled)
+    t.free(dscaled, *((s["q"], s["k"]) if owned else ()))
     return dq, dk, dv
 
 
@@ -231,9 +236,11 @@ def stage_forward(t: fm.Trace, p: str, s: dict, train: bool) -> str:
 
 
 def stage_backward(t: fm.Trace, p: str, s: dict, grad: str, free: tuple) -> tuple[str, ...]:
-    """Events of the stage's backward given ``grad`` of its output; ``free``: what dies after the first
-    op (the gradient unless the caller holds it, the output unless the caller holds it).
-    Returns the input gradient's parts in arrival order (key, query, value paths): the caller sums them (`memory.grad_sum`) and frees the stage input, which the three input convs saved."""
+    """Events of the stage's backward given ``grad`` of its output; ``free``: what dies after the first op
+    (the gradient unless the caller holds it, the output unless the caller holds it).
+
+    Returns the input gradient's parts in arrival order (key, query, value paths): the caller sums them
+    (`memory.grad_sum`) and frees the stage input, which the three input convs saved."""
     pos, ck, cv, cin, b = s["maps"] * s["n"], s["ck"], s["cv"], s["cin"], s["b"]
     d_ctx = _layer_backward(t, p + "w_", grad, free, pos, cv, s["cout"], b)
     t.free(s["ctx"] if s["ctx"] == p + "context" else None)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 
 from isaprof.formulas import common as fc
-from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas import memory as fm
+from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.dense import (
     stage_backward,
     stage_elementwise,
@@ -129,7 +129,7 @@ def isa_peak(cfg: Config, train: bool) -> fm.Trace:
         stage_spec(cfg, n * qh * qw, ph * pw, masked, nhwc[1]),
     ]
     inputs, outputs = [], []
-    for i, (shapes, s) in enumerate(zip((r1, r2), specs)):
+    for i, (shapes, s) in enumerate(zip((r1, r2), specs, strict=True)):
         x = fm.regroup(t, f"in{i}", feats, full, shapes)
         t.free(feats if (i == 0 or not train) else None)  # the previous stage's output is saved in train
         y = stage_forward(t, f"s{i}_", s, train)

@@ -187,4 +187,4 @@ def permuted_is_contiguous(shape: Sequence[int], perm: Sequence[int]) -> bool:
     strides = contiguous_strides(shape)
     new_shape, new_strides = [shape[p] for p in perm], [strides[p] for p in perm]
     want = contiguous_strides(new_shape)
-    return all(s == w for size, s, w in zip(new_shape, new_strides, want) if size > 1)
+    return all(s == w for size, s, w in zip(new_shape, new_strides, want, strict=True) if size > 1)
