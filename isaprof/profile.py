@@ -37,6 +37,9 @@ from isaprof.measure import (
 from isaprof.measure.latency import PROTOCOLS
 
 DEVICES = ("meta", "cpu", "cuda")
+# "reference": the block as the papers' code computes it; "fast": isaprof.blocks.fast.fast_inference of it
+# (same outputs, BN folded, GEMM layouts, sdpa core; inference only).
+PATHS = ("reference", "fast")
 DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -54,7 +57,7 @@ CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
 # The tidy row schema of docs/ARCHITECTURE.md, in order.
 COLUMNS = (
     "block batch channels key_channels value_channels height width padded_height padded_width "
-    "factor recurrence options impl backend dtype device mode "
+    "factor recurrence options impl backend path dtype device mode "
     "metric measured analytic unit spread status error "
     "torch device_name threads host timestamp"
 ).split()
@@ -86,6 +89,7 @@ class Setup:
     dtype: str
     device: str
     mode: str
+    path: str = "reference"
 
     def config(self) -> formulas.Config:
         """The :class:`isaprof.formulas.Config` of this setup."""
@@ -118,6 +122,7 @@ class Setup:
             "options": json.dumps(self.options, sort_keys=True, default=str),
             "impl": self.impl,
             "backend": self.backend or "",
+            "path": self.path,
             "dtype": self.dtype,
             "device": self.device,
             "mode": self.mode,
@@ -240,6 +245,7 @@ def resolve(
     mode: str = "inference",
     impl: str = "naive",
     backend: str | None = None,
+    path: str = "reference",
     **block_options: Any,
 ) -> Setup:
     """Validate the arguments of :func:`profile` and fill every default; ``ValueError`` on bad input."""
@@ -254,6 +260,9 @@ def resolve(
     _check_choice("dtype", dtype, tuple(DTYPES))
     _check_choice("mode", mode, MODES)
     _check_choice(f"impl of block {name!r}", impl, s.impls)
+    _check_choice("path", path, PATHS)
+    if path == "fast" and mode != "inference":
+        raise ValueError("the fast path is inference-only (BatchNorm folded, no autograd); use path 'reference'")
     unknown = sorted(set(block_options) - set(s.options))
     if unknown:
         allowed = ", ".join(f"{k} (default {v!r})" for k, v in s.options.items()) or "none"
@@ -265,7 +274,9 @@ def resolve(
         )
     backend = resolve_backend(impl, backend, device, ck, cv)
     options = {**s.options, **block_options}
-    return Setup(name, batch, channels, ck, cv, size[0], size[1], options, impl, backend, dtype, device, mode)
+    return Setup(
+        name, batch, channels, ck, cv, size[0], size[1], options, impl, backend, dtype, device, mode, path
+    )
 
 
 def _check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -298,8 +309,9 @@ def resolve_backend(
 
 
 @contextlib.contextmanager
-def _placement(setup: Setup) -> Iterator[tuple[nn.Module, torch.Tensor]]:
-    """Build the block and its input on the setup's device; on meta, inside a ``FakeTensorMode``."""
+def _placement(setup: Setup) -> Iterator[tuple[nn.Module, torch.Tensor, int]]:
+    """Build the block (on its path) and its input on the setup's device, and count the reference
+    block's parameters; on meta, inside a ``FakeTensorMode``."""
     dtype = DTYPES[setup.dtype]
     args = (setup.block, setup.channels, setup.key_channels, setup.value_channels)
     shape = (setup.batch, setup.channels, setup.height, setup.width)
@@ -309,11 +321,25 @@ def _placement(setup: Setup) -> Iterator[tuple[nn.Module, torch.Tensor]]:
             block = blocks.build(*args, impl=setup.impl, **opts).to(dtype)
         with FakeTensorMode(allow_non_fake_inputs=True):
             block = block.to_empty(device="cpu")
-            yield block, torch.empty(shape, dtype=dtype)  # (B, C, H, W), fake
+            params = _count_params(block)
+            yield _on_path(block, setup.path), torch.empty(shape, dtype=dtype), params  # (B, C, H, W), fake
         return
     block = blocks.build(*args, impl=setup.impl, **opts).to(device=setup.device, dtype=dtype)
     x = torch.randn(shape, dtype=dtype, device=setup.device)  # (B, C, H, W)
-    yield block, x
+    yield _on_path(block, setup.path), x, _count_params(block)
+
+
+def _count_params(block: nn.Module) -> int:
+    return sum(p.numel() for p in block.parameters())
+
+
+def _on_path(block: nn.Module, path: str) -> nn.Module:
+    """The reference block itself, or its inference fast path (same outputs; see isaprof.blocks.fast)."""
+    if path == "reference":
+        return block
+    from isaprof.blocks.fast import fast_inference  # lazy: only the fast path needs it
+
+    return fast_inference(block.eval())
 
 
 def _with_backend(fn: Callable[[], Any], backend: str | None) -> Callable[[], Any]:
@@ -350,12 +376,19 @@ def profile(
     impl: str = "naive",
     backend: str | None = None,
     latency: str | None = "quick",
+    path: str = "reference",
     **block_options: Any,
 ) -> Record:
     """Profile block ``name`` on a (batch, channels, *size) input: MACs, peak bytes, params, latency.
 
-    ``latency``: ``"quick"``, ``"fixed"`` or None (skip); never measured on meta. Bad input raises
-    ``ValueError``; out-of-memory errors propagate as raised (see :func:`is_oom`).
+    ``latency``: ``"quick"``, ``"fixed"`` or None (skip); never measured on meta. ``path``:
+    ``"reference"`` (default) or ``"fast"`` (inference fast path: its MACs are checked against the
+    reference formula; it has no peak-memory formula; its peak is that of its first call, workspace included).
+    Bad input raises ``ValueError``; out-of-memory errors propagate as raised (see :func:`is_oom`).
+
+    >>> rec = profile("dense", size=(16, 16), channels=32, device="meta")
+    >>> rec.macs == rec.macs_analytic
+    True
     """
     if latency is not None:
         _check_choice("latency protocol", latency, tuple(PROTOCOLS))
@@ -371,10 +404,14 @@ def profile(
         mode,
         impl,
         backend,
+        path,
         **block_options,
     )
     cost = formulas.cost(setup.config())
     notes = list(cost.notes)
+    if setup.path == "fast":
+        cost = dataclasses.replace(cost, peak_bytes={})
+        notes.append("fast path: no peak-memory formula; peak measured on the first call (workspace included)")
     try:
         measured = _measure(setup, latency)
     except RuntimeError as e:
@@ -406,14 +443,14 @@ def profile(
 
 def _measure(setup: Setup, latency: str | None) -> tuple[int, FlopCount, int, Latency | None]:
     """(params, FLOP count, peak bytes, latency) of the setup, following the protocol of measure.step."""
-    with _placement(setup) as (block, x):
-        params = sum(p.numel() for p in block.parameters())
+    with _placement(setup) as (block, x, params):
         run = _with_backend(step(block, x, setup.mode), setup.backend)
-        flop_count = count_flops(run)
+        # peak first: a fast-path module allocates its reusable workspace on its first call
         if setup.device == "cuda":
             peak = cuda_peak(run)
         else:
             peak = track_peak(run).peak
+        flop_count = count_flops(run)
         lat = None
         if latency is not None and setup.device != "meta":
             lat = measure_latency(run, latency, setup.device)
@@ -443,6 +480,7 @@ def error_rows(
     mode: str = "inference",
     impl: str = "naive",
     backend: str | None = None,
+    path: str = "reference",
     **block_options: Any,
 ) -> list[dict[str, Any]]:
     """Tidy rows for a configuration that failed: ``status`` (``"oom"`` or ``"error"``), the one-line
@@ -461,6 +499,7 @@ def error_rows(
         mode,
         impl,
         backend,
+        path,
         **block_options,
     )
     try:

@@ -13,6 +13,7 @@ from isaprof.cli import _args
 DEVICES = ("meta", "cpu", "cuda")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 BACKENDS = ("math", "flash", "efficient", "cudnn")
+PATHS = ("reference", "fast")  # isaprof.profile.PATHS (not imported: keeps --help free of torch)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip
     p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
     p.add_argument("--backend", choices=BACKENDS, help="sdpa kernel (default: per device)")
+    p.add_argument(
+        "--path", choices=PATHS, default="reference", help="reference block or its inference fast path"
+    )
     p.add_argument("--device", choices=DEVICES, default="meta", help="meta = fake tensors (default)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         impl=args.impl,
         backend=args.backend,
+        path=args.path,
         latency=None if args.latency == "none" else args.latency,
         **block_options(args.name, args),
     )
@@ -121,7 +126,7 @@ def table(record: Any) -> str:
     head = (
         f"{c['block']}  B={c['batch']} C={c['channels']} Ck={c['key_channels']} Cv={c['value_channels']}  "
         f"{c['height']}x{c['width']} (computed on {c['padded_height']}x{c['padded_width']}){opts}\n"
-        f"impl={c['impl']} backend={c['backend'] or '-'} {c['dtype']} {c['device']} {c['mode']}  "
+        f"impl={c['impl']} backend={c['backend'] or '-'} path={c['path']} {c['dtype']} {c['device']} {c['mode']}  "
         f"[{c['device_name']}, torch {c['torch']}, {c['threads']} threads]"
     )
     lines = [head, f"{'metric':<12} {'measured':>20} {'analytic':>20} {'diff':>9}"]

@@ -169,16 +169,17 @@ def regroup_strides(shapes: tuple) -> list[int] | None:
 
 
 def is_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:
-    """c10 ``is_channels_last_strides_2d_s4``: whether a 4-D view is laid out NHWC. A conv on such an
-    input writes its output NHWC, so ``flatten(2).transpose(1, 2)`` of it needs no copy."""
-    if strides[1] == 0:
-        return False
-    low = 0
+    """Whether a 4-D (N, C, H, W) view is channels-last contiguous (``is_contiguous(channels_last)``;
+    size-1 dims ignored) and not plainly contiguous. A conv on such an input writes its output NHWC, so
+    ``flatten(2).transpose(1, 2)`` of that output needs no copy."""
+    expected, nhwc = 1, True
     for d in (1, 3, 2, 0):
-        if sizes[d] == 0 or strides[d] < low or (d == 0 and low == strides[1]):
-            return False
-        low = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
-    return True
+        if sizes[d] != 1 and strides[d] != expected:
+            nhwc = False
+        expected *= sizes[d]
+    return nhwc and contiguous_strides(sizes) != [
+        s if n != 1 else c for s, n, c in zip(strides, sizes, contiguous_strides(sizes), strict=True)
+    ]
 
 
 def permuted_is_contiguous(shape: Sequence[int], perm: Sequence[int]) -> bool:
