@@ -29,7 +29,7 @@ def test_rows_follow_the_schema():
         COLUMNS
         == (  # docs/ARCHITECTURE.md, "Tidy result rows"
             "block batch channels key_channels value_channels height width padded_height padded_width "
-            "factor recurrence options impl backend dtype device mode "
+            "factor recurrence options impl backend path dtype device mode "
             "metric measured analytic unit spread status error "
             "torch device_name threads host timestamp"
         ).split()

@@ -172,14 +172,17 @@ def is_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:
     """Whether a 4-D (N, C, H, W) view is channels-last contiguous (``is_contiguous(channels_last)``;
     size-1 dims ignored) and not plainly contiguous. A conv on such an input writes its output NHWC, so
     ``flatten(2).transpose(1, 2)`` of that output needs no copy."""
-    expected, nhwc = 1, True
-    for d in (1, 3, 2, 0):
+    return _dense_in_order(sizes, strides, (1, 3, 2, 0)) and not _dense_in_order(sizes, strides, (3, 2, 1, 0))
+
+
+def _dense_in_order(sizes: Sequence[int], strides: Sequence[int], order: Sequence[int]) -> bool:
+    """Whether the dims, innermost first in ``order``, have packed strides (size-1 dims ignored)."""
+    expected = 1
+    for d in order:
         if sizes[d] != 1 and strides[d] != expected:
-            nhwc = False
+            return False
         expected *= sizes[d]
-    return nhwc and contiguous_strides(sizes) != [
-        s if n != 1 else c for s, n, c in zip(strides, sizes, contiguous_strides(sizes), strict=True)
-    ]
+    return True
 
 
 def permuted_is_contiguous(shape: Sequence[int], perm: Sequence[int]) -> bool:
