@@ -182,3 +182,21 @@ def test_check_reports_failures_and_grid_covers_the_cases():
     assert {c["mode"] for c in grid} == {"inference", "train"}
     assert {c["name"] for c in grid} == set(grid_check.blocks.names())
     assert any(c["size"][0] != c["size"][1] for c in grid)
+
+
+@pytest.mark.parametrize("name", ["dense", "isa", "criss_cross"])
+def test_fast_path_counts_the_reference_macs_and_is_recorded(name):
+    fast = profile(name, **SMALL, path="fast")
+    ref = profile(name, **SMALL)
+    # same MACs as the reference formula (BN folding and GEMM layouts change no multiply-accumulate)
+    assert fast.macs == fast.macs_analytic == ref.macs
+    assert fast.params == ref.params  # counted on the reference block: the fast one holds buffers
+    assert fast.peak_bytes_analytic is None and any("fast path" in n for n in fast.notes)
+    assert {r["path"] for r in fast.rows()} == {"fast"} and {r["path"] for r in ref.rows()} == {"reference"}
+
+
+def test_fast_path_refuses_train():
+    with pytest.raises(ValueError, match="fast path is inference-only"):
+        profile("isa", **SMALL, path="fast", mode="train")
+    with pytest.raises(ValueError, match="unknown path 'quick'; allowed: reference, fast"):
+        profile("isa", **SMALL, path="quick")
