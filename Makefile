@@ -18,7 +18,7 @@ endif
 
 STAMP := $(VENV)/.isaprof-installed
 
-.PHONY: install test lint report bench bench-compare baseline-check baseline-update clean
+.PHONY: install test lint report bench bench-compare bench-quick baseline-check baseline-update clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,20 @@ report: $(STAMP)
 	$(BIN)/isaprof verify --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
 	$(BIN)/isaprof report $(RESULTS) --out reports
+
+# Timing benchmarks (pytest-benchmark). bench: run and save; bench-compare: run, compare medians with the last
+# saved run (fail past 20%) and gate the same-run ratios block/dense (benchmarks/ratios.py, noise-robust);
+# bench-quick: every 32x32 benchmark run once, so that a broken benchmark fails CI.
+BENCH_QUICK := --benchmark-min-rounds=1 --benchmark-max-time=0 --benchmark-warmup=off
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-autosave
+
+bench-compare: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-autosave --benchmark-compare \
+		--benchmark-compare-fail=median:20%; s=$$?; $(BIN)/python benchmarks/ratios.py || s=1; exit $$s
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --bench-no-costs -k 32x32 $(BENCH_QUICK)
 
 baseline-check: $(STAMP)
 	$(BIN)/isaprof baseline check

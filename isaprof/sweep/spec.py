@@ -19,6 +19,7 @@ A sweep file holds one or more ``[[grid]]`` tables; each expands to the cartesia
     skip_if_unavailable = true    # devices absent at run time are skipped, not failed
     dtypes = ["float32"]
     modes = ["inference", "train"]
+    paths = ["reference", "fast"] # block as published, or its inference fast path (inference rows only)
     latency = "quick"             # latency protocol for profile (real devices only): quick, fixed, none
 
 Options and impls are applied only to the blocks that take them (read from the block registry).
@@ -37,7 +38,7 @@ from typing import Any
 _OPTION_ALIASES = {"factors": "factor", "recurrences": "recurrence"}
 _GRID_KEYS = (
     "name blocks sizes channels key_channels value_channels batch factors recurrences options impls "
-    "backends devices skip_if_unavailable dtypes modes latency"
+    "backends devices skip_if_unavailable dtypes modes paths latency"
 ).split()
 _PAIR = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -64,6 +65,7 @@ class SweepConfig:
     dtype: str = "float32"
     mode: str = "inference"
     options: tuple[tuple[str, Any], ...] = ()
+    path: str = "reference"
     latency: str | None = field(default="quick", compare=False)
     optional: bool = field(default=False, compare=False)  # skip (not fail) if the device is absent
     grid: str = field(default="", compare=False)
@@ -81,6 +83,7 @@ class SweepConfig:
             mode=self.mode,
             impl=self.impl,
             backend=self.backend,
+            path=self.path,
             latency=self.latency,
             **dict(self.options),
         )
@@ -89,6 +92,7 @@ class SweepConfig:
         """Short one-line description (progress bar, --dry-run)."""
         opts = " ".join(f"{k}={_fmt(v)}" for k, v in self.options)
         impl = self.impl if self.backend is None else f"{self.impl}/{self.backend}"
+        impl += "" if self.path == "reference" else f" [{self.path}]"
         return (
             f"{self.block} {self.height}x{self.width} C={self.channels} B={self.batch} {impl} "
             f"{self.device} {self.dtype} {self.mode}{' ' + opts if opts else ''}"
@@ -210,9 +214,11 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
     for s in ax["specs"]:
         impls = [i for i in s.impls if ax["impls"] is None or i in ax["impls"]]
         opt_names = [o for o in ax["options"] if o in s.options]  # options only where the block takes them
-        for (h, w), c, kc, vc, b, impl, dev, dt, mode in product(
-            ax["sizes"], ax["channels"], ax["kcs"], ax["vcs"], ax["batch"], impls, *ax["tail"]
+        for (h, w), c, kc, vc, b, impl, dev, dt, mode, path in product(
+            ax["sizes"], ax["channels"], ax["kcs"], ax["vcs"], ax["batch"], impls, *ax["tail"], ax["paths"]
         ):
+            if path != "reference" and mode != "inference":
+                continue  # the fast path is inference-only
             ck, cv = resolve_channels(s.name, c, kc, vc)
             lists = [_option_values(ax["options"][o], h, w) for o in opt_names]
             for backend, *values in product(ax["backends"] if impl == "sdpa" else [None], *lists):
@@ -220,7 +226,7 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
                 configs.append(
                     SweepConfig(
                         s.name, h, w, c, ck, cv, b, impl, backend, dev, dt, mode,
-                        opts, ax["latency"], ax["optional"] and dev != "meta", label,
+                        opts, path, ax["latency"], ax["optional"] and dev != "meta", label,
                     )
                 )  # fmt: skip
     return configs
@@ -229,7 +235,7 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
 def _axes(grid: dict[str, Any]) -> dict[str, Any]:
     """The validated lists of one grid (``ValueError`` naming the bad key and what is allowed)."""
     from isaprof import blocks as registry
-    from isaprof.profile import DEVICES, DTYPES, MODES
+    from isaprof.profile import DEVICES, DTYPES, MODES, PATHS
 
     unknown = sorted(set(grid) - set(_GRID_KEYS))
     if unknown:
@@ -257,6 +263,7 @@ def _axes(grid: dict[str, Any]) -> dict[str, Any]:
             _choices(grid, "modes", tuple(MODES), ["inference"]),
         ),
         backends=_backends(grid),
+        paths=_choices(grid, "paths", tuple(PATHS), ["reference"]),
         options=_option_lists(grid),
         latency=_latency(grid.get("latency", "quick")),
         optional=bool(grid.get("skip_if_unavailable", False)),

@@ -26,7 +26,7 @@ from typing import Any
 RESULTS = "results.csv"
 # The configuration columns: two rows describe the same configuration iff these agree.
 KEY_COLUMNS = (
-    "block batch channels key_channels value_channels height width options impl backend dtype device mode"
+    "block batch channels key_channels value_channels height width options impl backend path dtype device mode"
 ).split()
 
 Key = tuple[str, ...]
@@ -164,7 +164,12 @@ def _key(values: dict[str, Any]) -> Key:
     out = []
     for c in KEY_COLUMNS:
         v = values.get(c)
-        out.append(canonical_options(v if v is not None else {}) if c == "options" else _cell(v))
+        if c == "options":
+            out.append(canonical_options(v if v is not None else {}))
+        elif c == "path":
+            out.append(_cell(v) or "reference")  # rows written before paths existed are reference rows
+        else:
+            out.append(_cell(v))
     return tuple(out)
 
 
