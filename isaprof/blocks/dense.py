@@ -2,11 +2,12 @@
 
 Paper: Yuan et al., "OCNet: Object Context Network for Scene Parsing" (2018) and Huang et al.,
 "Interlaced Sparse Self-Attention for Semantic Segmentation" (2019), Sec. 3.1.
-Reference code: openseg-group/openseg.pytorch, lib/models/modules/isa_block.py (``SelfAttentionBlock2D``)
-and base_oc_block.py (``_SelfAttentionBlock``). The stage itself is
-:class:`isaprof.blocks.common.SelfAttention2D`; see its docstring for the layers and our departures
-(shared key/query projection computed once; one conv + BN + ReLU per projection, as OCNet, where the
-current openseg ``isa_block.py`` stacks two and keeps separate query/key weights).
+Reference code: openseg-group/openseg.pytorch, lib/models/modules/isa_block.py (``SelfAttentionBlock2D``),
+the stage the ISA code uses for both of its stages. The stage itself is
+:class:`isaprof.blocks.common.SelfAttention2D`: separate query and key projections of two (1x1 conv + BN
++ ReLU) layers each, as that file builds them. NB: OCNet's older ``_SelfAttentionBlock``
+(base_oc_block.py) shares one single-layer projection between query and key (``self.f_query =
+self.f_key``); the ISA code does not, and we follow the ISA code. No departure in what is computed.
 """
 
 from __future__ import annotations
