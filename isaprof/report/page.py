@@ -60,6 +60,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         _factor_section(df, out_dir, notes),
         _reproduction_section(results_dir, out_dir, notes),
         _throughput_section(df, machine, out_dir, notes),
+        _flow_section(results_dir, out_dir, notes),
         _failure_section(df, out_dir),
         _environment_section(df, machine, results_dir, out_dir),
     ]
@@ -280,6 +281,38 @@ def _environment_section(df: pd.DataFrame, machine: dict, results_dir: Path, out
         lines.append(f"Sweep spec `{spec.name}`:\n\n```toml\n{spec.read_text().strip()}\n```")
     if not specs and "spec" in machine:
         lines.append("Sweep spec:\n\n```json\n" + json.dumps(machine["spec"], indent=1) + "\n```")
+    return "\n\n".join(lines)
+
+
+def _flow_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
+    """Connectivity: the reach picture (``isaprof verify --figure``) and ``verify.json``'s figures."""
+    lines = ["## Information flow"]
     if (out_dir / "connectivity.png").is_file():
-        lines.append("Information flow: ![connectivity](connectivity.png)")
+        lines.append(_img(out_dir, out_dir / "connectivity.png", "connectivity"))
+    path = results_dir / "verify.json"
+    if not path.is_file():
+        notes.append("information flow: no verify.json in the results, table skipped.")
+        return "\n\n".join(lines) if len(lines) > 1 else ""
+    rows = json.loads(path.read_text())
+    table = pd.DataFrame(
+        {
+            "block": [r["block"] for r in rows],
+            "size": ["{}x{}".format(*r["size"]) for r in rows],
+            "options": [", ".join(f"{k}={v}" for k, v in r["options"].items()) for r in rows],
+            "pairs reached per stage (structural)": [
+                " > ".join(f"{f:.3g}" for f in r["fractions"]) for r in rows
+            ],
+            "paths per pair": [f"{r['paths_min']}..{r['paths_max']}" for r in rows],
+            "stages needed": [r["stages_needed"] if r["stages_needed"] else "never" for r in rows],
+            "Jacobian (whole block)": [r["empirical"][-1][1] if r["empirical"] else "" for r in rows],
+            "agree": ["yes" if r["agree"] else ("-" if r["agree"] is None else "NO") for r in rows],
+            "verdict": [("ok" if r["ok"] else "FAILS its claim") for r in rows],
+        }
+    )
+    lines.append(
+        "Which input positions reach which output positions, from each block's grouping (exact, any size) "
+        "and from the support of the real module's Jacobian (random weights, several draws); a block "
+        "advertised as fully connected must reach every pair, and both checks must agree."
+    )
+    lines.append(tables.markdown(table))
     return "\n\n".join(lines)
