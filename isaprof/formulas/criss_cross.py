@@ -20,9 +20,9 @@ from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
 from isaprof.formulas.base import Config, Cost, formula
 
-# H = 1 or W = 1 only (train peak): einsum lowers the size-1 aggregate to a broadcast ``mul`` and skips copies
-# the trace replays, so it over-estimates (measured: +0.8% .. +17% at C = 16, 1x5 / 4x1, R = 1..3). Not modelled:
-# a single-row map is no use case of criss-cross attention.
+# H = 1 or W = 1 only (train peak): einsum lowers the size-1 aggregate to a broadcast ``mul`` and skips
+# copies the trace replays, so it over-estimates (measured: +0.8% .. +17% at C = 16, 1x5 / 4x1, R = 1..3).
+# Not modelled: a single-row map is no use case of criss-cross attention.
 DEGENERATE_TRAIN_TOLERANCE = 0.2
 
 
@@ -109,21 +109,6 @@ def _step_forward(t: fm.Trace, p: str, d: dict) -> dict:
     return sv
 
 
-def _accumulate(t: fm.Trace, acc: dict, parts: list[tuple[str, str, int]]) -> None:
-    """Autograd's input buffers: each new gradient ``(key, name, bytes)`` either becomes the buffer of
-    ``key`` or is added to it out of place (the old buffer dies at once, the new parts after all sums)."""
-    summed = []
-    for key, name, nbytes in parts:
-        if key not in acc:
-            acc[key] = name
-            continue
-        new = t.alloc(name + "_sum", nbytes)
-        t.free(None if acc[key] == "seed" else acc[key])
-        acc[key] = new
-        summed.append(name)
-    t.free(*summed)
-
-
 def _energy_backward(t: fm.Trace, p: str, pk: int, area: int, lowered: bool) -> None:
     """The q, k gradients (``p + "_d_q"``, ``p + "_d_k"``, B N Ck each) of one energy einsum: two bmm's, or
     with Ck = 1 (a broadcast ``mul``) two ``area``-sized products each summed to B N."""
@@ -145,7 +130,7 @@ def _step_backward(t: fm.Trace, p: str, d: dict, sv: dict, acc: dict, x: str | N
     t.alloc(p + "d_gamma_full", pc)
     t.alloc(p + "d_gamma", e)
     t.free(p + "d_gamma_full", sv["out"])
-    _accumulate(t, acc, [("gamma", p + "d_gamma", e)])
+    fm.accumulate(t, acc, [("gamma", p + "d_gamma", e)])
     base = t.alloc(p + "d_base", pc)  # CopySlices of the in-place += : the column bmm output's gradient
     g = t.alloc(p + "d_sum", pc)
     t.free(d_out)
@@ -186,7 +171,7 @@ def _step_backward(t: fm.Trace, p: str, d: dict, sv: dict, acc: dict, x: str | N
         dx = t.alloc(f"{p}{conv}_d_x", pc)
         dw, db = t.alloc(f"{p}{conv}_d_w", c * cout * e), t.alloc(f"{p}{conv}_d_b", cout * e)
         t.free(p + grad, x if i == 2 else None)
-        _accumulate(t, acc, [("x", dx, pc), (conv + "_w", dw, c * cout * e), (conv + "_b", db, cout * e)])
+        fm.accumulate(t, acc, [("x", dx, pc), (conv + "_w", dw, c * cout * e), (conv + "_b", db, cout * e)])
 
 
 def criss_cross_train_peak(cfg: Config) -> fm.Trace:

@@ -142,6 +142,22 @@ def grad_sum(t: Trace, name: str, parts: Sequence[str], nbytes: int) -> str:
     return acc
 
 
+def accumulate(t: Trace, acc: dict[str, str], parts: Sequence[tuple[str, str, int]]) -> None:
+    """Autograd's gradient buffers after one backward node: each new gradient ``(key, name, nbytes)`` becomes
+    the buffer ``acc[key]`` or is added to it out of place (the old buffer dies at once unless it is the
+    caller-held ``"seed"``; the new parts that were summed die after the node's last sum)."""
+    summed = []
+    for key, name, nbytes in parts:
+        if key not in acc:
+            acc[key] = name
+            continue
+        new = t.alloc(name + "_sum", nbytes)
+        t.free(None if acc[key] == "seed" else acc[key])
+        acc[key] = new
+        summed.append(name)
+    t.free(*summed)
+
+
 def regroup(
     t: Trace, name: str, src: str | None, nbytes: int, shapes: tuple, backward: bool = False
 ) -> str | None:

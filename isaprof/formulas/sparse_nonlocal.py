@@ -117,7 +117,9 @@ def sparse_train_peak(cfg: Config) -> fm.Trace:
     if s["kind"] == "math":  # the math kernel saves scaled copies: the conv outputs die with forward's locals
         t.free("theta", "phi", None if s["sdpa_v"] == "g" else "g")
     elif s["kind"] == "flash":  # the flash kernel saves its (possibly copied) inputs
-        t.free(*(name for key, name in (("q", "theta"), ("k", "phi"), ("v", "g")) if s["sdpa_" + key] != name))
+        t.free(
+            *(name for key, name in (("q", "theta"), ("k", "phi"), ("v", "g")) if s["sdpa_" + key] != name)
+        )
     t.alloc("seed", b * n * c * e)  # ones_like(y), held by the caller
     t.alloc("d_bn", b * n * c * e), t.alloc("d_bn_w", c * e), t.alloc("d_bn_b", c * e)
     t.free("conv_out", "mean", "invstd")
