@@ -178,8 +178,11 @@ def load_published(path: str | Path = PUBLISHED) -> tuple[list[dict[str, Any]], 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no published-figures file at {path}")
-    with path.open("rb") as f:
-        doc = tomllib.load(f)
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"published-figures file {path}: invalid TOML: {e}") from None
     figures, ratios = doc.get("figure", []), doc.get("ratio", [])
     for entry, keys in [
         (e, ("id", "source", "metric", "unit", "value", "provenance", "build")) for e in figures

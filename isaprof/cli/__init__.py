@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import sys
+from typing import NoReturn
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = ("profile", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (what was wrong; ``--help`` for what is allowed),
+    not the whole usage block; subcommand parsers inherit it (``add_subparsers`` uses the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="isaprof",
         description="Profile and verify attention blocks for dense prediction (ISA and its competitors).",
     )
@@ -39,9 +50,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad input found past argparse: one line, no trace
         print(f"isaprof {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `isaprof ... | head`: the reader left; stop quietly, as other tools do
+        _silence_stdout()
+        return 0
+    except OSError as e:  # an unreadable input or unwritable output path: one line, no trace
+        what = f"{e.strerror}: {e.filename!r}" if e.strerror and e.filename else str(e)
+        print(f"isaprof {args.command}: error: {what}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into the closed pipe stays quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (captured): nothing to flush
+        pass
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ def pair(text: str, what: str = "size") -> tuple[int, int]:
     elif m is not None:
         a, b = int(m.group(1)), int(m.group(2))
     else:
-        raise argparse.ArgumentTypeError(f"{what} must look like HxW with positive integers (e.g. 97x97), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"{what} must look like HxW with positive integers (e.g. 97x97), got {text!r}"
+        )
     if a <= 0 or b <= 0:
         raise argparse.ArgumentTypeError(f"{what} must be positive in both dimensions, got {text!r}")
     return a, b

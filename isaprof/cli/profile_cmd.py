@@ -75,9 +75,22 @@ def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def check_build(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """Build the block on ``meta`` (nothing allocated) so its constructor rejects a bad option value
+    (``--option factor=3``, ``groups=0``) with its own ``ValueError`` before any formula runs on it."""
+    import torch
+
+    with torch.device("meta"):
+        blocks.build(
+            args.name, args.channels, args.key_channels, args.value_channels, impl=args.impl, **options
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from isaprof.profile import profile
 
+    options = block_options(args.name, args)
+    check_build(args, options)
     record = profile(
         args.name,
         size=args.size,
@@ -92,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         path=args.path,
         latency=None if args.latency == "none" else args.latency,
-        **block_options(args.name, args),
+        **options,
     )
     print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
     return 0
@@ -126,7 +139,8 @@ def table(record: Any) -> str:
     head = (
         f"{c['block']}  B={c['batch']} C={c['channels']} Ck={c['key_channels']} Cv={c['value_channels']}  "
         f"{c['height']}x{c['width']} (computed on {c['padded_height']}x{c['padded_width']}){opts}\n"
-        f"impl={c['impl']} backend={c['backend'] or '-'} path={c['path']} {c['dtype']} {c['device']} {c['mode']}  "
+        f"impl={c['impl']} backend={c['backend'] or '-'} path={c['path']} "
+        f"{c['dtype']} {c['device']} {c['mode']}  "
         f"[{c['device_name']}, torch {c['torch']}, {c['threads']} threads]"
     )
     lines = [head, f"{'metric':<12} {'measured':>20} {'analytic':>20} {'diff':>9}"]

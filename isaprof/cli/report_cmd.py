@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from isaprof.report import write_report
 
+    if Path(args.results_dir).is_file():
+        parent = Path(args.results_dir).parent
+        raise ValueError(f"RESULTS_DIR must be a directory holding results.csv; give {parent}, not the file")
     page = write_report(args.results_dir, args.out, svg=args.svg)
     print(page)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 from isaprof.cli._args import positive_int, size
@@ -77,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{cfg.grid}: {cfg.label()}{flag}")
         print(f"{len(chosen)} configurations" + (f" (shard {k}/{n} of {len(configs)})" if k else ""))
         return 0
+    if args.executor == "slurm" and shutil.which("srun") is None:
+        raise ValueError(
+            "--executor slurm needs a slurm cluster (no `srun` on PATH); "
+            "use --executor local, submitit-local or submitit-debug here"
+        )
     results = sweep.execute(
         configs,
         args.out,

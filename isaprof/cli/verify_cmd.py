@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     blocks = args.names or names()
     for name in blocks:
         spec(name)  # ValueError naming the known blocks
+    _check_options_apply(blocks, args)
     results = [
         verify(
             name,
@@ -92,6 +93,19 @@ def _options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """The command-line options that block ``name`` takes."""
     given = {"factor": args.factor, "recurrence": args.recurrence, "masked": args.masked or None}
     return {k: v for k, v in given.items() if v is not None and k in spec(name).options}
+
+
+def _check_options_apply(blocks: list[str], args: argparse.Namespace) -> None:
+    """``ValueError`` when ``--factor``/``--recurrence``/``--masked`` is given but no block checked takes it
+    (it would be silently ignored)."""
+    given = {"factor": args.factor, "recurrence": args.recurrence, "masked": args.masked or None}
+    for opt, value in given.items():
+        if value is not None and not any(opt in spec(n).options for n in blocks):
+            having = [n for n in names() if opt in spec(n).options]
+            raise ValueError(
+                f"--{opt} applies only to blocks with a {opt} option ({', '.join(having)}); "
+                f"none of {', '.join(blocks)} has one"
+            )
 
 
 def _as_json(r: Any) -> dict[str, Any]:

@@ -58,7 +58,12 @@ def read_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no results table at {path} (expected the tidy CSV written by `isaprof sweep`)")
-    df = pd.read_csv(path, keep_default_na=True, dtype={"factor": str, "options": str, "error": str})
+    try:
+        df = pd.read_csv(path, keep_default_na=True, dtype={"factor": str, "options": str, "error": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+        raise ValueError(
+            f"{path} is not a readable results table ({e}); delete it and rerun `isaprof sweep`"
+        ) from None
     needed = {"block", "height", "width", "metric", "measured", "mode", "status"}
     missing = sorted(needed - set(df.columns))
     if missing:
@@ -87,8 +92,11 @@ def read_machine(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         return {}
-    with path.open() as f:
-        return json.load(f)
+    try:
+        with path.open() as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun `isaprof sweep`") from None
 
 
 def matmul_peak_gflops(machine: dict[str, Any], device: str) -> float | None:

@@ -196,6 +196,10 @@ def _reproduction_section(results_dir: Path, out_dir: Path, notes: list[str]) ->
         )
         return ""
     rep = pd.read_csv(path, keep_default_na=False)
+    if not {"id", "ratio"} <= set(rep.columns):
+        raise ValueError(
+            f"{path} lacks the columns id, ratio; rewrite it with `isaprof reproduce --out {results_dir}`"
+        )
     shutil.copyfile(path, out_dir / "tables" / "reproduction.csv")
     cols = ["id", "metric", "unit", "published", "ours", "ours_as_source", "source_formula", "ratio"]
     cols = [c for c in [*cols, "provenance", "reason"] if c in rep]

@@ -106,6 +106,8 @@ def load(path: str | Path) -> list[dict[str, Any]]:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"sweep spec {str(path)!r} is a directory; give one TOML file in it")
     if not path.is_file():
         raise ValueError(f"sweep spec {str(path)!r} does not exist")
     try:
@@ -317,6 +319,10 @@ def _option_lists(grid: dict[str, Any]) -> dict[str, Any]:
             out[opt] = "all"
         elif opt == "factor":
             out[opt] = [parse_size(v, "factor") for v in _as_list(values)]
+        elif opt == "recurrence":
+            out[opt] = _as_list(values)
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out[opt]):
+                raise ValueError(f"'recurrences' must hold integers >= 1, got {values!r}")
         else:
             out[opt] = [tuple(v) if isinstance(v, list) else v for v in _as_list(values)]
     return out
