@@ -262,7 +262,9 @@ def resolve(
     _check_choice(f"impl of block {name!r}", impl, s.impls)
     _check_choice("path", path, PATHS)
     if path == "fast" and mode != "inference":
-        raise ValueError("the fast path is inference-only (BatchNorm folded, no autograd); use path 'reference'")
+        raise ValueError(
+            "the fast path is inference-only (BatchNorm folded, no autograd); use path 'reference'"
+        )
     unknown = sorted(set(block_options) - set(s.options))
     if unknown:
         allowed = ", ".join(f"{k} (default {v!r})" for k, v in s.options.items()) or "none"
@@ -273,6 +275,8 @@ def resolve(
             "use --device meta or cpu"
         )
     backend = resolve_backend(impl, backend, device, ck, cv)
+    with torch.device("meta"):  # the block's own checks (factor, recurrence, ...) speak before any formula
+        blocks.build(name, channels, ck, cv, impl=impl, **block_options)
     options = {**s.options, **block_options}
     return Setup(
         name, batch, channels, ck, cv, size[0], size[1], options, impl, backend, dtype, device, mode, path
@@ -411,7 +415,9 @@ def profile(
     notes = list(cost.notes)
     if setup.path == "fast":
         cost = dataclasses.replace(cost, peak_bytes={})
-        notes.append("fast path: no peak-memory formula; peak measured on the first call (workspace included)")
+        notes.append(
+            "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
+        )
     try:
         measured = _measure(setup, latency)
     except RuntimeError as e:

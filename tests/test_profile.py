@@ -200,3 +200,10 @@ def test_fast_path_refuses_train():
         profile("isa", **SMALL, path="fast", mode="train")
     with pytest.raises(ValueError, match="unknown path 'quick'; allowed: reference, fast"):
         profile("isa", **SMALL, path="quick")
+
+
+@pytest.mark.parametrize("factor", [3, (0, 2), (2, 2, 2)])
+def test_bad_block_option_is_the_blocks_own_error(factor):
+    # the block's validation runs before any formula: a clear ValueError, not a TypeError from a formula
+    with pytest.raises(ValueError, match=r"factor must be two positive integers \(P_h, P_w\)"):
+        profile("isa", **SMALL, factor=factor)

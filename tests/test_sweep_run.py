@@ -63,7 +63,8 @@ class FakeProfile:
             padded_width=size[1], factor="{}x{}".format(*options["factor"]) if "factor" in options else None,
             recurrence=options.get("recurrence"),
             options=json.dumps(dict(reversed(options.items()))),  # key order differs from the sweep's
-            impl=impl, backend=backend, path=path, dtype=dtype, device=device, mode=mode, status="ok", error=None,
+            impl=impl, backend=backend, path=path, dtype=dtype, device=device, mode=mode, status="ok",
+            error=None,
             torch="x", device_name="fake", threads=1, host="h", timestamp="t",
         )  # fmt: skip
         macs = batch * channels * size[0] * size[1] * (2 if mode == "train" else 1)

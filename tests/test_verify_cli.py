@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 from isaprof import blocks
-
 from isaprof.cli import main
 from isaprof.verify.figures import reach_grid
 
@@ -29,7 +28,6 @@ def test_exit_one_where_advertised_fully_connected_is_not(capsys, monkeypatch):
     assert main(["verify", "criss_cross", "--size", "4x4", "--recurrence", "1"]) == 1
     out = capsys.readouterr().out
     assert "criss_cross" in out and "NOT fully connected" in out
-
 
 
 def test_structural_only_at_large_size(capsys):

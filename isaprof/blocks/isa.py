@@ -59,7 +59,9 @@ def isa_geometry(height: int, width: int, factor: tuple[int, int]) -> tuple[int,
     summary="interlaced sparse self-attention: long-range then short-range dense stages (openseg ISA_Block)",
     impls=IMPLS,
     # masked on a padded map: a pair whose one intermediate position is padding loses its only path
-    fully_connected=lambda o, s: not o["masked"] or (s[0] % o["factor"][0] == 0 and s[1] % o["factor"][1] == 0),
+    fully_connected=lambda o, s: (
+        not o["masked"] or (s[0] % o["factor"][0] == 0 and s[1] % o["factor"][1] == 0)
+    ),
 )
 class InterlacedSparseAttention(nn.Module):
     """(B, C, H, W) -> (B, C, H, W): long-range then short-range self-attention. No residual."""

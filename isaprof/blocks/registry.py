@@ -41,7 +41,7 @@ class BlockSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def advertises_full(self, options: dict[str, Any], size: tuple[int, int]) -> bool:
-        """Whether the block claims full connectivity with these ``options`` (defaults filled in) at ``size``."""
+        """Whether the block claims full connectivity with ``options`` (defaults filled in) at ``size``."""
         if callable(self.fully_connected):
             return bool(self.fully_connected({**self.options, **options}, size))
         return self.fully_connected

@@ -26,7 +26,8 @@ from typing import Any
 RESULTS = "results.csv"
 # The configuration columns: two rows describe the same configuration iff these agree.
 KEY_COLUMNS = (
-    "block batch channels key_channels value_channels height width options impl backend path dtype device mode"
+    "block batch channels key_channels value_channels height width options impl backend path "
+    "dtype device mode"
 ).split()
 
 Key = tuple[str, ...]
