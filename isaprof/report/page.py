@@ -302,7 +302,7 @@ def _flow_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
         {
             "block": [r["block"] for r in rows],
             "size": ["{}x{}".format(*r["size"]) for r in rows],
-            "options": [", ".join(f"{k}={v}" for k, v in r["options"].items()) for r in rows],
+            "options": [", ".join(f"{k}={v}" for k, v in r["options"].items()) or "defaults" for r in rows],
             "pairs reached per stage (structural)": [
                 " > ".join(f"{f:.3g}" for f in r["fractions"]) for r in rows
             ],
