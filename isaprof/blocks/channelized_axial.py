@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from isaprof.blocks.common import ConvBNReLU, check_input
+from isaprof.blocks.common import ConvBNReLU, check_impl, check_input, check_value_width
 from isaprof.blocks.registry import register
 
 LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu default alpha
@@ -69,13 +69,9 @@ class ChannelizedAxial(nn.Module):
         mlp_layers: int = 5,
     ) -> None:
         super().__init__()
-        if value_channels != channels:
-            raise ValueError(
-                f"channelized_axial needs value_channels == channels ({channels}): the value map is the "
-                f"output (no output projection in the reference); got value_channels={value_channels}"
-            )
-        if impl != "naive":
-            raise ValueError(f"channelized_axial has no impl {impl!r}; allowed: naive")
+        why = "because the value map is the output (no output projection in the reference)"
+        check_value_width("channelized_axial", channels, value_channels, why)
+        check_impl("channelized_axial", impl, ("naive",))
         for name, val in (("groups", groups), ("mlp_layers", mlp_layers)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {val!r}")

@@ -141,6 +141,21 @@ class SelfAttention2D(nn.Module):
         return self.W(context)  # (B, C_out, H, W)
 
 
+def check_value_width(block: str, channels: int, value_channels: int, why: str) -> None:
+    """``ValueError`` unless ``value_channels == channels`` (blocks whose value map is added to, or is, the
+    output); ``why`` completes the message, e.g. ``"because of the residual out = x + ..."``."""
+    if value_channels != channels:
+        got = f"got value_channels={value_channels}"
+        raise ValueError(f"{block} needs value_channels == channels ({channels}) {why}; {got}")
+
+
+def check_impl(block: str, impl: str, allowed: tuple[str, ...]) -> None:
+    """``ValueError`` unless ``impl`` is one of ``allowed`` (the registry checks this for ``build``; this
+    covers direct construction)."""
+    if impl not in allowed:
+        raise ValueError(f"{block} has no impl {impl!r}; allowed: {', '.join(allowed)}")
+
+
 def check_input(x: Tensor, channels: int, block: str) -> None:
     """``ValueError`` unless ``x`` is (B, channels, H, W) with B, H, W >= 1."""
     if x.dim() != 4:

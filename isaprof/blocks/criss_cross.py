@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from isaprof.blocks.common import check_input
+from isaprof.blocks.common import check_impl, check_input, check_value_width
 from isaprof.blocks.registry import register
 
 
@@ -54,13 +54,10 @@ class CrissCross(nn.Module):
         recurrence: int = 2,
     ) -> None:
         super().__init__()
-        if value_channels != channels:
-            raise ValueError(
-                f"criss_cross needs value_channels == channels ({channels}) because of the residual "
-                f"out = gamma * attention + x; got value_channels={value_channels}"
-            )
-        if impl != "naive":
-            raise ValueError(f"criss_cross has no impl {impl!r}; allowed: naive")
+        check_value_width(
+            "criss_cross", channels, value_channels, "because of the residual out = gamma * attention + x"
+        )
+        check_impl("criss_cross", impl, ("naive",))
         if isinstance(recurrence, bool) or not isinstance(recurrence, int) or recurrence < 1:
             raise ValueError(f"recurrence must be an integer >= 1 (CCNet uses 2), got {recurrence!r}")
         self.channels = channels

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from isaprof.blocks.common import check_input
+from isaprof.blocks.common import check_impl, check_input, check_value_width
 from isaprof.blocks.registry import register
 
 
@@ -54,13 +54,10 @@ class LinearAttention(nn.Module):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        if value_channels != channels:
-            raise ValueError(
-                f"linear needs value_channels == channels ({channels}) because of the residual "
-                f"out = x + gamma * attention; got value_channels={value_channels}"
-            )
-        if impl != "naive":
-            raise ValueError(f"linear has no impl {impl!r}; allowed: naive")
+        check_value_width(
+            "linear", channels, value_channels, "because of the residual out = x + gamma * attention"
+        )
+        check_impl("linear", impl, ("naive",))
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
         self.channels = channels

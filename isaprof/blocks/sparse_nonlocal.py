@@ -27,7 +27,7 @@ import random
 import torch
 from torch import Tensor, nn
 
-from isaprof.blocks.common import attend, check_input
+from isaprof.blocks.common import attend, check_impl, check_input
 from isaprof.blocks.registry import register
 
 SAMPLINGS = ("grid", "random")
@@ -57,8 +57,7 @@ class SparseNonLocal(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if impl not in ("naive", "sdpa"):
-            raise ValueError(f"sparse_nonlocal has no impl {impl!r}; allowed: naive, sdpa")
+        check_impl("sparse_nonlocal", impl, ("naive", "sdpa"))
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k (number of sampled key/value positions) must be an integer >= 1, got {k!r}")
         if sampling not in SAMPLINGS:
