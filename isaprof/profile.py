@@ -478,36 +478,15 @@ def error_rows(
     channels: int,
     status: str,
     message: str,
-    key_channels: int | None = None,
-    value_channels: int | None = None,
-    batch: int = 1,
-    device: str = "meta",
-    dtype: str = "float32",
-    mode: str = "inference",
-    impl: str = "naive",
-    backend: str | None = None,
-    path: str = "reference",
-    **block_options: Any,
+    **config: Any,
 ) -> list[dict[str, Any]]:
     """Tidy rows for a configuration that failed: ``status`` (``"oom"`` or ``"error"``), the one-line
     ``message``, ``measured`` empty. ``analytic`` is filled where the formula can still give it.
-    The configuration itself must be valid (``ValueError`` otherwise, as :func:`profile`)."""
+    ``config``: the other keyword arguments of :func:`profile` but ``latency`` (key/value channels, batch,
+    device, dtype, mode, impl, backend, path, block options). The configuration itself must be valid
+    (``ValueError`` otherwise, as :func:`profile`)."""
     _check_choice("status", status, ("oom", "error"))
-    setup = resolve(
-        name,
-        size,
-        channels,
-        key_channels,
-        value_channels,
-        batch,
-        device,
-        dtype,
-        mode,
-        impl,
-        backend,
-        path,
-        **block_options,
-    )
+    setup = resolve(name, size, channels, **config)
     try:
         cost = formulas.cost(setup.config())
         train = setup.mode == "train"
