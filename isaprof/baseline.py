@@ -11,6 +11,7 @@ rewrites the file on purpose.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -19,6 +20,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from isaprof.config import Config
 
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "reference" / "baseline.json"
 SCHEMA = 1
@@ -45,31 +48,54 @@ Metrics = dict[str, dict[str, Any]]  # "macs.train" -> {"measured": int | None, 
 
 @dataclass(frozen=True)
 class Case:
-    """One baseline configuration; ``options`` are the block options set explicitly (others default)."""
+    """One baseline configuration (measured in both modes) and which of its options were set on purpose:
+    the key names those, the others are the block's defaults."""
 
-    block: str
-    impl: str
-    height: int
-    width: int
-    channels: int = CHANNELS
-    batch: int = 1
-    options: tuple[tuple[str, Any], ...] = ()
+    config: Config  # mode and device are set per measurement (meta; inference and train)
+    explicit: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        block: str,
+        impl: str,
+        height: int,
+        width: int,
+        channels: int = CHANNELS,
+        batch: int = 1,
+        options: tuple[tuple[str, Any], ...] = (),
+    ) -> Case:
+        """The case of ``block``/``impl`` at (``height``, ``width``) with ``options`` set explicitly."""
+        cfg = Config.make(block, size=(height, width), channels=channels, batch=batch, impl=impl,
+                          **dict(options))  # fmt: skip
+        return cls(cfg, tuple(k for k, _ in options))
+
+    @property
+    def block(self) -> str:
+        return self.config.block
+
+    @property
+    def options(self) -> tuple[tuple[str, Any], ...]:
+        """The explicitly set options, in the order given."""
+        return tuple((k, self.config.option(k)) for k in self.explicit)
 
     @property
     def key(self) -> str:
         """Stable, readable id, e.g. ``"isa/naive B2 C32 13x17 factor=4x4"``."""
+        c = self.config
         opts = "".join(f" {k}={_fmt_option(v)}" for k, v in self.options)
-        return f"{self.block}/{self.impl} B{self.batch} C{self.channels} {self.height}x{self.width}{opts}"
+        return f"{c.block}/{c.impl} B{c.batch} C{c.channels} {c.height}x{c.width}{opts}"
 
-    def config(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """The JSON-able description stored beside the metrics."""
+        c = self.config
         return {
-            "block": self.block,
-            "impl": self.impl,
-            "batch": self.batch,
-            "channels": self.channels,
-            "height": self.height,
-            "width": self.width,
+            "block": c.block,
+            "impl": c.impl,
+            "batch": c.batch,
+            "channels": c.channels,
+            "height": c.height,
+            "width": c.width,
             "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options},
         }
 
@@ -94,7 +120,8 @@ def cases(blocks: Sequence[str] | None = None) -> list[Case]:
             for h, w, b in SIZES:
                 odd = h % 2 and w % 2
                 out += [
-                    Case(name, impl, h, w, CHANNELS, b, fixed + v) for v in variants + (extras if odd else [])
+                    Case.of(name, impl, h, w, CHANNELS, b, fixed + v)
+                    for v in variants + (extras if odd else [])
                 ]
     return out
 
@@ -105,20 +132,10 @@ def measure(case: Case, mode: str) -> tuple[Metrics, dict[str, Any]]:
     Returns (``{"macs.<mode>": {"measured", "analytic"}, ...}``, ``{"padded": [H', W'], ...}``);
     a failing configuration gives ``{"error": message}`` in place of the numbers.
     """
-    # NB: not ``isaprof.profile``: once the submodule isaprof.profile is imported, that name is the module.
-    from isaprof.profile import profile
+    from isaprof.run import profile
 
     try:
-        record = profile(
-            case.block,
-            size=(case.height, case.width),
-            channels=case.channels,
-            batch=case.batch,
-            device="meta",
-            mode=mode,
-            impl=case.impl,
-            **dict(case.options),
-        )
+        record = profile(dataclasses.replace(case.config, device="meta", mode=mode))
         rows = [dict(r) for r in record.rows()]  # tidy rows, docs/ARCHITECTURE.md
     except Exception as e:  # noqa: BLE001  a block that stops running is a change to report
         return {f"{m}.{mode}": {"error": _one_line(e)} for m in METRICS}, {}
@@ -152,7 +169,7 @@ def entry(case: Case) -> dict[str, Any]:
     # params do not depend on the mode: keep one copy
     metrics["params"] = metrics.pop("params.inference", {"error": "no params row"})
     metrics.pop("params.train", None)
-    return {**case.config(), **info, "metrics": dict(sorted(metrics.items()))}
+    return {**case.describe(), **info, "metrics": dict(sorted(metrics.items()))}
 
 
 def collect(selected: Iterable[Case], jobs: int = 1) -> dict[str, Any]:

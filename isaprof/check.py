@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from isaprof import blocks
-from isaprof.profile import Record, profile
+from isaprof.config import Config
+from isaprof.run import Record, profile
 
 MEMORY_RTOL = 0.0  # |measured - analytic| / measured above this is a disagreement: exact
 
@@ -32,15 +33,16 @@ MODES = ("inference", "train")
 class Disagreement:
     """One metric of one configuration where the closed form does not match the measurement."""
 
-    config: Mapping[str, Any]  # the keyword arguments of isaprof.profile
+    config: Config | Mapping[str, Any]  # a Config, or the keyword form it could not be made from
     metric: str  # params, macs, peak_bytes, uncounted or error
     measured: int | None
     analytic: int | None
     message: str
 
     def __str__(self) -> str:
-        cfg = " ".join(f"{k}={v}" for k, v in self.config.items() if k != "name")
-        return f"{self.config.get('name')} [{cfg}] {self.metric}: {self.message}"
+        c = self.config
+        label = c.label() if isinstance(c, Config) else " ".join(f"{k}={v}" for k, v in c.items())
+        return f"{label}: {self.metric}: {self.message}"
 
 
 def _backends(impl: str) -> list[str | None]:
@@ -58,8 +60,8 @@ def _option_variants(options: Mapping[str, Any], level: str) -> list[dict[str, A
     return variants + [{**variants[0], **flip} for flip in flips]
 
 
-def default_grid(quick: bool = False) -> list[dict[str, Any]]:
-    """Profile keyword arguments: every block x impl x backend x size x option variant x mode, plus, per
+def default_grid(quick: bool = False) -> list[Config]:
+    """Configurations on meta: every block x impl x backend x size x option variant x mode, plus, per
     block, an explicit key width unlike every default (so Ck != Cv; value widths stay the block's: some
     blocks need Cv == C for their residual)."""
     level = "quick" if quick else "full"
@@ -70,15 +72,15 @@ def default_grid(quick: bool = False) -> list[dict[str, Any]]:
             s.impls, SIZES[level], _option_variants(s.options, level), MODES
         ):
             for backend in _backends(impl):
-                grid.append(dict(name=name, size=size, channels=CHANNELS, batch=BATCH, impl=impl,
-                                 backend=backend, mode=mode, **opts))  # fmt: skip
+                grid.append(Config.make(name, size=size, channels=CHANNELS, batch=BATCH, impl=impl,
+                                        backend=backend, mode=mode, **opts))  # fmt: skip
         for impl, mode in itertools.product(s.impls, MODES):
-            grid.append(dict(name=name, size=(8, 8), channels=CHANNELS, key_channels=KEY_CHANNELS,
-                             batch=BATCH, impl=impl, mode=mode))  # fmt: skip
+            grid.append(Config.make(name, size=(8, 8), channels=CHANNELS, key_channels=KEY_CHANNELS,
+                                    batch=BATCH, impl=impl, mode=mode))  # fmt: skip
     return grid
 
 
-def compare(record: Record, config: Mapping[str, Any]) -> list[Disagreement]:
+def compare(record: Record, config: Config) -> list[Disagreement]:
     """Disagreements of one profiled record (rules in the module docstring)."""
     found = []
     for metric, measured, analytic in (
@@ -104,7 +106,7 @@ def _diff(measured: int, analytic: int) -> str:
 
 
 def check(
-    grid: Iterable[Mapping[str, Any]] | None = None,
+    grid: Iterable[Config | Mapping[str, Any]] | None = None,
     quick: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Disagreement]:
@@ -116,7 +118,10 @@ def check(
     found: list[Disagreement] = []
     for i, config in enumerate(configs, 1):
         try:
-            record = profile(**{"device": "meta", "latency": None, **config})
+            if not isinstance(config, Config):  # the keyword form: {"block": ..., "size": ..., ...}
+                kw = dict(config)
+                config = Config.make(kw.pop("block", None) or kw.pop("name"), **kw)
+            record = profile(config, latency=None)
         except Exception as e:  # noqa: BLE001 - any failure is a finding of the check
             found.append(Disagreement(config, "error", None, None, f"{type(e).__name__}: {_first_line(e)}"))
         else:

@@ -84,10 +84,10 @@ def factorize(
 
     ``measure``: also profile each factor on ``meta`` (exact MACs and peak bytes);
     ``latency`` (implied by ``metric="latency"``): also time each on ``cpu``. ``options``: ISA's
-    other options (``masked``). ``profile_fn`` defaults to ``isaprof.profile.profile``.
+    other options (``masked``). ``profile_fn`` defaults to :func:`isaprof.profile`.
     """
     from isaprof.blocks import resolve_channels, spec
-    from isaprof.formulas import Config, cost
+    from isaprof.formulas import cost
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -97,16 +97,16 @@ def factorize(
         raise ValueError(f"isa option(s) {', '.join(bad)} not allowed here; allowed: masked")
     ck, cv = resolve_channels("isa", channels, key_channels, value_channels)
     if profile_fn is None and (measure or latency):
-        from isaprof.profile import profile as profile_fn
-    kwargs = dict(channels=channels, key_channels=ck, value_channels=cv, batch=batch, mode=mode, dtype=dtype)
+        from isaprof.run import profile as profile_fn
     rows = []
     for ph, pw in candidate_factors(size, full=full):
         opts = {**spec("isa").options, **options, "factor": (ph, pw)}
-        cfg = Config("isa", batch, channels, ck, cv, *size, dtype, impl, None, tuple(sorted(opts.items())))
+        cfg = Config.make("isa", size=size, channels=channels, key_channels=ck, value_channels=cv, batch=batch,
+                          mode=mode, dtype=dtype, impl=impl, **opts)  # fmt: skip
         c = cost(cfg)
         macs = c.total_macs if mode == "inference" else c.total_train_macs
-        m = _measured(profile_fn, size, kwargs, impl, opts, "meta", "quick") if measure else {}
-        t = _measured(profile_fn, size, kwargs, impl, opts, "cpu", "quick") if latency else {}
+        m = _measured(profile_fn, replace(cfg, device="meta")) if measure else {}
+        t = _measured(profile_fn, replace(cfg, device="cpu")) if latency else {}
         q = (math.ceil(size[0] / ph), math.ceil(size[1] / pw))
         rows.append(
             FactorRow(
@@ -134,9 +134,9 @@ def _argmin(rows: list[FactorRow], attr: str) -> int | None:
     return min(values)[1] if values else None
 
 
-def _measured(profile_fn, size, kwargs, impl, opts, device, latency) -> dict[str, Any]:  # noqa: ANN001
+def _measured(profile_fn: Callable[..., Any], config: Config) -> dict[str, Any]:
     """``{metric: measured}`` of one profile call (rows with status ``ok`` only)."""
-    record = profile_fn("isa", size=size, impl=impl, device=device, latency=latency, **kwargs, **opts)
+    record = profile_fn(config, latency="quick")
     return {r["metric"]: r["measured"] for r in record.rows() if r.get("status", "ok") == "ok"}
 
 

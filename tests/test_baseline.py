@@ -16,19 +16,19 @@ from isaprof import baseline
 from isaprof.baseline import Case
 from isaprof.cli import main
 
-STUB_CASES = [Case("dense", "naive", 4, 6), Case("isa", "naive", 5, 7, options=(("factor", (2, 2)),))]
+STUB_CASES = [Case.of("dense", "naive", 4, 6), Case.of("isa", "naive", 5, 7, options=(("factor", (2, 2)),))]
 
 
 def _stub_measure(macs: dict[str, int]) -> Any:
     """A ``measure`` whose forward MACs per block come from ``macs`` (train = 3x, peak = 8 x MACs)."""
 
     def measure(case: Case, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        m = macs[case.block] * (3 if mode == "train" else 1) * case.height * case.width
+        m = macs[case.block] * (3 if mode == "train" else 1) * case.config.height * case.config.width
         return {
             f"macs.{mode}": {"measured": m, "analytic": m},
             f"peak_bytes.{mode}": {"measured": 8 * m, "analytic": 8 * m},
             f"params.{mode}": {"measured": 100, "analytic": 100},
-        }, {"padded": [case.height, case.width]}
+        }, {"padded": [case.config.height, case.config.width]}
 
     return measure
 
@@ -157,10 +157,12 @@ def test_cases_cover_every_block_impl_odd_size_padding_and_recurrence() -> None:
     from isaprof.blocks import names, spec
 
     all_cases = baseline.cases()
-    assert {(c.block, c.impl) for c in all_cases} == {(b, i) for b in names() for i in spec(b).impls}
-    assert any(c.height % 2 and c.width % 2 for c in all_cases)
+    assert {(c.block, c.config.impl) for c in all_cases} == {(b, i) for b in names() for i in spec(b).impls}
+    assert any(c.config.height % 2 and c.config.width % 2 for c in all_cases)
     factors = {dict(c.options)["factor"] for c in all_cases if "factor" in dict(c.options)}
-    assert any(c.height % f[0] or c.width % f[1] for c in all_cases for f in factors)  # ISA pads
+    assert any(
+        c.config.height % f[0] or c.config.width % f[1] for c in all_cases for f in factors
+    )  # ISA pads
     recurrences = {dict(c.options)["recurrence"] for c in all_cases if "recurrence" in dict(c.options)}
     assert recurrences == {1, 2}
     assert len({c.key for c in all_cases}) == len(all_cases)
@@ -185,7 +187,7 @@ def _extra_matmul(monkeypatch: pytest.MonkeyPatch, block: str) -> None:
 def test_extra_matmul_in_a_block_fails_the_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(baseline, "cases", lambda blocks=None: [Case("dense", "naive", 6, 10, 16, 2)])
+    monkeypatch.setattr(baseline, "cases", lambda blocks=None: [Case.of("dense", "naive", 6, 10, 16, 2)])
     path = tmp_path / "b.json"
     doc = baseline.update(path)
     old = doc["cases"]["dense/naive B2 C16 6x10"]["metrics"]["macs.inference"]["measured"]
@@ -206,7 +208,7 @@ def test_committed_baseline_matches_current_code() -> None:
     committed = baseline.load(baseline.DEFAULT_FILE)
     first: dict[str, Case] = {}
     for c in baseline.cases():
-        if (c.height, c.width) == (13, 17):
+        if c.config.size == (13, 17):
             first.setdefault(c.block, c)
     diff = baseline.compare(committed, baseline.collect(first.values()))
     assert diff.compared == len(first) and not diff.added and not diff.changes, baseline.format_diff(diff)

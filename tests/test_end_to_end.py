@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from isaprof.profile import profile
 from isaprof.report import write_report
+from isaprof.run import profile
 from isaprof.sweep import load_configs, read_rows, run_sweep
 
 TINY = Path(__file__).resolve().parents[1] / "reference" / "sweeps" / "tiny.toml"

@@ -1,4 +1,4 @@
-"""isaprof.profile and isaprof.check: the record, its tidy rows, meta == cpu, errors, the grid check."""
+"""isaprof.profile (isaprof.run) and isaprof.check: the record, its tidy rows, meta == cpu, errors, the grid check."""
 
 import dataclasses
 import json
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from isaprof import check as grid_check
-from isaprof.profile import COLUMNS, error_rows, is_oom, profile, resolve_backend
+from isaprof.config import COLUMNS, Config
+from isaprof.run import default_backend, error_rows, is_oom, profile
 
 SMALL = dict(size=(6, 5), channels=8, batch=2)
 
@@ -31,7 +32,7 @@ def test_rows_follow_the_schema():
             "block batch channels key_channels value_channels height width padded_height padded_width "
             "factor recurrence options impl backend path dtype device mode "
             "metric measured analytic unit spread status error "
-            "torch device_name threads host timestamp"
+            "torch isaprof device_name threads host timestamp"
         ).split()
     )
     assert [r["metric"] for r in rows] == ["params", "macs", "flops", "elementwise", "peak_bytes"]
@@ -74,16 +75,16 @@ def test_to_json_has_the_keys():
 @pytest.mark.parametrize(
     "kw",
     [
-        dict(name="dense", mode="train"),
-        dict(name="dense", impl="sdpa", mode="train"),
-        dict(name="isa", factor=(4, 2), mode="inference"),
+        dict(block="dense", mode="train"),
+        dict(block="dense", impl="sdpa", mode="train"),
+        dict(block="isa", factor=(4, 2), mode="inference"),
     ],
 )
 def test_meta_equals_cpu(kw, one_thread):
     meta = profile(**SMALL, **kw)
     cpu = profile(**SMALL, **kw, device="cpu", dtype="float32", latency=None)
     assert (meta.peak_bytes, meta.macs, meta.params) == (cpu.peak_bytes, cpu.macs, cpu.params)
-    assert meta.setup.backend == cpu.setup.backend
+    assert meta.config.backend == cpu.config.backend
     assert cpu.latency is None and "latency_ms" not in [r["metric"] for r in cpu.rows()]
 
 
@@ -114,7 +115,7 @@ def test_cuda_without_cuda_is_one_clear_line():
         (dict(backend="flash"), "applies to impl 'sdpa' only"),
         (dict(impl="sdpa", backend="efficient"), "needs cuda"),
         (dict(factor=(2, 2)), "no option(s) factor"),
-        (dict(latency="slow"), "allowed: fixed, quick"),
+        (dict(latency="slow"), "allowed: quick, fixed, none"),
     ],
 )
 def test_bad_input_is_a_value_error(kw, words):
@@ -128,17 +129,26 @@ def test_unknown_block_lists_known():
 
 
 def test_backend_resolution():
-    assert resolve_backend("naive", None, "meta", 8, 8) is None
-    assert resolve_backend("sdpa", None, "meta", 8, 8) == "flash"  # CPU fused kernel when it applies
-    assert resolve_backend("sdpa", None, "cpu", 8, 4) == "math"  # no fused kernel for Ck != Cv
-    assert resolve_backend("sdpa", "math", "cpu", 8, 8) == "math"
+    def backend(impl: str, given: str | None, device: str, ck: int, cv: int) -> str | None:
+        cfg = Config.make("dense", size=(4, 4), channels=16, key_channels=ck, value_channels=cv,
+                          impl=impl, backend=given, device=device)  # fmt: skip
+        return default_backend(cfg)
+
+    assert backend("naive", None, "meta", 8, 8) is None
+    assert backend("sdpa", None, "meta", 8, 8) == "flash"  # CPU fused kernel when it applies
+    assert backend("sdpa", None, "cpu", 8, 4) == "math"  # no fused kernel for Ck != Cv
+    assert backend("sdpa", "math", "cpu", 8, 8) == "math"
     rec = profile("dense", **SMALL, impl="sdpa")
-    assert rec.setup.backend == "flash" and rec.rows()[0]["backend"] == "flash"
+    assert rec.config.backend == "flash" and rec.rows()[0]["backend"] == "flash"
     assert any("flash" in op for op in rec.flop_count.by_op)
 
 
 def test_error_rows_and_oom():
-    rows = error_rows("dense", (6, 5), 8, "oom", "CUDA out of memory.\nTried to allocate 2 GiB", device="cpu")
+    rows = error_rows(
+        Config.make("dense", size=(6, 5), channels=8, device="cpu"),
+        "oom",
+        "CUDA out of memory.\nTried to allocate 2 GiB",
+    )
     assert all(list(r) == COLUMNS for r in rows)
     assert [r["metric"] for r in rows] == [
         "params",
@@ -152,7 +162,7 @@ def test_error_rows_and_oom():
     assert rows[0]["error"] == "CUDA out of memory. Tried to allocate 2 GiB"
     assert rows[1]["analytic"] == profile("dense", (6, 5), 8).macs_analytic  # formulas still answer
     with pytest.raises(ValueError, match="allowed: oom, error"):
-        error_rows("dense", (6, 5), 8, "failed", "x")
+        error_rows(Config.make("dense", size=(6, 5), channels=8), "failed", "x")
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
     assert not is_oom(RuntimeError("shape mismatch"))
@@ -175,12 +185,12 @@ def test_check_reports_failures_and_grid_covers_the_cases():
     found = grid_check.check([dict(name="dense", size=(4, 4), channels=8, factor=(2, 2))])
     assert [d.metric for d in found] == ["error"] and "factor" in found[0].message
     grid = grid_check.default_grid(quick=False)
-    isa = {c.get("factor") for c in grid if c["name"] == "isa"}
+    isa = {c.option("factor") for c in grid if c.block == "isa"}
     assert (3, 2) in isa and (5, 5) in isa  # factors that do not divide the sizes
-    assert {c.get("recurrence") for c in grid if c["name"] == "criss_cross"} >= {1, 2, 3}
-    assert {c["mode"] for c in grid} == {"inference", "train"}
-    assert {c["name"] for c in grid} == set(grid_check.blocks.names())
-    assert any(c["size"][0] != c["size"][1] for c in grid)
+    assert {c.option("recurrence") for c in grid if c.block == "criss_cross"} >= {1, 2, 3}
+    assert {c.mode for c in grid} == {"inference", "train"}
+    assert {c.block for c in grid} == set(grid_check.blocks.names())
+    assert any(c.height != c.width for c in grid)
 
 
 @pytest.mark.parametrize("name", ["dense", "isa", "criss_cross"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from isaprof.profile import COLUMNS
+from isaprof.config import COLUMNS
 from isaprof.sweep import execute, expand, load_configs, read_rows, run_sweep, select, shard
 from isaprof.sweep.peak import record_machine
 from isaprof.sweep.run import failure_row, failure_rows
@@ -234,7 +234,7 @@ class Counting:
     """The real profile, counting calls."""
 
     def __init__(self):
-        from isaprof.profile import profile
+        from isaprof.run import profile
 
         self.profile, self.calls = profile, 0
 

@@ -14,16 +14,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from isaprof.blocks.common import IMPLS, SelfAttention2D, check_input
-from isaprof.blocks.registry import register
+from isaprof.blocks.common import SelfAttention2D, check_input
 
 
-@register(
-    "axial",
-    summary="axial attention: row then column dense stages, separate weights (Ho et al. 2019)",
-    impls=IMPLS,
-    fully_connected=True,
-)
 class AxialAttention(nn.Module):
     """(B, C, H, W) -> (B, C, H, W): attention along each row (W keys), then each column (H keys)."""
 

@@ -38,19 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from isaprof.blocks.common import ConvBNReLU, check_impl, check_input, check_value_width
-from isaprof.blocks.registry import register
 
 LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu default alpha
 
 
-@register(
-    "channelized_axial",
-    summary="CAA: column-then-row axial attention with a channel gate on each weighted value map",
-    impls=("naive",),
-    key_channels=lambda c: c // 8,
-    value_channels=lambda c: c,
-    fully_connected=True,
-)
 class ChannelizedAxial(nn.Module):
     """Channelized axial attention, (B, C, H, W) -> (B, C, H, W); ``value_channels`` must equal ``channels``.
 

@@ -26,17 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from isaprof.blocks.common import check_impl, check_input, check_value_width
-from isaprof.blocks.registry import register
 
 
-@register(
-    "criss_cross",
-    summary="CCNet criss-cross attention (row + column, joint softmax), recurrence R",
-    impls=("naive",),
-    key_channels=lambda c: c // 8,
-    value_channels=lambda c: c,
-    fully_connected=lambda o, s: o["recurrence"] >= 2,  # R = 1 reaches only the row and column
-)
 class CrissCross(nn.Module):
     """Recurrent criss-cross attention, (B, C, H, W) -> (B, C, H, W).
 

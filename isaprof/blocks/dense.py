@@ -14,16 +14,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from isaprof.blocks.common import IMPLS, SelfAttention2D, check_input
-from isaprof.blocks.registry import register
+from isaprof.blocks.common import SelfAttention2D, check_input
 
 
-@register(
-    "dense",
-    summary="dense self-attention over all HW positions (OCNet / openseg SelfAttentionBlock2D)",
-    impls=IMPLS,
-    fully_connected=True,
-)
 class DenseAttention(nn.Module):
     """(B, C, H, W) -> (B, C, H, W): every position attends to all H*W positions. No residual."""
 

@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from isaprof.blocks.common import IMPLS, SelfAttention2D, check_input
-from isaprof.blocks.registry import register
+from isaprof.blocks.common import SelfAttention2D, check_input
 
 
 def check_factor(factor: Any) -> tuple[int, int]:
@@ -54,15 +53,6 @@ def isa_geometry(height: int, width: int, factor: tuple[int, int]) -> tuple[int,
     return qh, qw, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
 
 
-@register(
-    "isa",
-    summary="interlaced sparse self-attention: long-range then short-range dense stages (openseg ISA_Block)",
-    impls=IMPLS,
-    # masked on a padded map: a pair whose one intermediate position is padding loses its only path
-    fully_connected=lambda o, s: (
-        not o["masked"] or (s[0] % o["factor"][0] == 0 and s[1] % o["factor"][1] == 0)
-    ),
-)
 class InterlacedSparseAttention(nn.Module):
     """(B, C, H, W) -> (B, C, H, W): long-range then short-range self-attention. No residual."""
 

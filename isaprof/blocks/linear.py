@@ -30,17 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from isaprof.blocks.common import check_impl, check_input, check_value_width
-from isaprof.blocks.registry import register
 
 
-@register(
-    "linear",
-    summary="Linear attention (first-order Taylor softmax, L2-normalised q/k), cost linear in H*W",
-    impls=("naive",),
-    key_channels=lambda c: c // 8,
-    value_channels=lambda c: c,
-    fully_connected=True,
-)
 class LinearAttention(nn.Module):
     """Position linear attention, (B, C, H, W) -> (B, C, H, W); ``value_channels`` must equal ``channels``."""
 

@@ -19,16 +19,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from isaprof.blocks.common import IMPLS, attend, check_input
-from isaprof.blocks.registry import register
 
 
-@register(
-    "non_local",
-    summary="non-local block, embedded Gaussian, residual (mmcv NonLocal2d + BN)",
-    impls=IMPLS,
-    # 2x2 sub-sampling of phi and g drops the last row / column of an odd-sized map
-    fully_connected=lambda o, s: not o["sub_sample"] or (s[0] % 2 == 0 and s[1] % 2 == 0),
-)
 class NonLocal(nn.Module):
     """(B, C, H, W) -> (B, C, H, W): x + BN(W softmax(theta(x) phi(x)^T / sqrt(Ck)) g(x))."""
 

@@ -28,19 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from isaprof.blocks.common import attend, check_impl, check_input
-from isaprof.blocks.registry import register
 
 SAMPLINGS = ("grid", "random")
 
 
-@register(
-    "sparse_nonlocal",
-    summary="SSANet sparse non-local: each query attends to a fixed subset of k positions",
-    impls=("naive", "sdpa"),
-    key_channels=lambda c: c // 2,
-    value_channels=lambda c: c // 2,
-    fully_connected=False,
-)
 class SparseNonLocal(nn.Module):
     """Sparse non-local block, (B, C, H, W) -> (B, C, H, W); ``k`` sampled key/value positions (clamped to
     H*W)."""

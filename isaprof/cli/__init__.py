@@ -1,7 +1,9 @@
 """``isaprof`` command line: thin subcommands (parse, call, print), one module each.
 
 Each subcommand module defines ``register(subparsers)`` which adds its parser and sets
-``func(args) -> int`` (the exit status).
+``func(args) -> int`` (the exit status). Subcommand modules import nothing heavy at their top: torch,
+pandas and the measuring code are imported inside the function that runs the command, so ``--help`` of
+every command and the commands that only read files (``report``) never load torch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import io
 import os
 import sys
 from typing import NoReturn
+
+import isaprof
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = ("profile", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report")
@@ -30,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="isaprof",
         description="Profile and verify attention blocks for dense prediction (ISA and its competitors).",
     )
+    parser.add_argument("--version", action="version", version=f"isaprof {isaprof.version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         try:

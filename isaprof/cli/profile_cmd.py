@@ -9,11 +9,7 @@ from typing import Any
 
 from isaprof import blocks
 from isaprof.cli import _args
-
-DEVICES = ("meta", "cpu", "cuda")
-DTYPES = ("float32", "float64", "float16", "bfloat16")
-BACKENDS = ("math", "flash", "efficient", "cudnn")
-PATHS = ("reference", "fast")  # isaprof.profile.PATHS (not imported: keeps --help free of torch)
+from isaprof.config import BACKENDS, DTYPES, LATENCY_PROTOCOLS, MODES, PATHS, normalize_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,12 +35,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--path", choices=PATHS, default="reference", help="reference block or its inference fast path"
     )
-    p.add_argument("--device", choices=DEVICES, default="meta", help="meta = fake tensors (default)")
+    p.add_argument("--device", type=_device, default="meta", metavar="DEVICE",
+                   help="meta (fake tensors, default), cpu, cuda or cuda:N")  # fmt: skip
     p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--mode", choices=("inference", "train"), default="inference")
-    p.add_argument("--latency", choices=("quick", "fixed", "none"), default="quick", help="cpu/cuda only")
+    p.add_argument("--mode", choices=MODES, default="inference")
+    p.add_argument("--latency", choices=(*LATENCY_PROTOCOLS, "none"), default="quick", help="cpu/cuda only")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.set_defaults(func=run)
+
+
+def _device(text: str) -> str:
+    try:
+        return normalize_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -87,7 +91,7 @@ def check_build(args: argparse.Namespace, options: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isaprof.profile import profile
+    from isaprof.run import profile
 
     options = block_options(args.name, args)
     check_build(args, options)
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         impl=args.impl,
         backend=args.backend,
         path=args.path,
-        latency=None if args.latency == "none" else args.latency,
+        latency=args.latency,
         **options,
     )
     print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
@@ -132,7 +136,7 @@ def _scaled(value: float, base: float, prefixes: tuple[str, ...], unit: str) -> 
 
 
 def table(record: Any) -> str:
-    """A readable table of a :class:`isaprof.profile.Record`."""
+    """A readable table of a :class:`isaprof.run.Record`."""
     rows = record.rows()
     c = rows[0]
     opts = "" if c["options"] == "{}" else f" options={c['options']}"

@@ -1,4 +1,4 @@
-"""Shared vocabulary of the closed-form cost formulas. Pure Python: no torch, nothing of isaprof.
+"""Shared vocabulary of the closed-form cost formulas. Pure Python: no torch; of isaprof only the configuration type.
 
 Counting convention (stated once, used everywhere in isaprof):
 
@@ -18,39 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
-
-
-@dataclass(frozen=True)
-class Config:
-    """One block configuration, in plain ints and strings.
-
-    ``key_channels`` / ``value_channels`` are always explicit here (defaults are resolved by the
-    caller). ``impl`` is ``"naive"`` or ``"sdpa"``; ``backend`` names the sdpa kernel
-    (``"math"``, ``"flash"``, ``"efficient"``, ...) and is ``None`` for ``naive``.
-    ``options`` holds the block's own options (``factor``, ``recurrence``, ...), hashable values.
-    """
-
-    block: str
-    batch: int
-    channels: int
-    key_channels: int
-    value_channels: int
-    height: int
-    width: int
-    dtype: str = "float32"
-    impl: str = "naive"
-    backend: str | None = None
-    options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def dtype_bytes(self) -> int:
-        return DTYPE_BYTES[self.dtype]
-
-    def option(self, name: str, default: Any = None) -> Any:
-        return dict(self.options).get(name, default)
+# The one configuration type (isaprof.config, pure Python too): formulas read its plain ints and strings:
+# block, batch, channels, key_channels / value_channels (resolved), height, width, dtype, impl, backend
+# (the sdpa kernel, None for naive), options (``cfg.option(name)``) and ``cfg.dtype_bytes``.
+from isaprof.config import Config  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -23,20 +23,23 @@ def cpu_name() -> str:
 
 def device_name(device: str) -> str:
     """Human name of ``device``: the CUDA device name, the CPU model, or ``"meta"`` (fake tensors)."""
-    if device == "cuda":
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cuda (unavailable)"
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device) if torch.cuda.is_available() else "cuda (unavailable)"
     if device == "meta":
         return "meta"
     return cpu_name()
 
 
 def environment(device: str = "cpu") -> dict[str, str | int]:
-    """Environment fields of a result row: ``torch device_name threads host`` plus ``python``, ``timestamp``.
+    """Environment fields of a result row: ``torch isaprof device_name threads host`` plus ``python``, ``timestamp``.
 
     ``timestamp`` is UTC ISO-8601 to the second.
     """
+    import isaprof
+
     return {
         "torch": torch.__version__,
+        "isaprof": isaprof.version(),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "host": socket.gethostname(),

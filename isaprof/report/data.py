@@ -12,12 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-COLUMNS = (
-    "block batch channels key_channels value_channels height width padded_height padded_width "
-    "factor recurrence options impl backend path dtype device mode "
-    "metric measured analytic unit spread status error "
-    "torch device_name threads host timestamp"
-).split()
+from isaprof.config import COLUMNS  # the tidy row schema, defined once (pure Python)
 
 # A configuration without its device, metric and environment: what a FLOP count and a latency share.
 CONFIG = [

@@ -1,10 +1,10 @@
 """Run a list of configurations into the result store: resume, failures recorded, progress bar.
 
 Every configuration goes through one ``profile(block, **kwargs) -> Record`` call (the callable is a
-parameter, ``isaprof.profile.profile`` by default) and its ``Record.rows()`` are appended at once.
+parameter, ``isaprof.profile`` by default) and its ``Record.rows()`` are appended at once.
 A configuration already in the store is skipped: measured ones always, failed ones (status ``oom``
 or ``error``) unless ``retry_failed``. A raising configuration is recorded with status ``oom`` or
-``error`` and the one-line message (``isaprof.profile.error_rows``: one row per metric, measured
+``error`` and the one-line message (``isaprof.run.error_rows``: one row per metric, measured
 empty), and the sweep goes on. An ``sdpa`` configuration without backend matches the rows of
 whichever kernel profile chose for it (profile records the kernel it ran).
 """
@@ -100,7 +100,7 @@ def measure(cfg: SweepConfig, profile_fn: ProfileFn) -> list[dict[str, Any]]:
     try:
         rows = list(profile_fn(cfg.block, **cfg.profile_kwargs()).rows())
     except Exception as e:  # noqa: BLE001  recorded, the sweep goes on
-        from isaprof.profile import is_oom
+        from isaprof.run import is_oom
 
         return failure_rows(cfg, "oom" if is_oom(e) else "error", f"{type(e).__name__}: {e}")
     same = _same if _pinned(cfg) else (lambda a, b: _loose(a) == _loose(b))
@@ -114,14 +114,15 @@ def measure(cfg: SweepConfig, profile_fn: ProfileFn) -> list[dict[str, Any]]:
 
 
 def failure_rows(cfg: SweepConfig, status: str, message: str) -> list[dict[str, Any]]:
-    """Rows saying that ``cfg`` failed with ``status`` and why: ``isaprof.profile.error_rows`` (one per
+    """Rows saying that ``cfg`` failed with ``status`` and why: ``isaprof.run.error_rows`` (one per
     metric, analytic values kept), or, if the configuration itself is invalid, one :func:`failure_row`."""
-    from isaprof.profile import error_rows
+    from isaprof.config import Config
+    from isaprof.run import error_rows
 
     kwargs = cfg.profile_kwargs()
     del kwargs["latency"]
     try:
-        return error_rows(cfg.block, status=status, message=message, **kwargs)
+        return error_rows(Config.make(cfg.block, **kwargs), status=status, message=message)
     except Exception:  # noqa: BLE001  an invalid configuration: record it anyway
         return [failure_row(cfg, status, message)]
 
@@ -181,6 +182,6 @@ def _available(device: str) -> bool:
 
 
 def _default_profile() -> ProfileFn:
-    from isaprof.profile import profile
+    from isaprof.run import profile
 
     return profile

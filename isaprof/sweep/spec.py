@@ -45,7 +45,7 @@ _PAIR = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """One point of a sweep: the keyword arguments of one ``isaprof.profile.profile`` call.
+    """One point of a sweep: the keyword arguments of one ``isaprof.profile`` call.
 
     ``key_channels`` / ``value_channels`` are resolved (never ``None``) and ``options`` holds every
     block option (defaults filled in) as sorted ``(name, value)`` pairs, so two spellings of the same
@@ -237,7 +237,7 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
 def _axes(grid: dict[str, Any]) -> dict[str, Any]:
     """The validated lists of one grid (``ValueError`` naming the bad key and what is allowed)."""
     from isaprof import blocks as registry
-    from isaprof.profile import DEVICES, DTYPES, MODES, PATHS
+    from isaprof.config import DEVICES, DTYPES, MODES, PATHS
 
     unknown = sorted(set(grid) - set(_GRID_KEYS))
     if unknown:
@@ -283,7 +283,7 @@ def _latency(value: Any) -> str | None:
 
 
 def _backends(grid: dict[str, Any]) -> list[str | None]:
-    from isaprof.profile import BACKENDS
+    from isaprof.config import BACKENDS
 
     if "backends" not in grid:
         return [None]  # profile picks the device's default kernel

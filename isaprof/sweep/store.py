@@ -1,4 +1,4 @@
-"""The result store: ``DIR/results.csv``, an append-only tidy table (columns = ``isaprof.profile.COLUMNS``).
+"""The result store: ``DIR/results.csv``, an append-only tidy table (columns = ``isaprof.config.COLUMNS``).
 
 Writing: all rows of one configuration go out in a single ``write`` on an ``O_APPEND`` descriptor
 under an exclusive ``fcntl.flock``, then ``fsync``: an interrupted sweep loses at most the
@@ -34,8 +34,8 @@ Key = tuple[str, ...]
 
 
 def columns() -> list[str]:
-    """The tidy-row columns, in order (``isaprof.profile.COLUMNS``)."""
-    from isaprof.profile import COLUMNS
+    """The tidy-row columns, in order (``isaprof.config.COLUMNS``)."""
+    from isaprof.config import COLUMNS
 
     return list(COLUMNS)
 
@@ -72,10 +72,9 @@ def append(out: str | Path, rows: Sequence[dict[str, Any]], cols: Sequence[str] 
     cols = list(cols) if cols is not None else columns()
     path = results_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, restval="", extrasaction="raise", lineterminator="\n")
-    for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
+    unknown = sorted({k for row in rows for k in row} - set(cols))
+    if unknown:
+        raise ValueError(f"rows hold column(s) {', '.join(unknown)} outside the schema {cols}")
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -84,9 +83,13 @@ def append(out: str | Path, rows: Sequence[dict[str, Any]], cols: Sequence[str] 
         if size == 0:
             head = ",".join(cols) + "\n"
         else:
-            _check_header(path, cols)
+            cols = _check_header(path, cols)
             if os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it (read skips it)
                 head = "\n"
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, restval="", extrasaction="ignore", lineterminator="\n")
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
         data = (head + buf.getvalue()).encode()
         while data:
             data = data[os.write(fd, data) :]
@@ -152,13 +155,18 @@ def _read(path: Path) -> Iterator[dict[str, str]]:
             yield row
 
 
-def _check_header(path: Path, cols: list[str]) -> None:
+def _check_header(path: Path, cols: list[str]) -> list[str]:
+    """The columns to write into the existing file: ``cols``, or the file's own header when it is an older
+    schema that lacks only environment columns added since (a store stays appendable across versions)."""
     with path.open(newline="") as f:
         header = next(csv.reader(f), [])
-    if header != cols:
-        raise ValueError(
-            f"{path} has columns {header}, but this isaprof writes {cols}: choose another --out directory"
-        )
+    if header == cols:
+        return cols
+    if set(header) <= set(cols) and set(KEY_COLUMNS) <= set(header) and "metric" in header:
+        return header
+    raise ValueError(
+        f"{path} has columns {header}, but this isaprof writes {cols}: choose another --out directory"
+    )
 
 
 def _key(values: dict[str, Any]) -> Key:

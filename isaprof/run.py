@@ -1,0 +1,332 @@
+"""One configuration -> one :class:`Record`: the target, its closed-form costs and the measurements.
+
+The one place where a :class:`~isaprof.config.Config` meets a block, its formula and the measurements;
+everything that runs configurations (sweep, check, reproduce, baseline, benchmarks) goes through
+:func:`profile`. Devices: ``meta`` (fake CPU tensors: the block is built on ``meta`` and moved with
+``to_empty`` inside ``FakeTensorMode``; counts and peak bytes at any size in seconds, no latency), ``cpu``
+(real tensors, latency too) and ``cuda``/``cuda:N`` (allocator peak). Fake *CUDA* tensors are not
+offered: torch 2.13 runs their forward but a fake-CUDA backward aborts the process, and the CPU-fake peak
+equals the CUDA figure up to the allocator's 512-byte rounding and kernel workspaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from isaprof import blocks, formulas
+from isaprof.config import Config, check_choice, normalize_latency, row
+from isaprof.measure import (
+    FlopCount,
+    Latency,
+    count_flops,
+    cuda_peak,
+    environment,
+    measure_latency,
+    step,
+    track_peak,
+)
+
+TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+SDP_BACKENDS = {
+    "math": SDPBackend.MATH,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """Measured and analytic costs of one configuration (units: MACs, bytes, ms, counts).
+
+    ``flop_count``: FlopCounterMode result (``by_op`` in FLOPs, ``uncounted`` ops without a formula);
+    ``macs_by_term`` / ``elementwise``: the formula's terms (MACs of the measured mode; forward element-wise
+    ops); ``peak_bytes_analytic`` None when the formula gives none for this mode; ``latency`` None on meta.
+    """
+
+    config: Config
+    padded: tuple[int, int]
+    params: int
+    params_analytic: int
+    flop_count: FlopCount
+    macs_by_term: Mapping[str, int]
+    elementwise: Mapping[str, int]
+    peak_bytes: int
+    peak_bytes_analytic: int | None
+    latency: Latency | None
+    environment: Mapping[str, Any]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def macs(self) -> int:
+        return self.flop_count.macs
+
+    @property
+    def macs_analytic(self) -> int:
+        return sum(self.macs_by_term.values())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Tidy rows (:data:`isaprof.config.COLUMNS`): params, macs, flops, elementwise, peak_bytes and,
+        off meta, latency_ms."""
+        metrics: list[tuple[str, Any, Any, Any]] = [
+            ("params", self.params, self.params_analytic, None),
+            ("macs", self.macs, self.macs_analytic, None),
+            ("flops", self.flop_count.flops, 2 * self.macs_analytic, None),
+            ("elementwise", None, sum(self.elementwise.values()), None),
+            ("peak_bytes", self.peak_bytes, self.peak_bytes_analytic, None),
+        ]
+        if self.latency is not None:
+            metrics.append(("latency_ms", self.latency.median_ms, None, self.latency.iqr_ms))
+        return [
+            row(self.config, m, meas, ana, env=self.environment, padded=self.padded, spread=spread)
+            for m, meas, ana, spread in metrics
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``isaprof profile --json`` object (raw numbers; ``latency_ms`` null on meta)."""
+        fc = self.flop_count
+        return {
+            "config": self.config.columns(self.padded),
+            "params": {"measured": self.params, "analytic": self.params_analytic},
+            "macs": {
+                "measured": self.macs,
+                "analytic": self.macs_analytic,
+                "by_op": {op: f // 2 for op, f in fc.by_op.items()},
+                "by_term": dict(self.macs_by_term),
+            },
+            "flops": {
+                "measured": fc.flops,
+                "analytic": 2 * self.macs_analytic,
+                "by_op": dict(fc.by_op),
+                "by_term": {k: 2 * v for k, v in self.macs_by_term.items()},
+            },
+            "uncounted_ops": list(fc.uncounted),
+            "peak_bytes": {"measured": self.peak_bytes, "analytic": self.peak_bytes_analytic},
+            "latency_ms": self.latency.median_ms if self.latency else None,
+            "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,
+            "latency_noisy": self.latency.noisy if self.latency else None,
+            "elementwise": {"analytic": sum(self.elementwise.values()), "by_term": dict(self.elementwise)},
+            "environment": dict(self.environment),
+            "notes": list(self.notes),
+        }
+
+
+def configure(block: str | Config, /, **kwargs: Any) -> Config:
+    """A validated :class:`Config` from a ``Config`` (returned as is, with no other argument allowed) or
+    from the keyword form of :meth:`Config.make`; also runs the block's own constructor checks on
+    ``meta`` (a bad ``factor`` speaks before any formula) and refuses ``cuda`` without a CUDA device."""
+    if isinstance(block, Config):
+        if kwargs:
+            raise ValueError(f"give a Config or keyword arguments, not both (got {', '.join(kwargs)})")
+        config = block
+    else:
+        config = Config.make(block, **kwargs)
+    if config.device_type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"CUDA requested but torch reports no CUDA device (torch {torch.__version__}); "
+            "use --device meta or cpu"
+        )
+    with torch.device("meta"):  # the block's own checks (factor, recurrence, ...) speak before any formula
+        blocks.build(config.block, config.channels, config.key_channels, config.value_channels,
+                     impl=config.impl, **dict(config.options))  # fmt: skip
+    return dataclasses.replace(config, backend=default_backend(config))
+
+
+def default_backend(config: Config) -> str | None:
+    """The sdpa kernel to force: None for ``naive``; for ``sdpa`` the configured one or a per-device default.
+
+    Defaults mirror torch's own choice: on cpu/meta the fused CPU kernel (``"flash"``) when it applies
+    (4-D inputs with Ck == Cv; blocks pass 4-D), else ``"math"``; on cuda ``"flash"`` if this build has it,
+    else ``"efficient"``. If a defaulted ``"flash"`` still finds no kernel, :func:`profile` falls back
+    to ``"math"`` and records that.
+    """
+    if config.impl != "sdpa" or config.backend is not None:
+        return config.backend
+    if config.device_type == "cuda":
+        return "flash" if torch.backends.cuda.is_flash_attention_available() else "efficient"
+    return "flash" if config.key_channels == config.value_channels else "math"
+
+
+@contextlib.contextmanager
+def _placement(config: Config) -> Iterator[tuple[nn.Module, torch.Tensor, int]]:
+    """Build the block (on its path) and its input on the configured device, and count the reference
+    block's parameters; on meta, inside a ``FakeTensorMode``."""
+    dtype = TORCH_DTYPES[config.dtype]
+    args = (config.block, config.channels, config.key_channels, config.value_channels)
+    shape = (config.batch, config.channels, config.height, config.width)
+    opts = dict(config.options)
+    if config.device == "meta":
+        with torch.device("meta"):
+            block = blocks.build(*args, impl=config.impl, **opts).to(dtype)
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            block = block.to_empty(device="cpu")
+            params = _count_params(block)
+            yield _on_path(block, config.path), torch.empty(shape, dtype=dtype), params  # (B, C, H, W), fake
+        return
+    block = blocks.build(*args, impl=config.impl, **opts).to(device=config.device, dtype=dtype)
+    x = torch.randn(shape, dtype=dtype, device=config.device)  # (B, C, H, W)
+    yield _on_path(block, config.path), x, _count_params(block)
+
+
+def _count_params(block: nn.Module) -> int:
+    return sum(p.numel() for p in block.parameters())
+
+
+def _on_path(block: nn.Module, path: str) -> nn.Module:
+    """The reference block itself, or its inference fast path (same outputs; see isaprof.blocks.fast)."""
+    if path == "reference":
+        return block
+    from isaprof.blocks.fast import fast_inference  # lazy: only the fast path needs it
+
+    return fast_inference(block.eval())
+
+
+def _with_backend(fn: Callable[[], Any], backend: str | None) -> Callable[[], Any]:
+    if backend is None:
+        return fn
+
+    def run() -> Any:
+        with sdpa_kernel(SDP_BACKENDS[backend]):
+            return fn()
+
+    return run
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory failure (torch.OutOfMemoryError or an allocator RuntimeError)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
+    )
+
+
+def profile(
+    block: str | Config,
+    size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    *,
+    latency: str | None = "quick",
+    **config: Any,
+) -> Record:
+    """Profile one configuration: MACs, peak bytes, params, latency, each beside its closed form.
+
+    ``block``: a registered block name with the keyword arguments of :meth:`Config.make` (``size``,
+    ``channels``, ``key_channels``, ``value_channels``, ``batch``, ``device``, ``dtype``, ``mode``, ``impl``,
+    ``backend``, ``path`` and the block's options), or a :class:`Config` alone. ``latency``: ``"quick"``,
+    ``"fixed"``, ``"none"``/None (skip); never measured on meta. ``path="fast"``: the inference fast path
+    (its MACs are checked against the reference formula; it has no peak-memory formula; its peak is that
+    of its first call, workspace included). Bad input raises ``ValueError``; out-of-memory errors
+    propagate as raised (see :func:`is_oom`).
+
+    >>> rec = profile("dense", size=(16, 16), channels=32, device="meta")
+    >>> rec.macs == rec.macs_analytic
+    True
+    """
+    latency = normalize_latency(latency)
+    if size is not None or channels is not None:
+        config = {"size": size, "channels": channels, **config}
+    cfg = configure(block, **config)
+    defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
+    cost = formulas.cost(cfg)
+    notes = list(cost.notes)
+    if cfg.path == "fast":
+        cost = dataclasses.replace(cost, peak_bytes={})
+        notes.append(
+            "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
+        )
+    try:
+        measured = _measure(cfg, latency)
+    except RuntimeError as e:
+        if not defaulted or cfg.backend != "flash" or "no available kernel" not in str(e).lower():
+            clear = _unsupported_dtype(e, cfg)
+            if clear is None:
+                raise
+            raise clear from e
+        cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
+        cost = formulas.cost(cfg)
+        notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
+        measured = _measure(cfg, latency)
+    params, flop_count, peak, lat = measured
+    return Record(
+        config=cfg,
+        padded=tuple(cost.padded),
+        params=params,
+        params_analytic=cost.params,
+        flop_count=flop_count,
+        macs_by_term=dict(cost.macs if cfg.mode == "inference" else cost.train_macs),
+        elementwise=dict(cost.elementwise),
+        peak_bytes=peak,
+        peak_bytes_analytic=cost.peak_bytes.get(cfg.mode),
+        latency=lat,
+        environment=environment(cfg.device),
+        notes=tuple(notes),
+    )
+
+
+def _measure(config: Config, latency: str | None) -> tuple[int, FlopCount, int, Latency | None]:
+    """(params, FLOP count, peak bytes, latency) of the configuration, following measure.step's protocol."""
+    with _placement(config) as (block, x, params):
+        run = _with_backend(step(block, x, config.mode), config.backend)
+        # peak first: a fast-path module allocates its reusable workspace on its first call
+        if config.device_type == "cuda":
+            peak = cuda_peak(run, config.device)
+        else:
+            peak = track_peak(run).peak
+        flop_count = count_flops(run)
+        lat = None
+        if latency is not None and config.device != "meta":
+            lat = measure_latency(run, latency, config.device_type)
+    return params, flop_count, peak, lat
+
+
+def _unsupported_dtype(e: RuntimeError, config: Config) -> ValueError | None:
+    """A one-line ValueError for a kernel that lacks the configuration's half dtype; None otherwise."""
+    text = str(e)
+    if "not implemented for" in text and config.dtype in ("float16", "bfloat16"):
+        first = text.strip().splitlines()[0]
+        return ValueError(f"dtype {config.dtype} is not supported on {config.device} by torch here ({first})")
+    return None
+
+
+def error_rows(config: Config, status: str, message: str) -> list[dict[str, Any]]:
+    """Tidy rows for a configuration that failed: ``status`` (``"oom"``, ``"error"`` or ``"skipped"``),
+    the one-line ``message``, ``measured`` empty; ``analytic`` filled where the formula can still give it."""
+    check_choice("status", status, ("oom", "error", "skipped"))
+    try:
+        cost = formulas.cost(config)
+        train = config.mode == "train"
+        macs = sum((cost.train_macs if train else cost.macs).values())
+        analytic: dict[str, Any] = {
+            "params": cost.params,
+            "macs": macs,
+            "flops": 2 * macs,
+            "elementwise": sum(cost.elementwise.values()),
+            "peak_bytes": cost.peak_bytes.get(config.mode),
+        }
+        padded: tuple[int, int] | None = tuple(cost.padded)
+    except Exception:  # noqa: BLE001 - a broken formula must not hide the original failure
+        analytic, padded = {}, None
+    metrics = ["params", "macs", "flops", "elementwise", "peak_bytes"]
+    if config.device != "meta":
+        metrics.append("latency_ms")
+    env = environment(config.device)
+    return [
+        row(config, m, None, analytic.get(m), env=env, padded=padded, status=status, error=message)
+        for m in metrics
+    ]
