@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from isaprof.config import Config
 
 METRICS = ("macs", "peak_bytes", "latency")
 
@@ -101,8 +103,8 @@ def factorize(
     rows = []
     for ph, pw in candidate_factors(size, full=full):
         opts = {**spec("isa").options, **options, "factor": (ph, pw)}
-        cfg = Config.make("isa", size=size, channels=channels, key_channels=ck, value_channels=cv, batch=batch,
-                          mode=mode, dtype=dtype, impl=impl, **opts)  # fmt: skip
+        cfg = Config.make("isa", size=size, channels=channels, key_channels=ck, value_channels=cv,
+                          batch=batch, mode=mode, dtype=dtype, impl=impl, **opts)  # fmt: skip
         c = cost(cfg)
         macs = c.total_macs if mode == "inference" else c.total_train_macs
         m = _measured(profile_fn, replace(cfg, device="meta")) if measure else {}

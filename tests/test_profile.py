@@ -1,4 +1,5 @@
-"""isaprof.profile (isaprof.run) and isaprof.check: the record, its tidy rows, meta == cpu, errors, the grid check."""
+"""isaprof.profile (module isaprof.run) and isaprof.check: the record, its tidy rows, meta == cpu,
+errors, the grid check."""
 
 import dataclasses
 import json

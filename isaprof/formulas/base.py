@@ -1,4 +1,5 @@
-"""Shared vocabulary of the closed-form cost formulas. Pure Python: no torch; of isaprof only the configuration type.
+"""Shared vocabulary of the closed-form cost formulas. Pure Python: no torch; of isaprof only the
+configuration type.
 
 Counting convention (stated once, used everywhere in isaprof):
 

@@ -31,7 +31,8 @@ def device_name(device: str) -> str:
 
 
 def environment(device: str = "cpu") -> dict[str, str | int]:
-    """Environment fields of a result row: ``torch isaprof device_name threads host`` plus ``python``, ``timestamp``.
+    """Environment fields of a result row: ``torch isaprof device_name threads host``, plus ``python`` and
+    ``timestamp``.
 
     ``timestamp`` is UTC ISO-8601 to the second.
     """
