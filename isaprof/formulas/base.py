@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 # The one configuration type (isaprof.config, pure Python too): formulas read its plain ints and strings:
 # block, batch, channels, key_channels / value_channels (resolved), height, width, dtype, impl, backend
 # (the sdpa kernel, None for naive), options (``cfg.option(name)``) and ``cfg.dtype_bytes``.
-from isaprof.config import Config  # noqa: E402
+from isaprof.config import DTYPE_BYTES, Config  # noqa: E402, F401  (re-exported)
 
 
 @dataclass(frozen=True)
