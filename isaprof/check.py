@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from isaprof import blocks
+from isaprof import blocks, formulas
 from isaprof.config import Config
 from isaprof.run import Record, profile
 
@@ -60,13 +60,23 @@ def _option_variants(options: Mapping[str, Any], level: str) -> list[dict[str, A
     return variants + [{**variants[0], **flip} for flip in flips]
 
 
+def checkable() -> list[str]:
+    """Registered targets that have a closed-form formula (the others have nothing to check)."""
+    return [n for n in blocks.names() if formulas.find(blocks.spec(n).formula_name) is not None]
+
+
+def skipped() -> list[str]:
+    """Registered targets without a formula: ``isaprof check`` names them and skips them."""
+    return [n for n in blocks.names() if n not in checkable()]
+
+
 def default_grid(quick: bool = False) -> list[Config]:
     """Configurations on meta: every block x impl x backend x size x option variant x mode, plus, per
     block, an explicit key width unlike every default (so Ck != Cv; value widths stay the block's: some
     blocks need Cv == C for their residual)."""
     level = "quick" if quick else "full"
     grid = []
-    for name in blocks.names():
+    for name in checkable():
         s = blocks.spec(name)
         for impl, size, opts, mode in itertools.product(
             s.impls, SIZES[level], _option_variants(s.options, level), MODES

@@ -118,12 +118,15 @@ class Config:
             raise ValueError(
                 "the fast path is inference-only (BatchNorm folded, no autograd); use path 'reference'"
             )
-        unknown = sorted(set(options) - set(s.options))
+        unknown = sorted(set(options) - set(s.options)) if not registry.takes_any(s) else []
         if unknown:
             allowed = ", ".join(f"{k} (default {v!r})" for k, v in s.options.items()) or "none"
             raise ValueError(f"block {block!r} has no option(s) {', '.join(unknown)}; its options: {allowed}")
+        missing = [k for k, v in s.options.items() if v is registry.REQUIRED and k not in options]
+        if missing:
+            raise ValueError(f"target {block!r} needs option(s) {', '.join(missing)} (no default)")
         check_backend(impl, backend, device)
-        opts = {**s.options, **options}
+        opts = {**{k: v for k, v in s.options.items() if v is not registry.REQUIRED}, **options}
         return cls(
             block,
             batch,

@@ -59,9 +59,9 @@ class Record:
     """
 
     config: Config
-    padded: tuple[int, int]
+    padded: tuple[int, int] | None  # None: the target has no formula to say what it computes on
     params: int
-    params_analytic: int
+    params_analytic: int | None
     flop_count: FlopCount
     macs_by_term: Mapping[str, int]
     elementwise: Mapping[str, int]
@@ -76,8 +76,21 @@ class Record:
         return self.flop_count.macs
 
     @property
-    def macs_analytic(self) -> int:
-        return sum(self.macs_by_term.values())
+    def has_formula(self) -> bool:
+        """Whether a closed-form formula gave the analytic column (optional for a target)."""
+        return self.params_analytic is not None
+
+    @property
+    def macs_analytic(self) -> int | None:
+        return sum(self.macs_by_term.values()) if self.has_formula else None
+
+    @property
+    def flops_analytic(self) -> int | None:
+        return 2 * self.macs_analytic if self.has_formula else None
+
+    @property
+    def elementwise_analytic(self) -> int | None:
+        return sum(self.elementwise.values()) if self.has_formula else None
 
     def rows(self) -> list[dict[str, Any]]:
         """Tidy rows (:data:`isaprof.config.COLUMNS`): params, macs, flops, elementwise, peak_bytes and,
@@ -85,8 +98,8 @@ class Record:
         metrics: list[tuple[str, Any, Any, Any]] = [
             ("params", self.params, self.params_analytic, None),
             ("macs", self.macs, self.macs_analytic, None),
-            ("flops", self.flop_count.flops, 2 * self.macs_analytic, None),
-            ("elementwise", None, sum(self.elementwise.values()), None),
+            ("flops", self.flop_count.flops, self.flops_analytic, None),
+            ("elementwise", None, self.elementwise_analytic, None),
             ("peak_bytes", self.peak_bytes, self.peak_bytes_analytic, None),
         ]
         if self.latency is not None:
@@ -110,7 +123,7 @@ class Record:
             },
             "flops": {
                 "measured": fc.flops,
-                "analytic": 2 * self.macs_analytic,
+                "analytic": self.flops_analytic,
                 "by_op": dict(fc.by_op),
                 "by_term": {k: 2 * v for k, v in self.macs_by_term.items()},
             },
@@ -119,16 +132,17 @@ class Record:
             "latency_ms": self.latency.median_ms if self.latency else None,
             "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,
             "latency_noisy": self.latency.noisy if self.latency else None,
-            "elementwise": {"analytic": sum(self.elementwise.values()), "by_term": dict(self.elementwise)},
+            "elementwise": {"analytic": self.elementwise_analytic, "by_term": dict(self.elementwise)},
             "environment": dict(self.environment),
             "notes": list(self.notes),
         }
 
 
-def configure(block: str | Config, /, **kwargs: Any) -> Config:
+def configure(block: Any, /, **kwargs: Any) -> Config:
     """A validated :class:`Config` from a ``Config`` (returned as is, with no other argument allowed) or
-    from the keyword form of :meth:`Config.make`; also runs the block's own constructor checks on
-    ``meta`` (a bad ``factor`` speaks before any formula) and refuses ``cuda`` without a CUDA device."""
+    from the keyword form of :meth:`Config.make` (``block``: any target, see :func:`profile`); also runs the
+    block's own constructor checks on ``meta`` (a bad ``factor`` speaks before any formula) and refuses
+    ``cuda`` without a CUDA device."""
     if isinstance(block, Config):
         if kwargs:
             raise ValueError(f"give a Config or keyword arguments, not both (got {', '.join(kwargs)})")
@@ -140,10 +154,17 @@ def configure(block: str | Config, /, **kwargs: Any) -> Config:
             f"CUDA requested but torch reports no CUDA device (torch {torch.__version__}); "
             "use --device meta or cpu"
         )
-    with torch.device("meta"):  # the block's own checks (factor, recurrence, ...) speak before any formula
-        blocks.build(config.block, config.channels, config.key_channels, config.value_channels,
-                     impl=config.impl, **dict(config.options))  # fmt: skip
+    if blocks.spec(config.block).standard_contract:
+        with torch.device("meta"):  # the block's own checks (factor, recurrence, ...) speak before a formula
+            blocks.build(config.block, config.channels, config.key_channels, config.value_channels,
+                         impl=config.impl, **dict(config.options))  # fmt: skip
     return dataclasses.replace(config, backend=default_backend(config))
+
+
+def analytic_cost(config: Config) -> formulas.Cost | None:
+    """The closed-form costs of ``config`` by its target's formula, or None (formulas are optional)."""
+    fn = formulas.find(blocks.spec(config.block).formula_name)
+    return fn(config) if fn is not None else None
 
 
 def default_backend(config: Config) -> str | None:
@@ -217,7 +238,7 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def profile(
-    block: str | Config,
+    block: Any,
     size: tuple[int, int] | None = None,
     channels: int | None = None,
     *,
@@ -226,9 +247,13 @@ def profile(
 ) -> Record:
     """Profile one configuration: MACs, peak bytes, params, latency, each beside its closed form.
 
-    ``block``: a registered block name with the keyword arguments of :meth:`Config.make` (``size``,
-    ``channels``, ``key_channels``, ``value_channels``, ``batch``, ``device``, ``dtype``, ``mode``, ``impl``,
-    ``backend``, ``path`` and the block's options), or a :class:`Config` alone. ``latency``: ``"quick"``,
+    ``block``: the target with the keyword arguments of :meth:`Config.make` (``size``, ``channels``,
+    ``key_channels``, ``value_channels``, ``batch``, ``device``, ``dtype``, ``mode``, ``impl``, ``backend``,
+    ``path`` and the target's options), or a :class:`Config` alone. A target is a registered name, an
+    import path ``"pkg.module:Attr"`` (a class, or a function returning an ``nn.Module``; it receives
+    ``channels``, ``key_channels``, ``value_channels`` and ``impl`` only where it accepts them), an
+    ``nn.Module`` instance (measured on a deep copy, never mutated) or a callable returning one. A target
+    without a formula gets an empty analytic column. ``latency``: ``"quick"``,
     ``"fixed"``, ``"none"``/None (skip); never measured on meta. ``path="fast"``: the inference fast path
     (its MACs are checked against the reference formula; it has no peak-memory formula; its peak is that
     of its first call, workspace included). Bad input raises ``ValueError``; out-of-memory errors
@@ -241,11 +266,14 @@ def profile(
     latency = normalize_latency(latency)
     if size is not None or channels is not None:
         config = {"size": size, "channels": channels, **config}
+    if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
+        with blocks.registry.adopted(block) as name:
+            return profile(name, latency=latency, **config)
     cfg = configure(block, **config)
     defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
-    cost = formulas.cost(cfg)
-    notes = list(cost.notes)
-    if cfg.path == "fast":
+    cost = analytic_cost(cfg)
+    notes = list(cost.notes) if cost is not None else ["no closed-form formula for this target"]
+    if cfg.path == "fast" and cost is not None:
         cost = dataclasses.replace(cost, peak_bytes={})
         notes.append(
             "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
@@ -259,20 +287,20 @@ def profile(
                 raise
             raise clear from e
         cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
-        cost = formulas.cost(cfg)
+        cost = analytic_cost(cfg)
         notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
         measured = _measure(cfg, latency)
     params, flop_count, peak, lat = measured
     return Record(
         config=cfg,
-        padded=tuple(cost.padded),
+        padded=tuple(cost.padded) if cost is not None else None,
         params=params,
-        params_analytic=cost.params,
+        params_analytic=cost.params if cost is not None else None,
         flop_count=flop_count,
-        macs_by_term=dict(cost.macs if cfg.mode == "inference" else cost.train_macs),
-        elementwise=dict(cost.elementwise),
+        macs_by_term=dict((cost.macs if cfg.mode == "inference" else cost.train_macs) if cost else {}),
+        elementwise=dict(cost.elementwise) if cost is not None else {},
         peak_bytes=peak,
-        peak_bytes_analytic=cost.peak_bytes.get(cfg.mode),
+        peak_bytes_analytic=cost.peak_bytes.get(cfg.mode) if cost is not None else None,
         latency=lat,
         environment=environment(cfg.device),
         notes=tuple(notes),
@@ -283,6 +311,8 @@ def _measure(config: Config, latency: str | None) -> tuple[int, FlopCount, int, 
     """(params, FLOP count, peak bytes, latency) of the configuration, following measure.step's protocol."""
     with _placement(config) as (block, x, params):
         run = _with_backend(step(block, x, config.mode), config.backend)
+        if not blocks.spec(config.block).standard_contract:
+            run = _explained(run, config)
         # peak first: a fast-path module allocates its reusable workspace on its first call
         if config.device_type == "cuda":
             peak = cuda_peak(run, config.device)
@@ -293,6 +323,26 @@ def _measure(config: Config, latency: str | None) -> tuple[int, FlopCount, int, 
         if latency is not None and config.device != "meta":
             lat = measure_latency(run, latency, config.device_type)
     return params, flop_count, peak, lat
+
+
+def _explained(run: Callable[[], Any], config: Config) -> Callable[[], Any]:
+    """A user's module whose forward fails on ``(B, C, H, W)``: one line saying which and why (an
+    out-of-memory error still propagates as raised, so sweeps record it as ``oom``)."""
+
+    def checked() -> Any:
+        try:
+            return run()
+        except Exception as e:
+            if is_oom(e):
+                raise
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            shape = (config.batch, config.channels, config.height, config.width)
+            raise ValueError(
+                f"forward of {config.block!r} on an input of shape (B, C, H, W) = {shape} failed: "
+                f"{type(e).__name__}: {text}"
+            ) from None
+
+    return checked
 
 
 def _unsupported_dtype(e: RuntimeError, config: Config) -> ValueError | None:
@@ -309,7 +359,9 @@ def error_rows(config: Config, status: str, message: str) -> list[dict[str, Any]
     the one-line ``message``, ``measured`` empty; ``analytic`` filled where the formula can still give it."""
     check_choice("status", status, ("oom", "error", "skipped"))
     try:
-        cost = formulas.cost(config)
+        cost = analytic_cost(config)
+        if cost is None:
+            raise LookupError("no formula")
         train = config.mode == "train"
         macs = sum((cost.train_macs if train else cost.macs).values())
         analytic: dict[str, Any] = {

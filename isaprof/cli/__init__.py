@@ -18,7 +18,7 @@ from typing import NoReturn
 import isaprof
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("profile", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report")
+SUBCOMMANDS = ("profile", "list", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -61,8 +61,20 @@ Formula = Callable[[Config], Cost]
 _FORMULAS: dict[str, Formula] = {}
 
 
+PLUGIN_GROUP = "isaprof.formulas"  # entry points: target name = "module:function"
+PLUGIN_ERRORS: dict[str, str] = {}
+_PLUGINS_LOADED = False
+
+
 def formula(name: str) -> Callable[[Formula], Formula]:
-    """Decorator: register the cost formula of block ``name``."""
+    """Decorator: register the cost formula of target ``name`` (a registered block name, a plugin's name or
+    an import path ``pkg.mod:Attr``). The public way to give your own block an analytic column::
+
+        from isaprof.formulas import Config, Cost, formula
+
+        @formula("mypkg.attn:WindowAttention")
+        def window(cfg: Config) -> Cost: ...
+    """
 
     def deco(fn: Formula) -> Formula:
         _FORMULAS[name] = fn
@@ -71,15 +83,47 @@ def formula(name: str) -> Callable[[Formula], Formula]:
     return deco
 
 
-def cost(cfg: Config) -> Cost:
-    """The closed-form :class:`Cost` of ``cfg``; ``ValueError`` if no formula is registered."""
-    try:
-        fn = _FORMULAS[cfg.block]
-    except KeyError:
-        known = ", ".join(sorted(_FORMULAS))
-        raise ValueError(f"no cost formula for block {cfg.block!r}; formulas exist for: {known}") from None
+def find(name: str) -> Formula | None:
+    """The formula registered for ``name`` (here or by an ``isaprof.formulas`` entry point), or None."""
+    _load_plugins()
+    return _FORMULAS.get(name)
+
+
+def cost(cfg: Config, name: str | None = None) -> Cost:
+    """The closed-form :class:`Cost` of ``cfg`` (by the formula of ``name``, default ``cfg.block``);
+    ``ValueError`` if no formula is registered."""
+    fn = find(name or cfg.block)
+    if fn is None:
+        known_ = ", ".join(known())
+        raise ValueError(f"no cost formula for block {name or cfg.block!r}; formulas exist for: {known_}")
     return fn(cfg)
 
 
 def known() -> list[str]:
+    _load_plugins()
     return sorted(_FORMULAS)
+
+
+def _load_plugins() -> None:
+    """Register installed plugins' formulas once; a plugin that fails to import is recorded in
+    :data:`PLUGIN_ERRORS` (``isaprof list`` shows it) and does not stop the others."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            fn = ep.load()
+        except Exception as e:  # noqa: BLE001  one broken plugin must not break the others
+            PLUGIN_ERRORS[ep.name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+            continue
+        _FORMULAS.setdefault(ep.name, fn)
+
+
+def reset_plugins() -> None:
+    """Scan the entry points again on the next lookup (tests, after installs)."""
+    global _PLUGINS_LOADED
+    PLUGIN_ERRORS.clear()
+    _PLUGINS_LOADED = False

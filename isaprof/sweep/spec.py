@@ -4,7 +4,7 @@ A sweep file holds one or more ``[[grid]]`` tables; each expands to the cartesia
 
     [[grid]]
     name = "meta"                 # optional label, shown by --dry-run
-    blocks = "all"                # or a list of registered names
+    blocks = "all"                # or a list of targets: registered names, import paths "pkg.mod:Attr"
     sizes = ["16x16", "32x32"]    # "HxW", N (= NxN) or [H, W]
     channels = [512]
     key_channels = [256]          # optional; default: the block's own default width
@@ -13,6 +13,7 @@ A sweep file holds one or more ``[[grid]]`` tables; each expands to the cartesia
     factors = ["8x8"]             # ISA's `factor` option; "all" = isaprof.factorize.candidate_factors
     recurrences = [2]             # criss-cross's `recurrence` option
     options = { name = [...] }    # any other block option, same rule
+    target_options = { "pkg.mod:Attr" = { window = [7] } }   # options of one target only
     impls = ["naive", "sdpa"]     # or "all": every impl the block has
     backends = ["math"]           # sdpa kernel (impl "sdpa" only); default: profile picks per device
     devices = ["meta"]            # meta, cpu, cuda
@@ -37,8 +38,8 @@ from typing import Any
 
 _OPTION_ALIASES = {"factors": "factor", "recurrences": "recurrence"}
 _GRID_KEYS = (
-    "name blocks sizes channels key_channels value_channels batch factors recurrences options impls "
-    "backends devices skip_if_unavailable dtypes modes paths latency"
+    "name blocks sizes channels key_channels value_channels batch factors recurrences options target_options "
+    "impls backends devices skip_if_unavailable dtypes modes paths latency"
 ).split()
 _PAIR = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -215,14 +216,16 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
     configs = []
     for s in ax["specs"]:
         impls = [i for i in s.impls if ax["impls"] is None or i in ax["impls"]]
-        opt_names = [o for o in ax["options"] if o in s.options]  # options only where the block takes them
+        own = ax["target_options"].get(s.name, {})
+        opt_names = [o for o in ax["options"] if o in s.options and o not in own]  # only where it takes them
+        opt_names += list(own)
         for (h, w), c, kc, vc, b, impl, dev, dt, mode, path in product(
             ax["sizes"], ax["channels"], ax["kcs"], ax["vcs"], ax["batch"], impls, *ax["tail"], ax["paths"]
         ):
             if path != "reference" and mode != "inference":
                 continue  # the fast path is inference-only
             ck, cv = resolve_channels(s.name, c, kc, vc)
-            lists = [_option_values(ax["options"][o], h, w) for o in opt_names]
+            lists = [_option_values({**ax["options"], **own}[o], h, w) for o in opt_names]
             for backend, *values in product(ax["backends"] if impl == "sdpa" else [None], *lists):
                 opts = tuple(sorted({**s.options, **dict(zip(opt_names, values, strict=True))}.items()))
                 configs.append(
@@ -266,7 +269,8 @@ def _axes(grid: dict[str, Any]) -> dict[str, Any]:
         ),
         backends=_backends(grid),
         paths=_choices(grid, "paths", tuple(PATHS), ["reference"]),
-        options=_option_lists(grid),
+        options=_option_lists(grid, specs),
+        target_options=_target_options(grid, names),
         latency=_latency(grid.get("latency", "quick")),
         optional=bool(grid.get("skip_if_unavailable", False)),
     )
@@ -303,14 +307,28 @@ def _option_values(values: list[Any] | str, h: int, w: int) -> list[Any]:
     return list(values)
 
 
-def _option_lists(grid: dict[str, Any]) -> dict[str, Any]:
+def _target_options(grid: dict[str, Any], names: list[str]) -> dict[str, dict[str, list[Any]]]:
+    """``target_options``: ``{target: {option: [values]}}`` for targets of this grid only."""
+    raw = grid.get("target_options", {})
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ValueError("'target_options' must map a target to a table of option lists")
+    stray = sorted(set(raw) - set(names))
+    if stray:
+        raise ValueError(f"'target_options' names {', '.join(stray)}, not among this grid's blocks")
+    return {t: {k: [tuple(x) if isinstance(x, list) else x for x in _as_list(v)] for k, v in opts.items()}
+            for t, opts in raw.items()}  # fmt: skip
+
+
+def _option_lists(grid: dict[str, Any], specs: list[Any]) -> dict[str, Any]:
     from isaprof import blocks as registry
 
     raw = dict(grid.get("options", {}))
     for alias, opt in _OPTION_ALIASES.items():
         if alias in grid:
             raw[opt] = grid[alias]
-    every = {o for n in registry.names() for o in registry.spec(n).options}
+    every = {o for n in registry.names() for o in registry.spec(n).options} | {
+        o for s in specs for o in s.options
+    }
     out: dict[str, Any] = {}
     for opt, values in raw.items():
         if opt not in every:
