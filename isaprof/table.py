@@ -244,14 +244,19 @@ def caption(setting: Mapping[str, Any]) -> str:
     """The conventions of a table in one sentence (plain text): input, device, dtype, batch, mode, units."""
     h, w = setting.get("size", ("?", "?"))
     mode = setting.get("mode", "inference")
+    modes = " and ".join(modes_of(mode)) if mode in MODES else str(mode)
     dev = setting.get("device", "meta")
-    where = dev + (f" ({setting['device_name']})" if setting.get("device_name") else "")
+    if dev == "meta":
+        where = "meta (fake tensors: exact counts and bytes, no timing)"
+    else:
+        name = setting.get("device_name")
+        where = dev + (f" ({name})" if name and name != dev else "")
+    batch = setting.get("batch", 1)
     text = (
-        f"Cost of each attention block on a {setting.get('batch', 1)}x{setting.get('channels', '?')}x{h}x{w} "
-        f"input ({setting.get('dtype', 'float32')}, batch {setting.get('batch', 1)}, mode {mode}, device "
-        f"{where}); key/value widths Ck/Cv as listed. FLOPs = 2 x MACs (matrix products and convolutions). "
-        "Memory = peak tensor storage allocated during the call above inputs and parameters, "
-        "in MiB (2^20 B). "
+        f"Cost of each attention block on a {batch} x {setting.get('channels', '?')} x {h} x {w} input "
+        f"({setting.get('dtype', 'float32')}, batch {batch}, {modes}, device {where}); key/value widths "
+        "Ck/Cv as listed. FLOPs = 2 x MACs (matrix products and convolutions). Memory = peak tensor "
+        "storage allocated during the call above inputs and parameters, in MiB (1,048,576 bytes). "
         "'vs dense' = cost / dense self-attention's cost on the same input."
     )
     if setting.get("latency"):
