@@ -101,3 +101,19 @@ def test_section_missing_files_is_a_note_not_an_error(tmp_path: Path) -> None:
     notes: list[str] = []
     assert efficiency.section(tmp_path, None, notes) == ""
     assert len(notes) == 2 and "table_97x97.json" in notes[0]
+
+
+def test_palette_one_style_per_block_and_hidden_curves_detected() -> None:
+    import numpy as np
+
+    from isaprof.report import plots
+
+    styles = [plots.style(b) for b in plots.STYLES]
+    assert len(set(styles)) == len(styles)  # every built-in block its own colour AND marker
+    assert len({c for c, _ in styles}) == len(styles) and len({m for _, m in styles}) == len(styles)
+    assert plots.style("my_block") == plots.style("my_block") and plots.colour("isa") == plots.style("isa")[0]
+    n = np.array([256, 1024, 4096, 9409])
+    dense = np.array([0.41, 2.4, 22.0, 103.0])
+    non_local = np.array([0.34, 2.2, 21.4, 100.5])  # within 3% from 64x64 on: drawn beside dense
+    assert plots._overlaps(n, non_local, n, dense)
+    assert not plots._overlaps(n, dense / 2, n, dense)
