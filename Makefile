@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 RESULTS ?= reports/data
 SWEEP ?= reference/sweeps/report.toml
+# The efficiency table at the papers' sizes (97x97: CCNet's 769x769 crop; 128x128: ISA's and OCR's), meta path
+TABLE_ARGS ?= --channels 512 --mode both --device meta --format json
 
 # torch: on a machine without an NVIDIA driver take the CPU build instead of PyPI's multi-GB CUDA build:
 # a local wheel if pip's find-links has one (torch alone with --no-index, then its dependencies from the
@@ -38,12 +40,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check isaprof tests benchmarks
 	$(BIN)/ruff format --check isaprof tests benchmarks
 
-# The main job: sweep (resumable: an interrupted run continues), reproduce the papers' figures,
-# connectivity pictures, then the Markdown report. `make report FRESH=1` re-measures from scratch.
+# The main job: sweep (resumable: an interrupted run continues), reproduce the papers' figures, the
+# efficiency tables at the papers' sizes (two at once), connectivity pictures, then the Markdown report.
+# `make report FRESH=1` re-measures from scratch.
 report: $(STAMP)
 	$(if $(FRESH),rm -rf $(RESULTS))
 	$(BIN)/isaprof sweep $(SWEEP) --out $(RESULTS)
 	$(BIN)/isaprof reproduce --out $(RESULTS)
+	$(BIN)/isaprof table --size 97x97 $(TABLE_ARGS) --out $(RESULTS)/table_97x97.json & p=$$!; \
+		$(BIN)/isaprof table --size 128x128 $(TABLE_ARGS) --out $(RESULTS)/table_128x128.json; s=$$?; \
+		wait $$p && exit $$s
 	$(BIN)/isaprof verify --size 12x10 --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
 	$(BIN)/isaprof report $(RESULTS) --out reports

@@ -71,7 +71,8 @@ def test_report_reads_results_without_torch(tmp_path):
             append(data, rec.rows())
     out = tmp_path / "out"
     res = run_without_torch(
-        f"from isaprof.cli import main\nraise SystemExit(main(['report', {str(data)!r}, '--out', {str(out)!r}]))"
+        "from isaprof.cli import main\n"
+        f"raise SystemExit(main(['report', {str(data)!r}, '--out', {str(out)!r}]))"
     )
     assert res.returncode == 0, res.stderr
     assert (out / "README.md").is_file() and "dense" in (out / "README.md").read_text()

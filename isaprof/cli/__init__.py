@@ -18,7 +18,9 @@ from typing import NoReturn
 import isaprof
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("profile", "list", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report")
+SUBCOMMANDS = (
+    "profile", "table", "list", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report"
+)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from isaprof.report import data, plots, tables
+from isaprof.report import data, efficiency, plots, tables
 
 HEATMAP_METRICS = (
     ("macs", "inference", "MACs", "GMAC", 1e9),
@@ -55,6 +55,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from `{results_dir}` "
         f"({len(df)} tidy rows, {df['block'].nunique()} blocks). FLOPs = 2 x MACs; memory in MiB (2^20 B); "
         "peak memory = live tensor storage allocated during the call (parameters and input excluded).",
+        efficiency.section(results_dir, df, notes),  # the efficiency table at the papers' sizes, first
         _scaling_section(df, out_dir, notes, svg),
         _crossover_section(df, out_dir),
         _factor_section(df, out_dir, notes),

@@ -1,7 +1,8 @@
 """One function per figure: tidy rows in, image path out (Agg backend, PNG and optionally SVG).
 
-Each figure is readable on its own: title, axis labels with units, legend. Colours are fixed per block
-name so a block keeps its colour across figures.
+Each figure is readable on its own: title, axis labels with units, a legend outside the axes. One palette
+(:data:`STYLES`) keyed by block name gives a block the same colour and marker in every figure; the impl is the
+fill (naive filled, sdpa hollow, fast half); a curve hidden under another is drawn slightly to its right.
 """
 
 from __future__ import annotations
@@ -19,23 +20,41 @@ import pandas as pd  # noqa: E402
 
 from isaprof.report import data, tables  # noqa: E402
 
-_BLOCKS = (
-    "dense",
-    "non_local",
-    "isa",
-    "criss_cross",
-    "axial",
-    "channelized_axial",
-    "sparse_nonlocal",
-    "linear",
-)
+# One palette keyed by block name: the same colour and marker for a block in every figure.
+STYLES: dict[str, tuple[str, str]] = {
+    "dense": ("tab:blue", "o"),
+    "non_local": ("tab:orange", "s"),
+    "isa": ("tab:green", "D"),
+    "criss_cross": ("tab:red", "^"),
+    "axial": ("tab:purple", "v"),
+    "channelized_axial": ("tab:brown", "P"),
+    "sparse_nonlocal": ("tab:pink", "X"),
+    "linear": ("tab:gray", "*"),
+}
+_OTHER_COLOURS = ("tab:olive", "tab:cyan", "black", "gold", "navy", "teal")
+_OTHER_MARKERS = ("h", "p", "<", ">", "8", "d")
+# An impl is told apart by its fill: the reference naive form filled, sdpa hollow, the fast path half-filled.
+FILLS = {"naive": "full", "sdpa": "none", "fast": "left"}
+OVERLAP = 0.03  # two curves within 3% (in log y) at every common size are drawn side by side
+DODGE = 1.07  # ... the later one shifted right by this factor in N per curve it hides behind
+
+
+def style(block: str) -> tuple[str, str]:
+    """(colour, marker) of a block: fixed for the built-in blocks, a stable pick by name for others."""
+    if block in STYLES:
+        return STYLES[block]
+    h = sum(map(ord, block))
+    return _OTHER_COLOURS[h % len(_OTHER_COLOURS)], _OTHER_MARKERS[h % len(_OTHER_MARKERS)]
 
 
 def colour(block: str) -> str:
-    """Fixed colour of a block (tab10), known blocks first, others after in name order."""
-    cmap = plt.get_cmap("tab10")
-    i = _BLOCKS.index(block) if block in _BLOCKS else len(_BLOCKS) + sum(map(ord, block)) % 2
-    return cmap(i % 10)
+    """Fixed colour of a block (see :func:`style`)."""
+    return style(block)[0]
+
+
+def marker(block: str) -> str:
+    """Fixed marker of a block (see :func:`style`)."""
+    return style(block)[1]
 
 
 def _save(fig: plt.Figure, path: Path, svg: bool) -> Path:
@@ -58,30 +77,39 @@ def scaling(
     """
     fig, ax = plt.subplots(figsize=(7, 4.6))
     several_impls = rows["impl"].nunique() > 1 or rows["backend"].nunique() > 1
-    seen: dict[str, int] = {}  # lines drawn per block: a block's variants differ by marker
+    drawn: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, N, y) of each curve so far
     for key, g in data.series(rows).items():
         block, impl = key[0], key[1]
-        c, k = colour(block), seen.get(block, 0)
-        seen[block] = k + 1
+        c, mk = style(block)
+        fill = FILLS.get(impl, "full") if several_impls else "full"
         n, y = g["N"].to_numpy(), g["measured"].to_numpy() / scale
         slope = tables.fit_exponent(n, y)
         name = data.label(key, g, impl=several_impls)
+        hides = [lab for lab, n0, y0 in drawn if _overlaps(n, y, n0, y0)]
+        shift = DODGE ** len(hides)  # a curve under another one is drawn beside it, and says so
+        drawn.append((name, n, y))
         has_formula = g["analytic"].notna().sum() >= 2
         if has_formula:  # the formula as a dashed curve, measured points as markers on top
-            ax.plot(n, g["analytic"].to_numpy() / scale, linestyle="--", linewidth=1.2, color=c, alpha=0.8)
+            ax.plot(n * shift, g["analytic"].to_numpy() / scale, "--", linewidth=1.2, color=c, alpha=0.8)
         ax.plot(
-            n,
+            n * shift,
             y,
-            marker=_MARKERS[(k + (0 if impl == "naive" else 3)) % len(_MARKERS)],
+            marker=mk,
+            fillstyle=fill,
             linestyle="none" if has_formula else ":",
-            markersize=6,
+            markersize=7,
             color=c,
-            markeredgecolor="k",
-            markeredgewidth=0.4,
-            label=f"{name}  " + ("N^?" if np.isnan(slope) else f"N^{slope:.2f}"),
+            markeredgecolor=c if fill == "none" else "k",
+            markeredgewidth=1.2 if fill == "none" else 0.4,
+            label=f"{name}  "
+            + ("N^?" if np.isnan(slope) else f"N^{slope:.2f}")
+            + (f"  (= {hides[-1]}, drawn {100 * (shift - 1):.0f}% right)" if hides else ""),
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if rows["N"].nunique() == 1:  # one size: a span around it, so that side-by-side markers stay close
+        n0 = float(rows["N"].iloc[0])
+        ax.set_xlim(n0 / 1.5, n0 * 1.5)
     _size_ticks(ax, rows)
     ax.set_ylabel(f"{unit} (log)")
     ax.set_title(title)
@@ -98,7 +126,16 @@ def scaling(
     return _save(fig, Path(path), svg)
 
 
-_MARKERS = ("o", "^", "D", "s", "v", "P")
+def _overlaps(n: np.ndarray, y: np.ndarray, n0: np.ndarray, y0: np.ndarray) -> bool:
+    """Whether curve (n, y) lies within :data:`OVERLAP` of (n0, y0) at most common sizes (at least half
+    of them, and 2 or more unless they share one size only): on a log axis their markers sit on each other."""
+    common, i, j = np.intersect1d(n, n0, return_indices=True)
+    if len(common) == 0:
+        return False
+    a, b = y[i], y0[j]
+    good = (a > 0) & (b > 0)
+    close = good & (np.abs(np.log(np.where(good, a, 1) / np.where(good, b, 1))) < OVERLAP)
+    return bool(close.sum() >= max(min(2, len(common)), len(common) / 2))
 
 
 def _size_ticks(ax: plt.Axes, rows: pd.DataFrame) -> None:
@@ -162,16 +199,24 @@ def roofline(tp: pd.DataFrame, path: str | Path, *, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.8))
     for block, g in tp.groupby("block"):
         g = g.dropna(subset=["intensity", "gflops"])
-        marker = {"naive": "o", "sdpa": "s"}
+        c, mk = style(block)
         for impl, gi in g.groupby("impl"):
-            ax.scatter(
-                gi["intensity"],
-                gi["gflops"],
-                color=colour(block),
-                marker=marker.get(impl, "^"),
-                label=f"{block} [{impl}]",
-                s=18 + 30 * np.log2(gi["height"] / gi["height"].min() + 1),
-            )
+            fill = FILLS.get(impl, "full")
+            sizes = 4 + 3 * np.log2(gi["height"] / gi["height"].min() + 1)  # points (diameter)
+            for k, (x, y, ms) in enumerate(zip(gi["intensity"], gi["gflops"], sizes, strict=True)):
+                ax.plot(
+                    [x],
+                    [y],
+                    linestyle="none",
+                    marker=mk,
+                    markersize=ms,
+                    fillstyle=fill,
+                    color=c,
+                    markeredgecolor=c if fill == "none" else "k",
+                    markeredgewidth=1.2 if fill == "none" else 0.4,
+                    alpha=0.85,
+                    label=f"{block} [{impl}]" if k == 0 else None,
+                )
     for device, peak in tp.dropna(subset=["peak_gflops"]).groupby("device")["peak_gflops"].first().items():
         ax.axhline(
             peak, color="k", linestyle="--", linewidth=1, label=f"{device} matmul peak {peak:.0f} GFLOP/s"
@@ -182,5 +227,12 @@ def roofline(tp: pd.DataFrame, path: str | Path, *, title: str) -> Path:
     ax.set_ylabel("achieved GFLOP/s (log)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best", title="marker size grows with resolution", title_fontsize=7)
+    ax.legend(  # outside the axes: no legend over the points
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="colour+marker: block; filled: naive,\nhollow: sdpa, half: fast path;\n"
+        "size grows with resolution",
+        title_fontsize=7,
+    )
     return _save(fig, Path(path), svg=False)

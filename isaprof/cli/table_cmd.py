@@ -1,0 +1,196 @@
+"""``isaprof table [TARGET ...] --size HxW --channels C``: the efficiency table of a paper, one row per
+target: parameters, GFLOPs, peak memory, latency (real devices), each also as a ratio to dense attention.
+
+Measuring happens here (``isaprof.profile`` per target and mode; torch imported inside :func:`run`);
+the rows and their Markdown / CSV / LaTeX / JSON come from the torch-free :mod:`isaprof.table`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from isaprof import table as tbl
+from isaprof.cli import _args
+
+DEVICES = ("meta", "cpu", "cuda")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+# The papers' settings where they differ from nothing: ISA's down_factor (8, 8) (openseg isa_block.py),
+# CCNet's recurrence R = 2. Equal to the registry's defaults today; stated so the table says which it used.
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {"isa": {"factor": (8, 8)}, "criss_cross": {"recurrence": 2}}
+NO_BOUND = "no GPU bound available"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``table`` subcommand."""
+    p = subparsers.add_parser(
+        "table",
+        help="the efficiency table: params, GFLOPs, peak memory, latency, each vs dense attention",
+        description="One row per target (default: every built-in block with its paper's defaults): "
+        "parameters, GFLOPs (= 2 x MACs), peak memory in MiB, latency with its IQR on a real device, and "
+        "each cost as a ratio to dense attention on the same input. Markdown, CSV, LaTeX (booktabs) or JSON.",
+    )
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="blocks (default: every built-in block)")
+    p.add_argument("--size", type=_args.size, required=True, metavar="HxW", help="feature map H x W")
+    p.add_argument("--channels", type=_args.positive_int, required=True, metavar="C")
+    p.add_argument("--key-channels", type=_args.positive_int, metavar="CK", help="default: each block's")
+    p.add_argument("--value-channels", type=_args.positive_int, metavar="CV", help="default: each block's")
+    p.add_argument("--batch", type=_args.positive_int, default=1)
+    p.add_argument("--factor", type=_args.factor, metavar="PHxPW", help="ISA factor (default: 8x8)")
+    p.add_argument("--recurrence", type=_args.positive_int, metavar="R", help="criss-cross R (default: 2)")
+    p.add_argument("--mode", choices=tbl.MODES, default="inference")
+    p.add_argument("--device", choices=DEVICES, default="meta", help="meta = fake tensors, no latency")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    # NB: checked in run, not by argparse choices, so an unknown format is the same one-line error as the rest
+    p.add_argument("--format", default="markdown", help=f"one of: {', '.join(tbl.FORMATS)}")
+    p.add_argument("--out", metavar="FILE", help="write the table here instead of stdout")
+    p.add_argument(
+        "--gpu", metavar="NAME", help="add a latency lower-bound column for this GPU (isaprof predict)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every target, print or write the table; 0, or 1 when a target failed (its row says why)."""
+    if args.format not in tbl.FORMATS:
+        raise ValueError(f"unknown format {args.format!r}; allowed: {', '.join(tbl.FORMATS)}")
+    predict = _predictor() if args.gpu else None  # before any measuring: --gpu without a bound fails fast
+    import isaprof  # torch: only once the arguments are known to be good
+
+    targets = list(dict.fromkeys(args.targets or isaprof.names()))
+    options = {t: target_options(t, args) for t in targets}
+    common = _common(args)
+    measured = {t: measure(t, common, options[t], predict, args.gpu) for t in targets}
+    if tbl.BASELINE in measured:
+        baseline = measured[tbl.BASELINE]
+    else:  # dense on the same input, for the ratios only (no row)
+        baseline = measure(tbl.BASELINE, common, {}, None, None)
+    latency = args.device != "meta"
+    cols = tbl.columns(args.mode, latency=latency, bound=predict is not None)
+    rows = tbl.rows(
+        [measured[t] for t in targets], baseline, args.mode, latency=latency, bound=predict is not None
+    )
+    setting = {
+        "size": list(args.size),
+        "channels": args.channels,
+        "key_channels": args.key_channels,
+        "value_channels": args.value_channels,
+        "batch": args.batch,
+        "device": args.device,
+        "device_name": baseline.get("device_name") or "",
+        "dtype": args.dtype,
+        "mode": args.mode,
+        "latency": latency,
+        "gpu": args.gpu or "",
+        "torch": baseline.get("torch") or "",
+        "baseline": tbl.BASELINE,
+    }
+    text = tbl.render(rows, setting, args.format, cols)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    failed = [r["target"] for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"isaprof table: {len(failed)} target(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "size": tuple(args.size),
+        "channels": args.channels,
+        "key_channels": args.key_channels,
+        "value_channels": args.value_channels,
+        "batch": args.batch,
+        "device": args.device,
+        "dtype": args.dtype,
+        "mode": args.mode,
+    }
+
+
+def target_options(target: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The paper's options of ``target`` (:data:`PAPER_DEFAULTS`), ``--factor`` / ``--recurrence`` where
+    the target takes them. ``ValueError`` for an unknown target (the registry's message)."""
+    from isaprof import blocks
+
+    known = blocks.spec(target).options  # ValueError listing the known blocks
+    opts = dict(PAPER_DEFAULTS.get(target, {}))
+    for name in ("factor", "recurrence"):
+        value = getattr(args, name, None)
+        if value is not None and name in known:
+            opts[name] = tuple(value) if isinstance(value, (list, tuple)) else value
+    return opts
+
+
+def measure(target: str, common: dict[str, Any], options: dict[str, Any], predict: Any, gpu: str | None,
+            ) -> dict[str, Any]:  # fmt: skip
+    """One measurement dict of :mod:`isaprof.table` (each mode of ``common['mode']``) via ``isaprof.profile``.
+
+    ``ValueError`` (bad input: the target refuses the configuration) propagates; any other failure
+    (out of memory, a kernel error) becomes ``status`` ``oom`` / ``error`` with its one-line message.
+    """
+    import isaprof
+
+    out: dict[str, Any] = {"target": target, "options": options, "status": "ok", "error": ""}
+    base = {k: v for k, v in common.items() if k != "mode"}
+    try:
+        for mode in tbl.modes_of(common["mode"]):
+            rec = isaprof.profile(target, mode=mode, **base, **options)
+            config = rec.to_json()["config"]
+            out.update(
+                key_channels=config.get("key_channels"),
+                value_channels=config.get("value_channels"),
+                params=rec.params,
+                device_name=rec.environment.get("device_name"),
+                torch=rec.environment.get("torch"),
+            )
+            out[f"flops_{mode}"] = 2 * rec.macs  # FLOPs = 2 x MACs
+            out[f"peak_bytes_{mode}"] = rec.peak_bytes
+            if rec.latency is not None:
+                out[f"latency_ms_{mode}"] = rec.latency.median_ms
+                out[f"latency_iqr_ms_{mode}"] = rec.latency.iqr_ms
+        if predict is not None:
+            out["bound_ms"] = _bound(predict, target, common, options, gpu)
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - one target's failure is its row, the others still print
+        from isaprof.run import is_oom
+
+        out["status"] = "oom" if is_oom(e) else "error"
+        out["error"] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
+    return out
+
+
+def _predictor() -> Any:
+    """``isaprof.predict`` if this build has it; ``ValueError`` (:data:`NO_BOUND`) otherwise."""
+    try:
+        mod = importlib.import_module("isaprof.predict")
+    except ImportError:
+        raise ValueError(f"{NO_BOUND} (isaprof.predict is not part of this build)") from None
+    if not callable(getattr(mod, "predict", None)):
+        raise ValueError(f"{NO_BOUND} (isaprof.predict has no predict function)")
+    return mod.predict
+
+
+def _bound(
+    predict: Any, target: str, common: dict[str, Any], options: dict[str, Any], gpu: str | None
+) -> float:
+    """``bound_ms`` of ``isaprof.predict.predict(target, gpu=..., **configuration)`` (dict, or object with
+    ``bound_ms``) for the first mode of the table."""
+    mode = tbl.modes_of(common["mode"])[0]
+    config = {k: v for k, v in common.items() if k not in ("mode", "device")}
+    try:
+        res = predict(target, gpu=gpu, mode=mode, **config, **options)
+    except TypeError as e:
+        raise ValueError(
+            f"{NO_BOUND}: isaprof.predict.predict does not take this configuration ({e})"
+        ) from None
+    value = res.get("bound_ms") if isinstance(res, dict) else getattr(res, "bound_ms", None)
+    if value is None:
+        raise ValueError(f"{NO_BOUND}: isaprof.predict.predict returned no bound_ms")
+    return float(value)
