@@ -124,7 +124,7 @@ class Config:
             raise ValueError(f"block {block!r} has no option(s) {', '.join(unknown)}; its options: {allowed}")
         missing = [k for k, v in s.options.items() if v is registry.REQUIRED and k not in options]
         if missing:
-            raise ValueError(f"target {block!r} needs option(s) {', '.join(missing)} (no default)")
+            raise ValueError(registry.needs_message(block, missing))
         check_backend(impl, backend, device)
         opts = {**{k: v for k, v in s.options.items() if v is not registry.REQUIRED}, **options}
         return cls(

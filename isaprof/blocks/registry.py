@@ -339,8 +339,7 @@ def _construct(s: BlockSpec, standard: dict[str, Any], options: dict[str, Any]) 
         and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     ]  # fmt: skip
     if missing:
-        raise ValueError(f"target {s.name!r} needs {', '.join(missing)}: give them as options "
-                         f"(--option {missing[0]}=VALUE)")  # fmt: skip
+        raise ValueError(needs_message(s.name, missing))
     try:
         module = factory(**kwargs, **options)
     except Exception as e:  # noqa: BLE001  the user's constructor: one line, which and why
@@ -348,6 +347,14 @@ def _construct(s: BlockSpec, standard: dict[str, Any], options: dict[str, Any]) 
     if not _is_module(module):
         raise ValueError(f"target {s.name!r} returned {type(module).__name__}, expected an nn.Module")
     return module
+
+
+def needs_message(target: str, missing: list[str]) -> str:
+    """The one line for a constructor parameter without default that the user did not give."""
+    return (
+        f"target {target!r} needs option(s) {', '.join(missing)} (no default): "
+        f"give them as options (--option {missing[0]}=VALUE)"
+    )
 
 
 def _is_module(obj: Any) -> bool:
