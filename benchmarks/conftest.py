@@ -70,7 +70,7 @@ def sync(device: str) -> None:
 def costs(shape: Shape, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``isaprof.baseline.measure`` on meta, once per shape and mode (the cpu and cuda runs share it)."""
     return measure(
-        Case(shape.block, shape.impl, shape.height, shape.width, shape.channels, shape.batch), mode
+        Case.of(shape.block, shape.impl, shape.height, shape.width, shape.channels, shape.batch), mode
     )
 
 

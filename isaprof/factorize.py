@@ -138,7 +138,8 @@ def _argmin(rows: list[FactorRow], attr: str) -> int | None:
 
 def _measured(profile_fn: Callable[..., Any], config: Config) -> dict[str, Any]:
     """``{metric: measured}`` of one profile call (rows with status ``ok`` only)."""
-    record = profile_fn(config, latency="quick")
+    kwargs = config.kwargs()
+    record = profile_fn(kwargs.pop("block"), latency="quick", **kwargs)
     return {r["metric"]: r["measured"] for r in record.rows() if r.get("status", "ok") == "ok"}
 
 

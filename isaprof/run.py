@@ -241,6 +241,8 @@ def profile(
     block: Any,
     size: tuple[int, int] | None = None,
     channels: int | None = None,
+    key_channels: int | None = None,
+    value_channels: int | None = None,
     *,
     latency: str | None = "quick",
     **config: Any,
@@ -264,8 +266,8 @@ def profile(
     True
     """
     latency = normalize_latency(latency)
-    if size is not None or channels is not None:
-        config = {"size": size, "channels": channels, **config}
+    given = dict(size=size, channels=channels, key_channels=key_channels, value_channels=value_channels)
+    config = {**{k: v for k, v in given.items() if v is not None}, **config}
     if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
         with blocks.registry.adopted(block) as name:
             return profile(name, latency=latency, **config)

@@ -41,6 +41,6 @@ def test_bad_protocol():
 
 def test_environment_keys():
     env = environment("cpu")
-    assert list(env)[:4] == ["torch", "device_name", "threads", "host"]
+    assert list(env)[:5] == ["torch", "isaprof", "device_name", "threads", "host"]
     assert env["torch"] == torch.__version__ and env["device_name"]
     assert environment("meta")["device_name"] == "meta"
