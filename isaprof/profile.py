@@ -194,7 +194,7 @@ class Record:
                 "by_op": dict(fc.by_op),
                 "by_term": {k: 2 * v for k, v in self.macs_by_term.items()},
             },
-            "uncounted_ops": list(fc.uncounted),
+            "uncounted_ops": dict(fc.uncounted),
             "peak_bytes": {"measured": self.peak_bytes, "analytic": self.peak_bytes_analytic},
             "latency_ms": self.latency.median_ms if self.latency else None,
             "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import sys
 from typing import Any
 
 from isaprof import blocks
@@ -108,7 +109,15 @@ def run(args: argparse.Namespace) -> int:
         **options,
     )
     print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
+    if record.flop_count.uncounted:  # stderr: stdout stays valid JSON under --json
+        print(f"warning: {uncounted_line(record.flop_count.uncounted)}", file=sys.stderr)
     return 0
+
+
+def uncounted_line(uncounted: dict[str, int]) -> str:
+    """One line naming the ops that ran without a FLOP formula, with their call counts."""
+    ops = ", ".join(f"{op} x{n}" for op, n in uncounted.items())
+    return f"ops with no FLOP formula, counted as 0 MACs: {ops}"
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -151,9 +160,7 @@ def table(record: Any) -> str:
             diff = f"IQR {r['spread']:.3f}"
         lines.append(f"{r['metric']:<12} {fmt(m, r['unit']):>20} {fmt(a, r['unit']):>20} {diff:>9}")
     if record.flop_count.uncounted:
-        lines.append(
-            f"WARNING: ops with no FLOP formula (counted 0): {', '.join(record.flop_count.uncounted)}"
-        )
+        lines.append(f"WARNING: {uncounted_line(record.flop_count.uncounted)}")
     if record.latency is not None and record.latency.noisy:
         lines.append("WARNING: noisy latency (IQR > 10% of the median)")
     lines += [f"note: {n}" for n in record.notes]
