@@ -35,6 +35,7 @@ from isaprof.measure import (
     track_peak,
 )
 from isaprof.measure.latency import PROTOCOLS
+from isaprof.measure.modules import ModuleRow, breakdown
 
 DEVICES = ("meta", "cpu", "cuda")
 # "reference": the block as the papers' code computes it; "fast": isaprof.blocks.fast.fast_inference of it
@@ -150,6 +151,7 @@ class Record:
     latency: Latency | None
     environment: Mapping[str, Any]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    by_module: tuple[ModuleRow, ...] | None = None  # per-submodule costs (profile(by_module=True))
 
     @property
     def macs(self) -> int:
@@ -174,6 +176,18 @@ class Record:
         base = self.setup.config_fields(self.padded)
         return [
             _row(base, m, meas, ana, spread, "ok", "", self.environment) for m, meas, ana, spread in metrics
+        ]
+
+    def module_rows(self) -> list[dict[str, Any]]:
+        """Tidy rows of the per-module breakdown (empty without one): the configuration columns, then
+        ``module`` (dotted, root ``""``), ``depth``, ``metric`` (params, macs, self_macs, peak_bytes),
+        ``measured`` and ``unit``. See :mod:`isaprof.measure.modules` for the attribution rules."""
+        units = {"params": "count", "macs": "MAC", "self_macs": "MAC", "peak_bytes": "byte"}
+        base = self.setup.config_fields(self.padded)
+        return [
+            {**base, "module": r.module, "depth": r.depth, "metric": m, "measured": getattr(r, m), "unit": u}
+            for r in self.by_module or ()
+            for m, u in units.items()
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -202,6 +216,7 @@ class Record:
             "elementwise": {"analytic": sum(self.elementwise.values()), "by_term": dict(self.elementwise)},
             "environment": dict(self.environment),
             "notes": list(self.notes),
+            **({"by_module": [r.as_dict() for r in self.by_module]} if self.by_module is not None else {}),
         }
 
 
@@ -381,6 +396,7 @@ def profile(
     backend: str | None = None,
     latency: str | None = "quick",
     path: str = "reference",
+    by_module: bool = False,
     **block_options: Any,
 ) -> Record:
     """Profile block ``name`` on a (batch, channels, *size) input: MACs, peak bytes, params, latency.
@@ -388,6 +404,7 @@ def profile(
     ``latency``: ``"quick"``, ``"fixed"`` or None (skip); never measured on meta. ``path``:
     ``"reference"`` (default) or ``"fast"`` (inference fast path: its MACs are checked against the
     reference formula; it has no peak-memory formula; its peak is that of its first call, workspace included).
+    ``by_module``: also break MACs and peak bytes down per submodule (:mod:`isaprof.measure.modules`).
     Bad input raises ``ValueError``; out-of-memory errors propagate as raised (see :func:`is_oom`).
 
     >>> rec = profile("dense", size=(16, 16), channels=32, device="meta")
@@ -444,7 +461,16 @@ def profile(
         latency=lat,
         environment=environment(setup.device),
         notes=tuple(notes),
+        by_module=_by_module(setup) if by_module else None,
     )
+
+
+def _by_module(setup: Setup) -> tuple[ModuleRow, ...]:
+    """The per-module breakdown of the setup's step (on cuda: of a CPU replay, fake tensors)."""
+    if setup.device == "cuda":
+        setup = dataclasses.replace(setup, device="meta")
+    with _placement(setup) as (block, x, _):
+        return breakdown(block, _with_backend(step(block, x, setup.mode), setup.backend)).rows
 
 
 def _measure(setup: Setup, latency: str | None) -> tuple[int, FlopCount, int, Latency | None]:

@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument("--latency", choices=("quick", "fixed", "none"), default="quick", help="cpu/cuda only")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.add_argument("--by-module", action="store_true",
+                   help="MACs and peak bytes per submodule too ('by_module' in JSON)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -106,9 +108,15 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         path=args.path,
         latency=None if args.latency == "none" else args.latency,
+        by_module=args.by_module,
         **options,
     )
     print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
+    if args.by_module and not args.json:
+        from isaprof.measure.modules import ModuleBreakdown
+        from isaprof.measure.modules import table as module_table
+
+        print(module_table(ModuleBreakdown(record.by_module, record.macs, record.peak_bytes)))
     if record.flop_count.uncounted:  # stderr: stdout stays valid JSON under --json
         print(f"warning: {uncounted_line(record.flop_count.uncounted)}", file=sys.stderr)
     return 0

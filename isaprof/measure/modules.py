@@ -173,12 +173,12 @@ def _within(name: str, ancestor: str) -> bool:
 def table(b: ModuleBreakdown, max_depth: int | None = None) -> str:
     """A plain-text table of a breakdown (raw integers; ``max_depth`` hides deeper rows, their costs
     stay in their ancestors' ``macs``)."""
-    head = f"{'module':<40} {'params':>12} {'MACs':>16} {'self MACs':>16} {'peak bytes':>14}"
+    head = f"{'module':<44} {'params':>12} {'MACs':>16} {'self MACs':>16} {'peak bytes':>14}"
     lines = [head]
     for r in b.rows:
         if max_depth is not None and r.depth > max_depth:
             continue
-        name = "  " * r.depth + (r.module.rsplit(".", 1)[-1] if r.module else "(root)")
-        lines.append(f"{name:<40} {r.params:>12,} {r.macs:>16,} {r.self_macs:>16,} {r.peak_bytes:>14,}")
-    lines.append(f"{'total':<40} {'':>12} {b.macs:>16,} {b.macs:>16,} {b.peak_bytes:>14,}")
+        name = "  " * r.depth + (r.module or "(root)")
+        lines.append(f"{name:<44} {r.params:>12,} {r.macs:>16,} {r.self_macs:>16,} {r.peak_bytes:>14,}")
+    lines.append(f"{'total':<44} {'':>12} {b.macs:>16,} {b.macs:>16,} {b.peak_bytes:>14,}")
     return "\n".join(lines)
