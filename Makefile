@@ -44,6 +44,7 @@ report: $(STAMP)
 	$(if $(FRESH),rm -rf $(RESULTS))
 	$(BIN)/isaprof sweep $(SWEEP) --out $(RESULTS)
 	$(BIN)/isaprof reproduce --out $(RESULTS)
+	$(BIN)/python -m isaprof.head_shares $(RESULTS)
 	$(BIN)/isaprof verify --size 12x10 --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
 	$(BIN)/isaprof report $(RESULTS) --out reports
