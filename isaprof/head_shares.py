@@ -56,7 +56,9 @@ def head_share(cfg: dict[str, Any], mode: str) -> list[dict[str, Any]]:
         head = head.to_empty(device="cpu")
         x = torch.empty(1, cfg["in_channels"], h, w)  # (B, C_in, H, W), fake
         b = breakdown(head, step(head, x, mode))
-    block_name, block = next((n, m) for n, m in head.named_modules() if hasattr(m, "block_name"))
+    block_name, block = next(
+        (n, m) for n, m in head.named_modules() if n and getattr(m, "block_name", None) == head.inner_block
+    )
     inside = [r for r in b.rows if r.module == block_name or r.module.startswith(block_name + ".")]
     block_macs = next(r.macs for r in b.rows if r.module == block_name)
     block_peak = sum(r.peak_bytes for r in inside)
