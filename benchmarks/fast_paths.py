@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 from torch.utils import benchmark
-from torch.utils.flop_counter import FlopCounterMode
 
 import isaprof.blocks as blocks
 from isaprof.blocks.fast import fast_inference
+from isaprof.measure.flops import flop_counter_mode
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def sgemm_gflops(n: int = 2048, min_run_time: float = 1.0) -> float:
 
 
 def reference_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of one inference forward (FlopCounterMode: matmul-like ops only, 2 per MAC)."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    """FLOPs of one inference forward (FlopCounterMode + isaprof's formulas: matmul-like ops, 2 per MAC)."""
+    with flop_counter_mode() as counter, torch.no_grad():
         module(x)
     return counter.get_total_flops()
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import tomllib
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from isaprof.blocks import build
 from isaprof.blocks.common import record_attention
+from isaprof.blocks.heads import OpensegHead, RCCAHead  # the published heads (isaprof.blocks.heads)
 from isaprof.measure import count_flops, measure_latency, step, track_peak
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "reference" / "published.toml"
@@ -31,55 +32,6 @@ COLUMNS = [
     "provenance", "reason", "latency_ms", "source", "setting",
 ]  # fmt: skip
 KINDS = ("conv3x3", "openseg", "rcca", "block", "affinity")
-
-
-def bn_relu(channels: int) -> nn.Sequential:
-    """BatchNorm + ReLU, openseg's ``ModuleHelper.BNReLU``."""
-    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
-
-
-class OpensegHead(nn.Module):
-    """openseg's cost set-up: 3x3 conv in->C (bias) + BN + ReLU, then ``block`` and openseg's fusion.
-
-    Fusion (``ISA_Module.conv_bn`` / ``BaseOC_Module``): concat [x, block(x)] -> 1x1 conv 2C->C (no bias)
-    + BN + ReLU. Without ``block`` only the 3x3 conv (+ BN + ReLU) runs.
-    """
-
-    def __init__(self, in_channels: int, channels: int, block: nn.Module | None = None) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), bn_relu(channels))
-        self.block = block
-        self.fuse = None if block is None else nn.Sequential(nn.Conv2d(2 * channels, channels, 1, bias=False),
-                                                             bn_relu(channels))  # fmt: skip
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)  # (B, C, H, W)
-        if self.block is None:
-            return x
-        return self.fuse(torch.cat([x, self.block(x)], dim=1))  # (B, 2C, H, W) -> (B, C, H, W)
-
-
-class RCCAHead(nn.Module):
-    """CCNet's ``RCCAModule`` (speedinghzl/CCNet ``networks/ccnet.py``; mmseg ``cc_head.py``), no classifier.
-
-    conva 3x3 in->C + BN + ReLU; R x criss-cross; convb 3x3 C->C + BN + ReLU; bottleneck 3x3 on
-    concat [x, out] (in + C -> C) + BN + ReLU. No biases (BN follows each conv).
-    """
-
-    def __init__(self, in_channels: int, channels: int, key_channels: int, recurrence: int) -> None:
-        super().__init__()
-        self.conva = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), bn_relu(channels)
-        )
-        self.cca = build("criss_cross", channels, key_channels, channels, recurrence=recurrence)
-        self.convb = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), bn_relu(channels))
-        self.bottleneck = nn.Sequential(
-            nn.Conv2d(in_channels + channels, channels, 3, padding=1, bias=False), bn_relu(channels)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.convb(self.cca(self.conva(x)))  # (B, C, H, W)
-        return self.bottleneck(torch.cat([x, out], dim=1))  # (B, in + C, H, W) -> (B, C, H, W)
 
 
 def make_model(spec: dict[str, Any]) -> tuple[Callable[[], nn.Module], tuple[int, int, int, int]]:

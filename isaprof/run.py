@@ -34,6 +34,7 @@ from isaprof.measure import (
     step,
     track_peak,
 )
+from isaprof.measure.modules import ModuleRow, breakdown
 
 TORCH_DTYPES = {
     "float32": torch.float32,
@@ -70,6 +71,7 @@ class Record:
     latency: Latency | None
     environment: Mapping[str, Any]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    by_module: tuple[ModuleRow, ...] | None = None  # per-submodule costs (profile(by_module=True))
 
     @property
     def macs(self) -> int:
@@ -109,6 +111,18 @@ class Record:
             for m, meas, ana, spread in metrics
         ]
 
+    def module_rows(self) -> list[dict[str, Any]]:
+        """Tidy rows of the per-module breakdown (empty without one): the configuration columns, then
+        ``module`` (dotted, root ``""``), ``depth``, ``metric`` (params, macs, self_macs, peak_bytes),
+        ``measured`` and ``unit``. See :mod:`isaprof.measure.modules` for the attribution rules."""
+        units = {"params": "count", "macs": "MAC", "self_macs": "MAC", "peak_bytes": "byte"}
+        base = self.config.columns(self.padded)
+        return [
+            {**base, "module": r.module, "depth": r.depth, "metric": m, "measured": getattr(r, m), "unit": u}
+            for r in self.by_module or ()
+            for m, u in units.items()
+        ]
+
     def to_json(self) -> dict[str, Any]:
         """The ``isaprof profile --json`` object (raw numbers; ``latency_ms`` null on meta)."""
         fc = self.flop_count
@@ -127,7 +141,7 @@ class Record:
                 "by_op": dict(fc.by_op),
                 "by_term": {k: 2 * v for k, v in self.macs_by_term.items()},
             },
-            "uncounted_ops": list(fc.uncounted),
+            "uncounted_ops": dict(fc.uncounted),
             "peak_bytes": {"measured": self.peak_bytes, "analytic": self.peak_bytes_analytic},
             "latency_ms": self.latency.median_ms if self.latency else None,
             "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,
@@ -135,6 +149,7 @@ class Record:
             "elementwise": {"analytic": self.elementwise_analytic, "by_term": dict(self.elementwise)},
             "environment": dict(self.environment),
             "notes": list(self.notes),
+            **({"by_module": [r.as_dict() for r in self.by_module]} if self.by_module is not None else {}),
         }
 
 
@@ -188,7 +203,6 @@ def _placement(config: Config) -> Iterator[tuple[nn.Module, torch.Tensor, int]]:
     block's parameters; on meta, inside a ``FakeTensorMode``."""
     dtype = TORCH_DTYPES[config.dtype]
     args = (config.block, config.channels, config.key_channels, config.value_channels)
-    shape = (config.batch, config.channels, config.height, config.width)
     opts = dict(config.options)
     if config.device == "meta":
         with torch.device("meta"):
@@ -196,11 +210,20 @@ def _placement(config: Config) -> Iterator[tuple[nn.Module, torch.Tensor, int]]:
         with FakeTensorMode(allow_non_fake_inputs=True):
             block = block.to_empty(device="cpu")
             params = _count_params(block)
-            yield _on_path(block, config.path), torch.empty(shape, dtype=dtype), params  # (B, C, H, W), fake
+            x = torch.empty(input_shape(config, block), dtype=dtype)  # (B, C_in, H, W), fake
+            yield _on_path(block, config.path), x, params
         return
     block = blocks.build(*args, impl=config.impl, **opts).to(device=config.device, dtype=dtype)
-    x = torch.randn(shape, dtype=dtype, device=config.device)  # (B, C, H, W)
+    x = torch.randn(input_shape(config, block), dtype=dtype, device=config.device)  # (B, C_in, H, W)
     yield _on_path(block, config.path), x, _count_params(block)
+
+
+def input_shape(config: Config, block: nn.Module) -> tuple[int, int, int, int]:
+    """(B, C_in, H, W): ``C_in`` is the module's ``in_channels`` where it declares one (a head fed by a
+    2048-wide backbone), else the configuration's ``channels``."""
+    c_in = getattr(block, "in_channels", None)
+    c_in = c_in if isinstance(c_in, int) and c_in > 0 else config.channels
+    return (config.batch, c_in, config.height, config.width)
 
 
 def _count_params(block: nn.Module) -> int:
@@ -245,6 +268,7 @@ def profile(
     value_channels: int | None = None,
     *,
     latency: str | None = "quick",
+    by_module: bool = False,
     **config: Any,
 ) -> Record:
     """Profile one configuration: MACs, peak bytes, params, latency, each beside its closed form.
@@ -255,7 +279,8 @@ def profile(
     import path ``"pkg.module:Attr"`` (a class, or a function returning an ``nn.Module``; it receives
     ``channels``, ``key_channels``, ``value_channels`` and ``impl`` only where it accepts them), an
     ``nn.Module`` instance (measured on a deep copy, never mutated) or a callable returning one. A target
-    without a formula gets an empty analytic column. ``latency``: ``"quick"``,
+    without a formula gets an empty analytic column. ``by_module``: also break MACs and peak bytes down
+    per submodule (:mod:`isaprof.measure.modules`). ``latency``: ``"quick"``,
     ``"fixed"``, ``"none"``/None (skip); never measured on meta. ``path="fast"``: the inference fast path
     (its MACs are checked against the reference formula; it has no peak-memory formula; its peak is that
     of its first call, workspace included). Bad input raises ``ValueError``; out-of-memory errors
@@ -270,7 +295,7 @@ def profile(
     config = {**{k: v for k, v in given.items() if v is not None}, **config}
     if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
         with blocks.registry.adopted(block) as name:
-            return profile(name, latency=latency, **config)
+            return profile(name, latency=latency, by_module=by_module, **config)
     cfg = configure(block, **config)
     defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
     cost = analytic_cost(cfg)
@@ -306,7 +331,16 @@ def profile(
         latency=lat,
         environment=environment(cfg.device),
         notes=tuple(notes),
+        by_module=_by_module(cfg) if by_module else None,
     )
+
+
+def _by_module(config: Config) -> tuple[ModuleRow, ...]:
+    """The per-module breakdown of the configuration's step (on cuda: of a CPU replay, fake tensors)."""
+    if config.device_type == "cuda":
+        config = dataclasses.replace(config, device="meta")
+    with _placement(config) as (block, x, _):
+        return breakdown(block, _with_backend(step(block, x, config.mode), config.backend)).rows
 
 
 def _measure(config: Config, latency: str | None) -> tuple[int, FlopCount, int, Latency | None]:

@@ -43,7 +43,7 @@ def _measured_macs(name: str, opts: dict, cfg: Config, mode: str) -> tuple[int, 
     with FakeTensorMode(allow_non_fake_inputs=True), ctx:  # shapes only: fast at 33 x 65
         x = torch.randn(cfg.batch, cfg.channels, cfg.height, cfg.width)
         counted = count_flops(step(m, x, mode))
-    assert counted.uncounted == (), counted.uncounted  # nothing matmul-like silently counted as 0
+    assert counted.uncounted == {}, counted.uncounted  # nothing matmul-like silently counted as 0
     assert counted.flops % 2 == 0
     return counted.macs, sum(p.numel() for p in m.parameters())
 

@@ -40,7 +40,7 @@ class FakeRecord:
 
 
 class FakeProfile:
-    """Deterministic stand-in for ``isaprof.profile.profile``: two metrics per configuration.
+    """Deterministic stand-in for ``isaprof.profile``: two metrics per configuration.
 
     ``fail``: {(block, height, factor-or-None): exception} raised for matching configurations.
     """

@@ -71,4 +71,25 @@ declare(
     value_channels=lambda c: c,
 )
 
+# The published heads around a block (isaprof/blocks/heads.py), as the papers' code builds them: targets by
+# name, not among names() (sweeps' "all", check and baseline mean the blocks). Each takes its block's
+# impls, default widths and options, plus ``in_channels`` (the backbone width; default: ``channels``).
+for _head, _block, _cls in (
+    ("isa_head", "isa", "ISAHead"),
+    ("dense_head", "dense", "DenseHead"),
+    ("rcca_head", "criss_cross", "CCHead"),
+    ("nl_head", "non_local", "NLHead"),
+):
+    _inner = spec(_block)
+    declare(
+        _head,
+        f"isaprof.blocks.heads:{_cls}",
+        summary=f"the published head around {_block} (conv in, block, fusion with the input)",
+        impls=_inner.impls,
+        key_channels=_inner.default_key_channels,
+        value_channels=_inner.default_value_channels,
+        fully_connected=_inner.fully_connected,
+        listed=False,
+    )
+
 __all__ = ["BlockSpec", "build", "declare", "names", "register", "resolve_channels", "spec"]

@@ -58,7 +58,10 @@ class BlockSpec:
     fully_connected: bool | FullPredicate | None
     source: str = "built-in"
     loaded: Any = field(default=None, compare=False, repr=False)  # the class, once imported
-    kind: str = "registered"  # registered | import path | instance | callable
+    kind: str = "registered"  # registered | import path | instance | callable | plugin
+    listed: bool = (
+        True  # in names() (tables, sweeps' "all", check, baseline); heads are reachable by name only
+    )
     formula: str | None = None  # the registered name whose formula applies (None: this spec's name)
 
     @property
@@ -120,11 +123,14 @@ def declare(
     value_channels: Callable[[int], int] = lambda c: c // 2,
     fully_connected: bool | FullPredicate = True,
     source: str = "built-in",
+    listed: bool = True,
 ) -> BlockSpec:
-    """Register block ``name`` by import path ``"module:QualName"``; nothing is imported until it is built."""
+    """Register block ``name`` by import path ``"module:QualName"``; nothing is imported until it is built.
+    ``listed=False``: reachable by name, but not among :func:`names` (what "every block" means)."""
     if name in _REGISTRY:
         raise ValueError(f"block {name!r} is registered twice")
-    s = BlockSpec(name, target, summary, impls, key_channels, value_channels, fully_connected, source)
+    s = BlockSpec(name, target, summary, impls, key_channels, value_channels, fully_connected, source,
+                  listed=listed)  # fmt: skip
     _REGISTRY[name] = s
     return s
 
@@ -157,10 +163,11 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def names() -> list[str]:
-    """Registered block names (built-in, then plugins), in registration order."""
+def names(everything: bool = False) -> list[str]:
+    """Registered block names (built-in, then plugins), in registration order; with ``everything``, also
+    the targets reachable by name only (the published heads)."""
     load_plugins()
-    return list(_REGISTRY)
+    return [n for n, s in _REGISTRY.items() if everything or s.listed]
 
 
 def spec(target: str) -> BlockSpec:

@@ -24,7 +24,7 @@ def entries() -> list[dict[str, Any]]:
     from isaprof.blocks import registry
 
     out = []
-    for name in registry.names():
+    for name in registry.names(everything=True):
         s = registry.spec(name)
         entry: dict[str, Any] = {"name": name, "source": s.source, "target": s.target, "impls": list(s.impls)}
         try:

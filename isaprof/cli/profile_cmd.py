@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import sys
 from typing import Any
 
 from isaprof import blocks
@@ -41,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=MODES, default="inference")
     p.add_argument("--latency", choices=(*LATENCY_PROTOCOLS, "none"), default="quick", help="cpu/cuda only")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.add_argument("--by-module", action="store_true",
+                   help="MACs and peak bytes per submodule too ('by_module' in JSON)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -109,10 +112,24 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         path=args.path,
         latency=args.latency,
+        by_module=args.by_module,
         **options,
     )
     print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
+    if args.by_module and not args.json:
+        from isaprof.measure.modules import ModuleBreakdown
+        from isaprof.measure.modules import table as module_table
+
+        print(module_table(ModuleBreakdown(record.by_module, record.macs, record.peak_bytes)))
+    if record.flop_count.uncounted:  # stderr: stdout stays valid JSON under --json
+        print(f"warning: {uncounted_line(record.flop_count.uncounted)}", file=sys.stderr)
     return 0
+
+
+def uncounted_line(uncounted: dict[str, int]) -> str:
+    """One line naming the ops that ran without a FLOP formula, with their call counts."""
+    ops = ", ".join(f"{op} x{n}" for op, n in uncounted.items())
+    return f"ops with no FLOP formula, counted as 0 MACs: {ops}"
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -155,9 +172,7 @@ def table(record: Any) -> str:
             diff = f"IQR {r['spread']:.3f}"
         lines.append(f"{r['metric']:<12} {fmt(m, r['unit']):>20} {fmt(a, r['unit']):>20} {diff:>9}")
     if record.flop_count.uncounted:
-        lines.append(
-            f"WARNING: ops with no FLOP formula (counted 0): {', '.join(record.flop_count.uncounted)}"
-        )
+        lines.append(f"WARNING: {uncounted_line(record.flop_count.uncounted)}")
     if record.latency is not None and record.latency.noisy:
         lines.append("WARNING: noisy latency (IQR > 10% of the median)")
     lines += [f"note: {n}" for n in record.notes]

@@ -63,10 +63,12 @@ class StorageTracker(TorchDispatchMode):
     """Dispatch mode that tracks the live bytes of storages allocated while it is active.
 
     Enter it *inside* a ``FakeTensorMode`` to track fake tensors. ``round_to`` rounds every
-    allocation up to a multiple (512 predicts the CUDA caching allocator).
+    allocation up to a multiple (512 predicts the CUDA caching allocator). ``owner``, if given, names
+    who allocates (called at each new allocation, e.g. the running module): ``peak_by_owner`` is then
+    the live bytes per owner at the (first) peak, summing to ``peak``.
     """
 
-    def __init__(self, round_to: int = 1) -> None:
+    def __init__(self, round_to: int = 1, owner: Callable[[], str] | None = None) -> None:
         super().__init__()
         if round_to < 1:
             raise ValueError(f"round_to must be a positive number of bytes, got {round_to}")
@@ -76,12 +78,22 @@ class StorageTracker(TorchDispatchMode):
         self.peak = 0
         self.allocated = 0
         self.allocations = 0
+        self.owner = owner
+        self._owner_of: dict[int, str] = {}  # storage cdata -> owner (only with ``owner``)
+        self.live_by_owner: dict[str, int] = {}
+        self.peak_by_owner: dict[str, int] = {}
 
     def _size(self, storage: torch.UntypedStorage) -> int:
         return round_up(storage.nbytes(), self.round_to)
 
     def _free(self, key: int) -> None:
-        self.current -= self._live.pop(key, 0)
+        size = self._live.pop(key, 0)
+        self.current -= size
+        if self.owner is not None and key in self._owner_of:
+            self._charge(self._owner_of.pop(key), -size)
+
+    def _charge(self, who: str, nbytes: int) -> None:
+        self.live_by_owner[who] = self.live_by_owner.get(who, 0) + nbytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -95,6 +107,8 @@ class StorageTracker(TorchDispatchMode):
                     self._live[key] = new
                     self.current += new - old
                     self.allocated += max(new - old, 0)
+                    if self.owner is not None:
+                        self._charge(self._owner_of[key], new - old)
             elif key not in before:  # a fresh storage: a new allocation
                 size = self._size(s)
                 self._live[key] = size
@@ -102,7 +116,13 @@ class StorageTracker(TorchDispatchMode):
                 self.current += size
                 self.allocated += size
                 self.allocations += 1
-        self.peak = max(self.peak, self.current)
+                if self.owner is not None:
+                    self._owner_of[key] = who = self.owner()
+                    self._charge(who, size)
+        if self.current > self.peak:
+            self.peak = self.current
+            if self.owner is not None:
+                self.peak_by_owner = {k: v for k, v in self.live_by_owner.items() if v}
         return out
 
     def result(self) -> MemoryPeak:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from isaprof.report import data, efficiency, plots, tables
+from isaprof.report.heads import heads_section
 
 HEATMAP_METRICS = (
     ("macs", "inference", "MACs", "GMAC", 1e9),
@@ -60,6 +61,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         _crossover_section(df, out_dir),
         _factor_section(df, out_dir, notes),
         _reproduction_section(results_dir, out_dir, notes),
+        heads_section(results_dir, out_dir, notes),
         _throughput_section(df, machine, out_dir, notes),
         _flow_section(results_dir, out_dir, notes),
         _failure_section(df, out_dir),
