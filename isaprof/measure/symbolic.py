@@ -25,6 +25,7 @@ MACs = FLOPs / 2. Peak memory: :func:`derive_peak` (the storage tracker under th
 from __future__ import annotations
 
 import functools
+import logging
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -162,6 +163,15 @@ class _Trace:
     symbols: tuple[sympy.Symbol, ...]
 
 
+def _decompositions() -> dict[Any, Callable[..., Any]]:
+    import torch._refs as refs
+
+    return {torch.ops.aten.constant_pad_nd.default: refs.constant_pad_nd}
+
+
+_DECOMPOSE = _decompositions()
+
+
 class _LastOp(TorchDispatchMode):
     """Remembers the aten op being run (to name the one that stopped a symbolic run) and the first op
     whose output has a data-dependent size."""
@@ -173,7 +183,10 @@ class _LastOp(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.last = str(func.overloadpacket.__name__)
-        out = func(*args, **(kwargs or {}))
+        if func in _DECOMPOSE:  # a composite kernel that wants concrete ints: its Python reference instead
+            out = _DECOMPOSE[func](*args, **(kwargs or {}))
+        else:
+            out = func(*args, **(kwargs or {}))
         if self.data_dependent is None:
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor) and any(
@@ -214,6 +227,9 @@ def _symbolic_run(
     if batch_symbol:
         names[x.shape[0].node.expr] = B
     last = _LastOp()
+    quiet = logging.getLogger("torch._subclasses.fake_tensor")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # it logs a traceback before raising what we report in one line
     try:
         with fake:
             fn = step(module, x, mode)
@@ -226,6 +242,8 @@ def _symbolic_run(
     except Exception as e:  # noqa: BLE001 - whatever stopped torch, named by the op it stopped at
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise NotSymbolic(f"op aten.{last.last} cannot run on symbolic sizes: {type(e).__name__}: {first}") from None
+    finally:
+        quiet.setLevel(level)
     if last.data_dependent is not None:
         raise NotSymbolic(f"op aten.{last.data_dependent} has a data-dependent output shape")
     return result, env, names
