@@ -446,8 +446,14 @@ def _simplify(expr: sympy.Expr, region: np.ndarray, grid: _Grid) -> sympy.Expr:
                 candidates.append(atom.args[0])
             elif isinstance(atom, (sympy.Max, sympy.Min)):
                 candidates.extend(atom.args)
-            for c in candidates:
+            shorter = []
+            k = sympy.fraction(sympy.together(atom.args[0]))[1] if atom.args else 1
+            if isinstance(atom, sympy.floor) and k.is_Integer and k > 1:  # floor(n/k) = ceiling((n-k+1)/k)
+                shorter.append(sympy.ceiling(atom.args[0] - sympy.Rational(k - 1, k)))
+            for c in candidates + shorter:
                 new = sympy.expand(expr.xreplace({atom: c}))
+                if c in shorter and sympy.count_ops(new) >= sympy.count_ops(expr):
+                    continue
                 if np.array_equal(grid.eval(new)[region], target):
                     expr, changed = new, True
                     break
