@@ -44,6 +44,7 @@ report: $(STAMP)
 	$(if $(FRESH),rm -rf $(RESULTS))
 	$(BIN)/isaprof sweep $(SWEEP) --out $(RESULTS)
 	$(BIN)/isaprof reproduce --out $(RESULTS)
+	$(BIN)/isaprof formula --all --channels 64 --json --out $(RESULTS)/derived.json > /dev/null
 	$(BIN)/isaprof verify --size 12x10 --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
 	$(BIN)/isaprof report $(RESULTS) --out reports

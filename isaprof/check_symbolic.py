@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import sympy
 
 from isaprof import blocks, formulas
-from isaprof.measure.symbolic import H, W, NotSymbolic, derive
+from isaprof.measure.symbolic import H, NotSymbolic, W, derive
 
 CHANNELS = 32
 TRACE_SIZE = (61, 59)  # divisible by no factor of the blocks: the padding branches are the general ones
@@ -99,7 +99,9 @@ def compare_block(
         sub = {H: lh * QH - rh, W: lw * QW - rw}
         derived_q = sympy.expand(expr.subs(sub))
         if derived_q.atoms(sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max, sympy.Min):
-            return Comparison(name, impl, mode, "underivable", str(expr), "", f"{derived_q} is not a polynomial")
+            return Comparison(
+                name, impl, mode, "underivable", str(expr), "", f"{derived_q} is not a polynomial"
+            )
         poly = sympy.Poly(derived_q, QH, QW)
         dh, dw = poly.degree(QH) + 1, poly.degree(QW) + 1  # one more: a hand formula of higher degree shows
         q0 = next(
@@ -117,8 +119,9 @@ def compare_block(
         extra = [(q0[0] + dh + 1, q0[1] + dw + 2), (q0[0] + dh + 2, q0[1] + 1)]
         for qh, qw in extra:
             if hand_q.subs({QH: qh, QW: qw}) != at(qh, qw):
-                return Comparison(name, impl, mode, "differs", str(expr), f"(not a polynomial of degree <= "
-                                  f"{dh}, {dw} in q_h, q_w)", f"on H = {lh}*q_h - {rh}, W = {lw}*q_w - {rw}")  # fmt: skip
+                not_poly = f"(not a polynomial of degree <= {dh}, {dw} in q_h, q_w)"
+                where = f"on H = {lh}*q_h - {rh}, W = {lw}*q_w - {rw}"
+                return Comparison(name, impl, mode, "differs", str(expr), not_poly, where)
         if sympy.expand(hand_q - derived_q) != 0:
             back = {QH: (H + rh) / lh, QW: (W + rw) / lw}
             return Comparison(

@@ -10,13 +10,13 @@ from torch import nn
 from isaprof import blocks
 from isaprof.check_symbolic import compare_block
 from isaprof.cli import main
-from isaprof.measure.symbolic import H, W, NotSymbolic, derive, numeric_count
+from isaprof.measure.symbolic import H, NotSymbolic, W, derive, numeric_count
 
 SIZES = [(9, 11), (16, 16), (13, 8), (24, 40), (33, 17)]  # odd and even
 
 
 class TwoConvs(nn.Module):
-    """Not a built-in: conv 3x3 (padding 1), then a stride-2 conv: MACs = H W C^2 9 + ceil(H/2) ceil(W/2) C^2."""
+    """Not a built-in: conv 3x3 (pad 1), stride-2 1x1 conv: MACs = 9 C^2 H W + C^2 ceil(H/2) ceil(W/2)."""
 
     def __init__(self, c: int = 4) -> None:
         super().__init__()
@@ -42,9 +42,7 @@ def _value(expr: sympy.Expr, size: tuple[int, int]) -> int:
     return int(expr.subs({H: size[0], W: size[1]}))
 
 
-@pytest.mark.parametrize(
-    "name,impl", [(n, i) for n in blocks.names() for i in blocks.spec(n).impls]
-)
+@pytest.mark.parametrize("name,impl", [(n, i) for n in blocks.names() for i in blocks.spec(n).impls])
 def test_derived_macs_equal_numeric_counts(name: str, impl: str) -> None:
     def factory() -> nn.Module:
         return blocks.build(name, 16, impl=impl)

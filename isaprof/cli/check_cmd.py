@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="a smaller grid")
     p.add_argument("--symbolic", action="store_true",
-                   help="instead: compare each hand formula's MACs with the derived closed form, as expressions")  # fmt: skip
+                   help="instead: hand formulas vs derived closed forms, as expressions")  # fmt: skip
     p.add_argument("--block", action="append", metavar="NAME", help="with --symbolic: only these blocks")
     p.set_defaults(func=run)
 

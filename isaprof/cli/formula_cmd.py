@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--key-channels", type=_args.positive_int, metavar="CK", help="default: the block's")
     p.add_argument("--value-channels", type=_args.positive_int, metavar="CV", help="default: the block's")
     p.add_argument("--factor", type=_args.factor, metavar="PHxPW", help="blocks with a factor option (isa)")
-    p.add_argument("--recurrence", type=_args.positive_int, metavar="R", help="blocks with a recurrence option")
+    p.add_argument(
+        "--recurrence", type=_args.positive_int, metavar="R", help="blocks with a recurrence option"
+    )
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip
     p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")

@@ -25,8 +25,8 @@ MACs = FLOPs / 2. Peak memory: :func:`derive_peak` (the storage tracker under th
 from __future__ import annotations
 
 import functools
-import logging
 import itertools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,7 +241,9 @@ def _symbolic_run(
         raise
     except Exception as e:  # noqa: BLE001 - whatever stopped torch, named by the op it stopped at
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise NotSymbolic(f"op aten.{last.last} cannot run on symbolic sizes: {type(e).__name__}: {first}") from None
+        raise NotSymbolic(
+            f"op aten.{last.last} cannot run on symbolic sizes: {type(e).__name__}: {first}"
+        ) from None
     finally:
         quiet.setLevel(level)
     if last.data_dependent is not None:
@@ -393,7 +395,9 @@ def _minimise(
             if bad is None:
                 cleared.add(i)
                 continue
-            j = max((j for j in range(len(guards)) if j not in kept and not held[j][bad]), key=weight.__getitem__)
+            j = max(
+                (j for j in range(len(guards)) if j not in kept and not held[j][bad]), key=weight.__getitem__
+            )
             kept.append(j)
             region &= held[j]
             added = True
@@ -434,9 +438,7 @@ def _simplify(expr: sympy.Expr, region: np.ndarray, grid: _Grid) -> sympy.Expr:
     changed = True
     while changed:
         changed = False
-        atoms = sorted(
-            (a for a in expr.atoms(*kinds)), key=lambda a: -sympy.count_ops(a)
-        )  # outermost first
+        atoms = sorted((a for a in expr.atoms(*kinds)), key=lambda a: -sympy.count_ops(a))  # outermost first
         for atom in atoms:
             vals = grid.eval(atom)[region]
             candidates: list[sympy.Expr] = []
@@ -468,7 +470,7 @@ def _describe(guards: list[sympy.Basic], expr: sympy.Expr, grid: _Grid) -> list[
     dens = sorted(
         {
             int(d)
-            for a in itertools.chain(expr.atoms(sympy.floor, sympy.ceiling), *(g.atoms(sympy.floor, sympy.ceiling) for g in guards))
+            for a in itertools.chain(*(e.atoms(sympy.floor, sympy.ceiling) for e in [expr, *guards]))
             for d in [sympy.fraction(sympy.together(a.args[0]))[1]]
             if d.is_Integer and d > 1
         }
@@ -632,7 +634,9 @@ def derive(
             result, env2, names2 = run(counter)
             raw = sympy.expand(translate(_total_of(result), names2))
             if not raw.free_symbols:
-                notes.append("bytes moved: the counter turned the sizes into ints (specialised); no closed form")
+                notes.append(
+                    "bytes moved: the counter turned the sizes into ints (specialised); no closed form"
+                )
             else:
                 moved = _finish(raw, _guards(env2, names2), symbols, size, truth_of("bytes_moved"))
         except ValueError as e:
