@@ -14,7 +14,17 @@ import sys
 from typing import NoReturn
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("profile", "formula", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report")
+SUBCOMMANDS = (
+    "profile",
+    "formula",
+    "check",
+    "factorize",
+    "sweep",
+    "reproduce",
+    "verify",
+    "baseline",
+    "report",
+)
 
 
 class _Parser(argparse.ArgumentParser):
