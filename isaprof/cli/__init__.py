@@ -19,7 +19,8 @@ import isaprof
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = (
-    "profile", "table", "list", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report"
+    "profile", "formula", "table", "list", "check", "factorize", "sweep", "reproduce", "verify", "baseline",
+    "report",
 )  # fmt: skip
 
 

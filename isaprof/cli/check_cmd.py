@@ -14,10 +14,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "measured params/MACs differ from the closed form, or peak bytes by more than 10%.",
     )
     p.add_argument("--quick", action="store_true", help="a smaller grid")
+    p.add_argument("--symbolic", action="store_true",
+                   help="instead: hand formulas vs derived closed forms, as expressions")  # fmt: skip
+    p.add_argument("--block", action="append", metavar="NAME", help="with --symbolic: only these blocks")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.symbolic:
+        return run_symbolic(args)
     from isaprof.check import check, default_grid, skipped
 
     total = len(default_grid(args.quick))
@@ -33,3 +38,16 @@ def run(args: argparse.Namespace) -> int:
     if skipped():
         print(f"skipped (no closed-form formula to check): {', '.join(skipped())}")
     return 1 if found else 0
+
+
+def run_symbolic(args: argparse.Namespace) -> int:
+    """``--symbolic``: exit 1 only when a hand formula differs from the derived expression."""
+    from isaprof.check_symbolic import check_symbolic
+
+    found = check_symbolic(args.block)
+    for c in found:
+        print(c, flush=True)
+    differs = [c for c in found if c.status == "differs"]
+    underivable = sum(c.status == "underivable" for c in found)
+    print(f"{len(differs)} hand formula(s) differ, {underivable} not derivable, of {len(found)} compared")
+    return 1 if differs else 0

@@ -1,0 +1,121 @@
+"""``isaprof formula TARGET --channels C ...``: a block's MACs (and bytes moved) as closed forms in H, W (B).
+
+One symbolic run (isaprof/measure/symbolic.py): the expression, the conditions under which it holds, its
+leading term and exponent in N = H W. ``--all`` derives every registered block (``--out FILE`` writes the
+JSON, e.g. the report's ``derived.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from isaprof import blocks
+from isaprof.cli import _args
+from isaprof.cli.profile_cmd import block_options
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "formula",
+        help="derive a block's MACs (and bytes moved) as a closed form in H and W from one symbolic run",
+        description="Run the block once on a (B, C, H, W) input with symbolic H, W (fake tensors) and print "
+        "its MACs as an expression in H, W, with the conditions under which it holds and its leading term.",
+    )
+    p.add_argument("name", nargs="?", help=f"block name: {', '.join(blocks.names())}")
+    p.add_argument("--all", action="store_true", help="every registered block (its default options)")
+    p.add_argument("--channels", type=_args.positive_int, default=64, metavar="C", help="default 64")
+    p.add_argument("--key-channels", type=_args.positive_int, metavar="CK", help="default: the block's")
+    p.add_argument("--value-channels", type=_args.positive_int, metavar="CV", help="default: the block's")
+    p.add_argument("--factor", type=_args.factor, metavar="PHxPW", help="blocks with a factor option (isa)")
+    p.add_argument(
+        "--recurrence", type=_args.positive_int, metavar="R", help="blocks with a recurrence option"
+    )
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip
+    p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
+    p.add_argument("--size", type=_args.size, default=(64, 64), metavar="HxW",
+                   help="the size traced at (default 64x64): one the block accepts")  # fmt: skip
+    p.add_argument("--mode", choices=("inference", "train"), default="inference")
+    p.add_argument("--batch-symbol", action="store_true", help="B as a symbol too (else B = 1)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON here")
+    p.set_defaults(func=run)
+
+
+def factory_for(name: str, args: argparse.Namespace, impl: str) -> Callable[[], Any]:
+    """An ``nn.Module`` factory for a registered block (the symbolic derivation takes any factory)."""
+    options = block_options(name, args)
+
+    def build() -> Any:
+        return blocks.build(name, args.channels, args.key_channels, args.value_channels, impl=impl, **options)
+
+    return build
+
+
+def derive_one(factory: Callable[[], Any], args: argparse.Namespace) -> tuple[dict[str, Any], Any, float]:
+    """(JSON object, Derivation, seconds) of one target."""
+    from isaprof.measure.symbolic import derive
+
+    start = time.perf_counter()
+    d = derive(factory, args.channels, args.size, mode=args.mode, batch_symbol=args.batch_symbol)
+    return d.to_json(), d, time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> int:
+    from isaprof.measure.symbolic import NotSymbolic
+
+    if args.all == bool(args.name):
+        raise ValueError("give one block name or --all")
+    if not args.all:
+        factory = factory_for(args.name, args, args.impl)
+        obj, d, secs = derive_one(factory, args)
+        _write(args, obj)
+        print(json.dumps(obj, indent=2) if args.json else text(args.name, d, secs))
+        return 0
+    rows = []
+    for name in blocks.names():
+        for impl in blocks.spec(name).impls:
+            try:
+                obj, d, secs = derive_one(factory_for(name, args, impl), args)
+            except NotSymbolic as e:
+                print(f"{name} {impl}: {e}", file=sys.stderr)
+                rows.append({"block": name, "impl": impl, "mode": args.mode, "error": str(e)})
+                continue
+            rows.append({"block": name, "impl": impl, "mode": args.mode, "channels": args.channels,
+                         "seconds": round(secs, 2), **obj})  # fmt: skip
+            if not args.json:
+                print(text(f"{name} [{impl}]", d, secs))
+    _write(args, rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _write(args: argparse.Namespace, obj: Any) -> None:
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+
+
+def text(title: str, d: Any, secs: float) -> str:
+    """A readable account of a :class:`isaprof.measure.symbolic.Derivation`."""
+    lines = [f"{title}  (traced at {d.traced_at[0]}x{d.traced_at[1]}, {secs:.1f} s)"]
+    for label, x in (("MACs", d.macs), ("bytes moved", d.bytes_moved)):
+        if x is None:
+            lines.append(f"  {label}: - (no bytes-moved counter in this install)")
+            continue
+        lines.append(f"  {label} = {x.expression}")
+        if x.leading is not None:
+            where = " on square maps (H = W)" if x.square_maps else ""
+            lines.append(f"    leading {x.leading}: N^{x.exponent}{where}, N = H*W")
+        valid = " and ".join(str(g) for g in x.valid_when) or "every size"
+        lines.append(f"    valid when {valid}  ({x.dropped} guard(s) of torch's did not change it)")
+        lines.append(f"    confirmed numerically at {', '.join('x'.join(map(str, p)) for p in x.checked)}")
+    lines += [f"  note: {n}" for n in d.notes]
+    return "\n".join(lines)

@@ -1,0 +1,637 @@
+"""Costs derived as closed forms in the input size: one symbolic run instead of a grid of numeric ones.
+
+The module runs once under ``FakeTensorMode(shape_env=ShapeEnv(duck_shape=False))`` on a ``(B, C, H, W)``
+input whose H and W (and B, with ``batch_symbol``) are dynamic, through ``FlopCounterMode``: the total
+comes out as an expression in torch's size symbols, with the guards torch recorded on the way (the
+conditions under which the traced control flow, hence the expression, holds). This module
+
+1. translates the expression and guards into SymPy's own functions in symbols ``H``, ``W`` (``B``):
+   torch's ``FloorDiv``/``CeilToInt``/``IntTrueDiv``/``PythonMod``/... become ``floor``/``ceiling``/``/``/
+   ``Mod``, so ``sympy.sympify(str(expr))`` reads every result back;
+2. minimises the guards: a guard is dropped when, on the grid ``[1, R]^2`` of sizes, it is implied by the
+   others, or when at a size where it alone fails a numeric run (same module, concrete size) gives the
+   same count as the expression (a guard that only chose a kernel, or pinned an index list, does not
+   change the cost). torch's implicit assumption ``H, W >= 2`` (sizes 0/1 are specialised) is a guard too;
+3. simplifies the expression on the region the kept guards allow: a ``floor``/``ceiling``/``Mod``/
+   ``Max``/``Min`` sub-expression is replaced by a constant or by its argument when the whole expression
+   is unchanged at every grid size of the region (so ceilings survive only where padding needs them);
+4. checks the result against numeric counts at sizes of the region, small and beyond the grid.
+
+NB: steps 2 and 3 are decided on a finite grid and confirmed numerically beyond it, not proven for all
+sizes; the expression itself is torch's, exact wherever the kept guards hold.
+MACs = FLOPs / 2. Peak memory: :func:`derive_peak` (the storage tracker under the same symbolic input).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+from torch.utils import flop_counter
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from isaprof.measure import flops as _flops
+from isaprof.measure.protocol import step
+
+H, W, B = (sympy.Symbol(n, integer=True, positive=True) for n in ("H", "W", "B"))
+SYMBOLS = {"H": H, "W": W, "B": B}
+GRID_MIN = 32  # the guard / simplification grid is [1, R]^2 with R = max(GRID_MIN, 2 * traced size)
+BATCHES = (1, 2, 3)  # the batch values of the grid when B is a symbol
+
+Factory = Callable[[], nn.Module]
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A closed form in ``symbols``. ``expression`` exact where every ``valid_when`` holds; ``leading`` its
+    fastest-growing term(s) (floors/ceilings dropped), ``exponent`` the growth in N = H W (on square maps,
+    H = W, when ``square_maps``); ``checked`` the sizes where a numeric run confirmed it; ``dropped``: the
+    guards torch recorded that did not change it."""
+
+    expression: sympy.Expr
+    valid_when: tuple[sympy.Basic, ...]
+    leading: sympy.Expr | None
+    exponent: sympy.Rational | None
+    square_maps: bool
+    symbols: tuple[str, ...]
+    checked: tuple[tuple[int, ...], ...] = ()
+    dropped: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"expression", "leading", "exponent", "valid_when"}``: SymPy strings, exponent a number."""
+        exponent = None
+        if self.exponent is not None:
+            exponent = int(self.exponent) if self.exponent.is_integer else float(self.exponent)
+        return {
+            "expression": str(self.expression),
+            "leading": None if self.leading is None else str(self.leading),
+            "exponent": exponent,
+            "valid_when": [str(g) for g in self.valid_when],
+        }
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """Result of :func:`derive`: MACs (and bytes moved, when that counter exists) as closed forms."""
+
+    macs: Derived
+    bytes_moved: Derived | None
+    symbols: tuple[str, ...]
+    traced_at: tuple[int, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "macs": self.macs.to_json(),
+            "bytes_moved": None if self.bytes_moved is None else self.bytes_moved.to_json(),
+            "symbols": list(self.symbols),
+        }
+
+
+# ---- translation: torch's sympy functions -> SymPy's own ----
+
+
+def _div(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    return a / b
+
+
+_TORCH_FUNCS: dict[str, Callable[..., sympy.Expr]] = {
+    "FloorDiv": lambda a, b: sympy.floor(a / b),
+    "CeilDiv": lambda a, b: sympy.ceiling(a / b),
+    "CleanDiv": _div,
+    "IntTrueDiv": _div,
+    "FloatTrueDiv": _div,
+    "CeilToInt": sympy.ceiling,
+    "FloorToInt": sympy.floor,
+    "TruncToInt": sympy.floor,  # sizes are positive: trunc = floor
+    "TruncToFloat": sympy.floor,
+    "RoundToInt": lambda a: sympy.floor(a + sympy.Rational(1, 2)),
+    "PythonMod": sympy.Mod,
+    "Mod": sympy.Mod,
+    "ModularIndexing": lambda a, b, m: sympy.Mod(sympy.floor(a / b), m),
+    "Max": sympy.Max,
+    "Min": sympy.Min,
+    "ToFloat": lambda a: a,
+    "Identity": lambda a: a,
+    "PowByNatural": sympy.Pow,
+    "FloatPow": sympy.Pow,
+}
+
+
+class NotSymbolic(ValueError):
+    """The module's cost cannot be had as a closed form (the one-line reason says which op stopped it)."""
+
+
+def translate(expr: Any, names: dict[sympy.Symbol, sympy.Symbol]) -> sympy.Basic:
+    """``expr`` (a torch SymPy expression in s0, s1, ...) in SymPy's own functions and our symbols."""
+    if isinstance(expr, (int, bool)):
+        return sympy.sympify(expr)
+    if isinstance(expr, sympy.Symbol):
+        if expr not in names:
+            raise NotSymbolic(f"size {expr} is data-dependent (not a function of the input size)")
+        return names[expr]
+    if not expr.args:
+        return expr
+    args = [translate(a, names) for a in expr.args]
+    kind = type(expr).__name__
+    if kind in _TORCH_FUNCS and type(expr).__module__.startswith("torch"):
+        return _TORCH_FUNCS[kind](*args)
+    if type(expr).__module__.startswith("torch"):
+        raise NotSymbolic(f"no SymPy equivalent of torch's {kind}")
+    return expr.func(*args)
+
+
+# ---- the symbolic run ----
+
+
+@dataclass
+class _Trace:
+    flops: sympy.Expr
+    bytes_moved: sympy.Expr | None
+    guards: list[sympy.Basic]
+    symbols: tuple[sympy.Symbol, ...]
+
+
+def _decompositions() -> dict[Any, Callable[..., Any]]:
+    import torch._refs as refs
+
+    return {torch.ops.aten.constant_pad_nd.default: refs.constant_pad_nd}
+
+
+_DECOMPOSE = _decompositions()
+
+
+class _LastOp(TorchDispatchMode):
+    """Remembers the aten op being run (to name the one that stopped a symbolic run) and the first op
+    whose output has a data-dependent size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = "?"
+        self.data_dependent: str | None = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.last = str(func.overloadpacket.__name__)
+        if func in _DECOMPOSE:  # a composite kernel that wants concrete ints: its Python reference instead
+            out = _DECOMPOSE[func](*args, **(kwargs or {}))
+        else:
+            out = func(*args, **(kwargs or {}))
+        if self.data_dependent is None:
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and any(
+                    isinstance(s, torch.SymInt) and s.node.expr.free_symbols
+                    and any(str(x).startswith("u") for x in s.node.expr.free_symbols)
+                    for s in t.shape
+                ):  # fmt: skip
+                    self.data_dependent = self.last
+        return out
+
+
+def _input(
+    fake: FakeTensorMode, channels: int, size: tuple[int, int], batch: int, batch_symbol: bool
+) -> torch.Tensor:
+    dyn, static = DimDynamic.DYNAMIC, DimDynamic.STATIC
+    ctx = StatelessSymbolicContext(dynamic_sizes=[dyn if batch_symbol else static, static, dyn, dyn])
+    return fake.from_tensor(torch.empty(batch, channels, *size), symbolic_context=ctx)
+
+
+def _symbolic_run(
+    factory: Factory,
+    channels: int,
+    size: tuple[int, int],
+    batch: int,
+    mode: str,
+    batch_symbol: bool,
+    measure: Callable[[Callable[[], Any]], Any],
+) -> tuple[Any, ShapeEnv, dict[sympy.Symbol, sympy.Symbol]]:
+    """Run ``measure(step)`` once on the symbolic input; returns (its result, shape env, symbol names)."""
+    with torch.device("meta"):
+        module = factory()
+    env = ShapeEnv(duck_shape=False)
+    fake = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
+    with fake:
+        module = module.to_empty(device="cpu")
+    x = _input(fake, channels, size, batch, batch_symbol)
+    names = {x.shape[2].node.expr: H, x.shape[3].node.expr: W}
+    if batch_symbol:
+        names[x.shape[0].node.expr] = B
+    last = _LastOp()
+    quiet = logging.getLogger("torch._subclasses.fake_tensor")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # it logs a traceback before raising what we report in one line
+    try:
+        with fake:
+            fn = step(module, x, mode)
+            with last:
+                result = measure(fn)
+    except NotSymbolic:
+        raise
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever stopped torch, named by the op it stopped at
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise NotSymbolic(
+            f"op aten.{last.last} cannot run on symbolic sizes: {type(e).__name__}: {first}"
+        ) from None
+    finally:
+        quiet.setLevel(level)
+    if last.data_dependent is not None:
+        raise NotSymbolic(f"op aten.{last.data_dependent} has a data-dependent output shape")
+    return result, env, names
+
+
+def _expr(value: Any) -> Any:
+    return value.node.expr if isinstance(value, torch.SymInt) else value
+
+
+def _count_symbolic(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
+    """FLOPs of ``fn()`` as torch's expression (never through ``int()``, which would specialise), and the
+    matmul-like ops that have no formula."""
+    counter = _flops.flop_counter_mode()  # isaprof's formulas (fused attention ops) as a custom mapping
+    recorder = _flops._UncountedRecorder(counter.flop_registry)
+    with recorder, counter:
+        fn()
+    total: Any = 0
+    for v in counter.flop_counts.get("Global", {}).values():
+        total = total + _expr(v)
+    return total, tuple(sorted(recorder.calls))
+
+
+def _traffic_counter() -> Callable[[Callable[[], Any]], Any] | None:
+    try:
+        from isaprof.measure.traffic import count_bytes_moved  # another branch's counter, when present
+    except ImportError:
+        return None
+    return count_bytes_moved
+
+
+def _total_of(result: Any) -> Any:
+    for attr in ("total", "bytes", "bytes_moved"):
+        if hasattr(result, attr):
+            return _expr(getattr(result, attr))
+    return _expr(result)
+
+
+def _guards(env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol]) -> list[sympy.Basic]:
+    found, seen = [], set()
+    for g in env.guards:
+        try:
+            t = translate(g.expr, names)
+        except NotSymbolic:
+            continue
+        if t in (sympy.true, sympy.false) or str(t) in seen:
+            continue
+        seen.add(str(t))
+        found.append(t)
+    return found
+
+
+# ---- numeric ground truth ----
+
+
+def numeric_count(
+    factory: Factory, channels: int, size: tuple[int, int], batch: int, mode: str, what: str = "macs"
+) -> int:
+    """MACs (``what="macs"``), bytes moved (``"bytes_moved"``) or peak bytes (``"peak_bytes"``) of one
+    protocol step at a concrete size, on fake (meta) tensors."""
+    from isaprof.measure.memory import track_peak
+
+    with torch.device("meta"):
+        module = factory()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        module = module.to_empty(device="cpu")
+        x = torch.empty(batch, channels, *size)  # (B, C, H, W), fake
+        fn = step(module, x, mode)
+        if what == "macs":
+            return _flops.count_flops(fn).flops // 2
+        if what == "peak_bytes":
+            return track_peak(fn).peak
+        counter = _traffic_counter()
+        assert counter is not None
+        return int(_total_of(counter(fn)))
+
+
+# ---- grid evaluation ----
+
+
+class _Grid:
+    """Integer sizes (H, W[, B]) as numpy arrays, and vectorised evaluation of expressions on them."""
+
+    def __init__(self, symbols: tuple[sympy.Symbol, ...], top: int) -> None:
+        axes = [np.arange(1, top + 1) if s is not B else np.array(BATCHES) for s in symbols]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        self.symbols = symbols
+        self.values = [m.ravel().astype(np.int64) for m in mesh]
+
+    def eval(self, expr: sympy.Basic) -> np.ndarray:
+        if expr is sympy.true or expr is sympy.false:
+            return np.full(self.values[0].shape, bool(expr))
+        vmax, vmin = sympy.Function("vmax"), sympy.Function("vmin")
+        e = expr.replace(sympy.Max, lambda *a: vmax(*a)).replace(sympy.Min, lambda *a: vmin(*a))
+        mods = {
+            "vmax": lambda *a: functools.reduce(np.maximum, a),
+            "vmin": lambda *a: functools.reduce(np.minimum, a),
+        }
+        fn = sympy.lambdify(self.symbols, e, modules=[mods, "numpy"])
+        with np.errstate(all="ignore"):
+            out = fn(*[v.astype(np.float64) for v in self.values])
+        return np.broadcast_to(np.asarray(out), self.values[0].shape)
+
+    def point(self, i: int) -> tuple[int, ...]:
+        return tuple(int(v[i]) for v in self.values)
+
+
+def _at(point: tuple[int, ...], symbols: tuple[sympy.Symbol, ...]) -> tuple[tuple[int, int], int]:
+    vals = dict(zip(symbols, point, strict=True))
+    return (vals[H], vals[W]), vals.get(B, 0)
+
+
+# ---- guards and simplification ----
+
+
+def _minimise(
+    expr: sympy.Expr,
+    guards: list[sympy.Basic],
+    grid: _Grid,
+    truth: Callable[[tuple[int, ...]], int | None],
+) -> list[sympy.Basic]:
+    """The guards that change ``expr`` (module docstring, step 2), by counterexample: for each guard, probe
+    sizes allowed by the guards kept so far where it fails; a probe where the numeric count differs from
+    ``expr`` is excluded by keeping the weakest guard (true on most of the grid) that fails there."""
+    held = [grid.eval(g).astype(bool) for g in guards]
+    weight = [int(h.sum()) for h in held]
+    values = grid.eval(expr)
+    region = np.ones(values.shape, dtype=bool)
+    kept: list[int] = []
+    cleared: set[int] = set()
+    added = True
+    while added:
+        added = False
+        for i in range(len(guards)):
+            if i in kept or i in cleared:
+                continue
+            test = region & ~held[i]
+            bad = None if not test.any() else next(
+                (p for p in _probes(test, grid) if truth(grid.point(p)) != values[p]), None
+            )  # fmt: skip
+            if bad is None:
+                cleared.add(i)
+                continue
+            j = max(
+                (j for j in range(len(guards)) if j not in kept and not held[j][bad]), key=weight.__getitem__
+            )
+            kept.append(j)
+            region &= held[j]
+            added = True
+    for i in sorted(kept, key=lambda i: -weight[i]):  # then drop what the others make unnecessary
+        rest = np.ones(values.shape, dtype=bool)
+        for j in kept:
+            if j != i:
+                rest &= held[j]
+        test = rest & ~held[i]
+        if not test.any() or all(truth(grid.point(p)) == values[p] for p in _probes(test, grid)):
+            kept.remove(i)
+    return [guards[i] for i in sorted(kept)]
+
+
+def _probes(region: np.ndarray, grid: _Grid) -> list[int]:
+    """Two sizes of ``region`` to test a guard at: the smallest (by H W) with every size >= 2 (torch's own
+    assumption) where there is one, and one of median H W."""
+    idx = np.flatnonzero(region)
+    big = idx[np.all([v[idx] >= 2 for v in grid.values], axis=0)]
+    idx = big if big.size else idx
+    area = np.prod([v[idx] for v in grid.values], axis=0)
+    order = np.argsort(area, kind="stable")
+    return sorted({int(idx[order[0]]), int(idx[order[len(order) // 2]])})
+
+
+def _region(guards: Iterable[sympy.Basic], grid: _Grid) -> np.ndarray:
+    mask = np.ones(grid.values[0].shape, dtype=bool)
+    for g in guards:
+        mask &= grid.eval(g).astype(bool)
+    return mask
+
+
+def _simplify(expr: sympy.Expr, region: np.ndarray, grid: _Grid) -> sympy.Expr:
+    """Replace floor/ceiling/Mod/Max/Min sub-expressions by a constant or their argument where ``expr``
+    stays the same on ``region`` (module docstring, step 3)."""
+    kinds = (sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max, sympy.Min)
+    target = grid.eval(expr)[region]
+    changed = True
+    while changed:
+        changed = False
+        atoms = sorted((a for a in expr.atoms(*kinds)), key=lambda a: -sympy.count_ops(a))  # outermost first
+        for atom in atoms:
+            vals = grid.eval(atom)[region]
+            candidates: list[sympy.Expr] = []
+            if vals.size and np.all(vals == vals[0]):
+                candidates.append(sympy.Integer(int(round(float(vals[0])))))
+            if isinstance(atom, (sympy.floor, sympy.ceiling)):
+                candidates.append(atom.args[0])
+            elif isinstance(atom, (sympy.Max, sympy.Min)):
+                candidates.extend(atom.args)
+            shorter = []
+            k = sympy.fraction(sympy.together(atom.args[0]))[1] if atom.args else 1
+            if isinstance(atom, sympy.floor) and k.is_Integer and k > 1:  # floor(n/k) = ceiling((n-k+1)/k)
+                shorter.append(sympy.ceiling(atom.args[0] - sympy.Rational(k - 1, k)))
+            for c in candidates + shorter:
+                new = sympy.expand(expr.xreplace({atom: c}))
+                if c in shorter and sympy.count_ops(new) >= sympy.count_ops(expr):
+                    continue
+                if np.array_equal(grid.eval(new)[region], target):
+                    expr, changed = new, True
+                    break
+            if changed:
+                break
+    return sympy.expand(expr)
+
+
+def _describe(guards: list[sympy.Basic], expr: sympy.Expr, grid: _Grid) -> list[sympy.Basic]:
+    """Each kept guard in simpler words where an equivalent one (on the grid) is found: divisibility by the
+    denominators inside floors/ceilings, lower bounds."""
+    dens = sorted(
+        {
+            int(d)
+            for a in itertools.chain(*(e.atoms(sympy.floor, sympy.ceiling) for e in [expr, *guards]))
+            for d in [sympy.fraction(sympy.together(a.args[0]))[1]]
+            if d.is_Integer and d > 1
+        }
+    )  # fmt: skip
+    out: list[sympy.Basic] = []
+    for g in guards:
+        mask = grid.eval(g).astype(bool)
+        lib: list[sympy.Basic] = []
+        for s in grid.symbols:
+            lib += [sympy.Eq(sympy.Mod(s, d), 0) for d in dens]
+            vals = grid.values[grid.symbols.index(s)]
+            if mask.any():
+                lib.append(s >= int(vals[mask].min()))
+        if mask.any() and len(grid.symbols) >= 2:
+            hw = grid.values[grid.symbols.index(H)] * grid.values[grid.symbols.index(W)]
+            lib.append(H * W >= int(hw[mask].min()))
+        implied = [c for c in lib if c not in (sympy.true,) and np.all(grid.eval(c).astype(bool)[mask])]
+        both = np.ones_like(mask)
+        for c in implied:
+            both &= grid.eval(c).astype(bool)
+        if implied and np.array_equal(both, mask):
+            # keep only the implied conditions that are needed
+            needed = list(implied)
+            for c in list(needed):
+                rest = np.ones_like(mask)
+                for d in needed:
+                    if d is not c:
+                        rest &= grid.eval(d).astype(bool)
+                if np.array_equal(rest, mask):
+                    needed.remove(c)
+            out += [c for c in needed if c != sympy.true]
+        else:
+            out.append(sympy.simplify(g))
+    unique: list[sympy.Basic] = []
+    for g in out:
+        if g not in unique and g is not sympy.true:
+            unique.append(g)
+    return unique
+
+
+def leading_term(expr: sympy.Expr) -> tuple[sympy.Expr | None, sympy.Rational | None, bool]:
+    """(leading term(s), exponent in N = H W, whether that exponent holds on square maps only).
+
+    Floors and ceilings are dropped (they change the cost by lower-order terms); ``B`` is a coefficient.
+    """
+    e = expr.replace(sympy.floor, lambda a: a).replace(sympy.ceiling, lambda a: a)
+    if e.atoms(sympy.Mod, sympy.Max, sympy.Min):
+        return None, None, False
+    e = sympy.expand(e)
+    try:
+        poly = sympy.Poly(e, H, W)
+    except sympy.PolynomialError:
+        return None, None, False
+    terms = poly.terms()
+    if not terms:
+        return sympy.Integer(0), sympy.Integer(0), False
+    top = max(a + b for (a, b), _ in terms)
+    lead = [(m, c) for m, c in terms if sum(m) == top]
+    leading = sympy.Add(*(c * H**a * W**b for (a, b), c in lead))
+    square = any(a != b for (a, b), _ in lead)
+    return leading, sympy.Rational(top, 2), square
+
+
+# ---- public entry points ----
+
+
+def _finish(
+    raw: sympy.Expr,
+    guards: list[sympy.Basic],
+    symbols: tuple[sympy.Symbol, ...],
+    size: tuple[int, int],
+    truth: Callable[[tuple[int, ...]], int | None],
+) -> Derived:
+    grid = _Grid(symbols, max(GRID_MIN, 2 * max(size)))
+    implicit = [H >= 2, W >= 2] + ([B >= 2] if B in symbols else [])  # torch specialises sizes 0 and 1
+    candidates = [g for g in guards if g not in implicit] + implicit  # torch's own assumptions last
+    kept = _minimise(raw, candidates, grid, truth)
+    region = _region(kept, grid)
+    expr = _simplify(sympy.expand(raw), region, grid) if region.any() else sympy.expand(raw)
+    kept = _minimise(expr, kept, grid, truth)  # the simpler expression may need fewer
+    valid = _describe(kept, expr, grid)
+    leading, exponent, square = leading_term(expr)
+    checked = _confirm(expr, valid, symbols, size, truth)
+    return Derived(
+        expr, tuple(valid), leading, exponent, square, tuple(str(s) for s in symbols), checked,
+        len(candidates) - len(kept),
+    )  # fmt: skip
+
+
+def _confirm(
+    expr: sympy.Expr,
+    valid: list[sympy.Basic],
+    symbols: tuple[sympy.Symbol, ...],
+    size: tuple[int, int],
+    truth: Callable[[tuple[int, ...]], int | None],
+) -> tuple[tuple[int, ...], ...]:
+    """Numeric runs at up to five sizes of the region (the traced one, small ones, beyond the grid):
+    ``ValueError`` naming the first size where the expression is wrong."""
+    top = max(GRID_MIN, 2 * max(size))
+    tries = [size, (3, 5), (7, 6), (top + 5, top + 3), (2 * top + 2, top + 9), (size[0] + 1, size[1] + 2)]
+    tries += [(size[0] * k, size[1] * j) for k, j in ((2, 3), (3, 1), (5, 2))]
+    done: list[tuple[int, ...]] = []
+    for h, w in tries:
+        point = tuple({H: h, W: w, B: 2}[s] for s in symbols)
+        subs = dict(zip(symbols, point, strict=True))
+        if not all(bool(g.subs(subs)) for g in valid) or point in done:
+            continue
+        want = truth(point)
+        got = expr.subs(subs)
+        if want is None or got != want:
+            raise ValueError(f"derived {expr} is {got} at {point} where a numeric run counts {want}")
+        done.append(point)
+        if len(done) == 5:
+            break
+    return tuple(done)
+
+
+def derive(
+    factory: Factory,
+    channels: int,
+    size: tuple[int, int] = (64, 64),
+    *,
+    batch: int = 1,
+    mode: str = "inference",
+    batch_symbol: bool = False,
+) -> Derivation:
+    """MACs (and bytes moved, when ``isaprof.measure.traffic`` exists) of one protocol step of
+    ``factory()`` as closed forms in H, W (and B); traced at ``size`` (a size the module accepts).
+
+    ``NotSymbolic`` (a ``ValueError``) with one line naming the op that stopped the symbolic run.
+    """
+    symbols = (B, H, W) if batch_symbol else (H, W)
+
+    def run(measure: Callable[[Callable[[], Any]], Any]) -> tuple[Any, ShapeEnv, dict]:
+        return _symbolic_run(factory, channels, size, batch, mode, batch_symbol, measure)
+
+    (total, uncounted), env, names = run(_count_symbolic)
+    if uncounted:
+        raise NotSymbolic(f"op aten.{uncounted[0]} multiplies matrices but has no FLOP formula")
+    macs_raw = sympy.expand(translate(total, names) / 2)
+    cache: dict[tuple[str, tuple[int, ...]], int | None] = {}
+
+    def truth_of(what: str) -> Callable[[tuple[int, ...]], int | None]:
+        def truth(point: tuple[int, ...]) -> int | None:
+            if (what, point) not in cache:
+                hw, b = _at(point, symbols)
+                try:
+                    cache[what, point] = numeric_count(factory, channels, hw, b or batch, mode, what)
+                except Exception:  # noqa: BLE001 - the module rejects this size: outside its domain
+                    cache[what, point] = None
+            return cache[what, point]
+
+        return truth
+
+    macs = _finish(macs_raw, _guards(env, names), symbols, size, truth_of("macs"))
+    notes: list[str] = []
+    moved = None
+    counter = _traffic_counter()
+    if counter is not None:
+        try:
+            result, env2, names2 = run(counter)
+            raw = sympy.expand(translate(_total_of(result), names2))
+            if not raw.free_symbols:
+                notes.append(
+                    "bytes moved: the counter turned the sizes into ints (specialised); no closed form"
+                )
+            else:
+                moved = _finish(raw, _guards(env2, names2), symbols, size, truth_of("bytes_moved"))
+        except ValueError as e:
+            notes.append(f"bytes moved: {e}")
+    return Derivation(macs, moved, tuple(str(s) for s in symbols), size, tuple(notes))
