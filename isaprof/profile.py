@@ -34,7 +34,9 @@ from isaprof.measure import (
     step,
     track_peak,
 )
+from isaprof.measure.cuda_memory import CudaAllocatorModel, module_to_order
 from isaprof.measure.latency import PROTOCOLS
+from isaprof.measure.traffic import BytesMoved, TrafficCounter
 
 DEVICES = ("meta", "cpu", "cuda")
 # "reference": the block as the papers' code computes it; "fast": isaprof.blocks.fast.fast_inference of it
@@ -68,6 +70,7 @@ UNITS = {
     "elementwise": "op",
     "peak_bytes": "byte",
     "latency_ms": "ms",
+    "bytes_moved": "byte",
 }
 ENV_FIELDS = ("torch", "device_name", "threads", "host", "timestamp")
 
@@ -150,6 +153,9 @@ class Record:
     latency: Latency | None
     environment: Mapping[str, Any]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # issue 12: traffic of an unfused execution (measure.traffic); CUDA allocator peak predicted on meta
+    bytes_moved: BytesMoved | None = None
+    peak_bytes_cuda_predicted: int | None = None
 
     @property
     def macs(self) -> int:
@@ -169,6 +175,8 @@ class Record:
             ("elementwise", None, sum(self.elementwise.values()), None),
             ("peak_bytes", self.peak_bytes, self.peak_bytes_analytic, None),
         ]
+        if self.bytes_moved is not None:
+            metrics.append(("bytes_moved", self.bytes_moved.total, None, None))
         if self.latency is not None:
             metrics.append(("latency_ms", self.latency.median_ms, None, self.latency.iqr_ms))
         base = self.setup.config_fields(self.padded)
@@ -195,7 +203,17 @@ class Record:
                 "by_term": {k: 2 * v for k, v in self.macs_by_term.items()},
             },
             "uncounted_ops": list(fc.uncounted),
-            "peak_bytes": {"measured": self.peak_bytes, "analytic": self.peak_bytes_analytic},
+            "peak_bytes": {
+                "measured": self.peak_bytes,
+                "analytic": self.peak_bytes_analytic,
+                "cuda_predicted": self.peak_bytes_cuda_predicted,
+            },
+            "bytes_moved": {
+                "measured": self.bytes_moved.total if self.bytes_moved else None,
+                "reads": self.bytes_moved.reads if self.bytes_moved else None,
+                "writes": self.bytes_moved.writes if self.bytes_moved else None,
+                "by_op": dict(self.bytes_moved.by_op) if self.bytes_moved else {},
+            },
             "latency_ms": self.latency.median_ms if self.latency else None,
             "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,
             "latency_noisy": self.latency.noisy if self.latency else None,
@@ -430,7 +448,7 @@ def profile(
         cost = formulas.cost(setup.config())
         notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
         measured = _measure(setup, latency)
-    params, flop_count, peak, lat = measured
+    params, flop_count, peak, lat, moved, cuda_predicted = measured
     return Record(
         setup=setup,
         padded=tuple(cost.padded),
@@ -444,23 +462,36 @@ def profile(
         latency=lat,
         environment=environment(setup.device),
         notes=tuple(notes),
+        bytes_moved=moved,
+        peak_bytes_cuda_predicted=cuda_predicted,
     )
 
 
-def _measure(setup: Setup, latency: str | None) -> tuple[int, FlopCount, int, Latency | None]:
-    """(params, FLOP count, peak bytes, latency) of the setup, following the protocol of measure.step."""
+def _measure(
+    setup: Setup, latency: str | None
+) -> tuple[int, FlopCount, int, Latency | None, BytesMoved, int | None]:
+    """(params, FLOP count, peak bytes, latency, bytes moved, predicted CUDA peak) of the setup, following
+    the protocol of measure.step."""
+    cuda_predicted = None
     with _placement(setup) as (block, x, params):
         run = _with_backend(step(block, x, setup.mode), setup.backend)
         # peak first: a fast-path module allocates its reusable workspace on its first call
         if setup.device == "cuda":
             peak = cuda_peak(run)
+        elif setup.device == "meta":  # issue 12: the CUDA allocator's figure predicted in the same pass
+            model = CudaAllocatorModel(resident=[*module_to_order(block), x])
+            with model:
+                peak = track_peak(run).peak
+            cuda_predicted = model.result().peak
         else:
             peak = track_peak(run).peak
-        flop_count = count_flops(run)
+        traffic = TrafficCounter()  # issue 12: bytes moved, in the FLOP-counting pass
+        with traffic:
+            flop_count = count_flops(run)
         lat = None
         if latency is not None and setup.device != "meta":
             lat = measure_latency(run, latency, setup.device)
-    return params, flop_count, peak, lat
+    return params, flop_count, peak, lat, traffic.result(), cuda_predicted
 
 
 def _unsupported_dtype(e: RuntimeError, setup: Setup) -> ValueError | None:
@@ -501,7 +532,7 @@ def error_rows(
         padded: tuple[int, int] | None = tuple(cost.padded)
     except Exception:  # noqa: BLE001 - a broken formula must not hide the original failure
         analytic, padded = {}, None
-    metrics = ["params", "macs", "flops", "elementwise", "peak_bytes"]
+    metrics = ["params", "macs", "flops", "elementwise", "peak_bytes", "bytes_moved"]
     if setup.device != "meta":
         metrics.append("latency_ms")
     one_line = " ".join(str(message).split())

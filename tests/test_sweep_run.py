@@ -142,7 +142,14 @@ def test_failures_recorded_sweep_goes_on_and_retry(tmp_path):
     ]
     # isaprof.profile.error_rows: every meta metric, measured empty, analytic kept
     assert len(bad) == 5 * n_fail and all(r["measured"] == "" for r in bad)
-    assert {r["metric"] for r in bad} == {"params", "macs", "flops", "elementwise", "peak_bytes"}
+    assert {r["metric"] for r in bad} == {
+        "params",
+        "macs",
+        "flops",
+        "elementwise",
+        "peak_bytes",
+        "bytes_moved",
+    }
     assert all(r["analytic"] != "" for r in bad if r["metric"] == "macs")
     plain = FakeProfile()
     assert run(tmp_path, plain).skipped == len(cfgs) and plain.calls == []  # failed: not retried by default

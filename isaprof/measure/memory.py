@@ -96,14 +96,22 @@ class StorageTracker(TorchDispatchMode):
                     self.current += new - old
                     self.allocated += max(new - old, 0)
             elif key not in before:  # a fresh storage: a new allocation
-                size = self._size(s)
+                size = self._allocate(key, s.nbytes())
                 self._live[key] = size
                 weakref.finalize(s, self._free, key)
                 self.current += size
                 self.allocated += size
                 self.allocations += 1
+        self._after_op(func)
         self.peak = max(self.peak, self.current)
         return out
+
+    def _allocate(self, key: int, nbytes: int) -> int:
+        """The bytes an allocation of ``nbytes`` counts for (a subclass may model an allocator)."""
+        return round_up(nbytes, self.round_to)
+
+    def _after_op(self, func: Any) -> None:
+        """Called after each op's outputs are recorded (a subclass may add workspaces)."""
 
     def result(self) -> MemoryPeak:
         """The measurement so far."""
