@@ -48,6 +48,7 @@ UNITS = {
     "flops": "FLOP",
     "elementwise": "op",
     "peak_bytes": "byte",
+    "bytes_moved": "byte",
     "latency_ms": "ms",
 }
 STATUSES = ("ok", "oom", "error", "skipped")

@@ -34,7 +34,9 @@ from isaprof.measure import (
     step,
     track_peak,
 )
+from isaprof.measure.cuda_memory import CudaAllocatorModel, module_to_order
 from isaprof.measure.modules import ModuleRow, breakdown
+from isaprof.measure.traffic import BytesMoved, TrafficCounter
 
 TORCH_DTYPES = {
     "float32": torch.float32,
@@ -72,6 +74,9 @@ class Record:
     environment: Mapping[str, Any]
     notes: tuple[str, ...] = field(default_factory=tuple)
     by_module: tuple[ModuleRow, ...] | None = None  # per-submodule costs (profile(by_module=True))
+    # traffic of an unfused execution (measure.traffic); the CUDA allocator's peak, predicted on meta
+    bytes_moved: BytesMoved | None = None
+    peak_bytes_cuda_predicted: int | None = None
 
     @property
     def macs(self) -> int:
@@ -104,6 +109,8 @@ class Record:
             ("elementwise", None, self.elementwise_analytic, None),
             ("peak_bytes", self.peak_bytes, self.peak_bytes_analytic, None),
         ]
+        if self.bytes_moved is not None:
+            metrics.append(("bytes_moved", self.bytes_moved.total, None, None))
         if self.latency is not None:
             metrics.append(("latency_ms", self.latency.median_ms, None, self.latency.iqr_ms))
         return [
@@ -142,7 +149,17 @@ class Record:
                 "by_term": {k: 2 * v for k, v in self.macs_by_term.items()},
             },
             "uncounted_ops": dict(fc.uncounted),
-            "peak_bytes": {"measured": self.peak_bytes, "analytic": self.peak_bytes_analytic},
+            "peak_bytes": {
+                "measured": self.peak_bytes,
+                "analytic": self.peak_bytes_analytic,
+                "cuda_predicted": self.peak_bytes_cuda_predicted,
+            },
+            "bytes_moved": {
+                "measured": self.bytes_moved.total if self.bytes_moved else None,
+                "reads": self.bytes_moved.reads if self.bytes_moved else None,
+                "writes": self.bytes_moved.writes if self.bytes_moved else None,
+                "by_op": dict(self.bytes_moved.by_op) if self.bytes_moved else {},
+            },
             "latency_ms": self.latency.median_ms if self.latency else None,
             "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,
             "latency_noisy": self.latency.noisy if self.latency else None,
@@ -317,7 +334,7 @@ def profile(
         cost = analytic_cost(cfg)
         notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
         measured = _measure(cfg, latency)
-    params, flop_count, peak, lat = measured
+    params, flop_count, peak, lat, moved, cuda_predicted = measured
     return Record(
         config=cfg,
         padded=tuple(cost.padded) if cost is not None else None,
@@ -332,6 +349,8 @@ def profile(
         environment=environment(cfg.device),
         notes=tuple(notes),
         by_module=_by_module(cfg) if by_module else None,
+        bytes_moved=moved,
+        peak_bytes_cuda_predicted=cuda_predicted,
     )
 
 
@@ -343,8 +362,12 @@ def _by_module(config: Config) -> tuple[ModuleRow, ...]:
         return breakdown(block, _with_backend(step(block, x, config.mode), config.backend)).rows
 
 
-def _measure(config: Config, latency: str | None) -> tuple[int, FlopCount, int, Latency | None]:
-    """(params, FLOP count, peak bytes, latency) of the configuration, following measure.step's protocol."""
+def _measure(
+    config: Config, latency: str | None
+) -> tuple[int, FlopCount, int, Latency | None, BytesMoved, int | None]:
+    """(params, FLOP count, peak bytes, latency, bytes moved, predicted CUDA peak) of the configuration,
+    following measure.step's protocol."""
+    cuda_predicted = None
     with _placement(config) as (block, x, params):
         run = _with_backend(step(block, x, config.mode), config.backend)
         if not blocks.spec(config.block).standard_contract:
@@ -352,13 +375,20 @@ def _measure(config: Config, latency: str | None) -> tuple[int, FlopCount, int, 
         # peak first: a fast-path module allocates its reusable workspace on its first call
         if config.device_type == "cuda":
             peak = cuda_peak(run, config.device)
+        elif config.device == "meta":  # the CUDA caching allocator's figure, predicted in the same pass
+            model = CudaAllocatorModel(resident=[*module_to_order(block), x])
+            with model:
+                peak = track_peak(run).peak
+            cuda_predicted = model.result().peak
         else:
             peak = track_peak(run).peak
-        flop_count = count_flops(run)
+        traffic = TrafficCounter()  # bytes moved, in the FLOP-counting pass
+        with traffic:
+            flop_count = count_flops(run)
         lat = None
         if latency is not None and config.device != "meta":
             lat = measure_latency(run, latency, config.device_type)
-    return params, flop_count, peak, lat
+    return params, flop_count, peak, lat, traffic.result(), cuda_predicted
 
 
 def _explained(run: Callable[[], Any], config: Config) -> Callable[[], Any]:
@@ -410,7 +440,7 @@ def error_rows(config: Config, status: str, message: str) -> list[dict[str, Any]
         padded: tuple[int, int] | None = tuple(cost.padded)
     except Exception:  # noqa: BLE001 - a broken formula must not hide the original failure
         analytic, padded = {}, None
-    metrics = ["params", "macs", "flops", "elementwise", "peak_bytes"]
+    metrics = ["params", "macs", "flops", "elementwise", "peak_bytes", "bytes_moved"]
     if config.device != "meta":
         metrics.append("latency_ms")
     env = environment(config.device)

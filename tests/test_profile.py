@@ -36,8 +36,15 @@ def test_rows_follow_the_schema():
             "torch isaprof device_name threads host timestamp"
         ).split()
     )
-    assert [r["metric"] for r in rows] == ["params", "macs", "flops", "elementwise", "peak_bytes"]
-    assert [r["unit"] for r in rows] == ["count", "MAC", "FLOP", "op", "byte"]
+    assert [r["metric"] for r in rows] == [
+        "params",
+        "macs",
+        "flops",
+        "elementwise",
+        "peak_bytes",
+        "bytes_moved",
+    ]
+    assert [r["unit"] for r in rows] == ["count", "MAC", "FLOP", "op", "byte", "byte"]
     r = rows[1]
     assert (r["factor"], r["recurrence"], r["device"], r["mode"], r["status"]) == (
         "4x2",
@@ -157,6 +164,7 @@ def test_error_rows_and_oom():
         "flops",
         "elementwise",
         "peak_bytes",
+        "bytes_moved",
         "latency_ms",
     ]
     assert all(r["measured"] is None and r["status"] == "oom" for r in rows)

@@ -141,8 +141,15 @@ def test_failures_recorded_sweep_goes_on_and_retry(tmp_path):
         ("isa", "error", "RuntimeError: boom second line"),  # one line
     ]
     # isaprof.profile.error_rows: every meta metric, measured empty, analytic kept
-    assert len(bad) == 5 * n_fail and all(r["measured"] == "" for r in bad)
-    assert {r["metric"] for r in bad} == {"params", "macs", "flops", "elementwise", "peak_bytes"}
+    assert len(bad) == 6 * n_fail and all(r["measured"] == "" for r in bad)
+    assert {r["metric"] for r in bad} == {
+        "params",
+        "macs",
+        "flops",
+        "elementwise",
+        "peak_bytes",
+        "bytes_moved",
+    }
     assert all(r["analytic"] != "" for r in bad if r["metric"] == "macs")
     plain = FakeProfile()
     assert run(tmp_path, plain).skipped == len(cfgs) and plain.calls == []  # failed: not retried by default
@@ -150,7 +157,7 @@ def test_failures_recorded_sweep_goes_on_and_retry(tmp_path):
     assert run(tmp_path, retry, retry_failed=True).measured == n_fail
     assert len(retry.calls) == n_fail
     assert all(r["status"] == "ok" for r in read_rows(tmp_path))  # last attempts only
-    assert len(read_rows(tmp_path, latest=False)) == 2 * len(cfgs) + 5 * n_fail  # append-only
+    assert len(read_rows(tmp_path, latest=False)) == 2 * len(cfgs) + 6 * n_fail  # append-only
     assert set(statuses(tmp_path).values()) == {"ok"}
 
 
@@ -249,7 +256,7 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path):
     summary = run_sweep(cfgs, tmp_path, profile_fn=counting, progress=False, peak_n=64)
     assert (summary.measured, summary.failed, counting.calls) == (len(cfgs), 0, len(cfgs))
     rows = read_rows(tmp_path)
-    assert len(rows) == 5 * len(cfgs)  # params, macs, flops, elementwise, peak_bytes (no latency on meta)
+    assert len(rows) == 6 * len(cfgs)  # params, macs, flops, elementwise, peak_bytes, bytes_moved (meta)
     assert {row_key(r) for r in rows} == {
         config_key(c) for c in cfgs
     }  # profile's rows match the sweep's keys

@@ -19,8 +19,8 @@ import isaprof
 
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = (
-    "profile", "formula", "table", "list", "check", "factorize", "sweep", "reproduce", "verify", "baseline",
-    "report",
+    "profile", "formula", "predict", "table", "list", "check", "factorize", "sweep", "reproduce", "verify",
+    "baseline", "report",
 )  # fmt: skip
 
 

@@ -110,7 +110,7 @@ class StorageTracker(TorchDispatchMode):
                     if self.owner is not None:
                         self._charge(self._owner_of[key], new - old)
             elif key not in before:  # a fresh storage: a new allocation
-                size = self._size(s)
+                size = self._allocate(key, s.nbytes())
                 self._live[key] = size
                 weakref.finalize(s, self._free, key)
                 self.current += size
@@ -119,11 +119,19 @@ class StorageTracker(TorchDispatchMode):
                 if self.owner is not None:
                     self._owner_of[key] = who = self.owner()
                     self._charge(who, size)
+        self._after_op(func)
         if self.current > self.peak:
             self.peak = self.current
             if self.owner is not None:
                 self.peak_by_owner = {k: v for k, v in self.live_by_owner.items() if v}
         return out
+
+    def _allocate(self, key: int, nbytes: int) -> int:
+        """The bytes an allocation of ``nbytes`` counts for (a subclass may model an allocator)."""
+        return round_up(nbytes, self.round_to)
+
+    def _after_op(self, func: Any) -> None:
+        """Called after each op's outputs are recorded (a subclass may add workspaces)."""
 
     def result(self) -> MemoryPeak:
         """The measurement so far."""
