@@ -157,9 +157,10 @@ def table(record: Any) -> str:
     rows = record.rows()
     c = rows[0]
     opts = "" if c["options"] == "{}" else f" options={c['options']}"
+    padded = f" (computed on {c['padded_height']}x{c['padded_width']})" if c["padded_height"] else ""
     head = (
         f"{c['block']}  B={c['batch']} C={c['channels']} Ck={c['key_channels']} Cv={c['value_channels']}  "
-        f"{c['height']}x{c['width']} (computed on {c['padded_height']}x{c['padded_width']}){opts}\n"
+        f"{c['height']}x{c['width']}{padded}{opts}\n"
         f"impl={c['impl']} backend={c['backend'] or '-'} path={c['path']} "
         f"{c['dtype']} {c['device']} {c['mode']}  "
         f"[{c['device_name']}, torch {c['torch']}, {c['threads']} threads]"
