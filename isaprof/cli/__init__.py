@@ -14,7 +14,9 @@ import sys
 from typing import NoReturn
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("profile", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report")
+SUBCOMMANDS = (
+    "profile", "check", "factorize", "sweep", "reproduce", "verify", "baseline", "report", "machine",
+)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

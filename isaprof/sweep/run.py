@@ -60,11 +60,12 @@ def run_sweep(
     retry_failed: bool = False,
     progress: bool = True,
     machine: bool = True,
-    peak_n: int = 2048,
+    peak_n: int | None = None,
 ) -> Summary:
     """Measure every configuration of ``configs`` not yet in ``out/results.csv`` and append its rows.
 
-    ``machine``: first add this host's matmul peak to ``out/machine.json`` (``peak_n``: matrix size).
+    ``machine``: first add this host's roofs to ``out/machine.json`` (host cache; ``peak_n``: a quick
+    uncached measurement with one ``peak_n``-cube matmul instead, for tests).
     """
     from tqdm.auto import tqdm
 
