@@ -221,29 +221,75 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
         notes.append("throughput: no latency rows with a FLOP count, section skipped.")
         return ""
     tp.to_csv(out_dir / "tables" / "throughput.csv", index=False)
-    lines = ["## Achieved throughput"]
+    lines = ["## Achieved throughput and the roofline"]
     if tp["peak_gflops"].isna().all():
-        notes.append("throughput: machine.json has no matmul_peak_gflops; fractions of peak left empty.")
-    if tp["intensity"].notna().any():
-        path = plots.roofline(
-            tp,
-            out_dir / "figures" / "roofline.png",
-            title=f"Achieved GFLOP/s vs arithmetic intensity ({', '.join(sorted(tp['mode'].unique()))})",
+        notes.append("throughput: machine.json has no matmul peak; fractions of peak left empty.")
+    no_traffic = tp["intensity"].isna().all()
+    if no_traffic:
+        notes.append(
+            "roofline: the results hold no bytes_moved rows, so no arithmetic intensity; the figure says so."
         )
-        lines.append(_img(out_dir, path, "roofline"))
+    for device, sub in sorted(tp.groupby("device"), key=lambda kv: data.DEVICE_PREFERENCE.get(kv[0], 3)):
+        peak = data.matmul_peak_gflops(machine, device)
+        bw = data.bandwidth_gbs(machine, device)
+        if bw is None:
+            notes.append(f"roofline ({device}): machine.json has no bandwidth_gbs, memory roof not drawn.")
+        name = "roofline.png" if device == "cpu" else f"roofline_{device}.png"
+        modes = ", ".join(sorted(sub["mode"].unique()))
+        path = plots.roofline(
+            sub,
+            out_dir / "figures" / name,
+            title=f"Roofline on {device} ({sub['dtype'].iloc[0]}; {modes})",
+            peak_gflops=peak,
+            bandwidth_gbs=bw,
+        )
+        lines.append(_img(out_dir, path, f"roofline {device}"))
+    lines.append(
+        "x = counted FLOPs / bytes moved (each op reads its inputs and writes its outputs once: the traffic "
+        "of an unfused execution, an upper bound on what fusion can remove), y = FLOPs / median latency. "
+        "The roofs are this machine's own (`isaprof machine`): the fp32 matmul peak over several GEMM "
+        "shapes and the STREAM bandwidth. A point's bound is min(peak, bandwidth x intensity); "
+        "`of bound` is the share of it the block reaches."
+    )
     best = tp.loc[tp["gflops"].idxmax()]
     lines.append(
         f"The best run reaches {best['gflops']:.1f} GFLOP/s ({best['block']} [{best['impl']}] at "
-        f"{int(best['height'])}x{int(best['width'])}); points far below the peak line are bound by memory "
-        "traffic or element-wise work, not by matrix products."
+        f"{int(best['height'])}x{int(best['width'])})."
     )
+    if not no_traffic:
+        summary = (
+            tp.dropna(subset=["roof_fraction"])
+            .groupby(["block", "impl", "device", "mode"])
+            .agg(
+                bound_by=("bound_by", lambda s: "/".join(sorted(set(s)))),
+                median_of_bound=("roof_fraction", "median"),
+                best_of_bound=("roof_fraction", "max"),
+                sizes=("height", "count"),
+            )
+            .reset_index()
+        )
+        above = tp[tp["roof_fraction"] > 1 + tp["spread"].fillna(0) / tp["latency_ms"]]
+        lines.append("Each block's achieved fraction of its own roofline bound (over the sizes measured):")
+        lines.append(tables.markdown(summary, floatfmt=".1%"))
+        if not above.empty:
+            lines.append(
+                f"**{len(above)} run(s) beat their roofline bound beyond the latency IQR**: a bytes-moved "
+                "count or a roof is wrong (" + ", ".join(sorted(set(above["block"]))) + ")."
+            )
     shown = tp[
         ["block", "factor", "recurrence", "impl", "device", "mode", "height", "width", "flops", "latency_ms"]
-        + ["gflops", "fraction"]
+        + ["gflops", "fraction", "intensity", "bound_by", "bound_gflops", "roof_fraction"]
     ]
     shown = shown.assign(
         flops=[tables.fmt(v, "flops") for v in shown["flops"]],
         latency_ms=[tables.fmt(v, "latency_ms") for v in shown["latency_ms"]],
+    ).rename(
+        columns={
+            "fraction": "of matmul peak",
+            "intensity": "FLOP/byte",
+            "bound_gflops": "bound GFLOP/s",
+            "roof_fraction": "of bound",
+        }
     )
     lines.append(tables.markdown(shown))
     return "\n\n".join(lines)
