@@ -69,3 +69,33 @@ def test_old_results_without_bytes_moved_say_so(tmp_path: Path) -> None:
     assert tp["intensity"].isna().all() and tp["roof_fraction"].isna().all()
     assert tp["fraction"].notna().all()  # the matmul-peak fraction still reads the old file
     assert (page.parent / "figures" / "roofline.png").is_file()
+
+
+def test_cuda_section_absent_then_present(tmp_path: Path) -> None:
+    import csv
+    import json
+
+    res = _write(tmp_path, synthetic())
+    assert "No CUDA measurement was made" in write_report(res, tmp_path / "out").read_text()
+    (res / "cuda").mkdir()
+    rows = [
+        dict(block="dense", impl="naive", height=64, width=64, dtype="float32", mode="inference",
+             peak_measured=1e6, peak_cuda_predicted=1.015e6, peak_error=0.015, peak_within_goal=True,
+             latency_ms=2.0, latency_iqr_ms=0.1, bound_ms=1.5, latency_over_bound=4 / 3, bound_holds=True,
+             error=""),
+        dict(block="isa", impl="naive", height=64, width=64, dtype="bfloat16", mode="train",
+             peak_measured=1e6, peak_cuda_predicted=1.03e6, peak_error=0.03, peak_within_goal=False,
+             latency_ms=2.0, latency_iqr_ms=0.1, bound_ms=2.5, latency_over_bound=0.8, bound_holds=False,
+             error=""),
+    ]  # fmt: skip
+    with (res / "cuda" / "comparison.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    dev = {"device_name": "NVIDIA H200", "torch": "2.9", "cuda": "12.8", "catalogue_key": "h200"}
+    (res / "cuda" / "device.json").write_text(json.dumps(dev))
+    text = write_report(res, tmp_path / "out2").read_text()
+    assert "No CUDA measurement was made" not in text
+    assert "Measured on NVIDIA H200, torch 2.9, CUDA 12.8" in text
+    assert "within 2% in 1 of 2, largest error 3.0%" in text
+    assert "at or above it in 1, below it beyond the IQR in 1" in text

@@ -60,6 +60,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         _factor_section(df, out_dir, notes),
         _reproduction_section(results_dir, out_dir, notes),
         _throughput_section(df, machine, out_dir, notes),
+        _cuda_section(results_dir, out_dir),
         _flow_section(results_dir, out_dir, notes),
         _failure_section(df, out_dir),
         _environment_section(df, machine, results_dir, out_dir),
@@ -292,6 +293,49 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
         }
     )
     lines.append(tables.markdown(shown))
+    return "\n\n".join(lines)
+
+
+def _cuda_section(results_dir: Path, out_dir: Path) -> str:
+    """``make gpu-check``'s comparison (``RESULTS/cuda/comparison.csv``), or a plain statement that none
+    was made."""
+    title = "## CUDA: measured against predicted"
+    path = results_dir / "cuda" / "comparison.csv"
+    if not path.is_file():
+        return (
+            f"{title}\n\nNo CUDA measurement was made: every CUDA figure in this report is a prediction "
+            f"(meta path, datasheet roofs). `make gpu-check` on a machine with a GPU writes "
+            f"`{results_dir.name}/cuda/` and this section."
+        )
+    cmp = pd.read_csv(path)
+    shutil.copyfile(path, out_dir / "tables" / "cuda_comparison.csv")
+    dev_path = results_dir / "cuda" / "device.json"
+    dev = json.loads(dev_path.read_text()) if dev_path.is_file() else {}
+    where = dev.get("device_name", "an unnamed CUDA device")
+    extra = f", torch {dev['torch']}, CUDA {dev.get('cuda')}" if "torch" in dev else ""
+    err = pd.to_numeric(cmp["peak_error"], errors="coerce")
+    within = int((err.abs() <= 0.02).sum())
+    holds = cmp["bound_holds"].astype(str).str.lower() == "true"
+    broken = cmp["bound_holds"].astype(str).str.lower() == "false"
+    lines = [
+        title,
+        f"Measured on {where}{extra} by `make gpu-check` ({len(cmp)} configurations). Peak memory: the "
+        f"`max_memory_allocated` delta of the call against the meta path's CUDA-allocator prediction "
+        f"(`cuda_predicted`): within 2% in {within} of {int(err.notna().sum())}, largest error "
+        f"{err.abs().max():.1%}. Latency against the `isaprof predict` lower bound on the catalogued GPU "
+        f"({dev.get('catalogue_key') or 'not catalogued'}): at or above it in {int(holds.sum())}, below it "
+        f"beyond the IQR in {int(broken.sum())} (a bug in the counter, the roofs or the catalogue)."
+        if err.notna().any()
+        else f"Measured on {where}{extra}; no prediction could be compared (see the error column).",
+    ]
+    shown = cmp.assign(
+        size=cmp["height"].astype(str) + "x" + cmp["width"].astype(str),
+        peak_measured=[tables.fmt(v, "peak_bytes") for v in cmp["peak_measured"]],
+        peak_cuda_predicted=[tables.fmt(v, "peak_bytes") for v in cmp["peak_cuda_predicted"]],
+    )
+    cols = ["block", "impl", "size", "dtype", "mode", "peak_measured", "peak_cuda_predicted", "peak_error"]
+    cols += ["latency_ms", "bound_ms", "latency_over_bound", "error"]
+    lines.append(tables.markdown(shown[[c for c in cols if c in shown]]))
     return "\n\n".join(lines)
 
 
