@@ -111,3 +111,23 @@ def test_latency_not_below_bound() -> None:
     doc = gpucheck.cli_json(["profile", *argv, "--device", "cuda", "--json"])
     bound = gpucheck.cli_json(["predict", *argv, "--gpu", gpu, "--tf32", "--json"])["bound_ms"]
     assert doc["latency_ms"] + doc["latency_iqr_ms"] >= bound
+
+
+def test_sweep_resumes_within_a_budget(tmp_path, monkeypatch) -> None:
+    import json
+
+    import isaprof.sweep
+    from isaprof.measure import roofs
+
+    grid = dict(blocks=["dense"], sizes=["8x8", "8x4"], channels=[8], impls=["naive"], devices=["meta"])
+    cfgs = expand([{**grid, "modes": ["inference"]}])
+    monkeypatch.setattr(isaprof.sweep, "load_configs", lambda _: cfgs)
+    monkeypatch.setattr(roofs, "available_devices", lambda: ("cpu",))
+    cached = {"matmul_gflops": 1.0, "bandwidth_gbs": 1.0, "threads": torch.get_num_threads()}
+    monkeypatch.setenv("ISAPROF_CACHE", str(tmp_path))
+    roofs.cache_path().write_text(json.dumps({"cpu": cached}))  # machine.json from the host cache: no timing
+    out = tmp_path / "out"
+    assert gpucheck.sweep(out, budget_s=-1.0) == (0, 2)  # budget spent before the first configuration
+    assert gpucheck.sweep(out, budget_s=600.0) == (2, 0)
+    assert len({(r["height"], r["width"]) for r in read_rows(out)}) == 2
+    assert json.loads((out / "machine.json").read_text())["cpu"]["matmul_gflops"] == 1.0

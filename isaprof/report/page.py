@@ -305,7 +305,7 @@ def _cuda_section(results_dir: Path, out_dir: Path) -> str:
         return (
             f"{title}\n\nNo CUDA measurement was made: every CUDA figure in this report is a prediction "
             f"(meta path, datasheet roofs). `make gpu-check` on a machine with a GPU writes "
-            f"`{results_dir.name}/cuda/` and this section."
+            f"`{results_dir}/cuda/` and this section."
         )
     cmp = pd.read_csv(path)
     shutil.copyfile(path, out_dir / "tables" / "cuda_comparison.csv")
