@@ -249,8 +249,9 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
         "x = counted FLOPs / bytes moved (each op reads its inputs and writes its outputs once: the traffic "
         "of an unfused execution, an upper bound on what fusion can remove), y = FLOPs / median latency. "
         "The roofs are this machine's own (`isaprof machine`): the fp32 matmul peak over several GEMM "
-        "shapes and the STREAM bandwidth. A point's bound is min(peak, bandwidth x intensity); "
-        "`of bound` is the share of it the block reaches."
+        "shapes and the STREAM bandwidth (arrays far larger than the last-level cache). A point's bound is "
+        "min(peak, bandwidth x intensity); `of bound` is the share of it the block reaches. A working set "
+        "that fits in the last-level cache can beat the memory roof: that roof is DRAM's."
     )
     best = tp.loc[tp["gflops"].idxmax()]
     lines.append(

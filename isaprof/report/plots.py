@@ -187,7 +187,7 @@ def roofline(
     ridge = peak_gflops / bandwidth_gbs if peak_gflops and bandwidth_gbs else None  # FLOP/byte: roofs meet
     if ridge:
         lo, hi = min(lo, ridge), max(hi, ridge)
-    x = np.geomspace(lo / 3, hi * 3, 200)
+    x = np.geomspace(lo / 1.6, hi * 1.6, 200)
     # each roof solid where it binds, thin and dashed where the other one is lower
     if bandwidth_gbs:
         mem, bind = bandwidth_gbs * x, x <= ridge if ridge else np.ones_like(x, bool)
@@ -229,6 +229,9 @@ def roofline(
     top = max(peak_gflops or 0.0, pts["gflops"].max())
     bottom = min(pts["gflops"].min(), bandwidth_gbs * x[0] if bandwidth_gbs else np.inf)
     ax.set_ylim(bottom / 2, top * 2)  # the dashed extension of the memory roof does not stretch the axis
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 20, not 2x10^0
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("arithmetic intensity: counted FLOPs / bytes moved (FLOP/byte, log)")
     ax.set_ylabel("achieved GFLOP/s = FLOPs / median latency (log)")
     if not bandwidth_gbs:
