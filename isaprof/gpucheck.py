@@ -208,10 +208,10 @@ def run_tests(out: Path | None) -> int:
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     try:
-        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         text, code = res.stdout + res.stderr, res.returncode
     except subprocess.TimeoutExpired as e:
-        text, code = f"{e.stdout or ''}\ntimed out after 240 s", 1
+        text, code = f"{e.stdout or ''}\ntimed out after 120 s", 1
     tail = "\n".join(text.strip().splitlines()[-15:])
     print(f"gpu-check: gpu-marked tests ({len(files)} files): exit {code}\n{tail}")
     if out is not None:
@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "data" / "cuda")
     ap.add_argument("--gpu", help="reference/devices.toml key of this GPU (default: from its name)")
     ap.add_argument("--no-tests", action="store_true", help="skip the gpu-marked tests")
-    ap.add_argument("--budget-s", type=float, default=300.0, help="seconds for the sweep (default 300)")
+    ap.add_argument(
+        "--budget-s", type=float, default=240.0, help="seconds for the sweep, roofs included (default 240)"
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     import torch
