@@ -23,7 +23,7 @@ endif
 
 STAMP := $(VENV)/.isaprof-installed
 
-.PHONY: install test lint report bench bench-compare bench-quick baseline-check baseline-update clean
+.PHONY: install test lint report bench bench-compare bench-quick baseline-check baseline-update gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,12 @@ baseline-check: $(STAMP)
 
 baseline-update: $(STAMP)
 	$(BIN)/isaprof baseline update
+
+# The real-GPU check (<= 8 min on one GPU): gpu-marked tests, a small CUDA sweep into $(RESULTS)/cuda, measured
+# allocator peak and latency against the meta path's predictions. Runs with the machine's own Python as it is
+# (no venv, no network): make gpu-check PYTHON=python3. Without CUDA it skips its CUDA parts and exits 0.
+gpu-check:
+	PYTHONPATH=. $(PYTHON) -m isaprof.gpucheck --out $(RESULTS)/cuda
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

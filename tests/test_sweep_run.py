@@ -209,7 +209,7 @@ def test_unavailable_optional_device_is_skipped(tmp_path, monkeypatch):
 
 def test_machine_json(tmp_path):
     data = record_machine(tmp_path, n=64)
-    assert data["peak_gflops"]["cpu"] > 0
+    assert data["cpu"]["matmul_gflops"] > 0 and data["cpu"]["bandwidth_gbs"] > 0
     assert [m["device"] for m in data["machines"]] == ["cpu"]
     assert {"torch", "host", "threads"} <= set(data["machines"][0]["env"])
     again = record_machine(tmp_path, n=64)  # already there: not measured twice
@@ -261,7 +261,7 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path):
         config_key(c) for c in cfgs
     }  # profile's rows match the sweep's keys
     assert all(r["measured"] not in ("", None) for r in rows if r["metric"] in ("macs", "peak_bytes"))
-    assert json.loads((tmp_path / "machine.json").read_text())["peak_gflops"]["cpu"] > 0
+    assert json.loads((tmp_path / "machine.json").read_text())["cpu"]["matmul_gflops"] > 0
     again = Counting()
     assert run_sweep(cfgs, tmp_path, profile_fn=again, progress=False).skipped == len(cfgs)
     assert again.calls == 0

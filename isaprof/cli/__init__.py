@@ -20,7 +20,7 @@ import isaprof
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = (
     "profile", "formula", "predict", "table", "list", "check", "factorize", "sweep", "reproduce", "verify",
-    "baseline", "report",
+    "baseline", "report", "machine",
 )  # fmt: skip
 
 

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sweep",
         help="run a TOML sweep (resumable, shardable) into DIR/results.csv",
         description="Expand the [[grid]] tables of SPEC and profile every configuration into DIR/results.csv "
-        "(append-only; a re-run skips what is there). Also writes DIR/machine.json (matmul peak).",
+        "(append-only; a re-run skips what is there). Also writes DIR/machine.json "
+        "(this host's roofs: matmul peak, memory bandwidth; see `isaprof machine`).",
     )
     p.add_argument("spec", help="sweep TOML, e.g. reference/sweeps/report.toml")
     p.add_argument("--out", required=True, metavar="DIR", help="result directory")

@@ -94,21 +94,34 @@ def read_machine(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun `isaprof sweep`") from None
 
 
-def matmul_peak_gflops(machine: dict[str, Any], device: str) -> float | None:
-    """The measured fp32 matmul peak of ``device`` in GFLOP/s, or ``None`` if the sweep did not record it.
+def matmul_peak_gflops(machine: dict[str, Any], device: str, dtype: str = "float32") -> float | None:
+    """The measured matmul peak of ``device`` in GFLOP/s, or ``None`` if the sweep did not record it.
 
-    Accepts ``{"peak_gflops": {device: x}}``, ``{device: {"matmul_peak_gflops": x}}`` and a
-    ``"machines"`` list of ``{"device": ..., "peak_gflops": x}``.
+    ``dtype`` ``bfloat16``/``float16``: the bf16 peak where measured (CUDA), else ``None``. Accepts the
+    current ``{device: {"matmul_gflops": x}}`` and the older ``{device: {"matmul_peak_gflops": x}}``,
+    ``{"peak_gflops": {device: x}}`` and ``"machines"`` list of ``{"device": ..., "peak_gflops": x}``.
     """
+    if dtype in ("bfloat16", "float16"):
+        return _roof(machine, device, ("matmul_bf16_gflops",))
+    return _roof(machine, device, ("matmul_gflops", "matmul_peak_gflops", "peak_gflops"))
+
+
+def bandwidth_gbs(machine: dict[str, Any], device: str) -> float | None:
+    """The measured memory bandwidth (STREAM) of ``device`` in GB/s (1e9 byte/s), or ``None``."""
+    return _roof(machine, device, ("bandwidth_gbs",))
+
+
+def _roof(machine: dict[str, Any], device: str, keys: tuple[str, ...]) -> float | None:
     entry = machine.get(device)
-    if isinstance(entry, dict) and entry.get("matmul_peak_gflops"):
-        return float(entry["matmul_peak_gflops"])
-    peaks = machine.get("peak_gflops")
-    if isinstance(peaks, dict) and peaks.get(device):
-        return float(peaks[device])
-    for m in machine.get("machines", []):
-        if isinstance(m, dict) and m.get("device") == device and m.get("peak_gflops"):
-            return float(m["peak_gflops"])
+    for key in keys:
+        if isinstance(entry, dict) and entry.get(key):
+            return float(entry[key])
+        legacy = machine.get(key)
+        if isinstance(legacy, dict) and legacy.get(device):
+            return float(legacy[device])
+        for m in machine.get("machines", []):
+            if isinstance(m, dict) and m.get("device") == device and m.get(key):
+                return float(m[key])
     return None
 
 

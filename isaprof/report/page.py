@@ -63,6 +63,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         _reproduction_section(results_dir, out_dir, notes),
         heads_section(results_dir, out_dir, notes),
         _throughput_section(df, machine, out_dir, notes),
+        _cuda_section(results_dir, out_dir),
         _flow_section(results_dir, out_dir, notes),
         _failure_section(df, out_dir),
         _environment_section(df, machine, results_dir, out_dir),
@@ -224,31 +225,121 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
         notes.append("throughput: no latency rows with a FLOP count, section skipped.")
         return ""
     tp.to_csv(out_dir / "tables" / "throughput.csv", index=False)
-    lines = ["## Achieved throughput"]
+    lines = ["## Achieved throughput and the roofline"]
     if tp["peak_gflops"].isna().all():
-        notes.append("throughput: machine.json has no matmul_peak_gflops; fractions of peak left empty.")
-    if tp["intensity"].notna().any():
-        path = plots.roofline(
-            tp,
-            out_dir / "figures" / "roofline.png",
-            title=f"Achieved GFLOP/s vs arithmetic intensity ({', '.join(sorted(tp['mode'].unique()))})",
+        notes.append("throughput: machine.json has no matmul peak; fractions of peak left empty.")
+    no_traffic = tp["intensity"].isna().all()
+    if no_traffic:
+        notes.append(
+            "roofline: the results hold no bytes_moved rows, so no arithmetic intensity; the figure says so."
         )
-        lines.append(_img(out_dir, path, "roofline"))
+    for device, sub in sorted(tp.groupby("device"), key=lambda kv: data.DEVICE_PREFERENCE.get(kv[0], 3)):
+        peak = data.matmul_peak_gflops(machine, device)
+        bw = data.bandwidth_gbs(machine, device)
+        if bw is None:
+            notes.append(f"roofline ({device}): machine.json has no bandwidth_gbs, memory roof not drawn.")
+        name = "roofline.png" if device == "cpu" else f"roofline_{device}.png"
+        modes = ", ".join(sorted(sub["mode"].unique()))
+        path = plots.roofline(
+            sub,
+            out_dir / "figures" / name,
+            title=f"Roofline on {device} ({sub['dtype'].iloc[0]}; {modes})",
+            peak_gflops=peak,
+            bandwidth_gbs=bw,
+        )
+        lines.append(_img(out_dir, path, f"roofline {device}"))
+    lines.append(
+        "x = counted FLOPs / bytes moved (each op reads its inputs and writes its outputs once: the traffic "
+        "of an unfused execution, an upper bound on what fusion can remove), y = FLOPs / median latency. "
+        "The roofs are this machine's own (`isaprof machine`): the fp32 matmul peak over several GEMM "
+        "shapes and the STREAM bandwidth (arrays far larger than the last-level cache). A point's bound is "
+        "min(peak, bandwidth x intensity); `of bound` is the share of it the block reaches. A working set "
+        "that fits in the last-level cache can beat the memory roof: that roof is DRAM's."
+    )
     best = tp.loc[tp["gflops"].idxmax()]
     lines.append(
         f"The best run reaches {best['gflops']:.1f} GFLOP/s ({best['block']} [{best['impl']}] at "
-        f"{int(best['height'])}x{int(best['width'])}); points far below the peak line are bound by memory "
-        "traffic or element-wise work, not by matrix products."
+        f"{int(best['height'])}x{int(best['width'])})."
     )
+    if not no_traffic:
+        summary = (
+            tp.dropna(subset=["roof_fraction"])
+            .groupby(["block", "impl", "device", "mode"])
+            .agg(
+                bound_by=("bound_by", lambda s: "/".join(sorted(set(s)))),
+                median_of_bound=("roof_fraction", "median"),
+                best_of_bound=("roof_fraction", "max"),
+                sizes=("height", "count"),
+            )
+            .reset_index()
+        )
+        above = tp[tp["roof_fraction"] > 1 + tp["spread"].fillna(0) / tp["latency_ms"]]
+        lines.append("Each block's achieved fraction of its own roofline bound (over the sizes measured):")
+        lines.append(tables.markdown(summary, floatfmt=".1%"))
+        if not above.empty:
+            lines.append(
+                f"**{len(above)} run(s) beat their roofline bound beyond the latency IQR**: a bytes-moved "
+                "count or a roof is wrong (" + ", ".join(sorted(set(above["block"]))) + ")."
+            )
     shown = tp[
         ["block", "factor", "recurrence", "impl", "device", "mode", "height", "width", "flops", "latency_ms"]
-        + ["gflops", "fraction"]
+        + ["gflops", "fraction", "intensity", "bound_by", "bound_gflops", "roof_fraction"]
     ]
     shown = shown.assign(
         flops=[tables.fmt(v, "flops") for v in shown["flops"]],
         latency_ms=[tables.fmt(v, "latency_ms") for v in shown["latency_ms"]],
+    ).rename(
+        columns={
+            "fraction": "of matmul peak",
+            "intensity": "FLOP/byte",
+            "bound_gflops": "bound GFLOP/s",
+            "roof_fraction": "of bound",
+        }
     )
     lines.append(tables.markdown(shown))
+    return "\n\n".join(lines)
+
+
+def _cuda_section(results_dir: Path, out_dir: Path) -> str:
+    """``make gpu-check``'s comparison (``RESULTS/cuda/comparison.csv``), or a plain statement that none
+    was made."""
+    title = "## CUDA: measured against predicted"
+    path = results_dir / "cuda" / "comparison.csv"
+    if not path.is_file():
+        return (
+            f"{title}\n\nNo CUDA measurement was made: every CUDA figure in this report is a prediction "
+            f"(meta path, datasheet roofs). `make gpu-check` on a machine with a GPU writes "
+            f"`{results_dir}/cuda/` and this section."
+        )
+    cmp = pd.read_csv(path)
+    shutil.copyfile(path, out_dir / "tables" / "cuda_comparison.csv")
+    dev_path = results_dir / "cuda" / "device.json"
+    dev = json.loads(dev_path.read_text()) if dev_path.is_file() else {}
+    where = dev.get("device_name", "an unnamed CUDA device")
+    extra = f", torch {dev['torch']}, CUDA {dev.get('cuda')}" if "torch" in dev else ""
+    err = pd.to_numeric(cmp["peak_error"], errors="coerce")
+    within = int((err.abs() <= 0.02).sum())
+    holds = cmp["bound_holds"].astype(str).str.lower() == "true"
+    broken = cmp["bound_holds"].astype(str).str.lower() == "false"
+    lines = [
+        title,
+        f"Measured on {where}{extra} by `make gpu-check` ({len(cmp)} configurations). Peak memory: the "
+        f"`max_memory_allocated` delta of the call against the meta path's CUDA-allocator prediction "
+        f"(`cuda_predicted`): within 2% in {within} of {int(err.notna().sum())}, largest error "
+        f"{err.abs().max():.1%}. Latency against the `isaprof predict` lower bound on the catalogued GPU "
+        f"({dev.get('catalogue_key') or 'not catalogued'}): at or above it in {int(holds.sum())}, below it "
+        f"beyond the IQR in {int(broken.sum())} (a bug in the counter, the roofs or the catalogue)."
+        if err.notna().any()
+        else f"Measured on {where}{extra}; no prediction could be compared (see the error column).",
+    ]
+    shown = cmp.assign(
+        size=cmp["height"].astype(str) + "x" + cmp["width"].astype(str),
+        peak_measured=[tables.fmt(v, "peak_bytes") for v in cmp["peak_measured"]],
+        peak_cuda_predicted=[tables.fmt(v, "peak_bytes") for v in cmp["peak_cuda_predicted"]],
+    )
+    cols = ["block", "impl", "size", "dtype", "mode", "peak_measured", "peak_cuda_predicted", "peak_error"]
+    cols += ["latency_ms", "bound_ms", "latency_over_bound", "error"]
+    lines.append(tables.markdown(shown[[c for c in cols if c in shown]]))
     return "\n\n".join(lines)
 
 

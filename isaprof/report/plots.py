@@ -194,45 +194,87 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
     return _save(fig, Path(path), svg=False)
 
 
-def roofline(tp: pd.DataFrame, path: str | Path, *, title: str) -> Path:
-    """Achieved GFLOP/s against arithmetic intensity (FLOPs / peak bytes), with each device's matmul peak."""
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    for block, g in tp.groupby("block"):
-        g = g.dropna(subset=["intensity", "gflops"])
-        c, mk = style(block)
-        for impl, gi in g.groupby("impl"):
-            fill = FILLS.get(impl, "full")
-            sizes = 4 + 3 * np.log2(gi["height"] / gi["height"].min() + 1)  # points (diameter)
-            for k, (x, y, ms) in enumerate(zip(gi["intensity"], gi["gflops"], sizes, strict=True)):
-                ax.plot(
-                    [x],
-                    [y],
-                    linestyle="none",
-                    marker=mk,
-                    markersize=ms,
-                    fillstyle=fill,
-                    color=c,
-                    markeredgecolor=c if fill == "none" else "k",
-                    markeredgewidth=1.2 if fill == "none" else 0.4,
-                    alpha=0.85,
-                    label=f"{block} [{impl}]" if k == 0 else None,
-                )
-    for device, peak in tp.dropna(subset=["peak_gflops"]).groupby("device")["peak_gflops"].first().items():
-        ax.axhline(
-            peak, color="k", linestyle="--", linewidth=1, label=f"{device} matmul peak {peak:.0f} GFLOP/s"
+def roofline(
+    tp: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str,
+    peak_gflops: float | None,
+    bandwidth_gbs: float | None,
+) -> Path:
+    """A roofline of one device, log-log: achieved GFLOP/s against arithmetic intensity (FLOPs / bytes
+    moved), under the compute roof (``peak_gflops``) and the memory roof (``bandwidth_gbs`` x intensity).
+
+    ``tp``: :func:`tables.throughput` rows of that device. Colour and marker = block (the report's palette),
+    the impl in the label; filled = inference, open = train; size grows with resolution; a thin line joins
+    a series' sizes. Without intensities (no ``bytes_moved`` rows) the figure says so and draws no points;
+    without a bandwidth it draws the compute roof only and says that the memory roof is missing. The legend
+    sits outside the axes.
+    """
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    pts = tp.dropna(subset=["intensity", "gflops"])
+    pts = pts[(pts["intensity"] > 0) & (pts["gflops"] > 0)]
+    if pts.empty:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No roofline: the results hold no bytes_moved rows\n(rerun `isaprof sweep` with an "
+                "isaprof that records them).\nPeak bytes (memory held) are not bytes moved, so no x axis is "
+                "drawn from them.", ha="center", va="center", fontsize=10, wrap=True)  # fmt: skip
+        ax.set_title(title)
+        return _save(fig, Path(path), svg=False)
+    lo, hi = pts["intensity"].min(), pts["intensity"].max()
+    ridge = peak_gflops / bandwidth_gbs if peak_gflops and bandwidth_gbs else None  # FLOP/byte: roofs meet
+    if ridge:
+        lo, hi = min(lo, ridge), max(hi, ridge)
+    x = np.geomspace(lo / 1.6, hi * 1.6, 200)
+    # each roof solid where it binds, thin and dashed where the other one is lower
+    if bandwidth_gbs:
+        mem, bind = bandwidth_gbs * x, x <= ridge if ridge else np.ones_like(x, bool)
+        ax.plot(
+            x[bind],
+            mem[bind],
+            color="k",
+            linewidth=2,
+            label=f"memory roof: {bandwidth_gbs:.1f} GB/s x intensity",
+        )
+        ax.plot(x[~bind], mem[~bind], color="k", linewidth=0.6, linestyle="--")
+    if peak_gflops:
+        bind = x >= ridge if ridge else np.ones_like(x, bool)
+        label = f"compute roof: matmul peak {peak_gflops:.0f} GFLOP/s"
+        ax.plot(x[bind], np.full(bind.sum(), peak_gflops), color="k", linewidth=2, label=label)
+        ax.plot(x[~bind], np.full((~bind).sum(), peak_gflops), color="k", linewidth=0.6, linestyle="--")
+    if ridge:
+        ax.axvline(ridge, color="grey", linestyle=":", linewidth=1, label=f"ridge at {ridge:.1f} FLOP/byte")
+    dtypes = pts["dtype"].nunique() > 1
+    for (block, impl, mode, dtype, _), g in pts.groupby(["block", "impl", "mode", "dtype", "options"]):
+        g = g.sort_values("height")
+        c, mk = style(block)  # the report's one palette: a block looks the same in every figure
+        ax.plot(g["intensity"], g["gflops"], color=c, linewidth=0.6, alpha=0.5)
+        ax.scatter(
+            g["intensity"],
+            g["gflops"],
+            s=18 + 30 * np.log2(g["height"] / pts["height"].min() + 1),
+            marker=mk,
+            facecolors=c if mode == "inference" else "none",
+            edgecolors=c if mode == "train" else "k",
+            linewidths=0.8 if mode == "train" else 0.3,
+            label=" ".join(
+                p for p in (block, data.variant(g), f"[{impl}]", mode, dtype if dtypes else "") if p
+            ),
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity: counted FLOPs / peak bytes (FLOP/byte, log)")
-    ax.set_ylabel("achieved GFLOP/s (log)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(  # outside the axes: no legend over the points
-        fontsize=7,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        title="colour+marker: block; filled: naive,\nhollow: sdpa, half: fast path;\n"
-        "size grows with resolution",
-        title_fontsize=7,
-    )
+    top = max(peak_gflops or 0.0, pts["gflops"].max())
+    bottom = min(pts["gflops"].min(), bandwidth_gbs * x[0] if bandwidth_gbs else np.inf)
+    ax.set_ylim(bottom / 2, top * 2)  # the dashed extension of the memory roof does not stretch the axis
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 20, not 2x10^0
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.set_xlabel("arithmetic intensity: counted FLOPs / bytes moved (FLOP/byte, log)")
+    ax.set_ylabel("achieved GFLOP/s = FLOPs / median latency (log)")
+    if not bandwidth_gbs:
+        title += "\n(no memory roof: machine.json has no bandwidth_gbs; rerun `isaprof sweep`)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="marker size grows with "
+              "resolution;\nfilled: inference, open: train", title_fontsize=7)  # fmt: skip
     return _save(fig, Path(path), svg=False)

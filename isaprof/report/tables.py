@@ -190,28 +190,46 @@ def grid_optima(grid: pd.DataFrame) -> dict[str, object]:
 
 
 def throughput(df: pd.DataFrame, machine: dict) -> pd.DataFrame:
-    """Achieved GFLOP/s = counted FLOPs / median latency, fraction of the device's matmul peak, intensity.
+    """Achieved GFLOP/s = counted FLOPs / median latency, beside the device's roofline bound.
 
-    Intensity (FLOP/byte) is FLOPs / peak bytes of the same configuration: a lower bound on the bytes
-    moved, so a rough roofline x-coordinate. Columns: block, impl, backend, device, mode, height, width,
-    flops, latency_ms, gflops, peak_gflops, fraction, peak_bytes, intensity.
+    ``intensity`` (FLOP/byte) = FLOPs / ``bytes_moved`` of the same configuration (each op reads its inputs
+    and writes its outputs once: unfused traffic); NaN where the results hold no ``bytes_moved`` rows.
+    ``peak_gflops`` and ``bandwidth_gbs`` are the device's measured roofs (``machine.json``);
+    ``bound_gflops = min(peak, bandwidth x intensity)``, ``bound_by`` says which roof, ``roof_fraction =
+    gflops / bound_gflops`` and ``fraction = gflops / peak_gflops``.
     """
     lat = data.ok(df)[data.ok(df)["metric"] == "latency_ms"]
-    cols = data.CONFIG + ["backend", "device", "flops", "latency_ms", "gflops", "peak_gflops", "fraction"]
+    cols = data.CONFIG + ["backend", "device", "flops", "latency_ms", "spread", "gflops", "peak_gflops"]
+    cols += ["fraction", "bytes_moved", "intensity", "bandwidth_gbs", "bound_gflops", "bound_by"]
+    cols += ["roof_fraction"]
     if lat.empty:
-        return pd.DataFrame(columns=cols + ["peak_bytes", "intensity"])
+        return pd.DataFrame(columns=cols)
     flops = _by_config(data.metric_rows(df, "flops"), "flops")
-    mem = _by_config(data.metric_rows(df, "peak_bytes"), "peak_bytes")
-    t = lat[data.CONFIG + ["backend", "device", "measured"]].rename(columns={"measured": "latency_ms"})
-    t = t.merge(flops, on=data.CONFIG, how="left").merge(mem, on=data.CONFIG, how="left")
-    t["gflops"] = t["flops"] / (t["latency_ms"] / 1e3) / 1e9
-    t["peak_gflops"] = [data.matmul_peak_gflops(machine, d) for d in t["device"]]
-    t["peak_gflops"] = pd.to_numeric(t["peak_gflops"], errors="coerce")
-    t["fraction"] = t["gflops"] / t["peak_gflops"]
-    t["intensity"] = t["flops"] / t["peak_bytes"]
-    return (
-        t[cols + ["peak_bytes", "intensity"]].sort_values(["block", "impl", "height"]).reset_index(drop=True)
+    t = lat[data.CONFIG + ["backend", "device", "measured", "spread"]].rename(
+        columns={"measured": "latency_ms"}
     )
+    t = t.merge(flops, on=data.CONFIG, how="left")
+    moved = data.metric_rows(df, "bytes_moved")
+    if moved.empty:
+        t["bytes_moved"] = np.nan
+    else:
+        t = t.merge(_by_config(moved, "bytes_moved"), on=data.CONFIG, how="left")
+    t["gflops"] = t["flops"] / (t["latency_ms"] / 1e3) / 1e9
+    peak = [data.matmul_peak_gflops(machine, d, dt) for d, dt in zip(t["device"], t["dtype"], strict=True)]
+    t["peak_gflops"] = pd.to_numeric(pd.Series(peak, index=t.index, dtype=object), errors="coerce")
+    bw = [data.bandwidth_gbs(machine, d) for d in t["device"]]
+    t["bandwidth_gbs"] = pd.to_numeric(pd.Series(bw, index=t.index, dtype=object), errors="coerce")
+    t["fraction"] = t["gflops"] / t["peak_gflops"]
+    t["intensity"] = t["flops"] / pd.to_numeric(t["bytes_moved"], errors="coerce")
+    memory_roof = t["bandwidth_gbs"] * t["intensity"]  # GB/s x FLOP/byte = GFLOP/s
+    t["bound_gflops"] = np.fmin(t["peak_gflops"], memory_roof).where(
+        memory_roof.notna() & t["peak_gflops"].notna()
+    )
+    t["bound_by"] = np.where(
+        t["bound_gflops"].isna(), "", np.where(memory_roof < t["peak_gflops"], "memory", "compute")
+    )
+    t["roof_fraction"] = t["gflops"] / t["bound_gflops"]
+    return t[cols].sort_values(["block", "impl", "height"]).reset_index(drop=True)
 
 
 def _by_config(rows: pd.DataFrame, name: str) -> pd.DataFrame:

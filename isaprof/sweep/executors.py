@@ -49,7 +49,7 @@ def execute(
     progress: bool = True,
     profile_fn: ProfileFn | None = None,
     machine: bool = True,
-    peak_n: int = 2048,
+    peak_n: int | None = None,
     workers: int = 1,
 ) -> list[Any]:
     """Run shards ``shards`` (1-based; default all ``n_shards``) of ``configs`` with ``executor``.
@@ -98,7 +98,7 @@ def run_parallel(
     from isaprof.sweep.peak import record_machine
 
     if kwargs.pop("machine", True):
-        record_machine(out, n=kwargs.get("peak_n", 2048))  # before anything competes for the cores
+        record_machine(out, n=kwargs.get("peak_n"))  # before anything competes for the cores
     fake = [c for c in configs if c.device == "meta"]
     real = [c for c in configs if c.device != "meta"]
     parts: list[Summary] = []

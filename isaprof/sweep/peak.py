@@ -1,7 +1,7 @@
-"""The machine's own fp32 matrix-multiply peak, and ``DIR/machine.json``.
+"""This host's roofs (fp32 matmul peak, memory bandwidth) recorded in ``DIR/machine.json``.
 
-``isaprof report`` divides measured FLOPs by latency and compares with this figure (a roofline
-ceiling that this very machine reaches with ``torch.mm``, not a vendor datasheet number).
+``isaprof report`` draws its roofline from these figures: the compute and memory roofs that this very
+machine reaches (:mod:`isaprof.measure.roofs`), not a vendor datasheet number.
 """
 
 from __future__ import annotations
@@ -10,50 +10,40 @@ import fcntl
 import json
 import os
 import socket
-import time
 from pathlib import Path
+from typing import Any
 
 MACHINE = "machine.json"
+ROOF_KEYS = ("matmul_gflops", "matmul_gflops_iqr", "matmul_shape", "bandwidth_gbs", "bandwidth_gbs_iqr")
 
 
-def matmul_peak_gflops(device: str = "cpu", n: int = 2048, repeats: int = 3) -> float:
-    """Best-of-``repeats`` fp32 ``torch.mm`` throughput of an ``n x n`` by ``n x n`` product, GFLOP/s.
+def _quick(n: int) -> dict[str, Any]:
+    """Arguments of a quick, uncached measurement (tests): one n^3 matmul, 4 MiB arrays."""
+    from isaprof.measure.roofs import GemmShape
 
-    FLOPs per product = 2 n^3 (the convention of ``torch.utils.flop_counter``). One warm-up product
-    is not timed. CUDA timings are bracketed by ``torch.cuda.synchronize``.
-    """
-    import torch
-
-    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-        raise ValueError(f"peak needs an available real device (cpu, cuda), got {device!r}")
-    a = torch.randn(n, n, device=device)  # (n, n)
-    b = torch.randn(n, n, device=device)  # (n, n)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    torch.mm(a, b)  # (n, n) warm-up
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)  # (n, n)
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return dict(shapes=(GemmShape(n, n, n, why="quick"),), array_bytes=4 * 2**20, min_run_time=0.05)
 
 
-def record_machine(out: str | Path, devices: tuple[str, ...] = ("cpu", "cuda"), n: int = 2048) -> dict:
-    """Measure this host's peak on each available device not yet in ``out/machine.json``; add it.
+def record_machine(
+    out: str | Path, devices: tuple[str, ...] = ("cpu", "cuda"), n: int | None = None
+) -> dict[str, Any]:
+    """Add this host's roofs for each available device not yet in ``out/machine.json``; return the file.
 
-    Layout::
+    The roofs come from the host cache (:func:`isaprof.measure.roofs.machine_roofs`), measured there
+    if absent. ``n``: instead a quick uncached measurement with one ``n x n x n`` product (tests). Layout::
 
-        {"peak_gflops": {"cpu": 71.3, ...},            # first host that recorded each device
-         "machines": [{"host": ..., "device": "cpu", "device_name": ..., "peak_gflops": ...,
-                       "matmul_n": 2048, "env": {...}}, ...]}
+        {"cpu": {"matmul_gflops": ..., "bandwidth_gbs": ..., ...},     # first host that recorded the device
+         "machines": [{"host": ..., "device": "cpu", "device_name": ..., "matmul_gflops": ...,
+                       "bandwidth_gbs": ..., "samples": [...], "env": {...}}, ...]}
 
-    Concurrent shard processes are serialised by a lock file; the JSON is replaced atomically.
+    Files written before the bandwidth was measured (``"peak_gflops"``) are read and completed: a host
+    whose entry lacks ``bandwidth_gbs`` is measured again. Concurrent shard processes are serialised by a
+    lock file; the JSON is replaced atomically.
     """
     import torch
 
     from isaprof.measure.env import environment
+    from isaprof.measure.roofs import machine_roofs, measure_roofs
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,24 +51,22 @@ def record_machine(out: str | Path, devices: tuple[str, ...] = ("cpu", "cuda"), 
     host = socket.gethostname()
     with open(out / (MACHINE + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {"peak_gflops": {}, "machines": []}
-        have = {(m["host"], m["device"]) for m in data["machines"]}
-        for dev in devices:
-            if (host, dev) in have or (dev == "cuda" and not torch.cuda.is_available()):
-                continue
-            peak = matmul_peak_gflops(dev, n)
-            env = environment(dev)
-            data["machines"].append(
-                dict(
-                    host=host,
-                    device=dev,
-                    device_name=env["device_name"],
-                    peak_gflops=peak,
-                    matmul_n=n,
-                    env=env,
-                )
-            )
-            data["peak_gflops"].setdefault(dev, peak)
+        data = json.loads(path.read_text()) if path.exists() else {"machines": []}
+        have = {(m["host"], m["device"]) for m in data["machines"] if "bandwidth_gbs" in m}
+        todo = [
+            d
+            for d in devices
+            if (host, d) not in have and (d != "cuda" or torch.cuda.is_available()) and d in ("cpu", "cuda")
+        ]
+        if todo:
+            redo = {(host, d) for d in todo}  # entries of an older layout, replaced
+            roofs = {d: measure_roofs(d, **_quick(n)) for d in todo} if n else machine_roofs()
+            data["machines"] = [m for m in data["machines"] if (m["host"], m["device"]) not in redo]
+            for dev in todo:
+                r = roofs[dev]
+                data["machines"].append({**r, "host": host, "device": dev, "env": environment(dev)})
+                if "bandwidth_gbs" not in data.get(dev, {}):
+                    data[dev] = {k: r[k] for k in (*ROOF_KEYS, "threads", "host", "device_name") if k in r}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
         os.replace(tmp, path)

@@ -60,13 +60,17 @@ def run_sweep(
     retry_failed: bool = False,
     progress: bool = True,
     machine: bool = True,
-    peak_n: int = 2048,
+    peak_n: int | None = None,
 ) -> Summary:
     """Measure every configuration of ``configs`` not yet in ``out/results.csv`` and append its rows.
 
-    ``machine``: first add this host's matmul peak to ``out/machine.json`` (``peak_n``: matrix size).
+    ``machine``: first add this host's roofs to ``out/machine.json`` (host cache; ``peak_n``: a quick
+    uncached measurement with one ``peak_n``-cube matmul instead, for tests).
     """
-    from tqdm.auto import tqdm
+    try:
+        from tqdm.auto import tqdm
+    except ModuleNotFoundError:  # optional: a bare GPU machine's Python (make gpu-check) has no tqdm
+        tqdm = _NoBar
 
     from isaprof.sweep.peak import record_machine
 
@@ -93,6 +97,16 @@ def run_sweep(
         failed += any(r.get("status") != "ok" for r in rows)
         append(out, rows, cols)
     return Summary(len(configs), len(todo) - failed, failed, skipped, unavailable)
+
+
+class _NoBar(list):
+    """Stands in for ``tqdm`` where it is not installed: iterates, shows nothing."""
+
+    def __init__(self, items: Any, **_: Any) -> None:
+        super().__init__(items)
+
+    def set_postfix_str(self, *_: Any, **__: Any) -> None:
+        pass
 
 
 def measure(cfg: SweepConfig, profile_fn: ProfileFn) -> list[dict[str, Any]]:
