@@ -150,6 +150,7 @@ class Record:
     latency: Latency | None
     environment: Mapping[str, Any]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    peak_tolerance: formulas.Tolerance | None = None  # the formula's named allowance on peak_bytes, if any
 
     @property
     def macs(self) -> int:
@@ -414,7 +415,7 @@ def profile(
     cost = formulas.cost(setup.config())
     notes = list(cost.notes)
     if setup.path == "fast":
-        cost = dataclasses.replace(cost, peak_bytes={})
+        cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
         notes.append(
             "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
         )
@@ -444,6 +445,7 @@ def profile(
         latency=lat,
         environment=environment(setup.device),
         notes=tuple(notes),
+        peak_tolerance=cost.peak_tolerance.get(setup.mode),
     )
 
 

@@ -33,7 +33,8 @@ class Trace:
     """Allocation-event simulator: ``alloc(name, nbytes)`` / ``free(*names)``; ``peak`` in bytes.
 
     ``peak_at`` names the allocation at which the peak was first reached and ``live_at_peak`` what was
-    live then (name -> bytes): the closed form of the peak is the sum of those terms.
+    live then (name -> bytes): the closed form of the peak is the sum of those terms. ``movable``: names
+    of Python locals the code may free sooner (see `isaprof.formulas.peak.LOCALS`).
     """
 
     def __init__(self) -> None:
@@ -43,6 +44,7 @@ class Trace:
         self.peak = 0
         self.peak_at = ""
         self.live_at_peak: dict[str, int] = {}
+        self.movable: list[str] = []
 
     def alloc(self, name: str, nbytes: int) -> str:
         """Allocate ``nbytes`` under ``name`` (a fresh name); returns the name."""
