@@ -31,18 +31,14 @@ def keys(cfg: Config) -> int:
     return cfg.height * cfg.width
 
 
-@formula("non_local")
-def non_local(cfg: Config) -> Cost:
-    """Costs of ``non_local`` (see module docstring)."""
-    b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
-    n, m = cfg.height * cfg.width, keys(cfg)
+def embedded_gaussian(
+    cfg: Config, convs: dict[str, int], m: int
+) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
+    """(params, MACs, train MACs, element-wise ops) of a non-local block whose N = H W queries attend to
+    ``m`` keys, given its 1x1 conv MACs by term: theta, phi, g (with bias), conv_out (no bias) + BN, the
+    attention and the residual. Shared with ``sparse_nonlocal`` (the same block on sampled keys)."""
+    b, c, ck, cv, n = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels, cfg.height * cfg.width
     kernel = fc.attention_kernel(cfg.impl, cfg.backend, ck, cv)
-    convs = {
-        "theta_conv": fc.conv1x1_macs(b * n, c, ck),
-        "phi_conv": fc.conv1x1_macs(b * n, c, ck),
-        "g_conv": fc.conv1x1_macs(b * n, c, cv),
-        "out_conv": fc.conv1x1_macs(b * n, cv, c),
-    }
     qk, av = fc.attention_macs(b, n, m, ck, cv)
     train = {k: 3 * v for k, v in convs.items()}
     train["attention"] = qk + av + fc.attention_backward_macs(qk, av, kernel)
@@ -54,12 +50,27 @@ def non_local(cfg: Config) -> Cost:
         "out_bn": fc.BN_OPS * b * n * c,
         "residual": b * n * c,
     }
+    return params, {**convs, "qk": qk, "av": av}, train, elementwise
+
+
+@formula("non_local")
+def non_local(cfg: Config) -> Cost:
+    """Costs of ``non_local`` (see module docstring)."""
+    b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
+    n, m = cfg.height * cfg.width, keys(cfg)
+    convs = {
+        "theta_conv": fc.conv1x1_macs(b * n, c, ck),
+        "phi_conv": fc.conv1x1_macs(b * n, c, ck),
+        "g_conv": fc.conv1x1_macs(b * n, c, cv),
+        "out_conv": fc.conv1x1_macs(b * n, cv, c),
+    }
+    params, macs, train, elementwise = embedded_gaussian(cfg, convs, m)
     if cfg.option("sub_sample", False):
         elementwise["max_pool"] = fc.POOL2X2_OPS * b * m * (ck + cv)
     inference, train_peak = non_local_inference_peak(cfg), non_local_peak(cfg, True)
     return Cost(
         params=params,
-        macs={**convs, "qk": qk, "av": av},
+        macs=macs,
         train_macs=train,
         elementwise=elementwise,
         peak_bytes={"inference": inference.bytes, "train": train_peak.peak},

@@ -17,6 +17,7 @@ from isaprof.formulas import common as fc
 from isaprof.formulas import dense as fd
 from isaprof.formulas import memory as fm
 from isaprof.formulas.base import Config, Cost, formula
+from isaprof.formulas.non_local import embedded_gaussian
 
 INDEX_BYTES = 8  # the (K,) int64 index of the sampled positions: live through forward, saved for backward
 
@@ -37,20 +38,10 @@ def sparse_nonlocal(cfg: Config) -> Cost:
         "phi_g_conv": fc.conv1x1_macs(b * k, c, ck + cv),
         "out_conv": fc.conv1x1_macs(b * n, cv, c),
     }
-    qk, av = fc.attention_macs(b, n, k, ck, cv)
-    train = {name: 3 * v for name, v in convs.items()}
-    train["attention"] = qk + av + fc.attention_backward_macs(qk, av, kernel)
-    params = 2 * fc.conv1x1_params(c, ck) + fc.conv1x1_params(c, cv)
-    params += fc.conv1x1_params(cv, c, bias=False) + fc.bn_params(c)
-    elementwise = {
-        "scale": b * n * k,
-        "softmax": fc.softmax_ops(b * n * k),
-        "out_bn": fc.BN_OPS * b * n * c,
-        "residual": b * n * c,
-    }
+    params, macs, train, elementwise = embedded_gaussian(cfg, convs, k)
     return Cost(
         params=params,
-        macs={**convs, "qk": qk, "av": av},
+        macs=macs,
         train_macs=train,
         elementwise=elementwise,
         peak_bytes={"inference": peak_inference(cfg, kernel), "train": peak_train(cfg, kernel)},
