@@ -114,3 +114,19 @@ def test_peak_set_and_tolerance_helpers():
     assert not tol.admits(89, 100) and not tol.admits(101, 100)
     with pytest.raises(ValueError):
         peak_set([])
+
+
+def test_check_accepts_a_peak_within_its_named_tolerance_only():
+    import dataclasses
+
+    from isaprof import check
+
+    rec = isaprof.profile("dense", (4, 4), 8, batch=1, mode="inference", device="meta", latency=None)
+    tol = Tolerance(100, LOCALS, "why")
+    rec = dataclasses.replace(rec, peak_bytes_analytic=rec.peak_bytes + 100, peak_tolerance=tol)
+    assert check.compare(rec, {}) == []  # measured 100 B below the formula: within the tolerance
+    beyond = dataclasses.replace(rec, peak_bytes_analytic=rec.peak_bytes + 101)
+    (found,) = check.compare(beyond, {})
+    assert found.metric == "peak_bytes" and LOCALS in found.message
+    above = dataclasses.replace(rec, peak_bytes_analytic=rec.peak_bytes - 1)  # never above the formula
+    assert [d.metric for d in check.compare(above, {})] == ["peak_bytes"]

@@ -79,13 +79,8 @@ def dense(cfg: Config) -> Cost:
         elementwise=stage_elementwise("", cfg.batch, n, ck, c),
         peak_bytes={"inference": inference.bytes, "train": dense_peak(cfg, True).peak},
         padded=(cfg.height, cfg.width),
-        peak_tolerance=_tolerances(inference=fp.tolerance(inference)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
     )
-
-
-def _tolerances(**by_mode: object) -> dict:
-    """``Cost.peak_tolerance`` from per-mode tolerances, the ``None`` ones (exact) left out."""
-    return {mode: tol for mode, tol in by_mode.items() if tol is not None}
 
 
 # ---- peak bytes, inference: the peak set (see isaprof/formulas/peak.py) ----

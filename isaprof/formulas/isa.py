@@ -20,7 +20,6 @@ from isaprof.formulas import memory as fm
 from isaprof.formulas import peak as fp
 from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.dense import (
-    _tolerances,
     stage_backward,
     stage_elementwise,
     stage_forward,
@@ -73,7 +72,7 @@ def isa(cfg: Config) -> Cost:
         elementwise=elementwise,
         peak_bytes={"inference": inference.bytes, "train": isa_peak(cfg, True).peak},
         padded=(qh * ph, qw * pw),
-        peak_tolerance=_tolerances(inference=fp.tolerance(inference)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
     )
 
 

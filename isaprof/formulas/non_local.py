@@ -16,7 +16,6 @@ from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.dense import (
     _attention_backward,
     _attention_forward,
-    _tolerances,
     attention_moments,
     stage_spec,
 )
@@ -75,7 +74,7 @@ def non_local(cfg: Config) -> Cost:
         elementwise=elementwise,
         peak_bytes={"inference": inference.bytes, "train": train_peak.peak},
         padded=(cfg.height, cfg.width),
-        peak_tolerance=_tolerances(inference=fp.tolerance(inference), train=fp.trace_tolerance(train_peak)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.trace_tolerance(train_peak)),
     )
 
 

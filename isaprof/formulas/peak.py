@@ -75,3 +75,8 @@ def tolerance(peak: Moment) -> Tolerance | None:
     """The named :data:`LOCALS` tolerance of a peak set holding movable locals, else ``None`` (exact)."""
     extra = peak.movable_bytes
     return Tolerance(extra, LOCALS, LOCALS_REASON) if extra else None
+
+
+def tolerances(**by_mode: Tolerance | None) -> dict[str, Tolerance]:
+    """``Cost.peak_tolerance`` from per-mode tolerances, the ``None`` ones (exact) left out."""
+    return {mode: tol for mode, tol in by_mode.items() if tol is not None}
