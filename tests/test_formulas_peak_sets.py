@@ -130,3 +130,21 @@ def test_check_accepts_a_peak_within_its_named_tolerance_only():
     assert found.metric == "peak_bytes" and LOCALS in found.message
     above = dataclasses.replace(rec, peak_bytes_analytic=rec.peak_bytes - 1)  # never above the formula
     assert [d.metric for d in check.compare(above, {})] == ["peak_bytes"]
+
+
+@pytest.mark.parametrize(
+    "size,ck,cv,impl,k",
+    [
+        ((8, 7), 1, 16, "sdpa", 64),
+        ((4, 6), 8, 16, "sdpa", 1),
+        ((6, 13), 3, 8, "sdpa", 4),
+        ((5, 5), 8, 8, "naive", 9),
+    ],
+)
+def test_sparse_nonlocal_inference_peak_set_is_exact_with_unit_widths(size, ck, cv, impl, k):
+    # the peak set reuses non-local's attention moments: exact also where a width or K is 1 (views, no copies)
+    cfg = Config("sparse_nonlocal", 2, 16, ck, cv, *size, impl=impl, options=(("k", k),))
+    assert (
+        _measured("sparse_nonlocal", size, 16, ck, cv, impl, "inference", {"k": k})
+        == (cost(cfg).peak_bytes["inference"])
+    )
