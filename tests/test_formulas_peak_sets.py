@@ -148,3 +148,38 @@ def test_sparse_nonlocal_inference_peak_set_is_exact_with_unit_widths(size, ck, 
         _measured("sparse_nonlocal", size, 16, ck, cv, impl, "inference", {"k": k})
         == (cost(cfg).peak_bytes["inference"])
     )
+
+
+def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
+    # pure Python, no torch: the closed-form peak sets against formulas.memory's replay of the same code
+    # (which the tracker tests above pin down) over odd sizes, widths 1, fp16, every kernel and ISA factor
+    import itertools
+
+    from isaprof.formulas import axial, dense, isa, non_local
+
+    replay = {
+        "dense": lambda c: dense.dense_peak(c, False).peak,
+        "isa": lambda c: isa.isa_peak(c, False).peak,
+        "axial": lambda c: axial.axial_peak(c, False).peak,
+        "non_local": lambda c: non_local.non_local_peak(c, False).peak,
+    }
+    kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
+    options = {
+        "dense": [()],
+        "axial": [()],
+        "non_local": [(("sub_sample", False),), (("sub_sample", True),)],
+        "isa": [(("factor", f), ("masked", m)) for f in ((2, 3), (5, 5), (1, 4)) for m in (False, True)],
+    }
+    n = 0
+    for name, (h, w), (ck, cv), (impl, backend), dtype in itertools.product(
+        replay, [(1, 5), (7, 9), (4, 4)], [(1, 3), (4, 4), (8, 2)], kernels, ["float32", "float16"]
+    ):
+        if backend == "flash" and ck != cv:
+            continue
+        for opts in options[name]:
+            if dict(opts).get("sub_sample") and min(h, w) < 2:
+                continue
+            cfg = Config(name, 2, 8, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
+            assert cost(cfg).peak_bytes["inference"] == replay[name](cfg), cfg
+            n += 1
+    assert n > 500

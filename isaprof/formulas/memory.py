@@ -1,4 +1,8 @@
-"""Peak bytes in closed form: a tiny allocation-event simulator and the event sequences shared by blocks.
+"""Layout rules (which reshapes copy) and a tiny allocation-event simulator.
+
+The inference peaks are closed-form peak sets (:mod:`isaprof.formulas.peak`); they use the layout rules
+here. The train peaks still replay each block's events with :class:`Trace` (the replay also cross-checks
+the inference peak sets in tests/test_formulas_peak_sets.py).
 
 Pure Python (no torch, nothing of isaprof outside ``isaprof.formulas``). A formula replays, as ``alloc`` /
 ``free`` events, the storages the real module allocates (read off its code and the aten ops it runs),
