@@ -106,23 +106,29 @@ def rough_flops(name: str, spec: dict[str, Any]) -> int:
     def aff(rows: int, ch: int, cols: int) -> int:
         return 2 * rows * cols * ch
 
-    qkv = 2 * conv(c, ck) + conv(c, cv)
-    head = conv(cin, c, 3)
-    if name == "conv3x3":
-        return head
-    if name == "sa":
-        return head + qkv + conv(cv, c) + aff(n, ck, n) + aff(n, cv, n) + conv(2 * c, c)
-    if name == "isa":
+    def isa_attention() -> int:
         ph, pw = spec["factor"]
         q = math.ceil(h / ph) * math.ceil(w / pw)  # positions per long-range group; ph * pw per window
-        attn = (aff(q, ck, q) + aff(q, cv, q)) * ph * pw + (
+        return (aff(q, ck, q) + aff(q, cv, q)) * ph * pw + (
             aff(ph * pw, ck, ph * pw) + aff(ph * pw, cv, ph * pw)
         ) * q
-        return head + 2 * qkv + 2 * conv(cv, c) + attn + conv(2 * c, c)
-    if name == "rcca":
-        cc = qkv + aff(n, ck, h + w - 1) + aff(n, cv, h + w - 1)
-        return conv(cin, c, 3, 0) + spec.get("recurrence", 2) * cc + conv(c, c, 3, 0) + conv(cin + c, c, 3, 0)
-    raise ValueError(f"unknown rough formula {name!r}; allowed: conv3x3, sa, isa, rcca")
+
+    qkv = 2 * conv(c, ck) + conv(c, cv)
+    head, fuse, r = conv(cin, c, 3), conv(2 * c, c), spec.get("recurrence", 2)
+    rough: dict[str, Callable[[], int]] = {  # the source's formula per head, as it writes them
+        "conv3x3": lambda: head,
+        "sa": lambda: head + qkv + conv(cv, c) + aff(n, ck, n) + aff(n, cv, n) + fuse,
+        "isa": lambda: head + 2 * qkv + 2 * conv(cv, c) + isa_attention() + fuse,
+        "rcca": lambda: (
+            conv(cin, c, 3, 0)
+            + r * (qkv + aff(n, ck, h + w - 1) + aff(n, cv, h + w - 1))
+            + conv(c, c, 3, 0)
+            + conv(cin + c, c, 3, 0)
+        ),
+    }
+    if name not in rough:
+        raise ValueError(f"unknown rough formula {name!r}; allowed: {', '.join(rough)}")
+    return rough[name]()
 
 
 def load_published(path: str | Path = PUBLISHED) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -77,6 +77,7 @@ class Record:
     # traffic of an unfused execution (measure.traffic); the CUDA allocator's peak, predicted on meta
     bytes_moved: BytesMoved | None = None
     peak_bytes_cuda_predicted: int | None = None
+    peak_tolerance: formulas.Tolerance | None = None  # the formula's named allowance on peak_bytes, if any
 
     @property
     def macs(self) -> int:
@@ -153,6 +154,15 @@ class Record:
                 "measured": self.peak_bytes,
                 "analytic": self.peak_bytes_analytic,
                 "cuda_predicted": self.peak_bytes_cuda_predicted,
+                "tolerance": (
+                    {
+                        "bytes": self.peak_tolerance.bytes,
+                        "name": self.peak_tolerance.name,
+                        "reason": self.peak_tolerance.reason,
+                    }
+                    if self.peak_tolerance is not None
+                    else None
+                ),  # fmt: skip
             },
             "bytes_moved": {
                 "measured": self.bytes_moved.total if self.bytes_moved else None,
@@ -318,7 +328,7 @@ def profile(
     cost = analytic_cost(cfg)
     notes = list(cost.notes) if cost is not None else ["no closed-form formula for this target"]
     if cfg.path == "fast" and cost is not None:
-        cost = dataclasses.replace(cost, peak_bytes={})
+        cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
         notes.append(
             "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
         )
@@ -351,6 +361,7 @@ def profile(
         by_module=_by_module(cfg) if by_module else None,
         bytes_moved=moved,
         peak_bytes_cuda_predicted=cuda_predicted,
+        peak_tolerance=cost.peak_tolerance.get(cfg.mode) if cost is not None else None,
     )
 
 

@@ -29,8 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from isaprof.blocks.common import SelfAttention2D, check_input, mask_bias
-from isaprof.blocks.isa import _key_masks as isa_key_masks
-from isaprof.blocks.isa import isa_geometry
+from isaprof.blocks.isa import Partition
 from isaprof.blocks.registry import spec
 
 Handler = Callable[[nn.Module], nn.Module]
@@ -433,18 +432,14 @@ class _FastISA(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.channels, "isa")
         n, c, h, w = x.shape
-        ph, pw = self.factor
-        qh, qw, top, bottom, left, right = isa_geometry(h, w, self.factor)
-        padded = top + bottom + left + right > 0
-        feats = nn.functional.pad(x, (left, right, top, bottom)) if padded else x  # (n, c, Qh Ph, Qw Pw)
-        biases: list[Tensor | None] = [None, None]
-        if self.masked and padded:
-            masks = isa_key_masks(n, qh, qw, ph, pw, (top, left, h, w), x.device)  # (G, 1, M) each
-            biases = [mask_bias(m, x.dtype).unsqueeze(1) for m in masks]  # (G, 1, 1, M)
-        dims = (n, qh, ph, qw, pw)
+        part = Partition.of(h, w, self.factor)
+        feats = part.pad(x)  # (n, c, Qh Ph, Qw Pw)
+        masks = part.key_masks(n, x.device) if self.masked else (None, None)  # (G, 1, M) each
+        biases = [None if m is None else mask_bias(m, x.dtype).unsqueeze(1) for m in masks]  # (G, 1, 1, M)
+        dims = (n, part.qh, part.ph, part.qw, part.pw)
         out = self.chain.run(feats, dims, [(0, 2, 4, 1, 3), (0, 1, 3, 2, 4)], [3, 3], biases)
-        out = out.view(n, c, qh * ph, qw * pw)  # (n, c, H', W')
-        return out[:, :, top : top + h, left : left + w] if padded else out  # (n, c, H, W)
+        out = out.view(n, c, part.qh * part.ph, part.qw * part.pw)  # (n, c, H', W')
+        return part.crop(out)  # (n, c, H, W)
 
 
 class _FastResidual(nn.Module):

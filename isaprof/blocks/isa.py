@@ -23,6 +23,7 @@ single positions, the short-range stage spans the padded map).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -77,13 +78,10 @@ class InterlacedSparseAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.channels, "isa")
         n, c, h, w = x.shape
-        ph, pw = self.factor
-        qh, qw, top, bottom, left, right = isa_geometry(h, w, self.factor)
-        padded = top + bottom + left + right > 0
-        feats = F.pad(x, (left, right, top, bottom)) if padded else x  # (n, c, Qh*Ph, Qw*Pw)
-        long_mask = short_mask = None
-        if self.masked and padded:
-            long_mask, short_mask = _key_masks(n, qh, qw, ph, pw, (top, left, h, w), x.device)
+        part = Partition.of(h, w, self.factor)
+        qh, qw, ph, pw = part.qh, part.qw, part.ph, part.pw
+        feats = part.pad(x)  # (n, c, Qh*Ph, Qw*Pw)
+        long_mask, short_mask = part.key_masks(n, x.device) if self.masked else (None, None)
         feats = feats.view(n, c, qh, ph, qw, pw).permute(0, 3, 5, 1, 2, 4)  # (n, Ph, Pw, c, Qh, Qw)
         feats = feats.reshape(n * ph * pw, c, qh, qw)  # (n Ph Pw, c, Qh, Qw), a copy
         feats = self.long_range(feats, long_mask)  # (n Ph Pw, c, Qh, Qw)
@@ -92,9 +90,51 @@ class InterlacedSparseAttention(nn.Module):
         feats = self.short_range(feats, short_mask)  # (n Qh Qw, c, Ph, Pw)
         feats = feats.view(n, qh, qw, c, ph, pw).permute(0, 3, 1, 4, 2, 5)  # (n, c, Qh, Ph, Qw, Pw)
         feats = feats.reshape(n, c, qh * ph, qw * pw)  # (n, c, H', W'), a copy
-        if padded:
-            feats = feats[:, :, top : top + h, left : left + w]  # (n, c, H, W), a view
-        return feats
+        return part.crop(feats)  # (n, c, H, W), a view
+
+
+@dataclass(frozen=True)
+class Partition:
+    """ISA's geometry on one H x W map, the one home of its pad, key masks and crop (the block and its
+    fast path, ``blocks.fast``, both use it): factor (P_h, P_w), Q = ceil(size / P), padding per side."""
+
+    height: int
+    width: int
+    ph: int
+    pw: int
+    qh: int
+    qw: int
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @classmethod
+    def of(cls, height: int, width: int, factor: tuple[int, int]) -> Partition:
+        """The partition of an H x W map by ``factor`` (``ValueError`` for a bad factor)."""
+        qh, qw, top, bottom, left, right = isa_geometry(height, width, factor)
+        return cls(height, width, *check_factor(factor), qh, qw, top, bottom, left, right)
+
+    @property
+    def padded(self) -> bool:
+        return self.top + self.bottom + self.left + self.right > 0
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(n, c, H, W) -> (n, c, Q_h P_h, Q_w P_w), zero-padded (``x`` itself when nothing is padded)."""
+        return F.pad(x, (self.left, self.right, self.top, self.bottom)) if self.padded else x
+
+    def key_masks(self, n: int, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+        """The two stages' boolean key masks (`_key_masks`), or (None, None) when nothing is padded."""
+        if not self.padded:
+            return None, None
+        box = (self.top, self.left, self.height, self.width)
+        return _key_masks(n, self.qh, self.qw, self.ph, self.pw, box, device)
+
+    def crop(self, feats: Tensor) -> Tensor:
+        """(n, c, H', W') -> (n, c, H, W): the view of the real positions (``feats`` when not padded)."""
+        if not self.padded:
+            return feats
+        return feats[:, :, self.top : self.top + self.height, self.left : self.left + self.width]
 
 
 def _key_masks(

@@ -10,16 +10,10 @@ BN, ReLU, scaling, softmax (``elementwise``).
 from __future__ import annotations
 
 from isaprof.formulas import common as fc
+from isaprof.formulas import dense as fd
 from isaprof.formulas import memory as fm
+from isaprof.formulas import peak as fp
 from isaprof.formulas.base import Config, Cost, formula
-from isaprof.formulas.dense import (
-    stage_backward,
-    stage_elementwise,
-    stage_forward,
-    stage_macs,
-    stage_params,
-    stage_spec,
-)
 
 
 @formula("axial")
@@ -31,18 +25,56 @@ def axial(cfg: Config) -> Cost:
     train: dict[str, int] = {}
     elementwise: dict[str, int] = {}
     for prefix, maps, n in (("row_", b * h, w), ("column_", b * w, h)):
-        fwd, bwd = stage_macs(prefix, maps, n, c, ck, cv, c, kernel)
+        fwd, bwd = fd.stage_macs(prefix, maps, n, c, ck, cv, c, kernel)
         macs.update(fwd)
         train.update(bwd)
-        elementwise.update(stage_elementwise(prefix, maps, n, ck, c))
+        elementwise.update(fd.stage_elementwise(prefix, maps, n, ck, c))
+    inference = axial_inference_peak(cfg)
     return Cost(
-        params=2 * stage_params(c, ck, cv, c),
+        params=2 * fd.stage_params(c, ck, cv, c),
         macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": axial_peak(cfg, False).peak, "train": axial_peak(cfg, True).peak},
+        peak_bytes={"inference": inference.bytes, "train": axial_peak(cfg, True).peak},
         padded=(h, w),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
     )
+
+
+def _regroups(b: int, c: int, h: int, w: int) -> tuple[tuple, tuple, tuple]:
+    """The three regroupings (``memory.regroup`` shapes): input -> rows -> columns -> output layout."""
+    r0 = ((b, c, h, w), (b, c, h, w), (0, 2, 1, 3), (b * h, c, 1, w))
+    r1 = ((b * h, c, 1, w), (b, h, c, w), (0, 3, 2, 1), (b * w, c, h, 1))
+    r2 = ((b * w, c, h, 1), (b, w, c, h), (0, 2, 3, 1), (b, c, h, w))
+    return r0, r1, r2
+
+
+def _stage(cfg: Config, maps: int, n: int, shapes: tuple) -> dict:
+    strides = fm.regroup_strides(shapes)
+    return fd.stage_spec(cfg, maps, n, nhwc=strides is not None and fm.is_channels_last(shapes[3], strides))
+
+
+def axial_inference_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``axial`` inference: the largest of the row stage's moments beside its input copy, the
+    column stage's beside the row output (held by the block to the end) and its input copy, and the end
+    (row output, column output, the final contiguous copy). Stage moments: `dense.stage_inference_moments`.
+
+    With naive attention it is the longer axis' two logit buffers, 2 B H W^2 b (rows) or 2 B W H^2 b
+    (columns), beside that stage's value, query, key (B H W (Cv + 2 Ck) b) and its held inputs.
+    """
+    b, c, h, w = cfg.batch, cfg.channels, cfg.height, cfg.width
+    full = b * c * h * w * cfg.dtype_bytes
+    r0, r1, r2 = _regroups(b, c, h, w)
+    copy = [full if fm.regroup_strides(r) is None else 0 for r in (r0, r1)]
+    found = [x.plus({"row input": copy[0]}) for x in fd.stage_inference_moments(_stage(cfg, b * h, w, r0))]
+    found.append(fp.moment("column regroup", row_output=full, column_input=copy[1]))
+    found += [
+        x.plus({"row output": full, "column input": copy[1]})
+        for x in fd.stage_inference_moments(_stage(cfg, b * w, h, r1))
+    ]
+    out = 0 if fm.permuted_is_contiguous(r2[1], r2[2]) else full
+    found.append(fp.moment("final copy", row_output=full, column_output=full, output=out))
+    return fp.peak_set(found)
 
 
 def axial_peak(cfg: Config, train: bool) -> fm.Trace:
@@ -65,12 +97,12 @@ def axial_peak(cfg: Config, train: bool) -> fm.Trace:
     for maps, n, shapes in ((b * h, w, r0), (b * w, h, r1)):
         strides = fm.regroup_strides(shapes)
         nhwc = strides is not None and fm.is_channels_last(shapes[3], strides)
-        specs.append(stage_spec(cfg, maps, n, nhwc=nhwc))
+        specs.append(fd.stage_spec(cfg, maps, n, nhwc=nhwc))
     x0 = fm.regroup(t, "in0", None, full, r0)
-    o0 = stage_forward(t, "s0_", specs[0], train)
+    o0 = fd.stage_forward(t, "s0_", specs[0], train)
     t.free(None if train else x0)
     x1 = fm.regroup(t, "in1", o0, full, r1)
-    o1 = stage_forward(t, "s1_", specs[1], train)
+    o1 = fd.stage_forward(t, "s1_", specs[1], train)
     t.free(None if train else x1)
     copies = not fm.permuted_is_contiguous(r2[1], r2[2])
     out = t.alloc("out", full) if copies else t.share(o1)
@@ -81,7 +113,7 @@ def axial_peak(cfg: Config, train: bool) -> fm.Trace:
     grad = fm.regroup(t, "d_out", None, full, r2, backward=True)
     for i, (x, o, shapes) in enumerate(((x1, o1, r1), (x0, o0, r0))[::1]):
         stage = 1 - i
-        parts = stage_backward(t, f"s{stage}_", specs[stage], grad, (grad, o if o != out else None))
+        parts = fd.stage_backward(t, f"s{stage}_", specs[stage], grad, (grad, o if o != out else None))
         t.free(x)
         grad = fm.grad_sum(t, f"s{stage}_d_x", parts, full)
         if stage == 1:

@@ -27,6 +27,20 @@ from isaprof.config import DTYPE_BYTES, Config  # noqa: E402, F401  (re-exported
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """A named allowance on a closed-form peak: the measurement may lie up to ``bytes`` *below* the
+    formula (never above), for the reason given (e.g. locals the code is free to drop earlier)."""
+
+    bytes: int
+    name: str
+    reason: str
+
+    def admits(self, measured: int, analytic: int) -> bool:
+        """Whether ``analytic - bytes <= measured <= analytic``."""
+        return analytic - self.bytes <= measured <= analytic
+
+
+@dataclass(frozen=True)
 class Cost:
     """Closed-form costs of one configuration.
 
@@ -34,6 +48,7 @@ class Cost:
     ``elementwise``: named forward element-wise terms the matrix counters leave out, in operations.
     ``peak_bytes``: ``{"inference": ..., "train": ...}`` in bytes (see module docstring).
     ``padded``: the (H', W') the block actually computes on (ISA pads; others equal (H, W)).
+    ``peak_tolerance``: per mode, a named :class:`Tolerance` where the peak is exact only up to it.
     """
 
     params: int
@@ -43,6 +58,7 @@ class Cost:
     peak_bytes: Mapping[str, int]
     padded: tuple[int, int]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    peak_tolerance: Mapping[str, Tolerance] = field(default_factory=dict)
 
     @property
     def total_macs(self) -> int:

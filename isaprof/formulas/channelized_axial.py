@@ -49,14 +49,8 @@ def channelized_axial(cfg: Config) -> Cost:
     }
     params = 2 * (fc.conv1x1_params(c, ck) + fc.bn_params(ck)) + fc.conv1x1_params(c, c) + fc.bn_params(c)
     params += 2 * mlp
-    return Cost(
-        params=params,
-        macs=macs,
-        train_macs={k: 3 * v for k, v in macs.items()},
-        elementwise=elementwise,
-        peak_bytes={"inference": peak_inference(cfg), "train": peak_train(cfg)},
-        padded=(h, w),
-    )
+    peak = {"inference": peak_inference(cfg), "train": peak_train(cfg)}
+    return fc.cost_train_3x(params, macs, elementwise, peak, (h, w))
 
 
 def chunks(length: int, groups: int) -> list[int]:

@@ -1,4 +1,5 @@
-"""Helpers shared by the cost formulas. Pure Python (ints in, ints out): no torch, nothing of isaprof.
+"""Helpers shared by the cost formulas. Pure Python (ints in, ints out): no torch, nothing of isaprof
+outside ``isaprof.formulas``.
 
 Element-wise convention (``Cost.elementwise``, forward, operations; stated once here):
 
@@ -19,6 +20,10 @@ recompute QK^T, then dS, dV, dQ, dK = 3 * QK + 2 * AV.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+from isaprof.formulas.base import Cost
 
 SOFTMAX_OPS = 5
 BN_OPS = 2
@@ -80,3 +85,29 @@ def attention_backward_macs(qk: int, av: int, kernel: str) -> int:
 def softmax_ops(elements: int) -> int:
     """Element-wise ops of a softmax over ``elements`` logits (``SOFTMAX_OPS`` each)."""
     return SOFTMAX_OPS * elements
+
+
+def qkv_gamma_params(channels: int, key_channels: int) -> int:
+    """Parameters of query, key (C -> Ck) and value (C -> C) 1x1 convs with bias, plus the scalar gamma of
+    a residual ``out = gamma * y + x`` (CCNet's criss-cross, the linear-attention block):
+    2 (C Ck + Ck) + (C C + C) + 1."""
+    return 2 * conv1x1_params(channels, key_channels) + conv1x1_params(channels, channels) + 1
+
+
+def cost_train_3x(
+    params: int,
+    macs: Mapping[str, int],
+    elementwise: Mapping[str, int],
+    peak: Mapping[str, int],
+    padded: tuple[int, int],
+) -> Cost:
+    """The :class:`Cost` of a block whose every matrix op has an input requiring grad in training, so that
+    its backward costs twice its forward (grad of each operand): train MACs = 3 x forward MACs, by term."""
+    return Cost(
+        params=params,
+        macs=dict(macs),
+        train_macs={k: 3 * v for k, v in macs.items()},
+        elementwise=dict(elementwise),
+        peak_bytes=dict(peak),
+        padded=padded,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
+from isaprof.formulas import peak as fp
 from isaprof.formulas.base import Config, Cost, formula
 
 
@@ -70,14 +71,120 @@ def dense(cfg: Config) -> Cost:
     c, ck, cv, n = cfg.channels, cfg.key_channels, cfg.value_channels, cfg.height * cfg.width
     kernel = fc.attention_kernel(cfg.impl, cfg.backend, ck, cv)
     macs, train = stage_macs("", cfg.batch, n, c, ck, cv, c, kernel)
+    inference = dense_inference_peak(cfg)
     return Cost(
         params=stage_params(c, ck, cv, c),
         macs=macs,
         train_macs=train,
         elementwise=stage_elementwise("", cfg.batch, n, ck, c),
-        peak_bytes={"inference": dense_peak(cfg, False).peak, "train": dense_peak(cfg, True).peak},
+        peak_bytes={"inference": inference.bytes, "train": dense_peak(cfg, True).peak},
         padded=(cfg.height, cfg.width),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
     )
+
+
+# ---- peak bytes, inference: the peak set (see isaprof/formulas/peak.py) ----
+
+
+def attention_moments(s: dict) -> list[fp.Moment]:
+    """Candidate peak sets inside `isaprof.blocks.common.attend`, no_grad, its inputs not counted.
+
+    naive: matmul, out-of-place scale (+ ``masked_fill`` with ``~mask``), softmax, matmul: two (maps, N, M)
+    buffers at once, then the softmax beside the output. sdpa: q, k, v copied contiguous where the
+    transposed views need it (and the additive mask bias), then flash: output + logsumexp, no N M term;
+    math: scaled q, scaled k and the logits, then two (N, M) buffers beside scaled q, then softmax + output.
+    """
+    maps, n, ck, cv, b, kind, mask = (s[k] for k in ("maps", "n", "ck", "cv", "b", "kind", "mask"))
+    m, nhwc = s.get("m", n), s.get("nhwc", False)
+    logits, out = maps * n * m * b, maps * n * cv * b
+    if kind == "naive":
+        if mask:
+            first = fp.moment(
+                "attention: masked_fill",
+                scaled_logits=logits,
+                not_mask=maps * m * fm.BOOL_BYTES,
+                masked_logits=logits,
+            )
+        else:
+            first = fp.moment("attention: out-of-place scale", logits=logits, scaled_logits=logits)
+        return [first, fp.moment("attention: A V", softmax=logits, attention_output=out)]
+    bias = {"mask bias": maps * m * b} if mask else {}
+    copies = {
+        "q copy": maps * n * ck * b if fm.transpose_copies(ck, n) and not nhwc else 0,
+        "v copy": maps * m * cv * b if fm.transpose_copies(cv, m) and not nhwc else 0,
+        "k copy": maps * m * ck * b if fm.transpose_copies(ck, m) and not nhwc else 0,
+    }
+    copies = {k: v for k, v in copies.items() if v}
+    found = []
+    if mask:  # mask_bias: zeros, ~mask, masked_fill, before the copies
+        found.append(
+            fp.moment(
+                "attention: mask bias",
+                zeros=maps * m * b,
+                not_mask=maps * m * fm.BOOL_BYTES,
+                mask_bias=maps * m * b,
+            )
+        )
+    if kind == "flash":
+        lse = maps * n * fm.acc_bytes(b)
+        return [
+            *found,
+            fp.Moment(
+                "attention: flash kernel", {**bias, **copies, "attention output": out, "logsumexp": lse}
+            ),
+        ]
+    qs, ks = maps * n * ck * b, maps * m * ck * b
+    held = {**bias, **copies, "scaled q": qs}
+    two = ("logits", "biased logits") if mask else ("logits", "softmax")
+    return [
+        *found,
+        fp.Moment("attention: math kernel Q K^T", {**held, "scaled k": ks, "logits": logits}),
+        fp.Moment("attention: math kernel logits", {**held, two[0]: logits, two[1]: logits}),
+        fp.Moment("attention: math kernel A V", {**held, "softmax": logits, "attention output": out}),
+    ]
+
+
+def stage_inference_moments(s: dict) -> list[fp.Moment]:
+    """Candidate peak sets of one `SelfAttention2D` forward under no_grad, its input not counted.
+
+    Value, query, key (the stage's locals) live from their projection to the stage's return: beside the last
+    key layer's conv and BN (projections); beside the attention; beside the contiguous context copy and the
+    output layer's conv and BN (there they are ``movable``: see `peak.LOCALS`). Every other moment holds a
+    subset of one of these (a ReLU or BN output replaces the input it was computed from).
+    """
+    pos, ck, cv, cout, b = s["maps"] * s["n"], s["ck"], s["cv"], s["cout"], s["b"]
+    value, qk = pos * cv * b, pos * ck * b
+    local = {"value": value, "query": qk, "key": qk}
+    movable = tuple(local)
+    found = [
+        fp.moment(
+            "projections: last key layer", value=value, query=qk, key_layer_1=qk, key_conv=qk, key_bn=qk
+        )
+    ]
+    found += [m.plus(local) for m in attention_moments(s)]
+    if fm.transpose_copies(s["n"], cv):
+        found.append(
+            fp.Moment("context copy", {**local, "attention output": value, "context": value}, movable)
+        )
+    found.append(
+        fp.Moment(
+            "output layer BN",
+            {**local, "context": value, "out conv": pos * cout * b, "out bn": pos * cout * b},
+            movable,
+        )
+    )
+    return found
+
+
+def dense_inference_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``dense`` inference: the stage's largest moment (`stage_inference_moments`).
+
+    With naive attention and N large it is value, query, key (B N (Cv + 2 Ck) b) plus the (B, N, N) logits
+    and their out-of-place scaled copy (2 B N^2 b), because the scale runs while the logits are alive and
+    nothing else comes near two N^2 buffers; sdpa math adds the contiguous q/k/v copies and scaled q; flash
+    (no N^2 buffer) peaks at its output + logsumexp or at the output layer's conv + BN.
+    """
+    return fp.peak_set(stage_inference_moments(stage_spec(cfg, cfg.batch, cfg.height * cfg.width)))
 
 
 # ---- peak bytes: the stage's allocation events (see isaprof/formulas/memory.py for the conventions) ----

@@ -17,11 +17,13 @@ import math
 
 from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
+from isaprof.formulas import peak as fp
 from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.dense import (
     stage_backward,
     stage_elementwise,
     stage_forward,
+    stage_inference_moments,
     stage_macs,
     stage_params,
     stage_spec,
@@ -62,14 +64,83 @@ def isa(cfg: Config) -> Cost:
         macs.update(fwd)
         train.update(bwd)
         elementwise.update(stage_elementwise(prefix, maps, n, ck, c, masked))
+    inference = isa_inference_peak(cfg)
     return Cost(
         params=2 * stage_params(c, ck, cv, c),
         macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": isa_peak(cfg, False).peak, "train": isa_peak(cfg, True).peak},
+        peak_bytes={"inference": inference.bytes, "train": isa_peak(cfg, True).peak},
         padded=(qh * ph, qw * pw),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
     )
+
+
+def _regroups(n: int, c: int, qh: int, qw: int, ph: int, pw: int) -> tuple[tuple, tuple, tuple]:
+    """The three regroupings (``memory.regroup`` shapes): padded map -> long-range maps -> short-range
+    maps -> padded map."""
+    hp, wp = qh * ph, qw * pw
+    r1 = ((n, c, hp, wp), (n, c, qh, ph, qw, pw), (0, 3, 5, 1, 2, 4), (n * ph * pw, c, qh, qw))
+    r2 = ((n * ph * pw, c, qh, qw), (n, ph, pw, c, qh, qw), (0, 4, 5, 3, 1, 2), (n * qh * qw, c, ph, pw))
+    r3 = ((n * qh * qw, c, ph, pw), (n, qh, qw, c, ph, pw), (0, 3, 1, 4, 2, 5), (n, c, hp, wp))
+    return r1, r2, r3
+
+
+def _copies(shapes: tuple) -> bool:
+    """Whether a regrouping (``memory.regroup`` shapes) copies, forward."""
+    return fm.regroup_strides(shapes) is None
+
+
+def mask_bytes(n: int, qh: int, qw: int, ph: int, pw: int) -> int:
+    """Bytes the two key masks of ``blocks.isa`` hold through the forward (bool): each mask is an
+    expanded view of the (H', W') validity grid regrouped like its stage, copied where the view is
+    impossible (the same storages as `_masks`, as a sum)."""
+    t = fm.Trace()
+    _masks(t, n, qh, qw, ph, pw)  # frees its temporaries: what is left is what the masks hold
+    return t.current
+
+
+def isa_inference_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``isa`` inference: the largest of (each beside the key masks, ``masked`` only)
+
+    * the pad and its long-range regroup copy (2 B C H' W' b);
+    * each stage's moments (`dense.stage_inference_moments`) beside that stage's input copy (B C H' W' b);
+    * a stage output beside its regroup copy (2 B C H' W' b), between the stages and before the crop.
+
+    With naive attention the peak is the larger stage's two logit buffers, long range
+    2 B P_h P_w (Q_h Q_w)^2 b or short range 2 B Q_h Q_w (P_h P_w)^2 b, beside value, query, key
+    (B N' (Cv + 2 Ck) b) and the stage input: the stages run one after the other, so only one
+    stage's buffers are ever live.
+    """
+    n, c, b = cfg.batch, cfg.channels, cfg.dtype_bytes
+    ph, pw = factor_of(cfg)
+    qh, qw, top, bottom, left, right = isa_geometry(cfg.height, cfg.width, (ph, pw))
+    padded = top + bottom + left + right > 0
+    masked = bool(cfg.option("masked", False)) and padded
+    full = n * c * qh * ph * qw * pw * b
+    masks = {"key masks": mask_bytes(n, qh, qw, ph, pw)} if masked else {}
+    r1, r2, r3 = _regroups(n, c, qh, qw, ph, pw)
+    inputs = [full if (_copies(r1) or padded) else 0, full]  # stage 1 reads stage 0's output or its copy
+    found = [
+        fp.moment(
+            "pad + long-range regroup",
+            padded_input=full if padded else 0,
+            long_range_input=full if padded and _copies(r1) else 0,
+        )
+    ]
+    for i, (name, maps, m, shapes) in enumerate(
+        (("long-range", n * ph * pw, qh * qw, r1), ("short-range", n * qh * qw, ph * pw, r2))
+    ):
+        s = stage_spec(cfg, maps, m, masked, _nhwc(shapes))
+        found += [
+            fp.Moment(f"{name} {x.name}", x.live, x.movable).plus({"stage input": inputs[i]})
+            for x in stage_inference_moments(s)
+        ]
+    found.append(
+        fp.moment("short-range regroup", long_range_output=full, short_range_input=full if _copies(r2) else 0)
+    )
+    found.append(fp.moment("final regroup", short_range_output=full, output=full if _copies(r3) else 0))
+    return fp.peak_set(x.plus(masks) for x in found)
 
 
 def _masks(t: fm.Trace, n: int, qh: int, qw: int, ph: int, pw: int) -> list[str]:

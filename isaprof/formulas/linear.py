@@ -41,15 +41,8 @@ def linear(cfg: Config) -> Cost:
         "gamma_scale": b * n * c,
         "residual": b * n * c,
     }
-    params = 2 * fc.conv1x1_params(c, ck) + fc.conv1x1_params(c, c) + 1
-    return Cost(
-        params=params,
-        macs=macs,
-        train_macs={k: 3 * v for k, v in macs.items()},
-        elementwise=elementwise,
-        peak_bytes={"inference": peak_inference(cfg), "train": peak_train(cfg)},
-        padded=(h, w),
-    )
+    peak = {"inference": peak_inference(cfg), "train": peak_train(cfg)}
+    return fc.cost_train_3x(fc.qkv_gamma_params(c, ck), macs, elementwise, peak, (h, w))
 
 
 def peak_inference(cfg: Config) -> int:

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
+from isaprof.formulas import peak as fp
 from isaprof.formulas.base import Config, Cost, formula
-from isaprof.formulas.dense import _attention_backward, _attention_forward, stage_spec
+from isaprof.formulas.dense import (
+    _attention_backward,
+    _attention_forward,
+    attention_moments,
+    stage_spec,
+)
 
 INDEX_BYTES = 8  # max-pool indices are int64
 
@@ -24,18 +30,14 @@ def keys(cfg: Config) -> int:
     return cfg.height * cfg.width
 
 
-@formula("non_local")
-def non_local(cfg: Config) -> Cost:
-    """Costs of ``non_local`` (see module docstring)."""
-    b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
-    n, m = cfg.height * cfg.width, keys(cfg)
+def embedded_gaussian(
+    cfg: Config, convs: dict[str, int], m: int
+) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
+    """(params, MACs, train MACs, element-wise ops) of a non-local block whose N = H W queries attend to
+    ``m`` keys, given its 1x1 conv MACs by term: theta, phi, g (with bias), conv_out (no bias) + BN, the
+    attention and the residual. Shared with ``sparse_nonlocal`` (the same block on sampled keys)."""
+    b, c, ck, cv, n = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels, cfg.height * cfg.width
     kernel = fc.attention_kernel(cfg.impl, cfg.backend, ck, cv)
-    convs = {
-        "theta_conv": fc.conv1x1_macs(b * n, c, ck),
-        "phi_conv": fc.conv1x1_macs(b * n, c, ck),
-        "g_conv": fc.conv1x1_macs(b * n, c, cv),
-        "out_conv": fc.conv1x1_macs(b * n, cv, c),
-    }
     qk, av = fc.attention_macs(b, n, m, ck, cv)
     train = {k: 3 * v for k, v in convs.items()}
     train["attention"] = qk + av + fc.attention_backward_macs(qk, av, kernel)
@@ -47,16 +49,78 @@ def non_local(cfg: Config) -> Cost:
         "out_bn": fc.BN_OPS * b * n * c,
         "residual": b * n * c,
     }
+    return params, {**convs, "qk": qk, "av": av}, train, elementwise
+
+
+@formula("non_local")
+def non_local(cfg: Config) -> Cost:
+    """Costs of ``non_local`` (see module docstring)."""
+    b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
+    n, m = cfg.height * cfg.width, keys(cfg)
+    convs = {
+        "theta_conv": fc.conv1x1_macs(b * n, c, ck),
+        "phi_conv": fc.conv1x1_macs(b * n, c, ck),
+        "g_conv": fc.conv1x1_macs(b * n, c, cv),
+        "out_conv": fc.conv1x1_macs(b * n, cv, c),
+    }
+    params, macs, train, elementwise = embedded_gaussian(cfg, convs, m)
     if cfg.option("sub_sample", False):
         elementwise["max_pool"] = fc.POOL2X2_OPS * b * m * (ck + cv)
+    inference, train_peak = non_local_inference_peak(cfg), non_local_peak(cfg, True)
     return Cost(
         params=params,
-        macs={**convs, "qk": qk, "av": av},
+        macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": non_local_peak(cfg, False).peak, "train": non_local_peak(cfg, True).peak},
+        peak_bytes={"inference": inference.bytes, "train": train_peak.peak},
         padded=(cfg.height, cfg.width),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.trace_tolerance(train_peak)),
     )
+
+
+def non_local_inference_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``non_local`` inference: the largest of the max-pools of phi and g (``sub_sample``: the
+    conv output beside its pooled copy and int64 indices), the attention (`dense.attention_moments`) beside
+    theta, phi, g, and the output conv + BN beside theta, phi, g (``movable``) and the attention output.
+
+    With naive attention and N M large it is theta, phi, g (B (N Ck + M (Ck + Cv)) b) plus the (B, N, M)
+    logits and their out-of-place scaled copy (2 B N M b): nothing else is N M-sized.
+    """
+    b, c, ck, cv, e = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels, cfg.dtype_bytes
+    n, m, pool = cfg.height * cfg.width, keys(cfg), bool(cfg.option("sub_sample", False))
+    local = {"theta": b * n * ck * e, "phi": b * m * ck * e, "g": b * m * cv * e}
+    found = []
+    if pool:
+        found.append(
+            fp.moment(
+                "phi max-pool",
+                theta=local["theta"],
+                phi_conv=b * n * ck * e,
+                phi=local["phi"],
+                phi_indices=b * m * ck * INDEX_BYTES,
+            )
+        )
+        found.append(
+            fp.moment(
+                "g max-pool",
+                theta=local["theta"],
+                phi=local["phi"],
+                g_conv=b * n * cv * e,
+                g=local["g"],
+                g_indices=b * m * cv * INDEX_BYTES,
+            )
+        )
+    s = stage_spec(cfg, b, n)
+    s["m"] = m
+    found += [x.plus(local) for x in attention_moments(s)]
+    found.append(
+        fp.Moment(
+            "output conv + BN",
+            {**local, "attention output": b * n * cv * e, "out conv": b * n * c * e, "out bn": b * n * c * e},
+            tuple(local),
+        )
+    )
+    return fp.peak_set(found)
 
 
 def _pooled(t: fm.Trace, name: str, conv: str, pos: int, ch: int, b: int, pool: bool, train: bool) -> str:
@@ -100,7 +164,9 @@ def non_local_peak(cfg: Config, train: bool) -> fm.Trace:
         return t
     if s["kind"] != "naive":  # the forward's locals die; sdpa saved its copies (math: scaled copies)
         for name, saved in ((theta, s["sdpa_q"]), (s["k"], s["sdpa_k"]), (s["v"], s["sdpa_v"])):
-            t.free(name if saved != name or (s["kind"] == "math" and name != s["v"]) else None)
+            dies = saved != name or (s["kind"] == "math" and name != s["v"])
+            t.free(name if dies else None)
+            t.movable += [name] if dies else []  # a local only: the code may drop it after the attention
     t.alloc("seed", b * n * c * nb)  # ones_like(out), held by the caller; also x's first gradient part
     gb = t.alloc("d_bn", b * n * c * nb)
     t.alloc("d_bn_w", c * nb), t.alloc("d_bn_b", c * nb)

@@ -16,7 +16,9 @@ from __future__ import annotations
 from isaprof.formulas import common as fc
 from isaprof.formulas import dense as fd
 from isaprof.formulas import memory as fm
+from isaprof.formulas import peak as fp
 from isaprof.formulas.base import Config, Cost, formula
+from isaprof.formulas.non_local import embedded_gaussian
 
 INDEX_BYTES = 8  # the (K,) int64 index of the sampled positions: live through forward, saved for backward
 
@@ -37,49 +39,37 @@ def sparse_nonlocal(cfg: Config) -> Cost:
         "phi_g_conv": fc.conv1x1_macs(b * k, c, ck + cv),
         "out_conv": fc.conv1x1_macs(b * n, cv, c),
     }
-    qk, av = fc.attention_macs(b, n, k, ck, cv)
-    train = {name: 3 * v for name, v in convs.items()}
-    train["attention"] = qk + av + fc.attention_backward_macs(qk, av, kernel)
-    params = 2 * fc.conv1x1_params(c, ck) + fc.conv1x1_params(c, cv)
-    params += fc.conv1x1_params(cv, c, bias=False) + fc.bn_params(c)
-    elementwise = {
-        "scale": b * n * k,
-        "softmax": fc.softmax_ops(b * n * k),
-        "out_bn": fc.BN_OPS * b * n * c,
-        "residual": b * n * c,
-    }
+    params, macs, train, elementwise = embedded_gaussian(cfg, convs, k)
+    inference = sparse_inference_peak(cfg)
     return Cost(
         params=params,
-        macs={**convs, "qk": qk, "av": av},
+        macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": peak_inference(cfg, kernel), "train": peak_train(cfg, kernel)},
+        peak_bytes={"inference": inference.bytes, "train": peak_train(cfg, kernel)},
         padded=(cfg.height, cfg.width),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
     )
 
 
-def peak_inference(cfg: Config, kernel: str) -> int:
-    """Peak bytes of one ``no_grad`` forward (assumes Ck, Cv, K > 1: otherwise some copies are views).
+def sparse_inference_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``sparse_nonlocal`` inference: the largest of the attention (`dense.attention_moments`, N
+    queries over the K samples) and the output conv + BN beside the attention output, each beside the
+    (K,) int64 index, the gathered samples (B C K) and theta (B N Ck), phi (B K Ck), g (B K Cv).
 
-    Live throughout: the (K,) int64 index, the gathered samples (B C K), theta (B N Ck), phi (B K Ck), g (B K
-    Cv). On top, the largest of: the attention (naive: logits and scaled logits, 2 B N K, then softmax and
-    output; sdpa copies q, k, v contiguous first, then math: scaled q, logits, softmax; fused: output and
-    logsumexp), and the tail: attention output (B N Cv), conv_out and BN outputs (2 B N C), the same with the
-    residual.
+    With naive attention and N K large it is those plus the (B, N, K) logits and their out-of-place scaled
+    copy (2 B N K b); theta, phi, g are ``movable`` at the output conv (see `peak.LOCALS`).
     """
-    b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
+    b, c, ck, cv, e = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels, cfg.dtype_bytes
     n, k = cfg.height * cfg.width, samples(cfg)
-    base = c * k + n * ck + k * (ck + cv)
-    tail = n * cv + 2 * n * c
-    if cfg.impl == "naive":
-        attention = max(2 * n * k, n * k + n * cv)
-    else:
-        copies = n * ck + k * (ck + cv)
-        if kernel == "fused":
-            attention = copies + n * cv + n  # output (B, 1, N, Cv) and logsumexp (B, 1, N)
-        else:
-            attention = copies + max(n * ck + k * ck + n * k, n * ck + 2 * n * k)
-    return b * (base + max(attention, tail)) * cfg.dtype_bytes + INDEX_BYTES * k
+    held = {"index": INDEX_BYTES * k, "samples": b * c * k * e}
+    local = {"theta": b * n * ck * e, "phi": b * k * ck * e, "g": b * k * cv * e}
+    s = fd.stage_spec(cfg, b, n)
+    s["m"] = k
+    found = [x.plus({**held, **local}) for x in fd.attention_moments(s)]
+    tail = {"attention output": b * n * cv * e, "out conv": b * n * c * e, "out bn": b * n * c * e}
+    found.append(fp.Moment("output conv + BN", {**held, **local, **tail}, tuple(local)))
+    return fp.peak_set(found)
 
 
 def peak_train(cfg: Config, kernel: str) -> int:
