@@ -89,6 +89,7 @@ for _head, _block, _cls in (
         key_channels=_inner.default_key_channels,
         value_channels=_inner.default_value_channels,
         fully_connected=_inner.fully_connected,
+        source="built-in head",
         listed=False,
     )
 
