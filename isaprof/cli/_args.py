@@ -45,3 +45,26 @@ def positive_int(text: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
     return n
+
+
+# -- the configuration flags every command that takes a target shares (defined once) -------------------
+TARGET_HELP = "a block name (`isaprof list`), or any nn.Module by import path package.module:Attr"
+
+
+def add_widths(p: argparse.ArgumentParser, *, channels_default: int | None = None) -> None:
+    """``--channels`` (required unless a default is given), ``--key-channels``, ``--value-channels``."""
+    if channels_default is None:
+        p.add_argument("--channels", type=positive_int, required=True, metavar="C")
+    else:
+        p.add_argument("--channels", type=positive_int, default=channels_default, metavar="C",
+                       help=f"default {channels_default}")  # fmt: skip
+    p.add_argument("--key-channels", type=positive_int, metavar="CK", help="default: the block's")
+    p.add_argument("--value-channels", type=positive_int, metavar="CV", help="default: the block's")
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The block options: ``--factor``, ``--recurrence`` and any ``--option KEY=VALUE``."""
+    p.add_argument("--factor", type=factor, metavar="PHxPW", help="blocks with a factor option (isa)")
+    p.add_argument("--recurrence", type=positive_int, metavar="R", help="blocks with a recurrence option")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip

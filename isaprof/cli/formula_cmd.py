@@ -26,17 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the block once on a (B, C, H, W) input with symbolic H, W (fake tensors) and print "
         "its MACs as an expression in H, W, with the conditions under which it holds and its leading term.",
     )
-    p.add_argument("name", nargs="?", help=f"block name: {', '.join(blocks.names())}")
+    p.add_argument("name", nargs="?", metavar="TARGET", help=_args.TARGET_HELP)
     p.add_argument("--all", action="store_true", help="every registered block (its default options)")
-    p.add_argument("--channels", type=_args.positive_int, default=64, metavar="C", help="default 64")
-    p.add_argument("--key-channels", type=_args.positive_int, metavar="CK", help="default: the block's")
-    p.add_argument("--value-channels", type=_args.positive_int, metavar="CV", help="default: the block's")
-    p.add_argument("--factor", type=_args.factor, metavar="PHxPW", help="blocks with a factor option (isa)")
-    p.add_argument(
-        "--recurrence", type=_args.positive_int, metavar="R", help="blocks with a recurrence option"
-    )
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip
+    _args.add_widths(p, channels_default=64)
+    _args.add_options(p)
     p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
     p.add_argument("--size", type=_args.size, default=(64, 64), metavar="HxW",
                    help="the size traced at (default 64x64): one the block accepts")  # fmt: skip
