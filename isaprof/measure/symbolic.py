@@ -588,9 +588,11 @@ def derive(
     batch: int = 1,
     mode: str = "inference",
     batch_symbol: bool = False,
+    bytes_moved: bool = True,
 ) -> Derivation:
-    """MACs (and bytes moved, when ``isaprof.measure.traffic`` exists) of one protocol step of
-    ``factory()`` as closed forms in H, W (and B); traced at ``size`` (a size the module accepts).
+    """MACs (and, with ``bytes_moved``, the bytes its ops move: :mod:`isaprof.measure.traffic`) of one
+    protocol step of ``factory()`` as closed forms in H, W (and B); traced at ``size`` (a size the module
+    accepts).
 
     ``NotSymbolic`` (a ``ValueError``) with one line naming the op that stopped the symbolic run.
     """
@@ -620,7 +622,7 @@ def derive(
     macs = _finish(macs_raw, _guards(env, names), symbols, size, truth_of("macs"))
     notes: list[str] = []
     moved = None
-    counter = _traffic_counter()
+    counter = _traffic_counter() if bytes_moved else None
     if counter is not None:
         try:
             result, env2, names2 = run(counter)

@@ -87,7 +87,7 @@ def tensor_bytes(t: torch.Tensor) -> int:
         if size == 0:
             return 0
         if stride != 0:
-            n *= int(size)
+            n *= size  # no int(): a symbolic size stays symbolic (isaprof formula derives bytes moved)
     return n * t.element_size()
 
 
@@ -128,7 +128,8 @@ def _key(t: torch.Tensor) -> tuple:
         storage = t.untyped_storage()._cdata
     except (RuntimeError, NotImplementedError):
         storage = id(t)
-    return (storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+    # sizes as text: symbolic sizes (SymInt) are not hashable, and "3" == "3" as 3 == 3
+    return (storage, str(t.storage_offset()), tuple(map(str, t.shape)), tuple(map(str, t.stride())), t.dtype)
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -179,7 +180,7 @@ class TrafficCounter(TorchDispatchMode):
             self.free[name] += 1
             return out
         formula = flop_counter.flop_registry.get(func._overloadpacket)
-        flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
+        flops = formula(*args, **kwargs, out_val=out) if formula is not None else 0  # int, or SymInt
         self.calls.append(OpCall(name, read, written, flops))
         return out
 
