@@ -125,17 +125,17 @@ def bounds_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
         "measurement** (`isaprof predict`): for each op call of the unfused execution, max(FLOPs / the "
         "peak for that op and dtype, bytes moved / bandwidth), summed over the calls. It ignores launch "
         "overheads, caches, occupancy and clocks, so real kernels take longer; it says which roof limits a "
-        "block and how far apart blocks can be at best. B = 1, C = 512, inference, each block's paper "
+        "block and how far apart blocks can be at best. Inference, each block's paper "
         "options; `sdpa` is counted as one fused flash-attention kernel (its compulsory traffic only). "
         "Cells: bound in ms (share of it spent in memory-bound op calls; the rest is compute-bound).",
     ]
     papers = df[df["scope"] == "papers"]
     if papers.empty:
         notes.append("bounds: no GPU rows in bounds.csv.")
-    for (h, w), _ in papers.groupby(["height", "width"]):
+    for (b, c, h, w), _ in papers.groupby(["batch", "channels", "height", "width"]):
         table = gpu_table(df, int(h), int(w))
         table.to_csv(out_dir / "tables" / f"bounds_gpu_{h}x{w}.csv", index=False)
-        lines.append(f"Lower bounds in ms at 1x512x{h}x{w}:")
+        lines.append(f"Lower bounds in ms at {b}x{c}x{h}x{w} (B x C x H x W):")
         lines.append(tables.markdown(table))
     if not papers.empty:
         lines.append(
