@@ -162,3 +162,21 @@ def test_bound_holds_on_this_cpu(block: str):
     b = predict(block, roofs_for("cpu"), **config)["bound_ms"]
     best = min(profile(block, device="cpu", latency="quick", **config).latency.median_ms for _ in range(3))
     assert best * margin >= b, f"{block}: measured {best:.4f} ms < bound {b:.4f} ms / {margin}"
+
+
+def _every_block_impl() -> list[tuple[str, str, str]]:
+    from isaprof import blocks
+
+    out = [(b, impl, "reference") for b in blocks.names() for impl in blocks.spec(b).impls]
+    return out + [(b, "naive", "fast") for b in ("dense", "isa")]
+
+
+@pytest.mark.parametrize("block, impl, path", _every_block_impl())
+def test_per_call_flops_add_up_to_the_flop_counter(block: str, impl: str, path: str):
+    """The bound's per-call FLOPs are FlopCounterMode's: the fused sdpa kernels too (they once counted 0,
+    putting sdpa's bound 30x too low)."""
+    from isaprof.predict import count
+
+    backend = "flash" if impl == "sdpa" else None
+    c = count(block, size=(8, 8), channels=16, impl=impl, backend=backend, path=path)
+    assert sum(o.flops for o in c.ops) == c.flop_counter_flops > 0 and not c.uncounted
