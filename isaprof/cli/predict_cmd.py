@@ -67,6 +67,11 @@ def predict(args: argparse.Namespace, options: dict[str, Any], roofs: Any) -> di
     )  # fmt: skip
 
 
+def _rate(tflops: float) -> str:
+    """``67.0 TFLOP/s``, or ``148.2 GFLOP/s`` below one TFLOP/s (a CPU)."""
+    return f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{tflops * 1e3:.1f} GFLOP/s"
+
+
 def table(r: dict[str, Any]) -> str:
     """A readable summary of :func:`predict`'s object."""
     fmt = profile_cmd.fmt
@@ -75,7 +80,7 @@ def table(r: dict[str, Any]) -> str:
     lines = [
         f"LOWER BOUND (not a measurement) for {c['block']} B={c['batch']} C={c['channels']} "
         f"{c['height']}x{c['width']} {c['dtype']} {c['mode']} impl={c['impl']} on {r['device']}",
-        f"roofs: {r['matrix_tflops']:.1f} TFLOP/s ({r['peak_used']}), {r['bandwidth_gbs']:.0f} GB/s; "
+        f"roofs: {_rate(r['matrix_tflops'])} ({r['peak_used']}), {r['bandwidth_gbs']:.1f} GB/s; "
         f"ridge {r['ridge_flop_per_byte']:.1f} FLOP/byte",
         f"work: {fmt(r['flops'], 'FLOP')}, {fmt(r['bytes_moved'], 'byte')} moved "
         f"(intensity {r['intensity_flop_per_byte']:.2f} FLOP/byte)",
