@@ -23,7 +23,7 @@ endif
 
 STAMP := $(VENV)/.isaprof-installed
 
-.PHONY: install test lint report bench bench-compare bench-quick baseline-check baseline-update gpu-check clean
+.PHONY: install test lint report bench bench-compare bench-quick bench-bounds baseline-check baseline-update gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check isaprof tests benchmarks
 
 # The main job: sweep (resumable: an interrupted run continues), reproduce the papers' figures, the
-# efficiency tables at the papers' sizes (two at once), connectivity pictures, then the Markdown report.
+# efficiency tables at the papers' sizes (two at once), latency bounds (GPUs at the papers' sizes, this CPU
+# beside the sweep's latencies), connectivity pictures, then the Markdown report.
 # `make report FRESH=1` re-measures from scratch.
 report: $(STAMP)
 	$(if $(FRESH),rm -rf $(RESULTS))
@@ -51,6 +52,7 @@ report: $(STAMP)
 		$(BIN)/isaprof table --size 128x128 $(TABLE_ARGS) --out $(RESULTS)/table_128x128.json; s=$$?; \
 		wait $$p && exit $$s
 	$(BIN)/python -m isaprof.head_shares $(RESULTS)
+	$(BIN)/python -m isaprof.bounds $(RESULTS)
 	$(BIN)/isaprof formula --all --channels 64 --json --out $(RESULTS)/derived.json > /dev/null
 	$(BIN)/isaprof verify --size 12x10 --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
@@ -69,6 +71,11 @@ bench-compare: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --bench-no-costs -k 32x32 $(BENCH_QUICK)
+
+# Latency is never asserted in `make test`: the one check that needs a clock (measured latency >= the
+# roofline bound on this CPU, tests/test_bounds.py) runs here.
+bench-bounds: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m timing tests/test_bounds.py
 
 baseline-check: $(STAMP)
 	$(BIN)/isaprof baseline check

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from isaprof import blocks
 from isaprof.cli import _args, profile_cmd
-
-ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,78 +45,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def cpu_roofs(dtype: str) -> Any:
-    """This machine's roofs from ``isaprof.measure.roofs.machine_roofs()`` (fp32 matmul FLOP/s, bytes/s)."""
-    from isaprof.predict import Roofs
-
-    try:
-        from isaprof.measure.roofs import machine_roofs  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise ValueError(
-            "--gpu cpu needs this machine's measured roofs (isaprof machine), not available here"
-        ) from e
-    if dtype != "float32":
-        raise ValueError(f"--gpu cpu has a measured float32 matmul peak only, not {dtype}")
-    got = machine_roofs()
-    cpu = got.get("cpu", got) if isinstance(got, dict) else vars(got)
-    try:
-        flops, bandwidth = float(cpu["matmul_gflops"]) * 1e9, float(cpu["bandwidth_gbs"]) * 1e9
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"machine roofs lack matmul_gflops / bandwidth_gbs: {cpu!r}") from None
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = None
-    return Roofs("cpu (measured)", flops, bandwidth, "measured fp32 matmul peak (isaprof machine)", memory)
-
-
-def gpu_roofs(name: str, dtype: str, tf32: bool) -> Any:
-    """Roofs of catalogued GPU ``name`` for matrix ops in ``dtype`` (``ValueError`` if unknown / no peak)."""
-    from isaprof import devices
-    from isaprof.predict import Roofs
-
-    d = devices.get(name)
-    if tf32 and dtype != "float32":
-        raise ValueError(f"--tf32 applies to float32 only, not {dtype}")
-    flops, which = d.matrix_peak(dtype, tf32)
-    return Roofs(d.key, flops, d.bandwidth, f"{which}, {d.source}", d.memory_bytes)
-
-
 def run(args: argparse.Namespace) -> int:
+    from isaprof.predict import roofs_for
+
     options = profile_cmd.block_options(args.name, args)
     profile_cmd.check_build(args, options)
-    if args.gpu.strip().lower() == "cpu":
-        if args.tf32:
-            raise ValueError("--tf32 applies to GPUs only")
-        roofs = cpu_roofs(args.dtype)
-    else:
-        roofs = gpu_roofs(args.gpu, args.dtype, args.tf32)
+    roofs = roofs_for(args.gpu, args.dtype, args.tf32)
     result = predict(args, options, roofs)
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 
 
 def predict(args: argparse.Namespace, options: dict[str, Any], roofs: Any) -> dict[str, Any]:
-    """The bound's JSON object for the parsed arguments (counts on fake tensors, then ``predict.bound``)."""
-    from isaprof.predict import OpCost, bound
-    from isaprof.run import profile
+    """The bound's JSON object for the parsed arguments (:func:`isaprof.predict.predict` on ``roofs``)."""
+    from isaprof.predict import predict as bound_of
 
-    rec = profile(
-        args.name, size=args.size, channels=args.channels, key_channels=args.key_channels,
-        value_channels=args.value_channels, batch=args.batch, device="meta", dtype=args.dtype, mode=args.mode,
-        impl=args.impl, backend=args.backend, path=args.path, latency=None, **options,
+    return bound_of(
+        args.name, roofs, size=args.size, channels=args.channels, key_channels=args.key_channels,
+        value_channels=args.value_channels, batch=args.batch, dtype=args.dtype, mode=args.mode,
+        impl=args.impl, backend=args.backend, path=args.path, **options,
     )  # fmt: skip
-    b = bound((OpCost(c.op, c.flops, c.bytes) for c in rec.bytes_moved.calls), roofs)
-    # resident: parameters and the input (buffers, a few per BatchNorm, left out); the call's own peak as the
-    # CUDA allocator would count it (GPUs) or exact storage bytes (cpu)
-    item = ITEMSIZE[args.dtype]
-    resident = (rec.params + args.batch * args.channels * args.size[0] * args.size[1]) * item
-    call_peak = rec.peak_bytes if roofs.device.startswith("cpu") else rec.peak_bytes_cuda_predicted
-    out = b.to_json(peak_bytes=resident + call_peak)
-    out["config"] = rec.config.columns(rec.padded)
-    out["flop_counter_flops"] = rec.flop_count.flops  # FlopCounterMode's total, for cross-checking "flops"
-    out["uncounted_ops"] = list(rec.flop_count.uncounted)
-    return out
+
+
+def _rate(tflops: float) -> str:
+    """``67.0 TFLOP/s``, or ``148.2 GFLOP/s`` below one TFLOP/s (a CPU)."""
+    return f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{tflops * 1e3:.1f} GFLOP/s"
 
 
 def table(r: dict[str, Any]) -> str:
@@ -130,7 +80,7 @@ def table(r: dict[str, Any]) -> str:
     lines = [
         f"LOWER BOUND (not a measurement) for {c['block']} B={c['batch']} C={c['channels']} "
         f"{c['height']}x{c['width']} {c['dtype']} {c['mode']} impl={c['impl']} on {r['device']}",
-        f"roofs: {r['matrix_tflops']:.1f} TFLOP/s ({r['peak_used']}), {r['bandwidth_gbs']:.0f} GB/s; "
+        f"roofs: {_rate(r['matrix_tflops'])} ({r['peak_used']}), {r['bandwidth_gbs']:.1f} GB/s; "
         f"ridge {r['ridge_flop_per_byte']:.1f} FLOP/byte",
         f"work: {fmt(r['flops'], 'FLOP')}, {fmt(r['bytes_moved'], 'byte')} moved "
         f"(intensity {r['intensity_flop_per_byte']:.2f} FLOP/byte)",

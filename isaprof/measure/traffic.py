@@ -41,6 +41,12 @@ from torch.utils._pytree import tree_leaves
 from isaprof.measure import flops as _flops  # noqa: F401  (registers the CPU sdpa FLOP formulas)
 
 aten = torch.ops.aten
+# The FLOP formulas of one op call: torch's registry plus isaprof's (CPU fused attention, mv, ...), the same
+# mapping ``count_flops`` hands FlopCounterMode (its custom formulas take shapes: wrapped as it wraps them).
+FLOP_FORMULAS = {
+    **flop_counter.flop_registry,
+    **{k: flop_counter.shape_wrapper(v) for k, v in _flops.FORMULAS.items()},
+}
 
 # Allocations without initialisation and metadata queries: no element is read or written.
 FREE_OPS = frozenset(
@@ -179,7 +185,7 @@ class TrafficCounter(TorchDispatchMode):
         if read == written == 0:
             self.free[name] += 1
             return out
-        formula = flop_counter.flop_registry.get(func._overloadpacket)
+        formula = FLOP_FORMULAS.get(func._overloadpacket)
         flops = formula(*args, **kwargs, out_val=out) if formula is not None else 0  # int, or SymInt
         self.calls.append(OpCall(name, read, written, flops))
         return out

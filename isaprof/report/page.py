@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from isaprof.report import data, efficiency, plots, tables
+from isaprof.report.bounds import bounds_section
 from isaprof.report.heads import heads_section
 
 HEATMAP_METRICS = (
@@ -63,6 +64,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         _reproduction_section(results_dir, out_dir, notes),
         heads_section(results_dir, out_dir, notes),
         _throughput_section(df, machine, out_dir, notes),
+        bounds_section(results_dir, out_dir, notes),
         _cuda_section(results_dir, out_dir),
         _flow_section(results_dir, out_dir, notes),
         _failure_section(df, out_dir),
