@@ -11,6 +11,7 @@ import importlib
 import io
 import os
 import sys
+import warnings
 from typing import NoReturn
 
 # Subcommand modules, in the order ``--help`` lists them.
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -60,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """Warnings as one line, ``isaprof: warning: ...`` (a message names its own file and line)."""
+    return f"isaprof: warning: {message}\n"
 
 
 def _silence_stdout() -> None:
