@@ -112,7 +112,7 @@ def read_table(out: str | Path, *, warn: bool = True) -> Table:
         if why is None and cut_end and i == len(records) - 1:
             why = "cut: the file ends inside this row (a crash during a write)"
         if why is None:
-            table.rows.append(dict(zip(header, cells)))
+            table.rows.append(dict(zip(header, cells, strict=False)))
             table.lines.append(line)
         else:
             table.problems.append(f"{path}:{line}: skipped a malformed row ({why})")
@@ -193,7 +193,7 @@ def _problem(header: list[str], cells: list[str], width: int) -> str | None:
         return f"{len(cells)} fields, the header has {width}"
     if _bad_text(cells):
         return "bytes that are not UTF-8 text"
-    row = dict(zip(header, cells))
+    row = dict(zip(header, cells, strict=False))
     if not row["block"]:
         return "no block"
     if row["status"] not in STATUSES:
@@ -216,7 +216,7 @@ def _problem(header: list[str], cells: list[str], width: int) -> str | None:
 
 def _partial_key(header: list[str], cells: list[str]) -> Key | None:
     """The configuration of a malformed row if its configuration columns are all there and sane."""
-    row = dict(zip(header, cells))
+    row = dict(zip(header, cells, strict=False))
     if any(c not in row for c in KEY_COLUMNS) or _bad_text(cells) or not row["block"]:
         return None
     if not all(row[c].isdigit() for c in _INTS if c in row):
@@ -272,7 +272,7 @@ def _attempts(table: Table) -> Iterator[tuple[list[Row], bool]]:
 
 def _stub(key: Key) -> Row:
     """A stand-in row carrying only a key (for an attempt whose only rows were skipped)."""
-    return {c: v for c, v in zip(KEY_COLUMNS, key)}
+    return dict(zip(KEY_COLUMNS, key, strict=True))
 
 
 def _key(values: dict[str, Any]) -> Key:
