@@ -48,7 +48,7 @@ def prepare(tmp_path: Path) -> tuple[Path, Path]:
 def start(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "isaprof", "sweep", str(spec), "--out", str(out), "--no-progress", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
 def children(pid: int) -> list[int]:

@@ -89,7 +89,7 @@ def test_garbage_and_bad_bytes_warn_with_file_and_line(tmp_path, capsys):
         f.write(b"dense,1,8,\xc2\xff,8\n")
     cmd = [sys.executable, "-m", "isaprof", "report", str(out), "--out", str(tmp_path / "rep")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert f"isaprof: warning: {csv}:12: skipped a malformed row (1 fields" in done.stderr
     assert f"isaprof: warning: {csv}:13: skipped a malformed row" in done.stderr
