@@ -122,10 +122,19 @@ def _wanted(status: str | None, retry_failed: bool) -> bool:
     return not (status == "ok" or (status == "failed" and retry_failed is False))
 
 
-def measure(cfg: SweepConfig, profile_fn: ProfileFn) -> list[dict[str, Any]]:
-    """The rows of one configuration: ``profile_fn(...).rows()``, or failure rows if it raised."""
+def measure(cfg: SweepConfig, profile_fn: ProfileFn, guard: bool = True) -> list[dict[str, Any]]:
+    """The rows of one configuration: ``profile_fn(...).rows()``, or failure rows if it raised.
+
+    ``guard``: on cpu/cuda, first predict the peak on meta (:mod:`isaprof.guard`); a configuration
+    that would not fit is recorded as ``oom`` without running it."""
+    from isaprof.guard import MemoryRefused, check_fits
+
     try:
+        if guard:
+            check_fits(cfg.block, **cfg.profile_kwargs())
         rows = list(profile_fn(cfg.block, **cfg.profile_kwargs()).rows())
+    except MemoryRefused as e:  # predicted not to fit: recorded as oom without running it
+        return failure_rows(cfg, "oom", f"not run: {e}".replace("; --force runs it anyway", ""))
     except Exception as e:  # noqa: BLE001  recorded, the sweep goes on
         from isaprof.profile import is_oom
 
