@@ -29,9 +29,10 @@ def available_bytes(device: str) -> int | None:
     if device.startswith("cuda"):
         import torch
 
-        if not torch.cuda.is_available():
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except (RuntimeError, AssertionError, ValueError):  # no usable CUDA here: the run says why
             return None
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:

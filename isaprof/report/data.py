@@ -90,7 +90,9 @@ def _latest_frame(path: Path) -> pd.DataFrame:
     """The store's winning attempts (:mod:`isaprof.results`, the reader the sweep uses) as a DataFrame."""
     table = results.read_table(path)
     if not table.columns:
-        raise ValueError(f"{path}:1: empty results table; rerun `isaprof sweep`")
+        raise ValueError(
+            f"{path}:1: {path.name} is not a readable results table (it is empty); rerun `isaprof sweep`"
+        )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=table.columns, lineterminator="\n")
     writer.writeheader()
