@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 METRICS = ("macs", "peak_bytes", "latency")
+NOISY_IQR_RATIO = 0.1  # as isaprof.measure.latency (not imported: it imports torch)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class FactorRow:
     latency_ms: float | None = None
     best: bool = False
     measured_best: bool = False
+    latency_iqr_ms: float | None = None  # spread of the timing; noisy when IQR > 10 % of the median
+    latency_noisy: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -78,19 +81,23 @@ def factorize(
     latency: bool = False,
     full: bool = False,
     profile_fn: Callable[..., Any] | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> list[FactorRow]:
     """Every candidate ISA factor of ``size`` = (H, W), with costs; the best ones flagged.
 
     ``measure``: also profile each factor on ``meta`` (exact MACs and peak bytes);
     ``latency`` (implied by ``metric="latency"``): also time each on ``cpu``. ``options``: ISA's
-    other options (``masked``). ``profile_fn`` defaults to ``isaprof.profile.profile``.
+    other options (``masked``). ``profile_fn`` defaults to ``isaprof.profile.profile``. ``measure=False``
+    (analytic only) measures nothing, so it cannot go with latency. ``progress``: a bar on stderr.
     """
     from isaprof.blocks import resolve_channels, spec
     from isaprof.formulas import Config, cost
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if not measure and (latency or metric == "latency"):
+        raise ValueError("latency is measured (timed on cpu), so it cannot go with analytic-only")
     latency = latency or metric == "latency"
     bad = sorted(o for o in options if o == "factor" or o not in spec("isa").options)
     if bad:
@@ -100,7 +107,15 @@ def factorize(
         from isaprof.profile import profile as profile_fn
     kwargs = dict(channels=channels, key_channels=ck, value_channels=cv, batch=batch, mode=mode, dtype=dtype)
     rows = []
-    for ph, pw in candidate_factors(size, full=full):
+    candidates = candidate_factors(size, full=full)
+    if measure or latency:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        desc = "factors (meta" + (", cpu timing)" if latency else ")")
+        candidates = tqdm(candidates, desc=desc, unit="factor", disable=not progress, file=sys.stderr)
+    for ph, pw in candidates:
         opts = {**spec("isa").options, **options, "factor": (ph, pw)}
         cfg = Config("isa", batch, channels, ck, cv, *size, dtype, impl, None, tuple(sorted(opts.items())))
         c = cost(cfg)
@@ -112,6 +127,7 @@ def factorize(
             FactorRow(
                 (ph, pw), q, c.padded, macs, c.peak_bytes.get(mode),
                 _int(m.get("macs")), _int(m.get("peak_bytes")), _float(t.get("latency_ms")),
+                latency_iqr_ms=_float(t.get("latency_ms_iqr_ms")), latency_noisy=_noisy(t),
             )
         )  # fmt: skip
     return _flag(rows, metric)
@@ -137,7 +153,18 @@ def _argmin(rows: list[FactorRow], attr: str) -> int | None:
 def _measured(profile_fn, size, kwargs, impl, opts, device, latency) -> dict[str, Any]:  # noqa: ANN001
     """``{metric: measured}`` of one profile call (rows with status ``ok`` only)."""
     record = profile_fn("isa", size=size, impl=impl, device=device, latency=latency, **kwargs, **opts)
-    return {r["metric"]: r["measured"] for r in record.rows() if r.get("status", "ok") == "ok"}
+    ok = [r for r in record.rows() if r.get("status", "ok") == "ok"]
+    got = {r["metric"]: r["measured"] for r in ok}
+    got.update({f"{r['metric']}_iqr_ms": r.get("spread") for r in ok if r["metric"] == "latency_ms"})
+    return got
+
+
+def _noisy(timed: dict[str, Any]) -> bool | None:
+    """IQR > 10 % of the median (``isaprof.measure.latency``'s threshold); ``None`` when not timed."""
+    median, iqr = _float(timed.get("latency_ms")), _float(timed.get("latency_ms_iqr_ms"))
+    if median is None or iqr is None:
+        return None
+    return median > 0 and iqr / median > NOISY_IQR_RATIO
 
 
 def _int(value: Any) -> int | None:
