@@ -1,5 +1,5 @@
-"""factorize and check say what they do (issue 13): analytic-only measures nothing, progress bar on
-stderr, noisy latencies flagged, readable numbers, no ``None``."""
+"""factorize, check and reproduce say what they do (issue 13): analytic-only measures nothing,
+progress bars on stderr, noisy latencies flagged, readable numbers, no ``None``."""
 
 from __future__ import annotations
 
@@ -47,3 +47,28 @@ def test_latency_noise_flagged_and_progress_on_stderr(capsys, monkeypatch):
     assert "WARNING: 1 of 4 latencies are noisy" in captured.out
     assert "factors (meta, cpu timing)" in captured.err and "4/4" in captured.err  # tqdm, on stderr
     assert sorted(set(fake.devices)) == ["cpu", "meta"]
+
+
+def test_check_shows_a_progress_bar_on_stderr(capsys, monkeypatch):
+    import isaprof.check
+
+    grid = [{"name": "dense", "size": (4, 4), "channels": 8}] * 3
+    monkeypatch.setattr(isaprof.check, "default_grid", lambda quick=False: grid)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["check", "--quick"]) == 0
+    captured = capsys.readouterr()
+    assert "check (meta)" in captured.err and "3/3" in captured.err
+    assert captured.out.strip() == "0 disagreement(s) over 3 configurations"
+
+
+def test_reproduce_prints_its_summary(tmp_path, capsys):
+    assert main(["reproduce", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    import csv
+
+    with (tmp_path / "reproduction.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    matched = sum(abs(float(r["ratio"]) - 1) <= 0.01 for r in rows)
+    assert out[0] == f"{len(rows)} published figures: {matched} match within 1%, {len(rows) - matched} do not"
+    assert len(out) == 1 + (len(rows) - matched) + 1 and out[-1] == f"table: {tmp_path / 'reproduction.csv'}"
+    assert any(line.startswith("  ccnet-nl-memory: ours ") and "(ratio 0.497)" in line for line in out)

@@ -14,19 +14,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "measured params/MACs differ from the closed form, or peak bytes by more than 10%.",
     )
     p.add_argument("--quick", action="store_true", help="a smaller grid")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from isaprof.check import check, default_grid
 
     total = len(default_grid(args.quick))
-
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
-    found = check(quick=args.quick, progress=progress)
+    show = not args.no_progress and sys.stderr.isatty()
+    with tqdm(total=total, desc="check (meta)", unit="cfg", disable=not show, file=sys.stderr) as bar:
+        found = check(quick=args.quick, progress=lambda done, _total: bar.update(done - bar.n))
     for d in found:
         print(d)
     print(f"{len(found)} disagreement(s) over {total} configurations")
