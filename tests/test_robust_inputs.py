@@ -80,3 +80,9 @@ def test_factor_larger_than_the_map_is_said(capsys):
     assert main(["profile", "isa", "--size", "8x8", "--channels", "8", "--factor", "100x100"]) == 0
     out = capsys.readouterr().out
     assert "WARNING: computed on 100x100, 156 times the positions of the 8x8 input" in out
+
+
+def test_fast_path_on_meta_prints_no_fake_tensor_warning(capsys, recwarn):
+    assert main(["profile", "dense", "--size", "8x8", "--channels", "8", "--path", "fast"]) == 0
+    assert not [w for w in recwarn if "data pointer" in str(w.message)]
+    assert "peak_bytes" in capsys.readouterr().out
