@@ -41,3 +41,16 @@ def test_readme_build_example_shows_eval():
     text = (ROOT / "README.md").read_text()
     at = text.index('block = isaprof.build("isa"')
     assert ".eval()" in text[at : at + 400]
+
+
+def test_environment_names_isaprof_version_and_commit():
+    import subprocess
+
+    from isaprof.measure.env import environment
+
+    env = environment("meta")
+    assert (
+        env["isaprof_version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    )
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert env["git_commit"].split("+")[0] == head.stdout.strip()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import platform
 import socket
+import subprocess
+from pathlib import Path
 
 import torch
 
@@ -30,12 +33,49 @@ def device_name(device: str) -> str:
     return cpu_name()
 
 
+@functools.lru_cache(maxsize=1)
+def isaprof_version() -> str:
+    """The installed isaprof distribution's version, ``"unknown"`` when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("isaprof")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the checkout isaprof runs from (``+dirty`` with uncommitted changes); ``""`` if none."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return ""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def environment(device: str = "cpu") -> dict[str, str | int]:
-    """Environment fields of a result row: ``torch device_name threads host`` plus ``python``, ``timestamp``.
+    """Environment fields of a result row: ``torch device_name threads host`` plus ``python``, ``timestamp``,
+    ``isaprof_version`` and ``git_commit`` (empty outside a checkout).
 
     ``timestamp`` is UTC ISO-8601 to the second.
     """
     return {
+        "isaprof_version": isaprof_version(),
+        "git_commit": git_commit(),
         "torch": torch.__version__,
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
