@@ -39,7 +39,7 @@ FAILED = ("oom", "error")
 _NEEDED = ("block", "height", "width", "metric", "status")
 _INTS = ("batch", "channels", "height", "width")
 _NUMBERS = ("measured", "analytic", "spread")
-_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?$")
 
 Key = tuple[str, ...]
 Row = dict[str, str]
@@ -97,9 +97,9 @@ def read_table(out: str | Path, *, warn: bool = True) -> Table:
     header = next(reader)
     missing = [c for c in _NEEDED if c not in header]
     if missing or _bad_text(header):
+        what = f"lacks column(s) {', '.join(missing)}" if missing else "is not readable text"
         raise ValueError(
-            f"{path}:1: not a results table (header lacks {', '.join(missing) or 'readable text'}); "
-            "move it away or choose another --out directory"
+            f"{path}:1: not a results table (its header {what}); move it away or choose another --out directory"
         )
     table = Table(path, header)
     width, line, cut_end = len(header), reader.line_num + 1, not text.endswith(("\n", "\r"))
