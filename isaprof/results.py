@@ -99,7 +99,7 @@ def read_table(out: str | Path, *, warn: bool = True) -> Table:
     if missing or _bad_text(header):
         what = f"lacks column(s) {', '.join(missing)}" if missing else "is not readable text"
         raise ValueError(
-            f"{path}:1: not a results table (its header {what}); move it away or choose another --out directory"
+            f"{path}:1: not a results table (its header {what}); choose another --out directory"
         )
     table = Table(path, header)
     width, line, cut_end = len(header), reader.line_num + 1, not text.endswith(("\n", "\r"))
