@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -59,6 +60,14 @@ class Table:
     lines: list[int] = field(default_factory=list)  # file line of each row
     problems: list[str] = field(default_factory=list)  # "file:line: why", one per skipped row
     broken: list[tuple[int, Key | None]] = field(default_factory=list)  # (position in rows, key)
+    keys: list[Key] = field(default_factory=list)  # row_key of each row
+
+    def copy(self) -> Table:
+        """A copy whose lists can grow without changing this one (the rows themselves are shared)."""
+        return Table(
+            self.path, self.columns, list(self.rows), list(self.lines), list(self.problems),
+            list(self.broken), list(self.keys),
+        )  # fmt: skip
 
     def attempts(self) -> list[tuple[list[Row], bool]]:
         """The rows grouped into attempts (one configuration's rows from one write), each with
@@ -85,43 +94,93 @@ def read_table(out: str | Path, *, warn: bool = True) -> Table:
     """Parse the store at ``out`` (directory or ``.csv``); an absent or empty file is an empty table.
 
     ``warn``: issue one :class:`ResultsWarning` per skipped row. ``ValueError`` (naming file and
-    line 1) if the header is not that of a result table.
+    line 1) if the header is not that of a result table. The file is append-only, so a re-read parses
+    only the lines appended since the last read in this process (a sweep reads it before every
+    configuration it claims); a file that was replaced or rewritten is parsed again from the start.
     """
     path = results_path(out)
     if not path.is_file():
+        _CACHE.pop(path, None)
         return Table(path, [])
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    if not text.strip():
-        return Table(path, [])
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader)
-    missing = [c for c in _NEEDED if c not in header]
-    if missing or _bad_text(header):
-        what = f"lacks column(s) {', '.join(missing)}" if missing else "is not readable text"
-        raise ValueError(
-            f"{path}:1: not a results table (its header {what}); choose another --out directory"
-        )
-    table = Table(path, header)
-    width, line, cut_end = len(header), reader.line_num + 1, not text.endswith(("\n", "\r"))
+    with path.open("rb") as f:
+        st = os.fstat(f.fileno())
+        ident, offset, table, line = (st.st_dev, st.st_ino), 0, None, 1
+        cached = _CACHE.get(path)
+        if cached is not None and cached[0] == ident and st.st_size >= cached[1]:
+            _, at, tail, snapshot, next_line = cached
+            f.seek(at - len(tail))
+            if f.read(len(tail)) == tail:
+                offset, table, line = at, snapshot.copy(), next_line
+        f.seek(offset)
+        data = f.read()
+    if table is None:  # from the start: the header
+        if not data.strip():
+            return Table(path, [])
+        first = data.split(b"\n", 1)[0]
+        header = next(csv.reader([first.decode("utf-8", errors="surrogateescape").rstrip("\r")]), [])
+        missing = [c for c in _NEEDED if c not in header]
+        if missing or _bad_text(header):
+            what = f"lacks column(s) {', '.join(missing)}" if missing else "is not readable text"
+            raise ValueError(
+                f"{path}:1: not a results table (its header {what}); choose another --out directory"
+            )
+        table, line, skip = Table(path, header), 2, len(first) + 1
+        if skip > len(data):  # a header cut by a crash: nothing more to read
+            return table
+        offset, data = skip, data[skip:]
+    done = data.rfind(b"\n") + 1  # whole lines: parsed once and kept; the rest (a cut line) each time
+    line = _parse(table, data[:done], line, cut_end=False)
+    _CACHE[path] = (
+        ident,
+        offset + done,
+        (b"" if offset + done == 0 else _tail(path, offset + done)),
+        table.copy(),
+        line,
+    )
+    if done < len(data):
+        _parse(table, data[done:], line, cut_end=True)
+    if warn:
+        for p in table.problems:
+            warnings.warn(f"{p}; its configuration counts as not measured", ResultsWarning, stacklevel=1)
+    return table
+
+
+_CACHE: dict[
+    Path, tuple[tuple[int, int], int, bytes, Table, int]
+] = {}  # path: (file id, offset, tail, table, line)
+
+
+def _tail(path: Path, offset: int, n: int = 256) -> bytes:
+    """The ``n`` bytes before ``offset``: a re-read checks them to see that the file was only appended to."""
+    with path.open("rb") as f:
+        f.seek(max(0, offset - n))
+        return f.read(min(n, offset))
+
+
+def _parse(table: Table, data: bytes, line: int, cut_end: bool) -> int:
+    """Append the rows of ``data`` (lines of the file from ``line`` on) to ``table``; the next line number.
+
+    ``cut_end``: ``data`` is the end of the file without a line end (its last row was cut by a crash).
+    """
+    header, width = table.columns, len(table.columns)
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="surrogateescape"), newline=""))
     records = list(_records(reader))
     for i, (end, cells) in enumerate(records):
+        here, line = line, line + end - (records[i - 1][0] if i else 0)
         if not cells:  # a blank line (the end of a repaired cut line)
-            line = end + 1
             continue
         why = _problem(header, cells, width)
         if why is None and cut_end and i == len(records) - 1:
             why = "cut: the file ends inside this row (a crash during a write)"
         if why is None:
-            table.rows.append(dict(zip(header, cells, strict=False)))
-            table.lines.append(line)
+            row = dict(zip(header, cells, strict=False))
+            table.rows.append(row)
+            table.keys.append(row_key(row))
+            table.lines.append(here)
         else:
-            table.problems.append(f"{path}:{line}: skipped a malformed row ({why})")
+            table.problems.append(f"{table.path}:{here}: skipped a malformed row ({why})")
             table.broken.append((len(table.rows), _partial_key(header, cells)))
-        line = end + 1
-    if warn:
-        for p in table.problems:
-            warnings.warn(f"{p}; its configuration counts as not measured", ResultsWarning, stacklevel=1)
-    return table
+    return line
 
 
 def read_rows(out: str | Path, *, latest: bool = True) -> list[Row]:
@@ -140,9 +199,7 @@ def winners(table: Table) -> dict[Key, list[Row]]:
     incomplete (cut) attempt came after it and it was not ``ok``: then none (not measured)."""
     out: dict[Key, list[Row]] = {}
     for rows, complete in _attempts(table):
-        key = row_key(rows[0]) if rows else None
-        if key is None:
-            continue
+        key = row_key(rows[0])
         if complete:
             out[key] = rows
         elif key in out and attempt_status(out[key]) != "ok":
@@ -251,11 +308,11 @@ def _attempts(table: Table) -> Iterator[tuple[list[Row], bool]]:
                 yield [_stub(key)], False
         if pos == len(table.rows):
             break
-        row = table.rows[pos]
+        row, key = table.rows[pos], table.keys[pos]
         metric = row.get("metric", "")
         new = (
             not group
-            or row_key(row) != gkey
+            or key != gkey
             or not metric
             or not group[-1].get("metric", "")
             or any(r.get("metric") == metric for r in group)
@@ -264,7 +321,7 @@ def _attempts(table: Table) -> Iterator[tuple[list[Row], bool]]:
             yield group, complete
             group, complete = [], True
         if not group:
-            gkey = row_key(row)
+            gkey = key
         group.append(row)
     if group:
         yield group, complete

@@ -14,7 +14,7 @@ import pytest
 
 from isaprof.cli import main
 from isaprof.report import data
-from isaprof.results import read_rows, statuses
+from isaprof.results import read_rows, read_table, statuses
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = """
@@ -151,3 +151,22 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_reread_parses_appends_and_notices_rewrites(tmp_path, capsys):
+    spec, out = results_dir(tmp_path)
+    assert sweep(spec, out) == 0
+    csv = out / "results.csv"
+    full = csv.read_bytes()
+    lines = full.splitlines(keepends=True)
+    csv.write_bytes(b"".join(lines[:6]) + lines[6][:40])  # first configuration, then a cut row
+    with pytest.warns(UserWarning, match=r"results\.csv:7: skipped a malformed row \(15 fields"):
+        assert len(read_table(out).rows) == 5
+    with csv.open("ab") as f:  # the crashed write's line ended, then a whole configuration appended
+        f.write(b"\n" + b"".join(lines[6:]))
+    table = read_table(out, warn=False)  # incremental: from the cached offset on
+    assert len(table.rows) == 10 and table.lines[-1] == 12 and len(table.problems) == 1
+    assert len(statuses(out)) == 2
+    csv.write_bytes(b"".join(lines[:1] + lines[6:]))  # rewritten in place (same inode): parsed afresh
+    fresh = read_table(out, warn=False)
+    assert len(fresh.rows) == 5 and fresh.problems == [] and fresh.lines == [2, 3, 4, 5, 6]
