@@ -170,3 +170,11 @@ def test_reread_parses_appends_and_notices_rewrites(tmp_path, capsys):
     csv.write_bytes(b"".join(lines[:1] + lines[6:]))  # rewritten in place (same inode): parsed afresh
     fresh = read_table(out, warn=False)
     assert len(fresh.rows) == 5 and fresh.problems == [] and fresh.lines == [2, 3, 4, 5, 6]
+
+
+def test_corrupt_machine_json_names_file_and_line(tmp_path, capsys):
+    spec, out = results_dir(tmp_path)
+    (out / "machine.json").write_text('{"peak_gflops": {},\n garbage')
+    assert sweep(spec, out) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'machine.json'}:2: not valid JSON" in err and len(err.splitlines()) == 1
