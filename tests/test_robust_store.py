@@ -178,3 +178,18 @@ def test_corrupt_machine_json_names_file_and_line(tmp_path, capsys):
     assert sweep(spec, out) == 2
     err = capsys.readouterr().err
     assert f"{out / 'machine.json'}:2: not valid JSON" in err and len(err.splitlines()) == 1
+
+
+def test_the_reader_imports_no_torch_and_no_isaprof():
+    import ast
+
+    import isaprof.results
+
+    tree = ast.parse(Path(isaprof.results.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in names if m.split(".")[0] in ("torch", "isaprof", "numpy", "pandas")}, names
+    from isaprof.report import data as report_data
+    from isaprof.sweep import store
+
+    assert store.read_table is isaprof.results.read_table and report_data.results is isaprof.results
