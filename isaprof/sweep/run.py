@@ -86,8 +86,12 @@ def run_sweep(
             skipped += 1
         elif cfg.optional and not _available(cfg.device):
             unavailable += 1
-            if status != "skipped":  # recorded once, so that the table says why it has no numbers
-                append(out, [failure_row(cfg, "skipped", f"device {cfg.device} unavailable here")], cols)
+            key = config_key(
+                cfg
+            )  # recorded once (so that the table says why it has no numbers), claimed first
+            if status != "skipped" and claim(out, key, lambda d, c=cfg: _status(d, c) is None) == "claimed":
+                row = failure_row(cfg, "skipped", f"device {cfg.device} unavailable here")
+                append(out, [row], cols, release_key=key)
         else:
             todo.append(cfg)
     measured = failed = busy = 0
