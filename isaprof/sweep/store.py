@@ -99,19 +99,22 @@ def append(
     """
     cols = list(cols) if cols is not None else columns()
     path = results_path(out)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, restval="", extrasaction="raise", lineterminator="\n")
-    for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
+    unknown = sorted({k for row in rows for k in row} - set(cols))
+    if unknown:
+        raise ValueError(f"rows hold column(s) {', '.join(unknown)} outside the schema {cols}")
     with locked(out) as fd:
         size = os.fstat(fd).st_size
         head = ""
         if size == 0:
             head = ",".join(cols) + "\n"
         else:
-            _check_header(path, cols)
+            cols = _check_header(path, cols)
             if os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it (the reader skips it)
                 head = "\n"
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, restval="", extrasaction="ignore", lineterminator="\n")
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
         data = (head + buf.getvalue()).encode()
         while data:
             data = data[os.write(fd, data) :]
@@ -194,13 +197,18 @@ def _alive(c: dict[str, Any], now: float) -> bool:
     return True
 
 
-def _check_header(path: Path, cols: list[str]) -> None:
+def _check_header(path: Path, cols: list[str]) -> list[str]:
+    """The columns to write into the existing file: ``cols``, or the file's own header when it is an older
+    schema that lacks only environment columns added since (a store stays appendable across versions)."""
     with path.open(newline="", errors="replace") as f:
         header = next(csv.reader(f), [])
-    if header != cols:
-        raise ValueError(
-            f"{path}:1 has columns {header}, but this isaprof writes {cols}: choose another --out directory"
-        )
+    if header == cols:
+        return cols
+    if set(header) <= set(cols) and set(KEY_COLUMNS) <= set(header) and "metric" in header:
+        return header
+    raise ValueError(
+        f"{path}:1 has columns {header}, but this isaprof writes {cols}: choose another --out directory"
+    )
 
 
 def _cell(value: Any) -> str:
