@@ -104,7 +104,7 @@ def test_two_concurrent_sweeps_share_the_work(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_workers_die_with_the_sweep(tmp_path, sig):
     spec, out = prepare(tmp_path)
     main = start(spec, out, "--workers", "2")
