@@ -80,20 +80,27 @@ def check_fits(name: str, **kwargs: Any) -> int | None:
     return peak
 
 
+def _is_oom(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or "out of memory" in text or "can't allocate" in text
+
+
 @contextmanager
 def addressable(size: Any = None) -> Iterator[None]:
-    """Turn torch's overflow of a tensor's byte size into one ``ValueError`` line (and keep the fake-tensor
-    logger from printing its traceback first: the line says it all)."""
+    """Turn torch's overflow of a tensor's byte size, and an allocation that failed, into one ``ValueError``
+    line (and keep the fake-tensor logger from printing its traceback first: the line says it all)."""
     log = logging.getLogger("torch._subclasses.fake_tensor")
     level = log.level
     log.setLevel(logging.CRITICAL)
     try:
         yield
-    except RuntimeError as e:
+    except (RuntimeError, MemoryError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if _is_oom(e):  # run anyway (--force) and it did not fit: one line, not the allocator's trace
+            raise ValueError(f"out of memory: {first}") from None
         if "overflow" not in str(e).lower():
             raise
         where = f"size {size[0]}x{size[1]}: " if size else ""
-        first = str(e).splitlines()[0]
         raise ValueError(f"{where}its tensors are too large for torch to address ({first})") from None
     finally:
         log.setLevel(level)

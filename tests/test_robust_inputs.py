@@ -87,3 +87,19 @@ def test_fast_path_on_meta_prints_no_fake_tensor_warning(capsys, recwarn):
     assert main(["profile", "dense", "--size", "8x8", "--channels", "8", "--path", "fast"]) == 0
     assert not [w for w in recwarn if "data pointer" in str(w.message)]
     assert "peak_bytes" in capsys.readouterr().out
+
+
+def test_forced_run_that_runs_out_of_memory_is_one_line(capsys, monkeypatch):
+    def no_room(*args, **kwargs):
+        raise RuntimeError(
+            "DefaultCPUAllocator: can't allocate memory: you tried to allocate 274877906944 bytes"
+        )
+
+    monkeypatch.setattr(sys.modules["isaprof.profile"], "profile", no_room)
+    argv = ["profile", "dense", "--size", "4x4", "--channels", "8", "--device", "cpu", "--force"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "isaprof profile: error: out of memory: DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 274877906944 bytes"
+    ]
