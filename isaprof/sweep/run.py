@@ -7,6 +7,11 @@ or ``error``) unless ``retry_failed``. A raising configuration is recorded with 
 ``error`` and the one-line message (``isaprof.profile.error_rows``: one row per metric, measured
 empty), and the sweep goes on. An ``sdpa`` configuration without backend matches the rows of
 whichever kernel profile chose for it (profile records the kernel it ran).
+
+Each configuration is claimed in the store before it is measured (``store.claim``), so concurrent
+runs share the work. On cpu/cuda the peak is first predicted on meta (``isaprof.guard``): one that
+would not fit is recorded ``oom`` without running. A configuration whose device is absent (grid
+``skip_if_unavailable``) is recorded once with status ``skipped``, which is not a failure.
 """
 
 from __future__ import annotations
