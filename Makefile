@@ -10,13 +10,13 @@ TABLE_ARGS ?= --channels 512 --mode both --device meta --format json
 
 # torch: on a machine without an NVIDIA driver take the CPU build instead of PyPI's multi-GB CUDA build:
 # a local wheel if pip's find-links has one (torch alone with --no-index, then its dependencies from the
-# usual index), else PyTorch's CPU index; with a driver, PyPI's default (CUDA) build.
+# usual index), else the +cpu build from PyTorch's CPU index (its dependencies from pip's own index);
+# with a driver, PyPI's default (CUDA) build.
 # Override either way: make test TORCH_INSTALL='pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
 ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
 TORCH_INSTALL ?= ( $(BIN)/pip install -q --no-deps --no-index torch==$(TORCH_VERSION) 2>/dev/null \
 	&& $(BIN)/pip install -q torch==$(TORCH_VERSION) ) \
-	|| $(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/cpu \
-	--extra-index-url https://pypi.org/simple
+	|| $(BIN)/pip install -q torch==$(TORCH_VERSION)+cpu --extra-index-url https://download.pytorch.org/whl/cpu
 else
 TORCH_INSTALL ?= $(BIN)/pip install -q torch==$(TORCH_VERSION)
 endif

@@ -21,6 +21,7 @@ from typing import Any
 from isaprof.config import Config
 
 METRICS = ("macs", "peak_bytes", "latency")
+NOISY_IQR_RATIO = 0.1  # as isaprof.measure.latency (not imported: it imports torch)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class FactorRow:
     latency_ms: float | None = None
     best: bool = False
     measured_best: bool = False
+    latency_iqr_ms: float | None = None  # spread of the timing; noisy when IQR > 10 % of the median
+    latency_noisy: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,19 +83,23 @@ def factorize(
     latency: bool = False,
     full: bool = False,
     profile_fn: Callable[..., Any] | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> list[FactorRow]:
     """Every candidate ISA factor of ``size`` = (H, W), with costs; the best ones flagged.
 
     ``measure``: also profile each factor on ``meta`` (exact MACs and peak bytes);
     ``latency`` (implied by ``metric="latency"``): also time each on ``cpu``. ``options``: ISA's
-    other options (``masked``). ``profile_fn`` defaults to :func:`isaprof.profile`.
+    other options (``masked``). ``profile_fn`` defaults to :func:`isaprof.profile`. ``measure=False``
+    (analytic only) measures nothing, so it cannot go with latency. ``progress``: a bar on stderr.
     """
     from isaprof.blocks import resolve_channels, spec
     from isaprof.formulas import cost
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if not measure and (latency or metric == "latency"):
+        raise ValueError("latency is measured (timed on cpu), so it cannot go with analytic-only")
     latency = latency or metric == "latency"
     bad = sorted(o for o in options if o == "factor" or o not in spec("isa").options)
     if bad:
@@ -101,7 +108,15 @@ def factorize(
     if profile_fn is None and (measure or latency):
         from isaprof.run import profile as profile_fn
     rows = []
-    for ph, pw in candidate_factors(size, full=full):
+    candidates = candidate_factors(size, full=full)
+    if measure or latency:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        desc = "factors (meta" + (", cpu timing)" if latency else ")")
+        candidates = tqdm(candidates, desc=desc, unit="factor", disable=not progress, file=sys.stderr)
+    for ph, pw in candidates:
         opts = {**spec("isa").options, **options, "factor": (ph, pw)}
         cfg = Config.make("isa", size=size, channels=channels, key_channels=ck, value_channels=cv,
                           batch=batch, mode=mode, dtype=dtype, impl=impl, **opts)  # fmt: skip
@@ -114,6 +129,7 @@ def factorize(
             FactorRow(
                 (ph, pw), q, c.padded, macs, c.peak_bytes.get(mode),
                 _int(m.get("macs")), _int(m.get("peak_bytes")), _float(t.get("latency_ms")),
+                latency_iqr_ms=_float(t.get("latency_ms_iqr_ms")), latency_noisy=_noisy(t),
             )
         )  # fmt: skip
     return _flag(rows, metric)
@@ -140,7 +156,18 @@ def _measured(profile_fn: Callable[..., Any], config: Config) -> dict[str, Any]:
     """``{metric: measured}`` of one profile call (rows with status ``ok`` only)."""
     kwargs = config.kwargs()
     record = profile_fn(kwargs.pop("block"), latency="quick", **kwargs)
-    return {r["metric"]: r["measured"] for r in record.rows() if r.get("status", "ok") == "ok"}
+    ok = [r for r in record.rows() if r.get("status", "ok") == "ok"]
+    got = {r["metric"]: r["measured"] for r in ok}
+    got.update({f"{r['metric']}_iqr_ms": r.get("spread") for r in ok if r["metric"] == "latency_ms"})
+    return got
+
+
+def _noisy(timed: dict[str, Any]) -> bool | None:
+    """IQR > 10 % of the median (``isaprof.measure.latency``'s threshold); ``None`` when not timed."""
+    median, iqr = _float(timed.get("latency_ms")), _float(timed.get("latency_ms_iqr_ms"))
+    if median is None or iqr is None:
+        return None
+    return median > 0 and iqr / median > NOISY_IQR_RATIO
 
 
 def _int(value: Any) -> int | None:

@@ -140,7 +140,7 @@ def test_failures_recorded_sweep_goes_on_and_retry(tmp_path):
         ("dense", "oom", "MemoryError: no room"),
         ("isa", "error", "RuntimeError: boom second line"),  # one line
     ]
-    # isaprof.profile.error_rows: every meta metric, measured empty, analytic kept
+    # isaprof.run.error_rows: every meta metric, measured empty, analytic kept
     assert len(bad) == 6 * n_fail and all(r["measured"] == "" for r in bad)
     assert {r["metric"] for r in bad} == {
         "params",
@@ -203,8 +203,15 @@ def test_unavailable_optional_device_is_skipped(tmp_path, monkeypatch):
                     "devices": ["meta", "cuda"], "skip_if_unavailable": True}])  # fmt: skip
     fake = FakeProfile()
     summary = run(tmp_path, fake, cfgs)
-    assert (summary.measured, summary.unavailable) == (1, 1)
-    assert [c[0] for c in fake.calls] == ["dense"] and {r["device"] for r in read_rows(tmp_path)} == {"meta"}
+    assert (summary.measured, summary.failed, summary.unavailable) == (1, 0, 1)
+    assert [c[0] for c in fake.calls] == ["dense"]
+    # recorded once as `skipped` (says why the table has no cuda numbers), not as a failure
+    assert {(r["device"], r["status"]) for r in read_rows(tmp_path)} == {("meta", "ok"), ("cuda", "skipped")}
+    assert run(tmp_path, FakeProfile(), cfgs).unavailable == 1
+    assert len(read_rows(tmp_path, latest=False)) == 3  # not recorded twice
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with the device: measured
+    again = FakeProfile()
+    assert run(tmp_path, again, cfgs).measured == 1 and [c[2] for c in again.calls] == ["inference"]
 
 
 def test_machine_json(tmp_path):

@@ -23,6 +23,7 @@ calls. A fast module is not thread-safe (one workspace).
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -96,7 +97,7 @@ def fast_inference(module: nn.Module, *, compile: bool = False, gemm: bool = Tru
         if not isinstance(val, bool):
             raise ValueError(f"fast_inference: {what} must be True or False, got {val!r}")
     name = getattr(module, "block_name", None)
-    inner = copy.deepcopy(module).eval()
+    inner = _copy(module).eval()
     fold_batchnorms(inner)
     for conv_name, bn_name in _FOLDS.get(name, ()):
         fold_pair(inner, conv_name, bn_name)
@@ -106,6 +107,15 @@ def fast_inference(module: nn.Module, *, compile: bool = False, gemm: bool = Tru
     if compile:
         inner = torch.compile(inner, dynamic=False)
     return FastInference(inner, name)
+
+
+def _copy(module: nn.Module) -> nn.Module:
+    """``copy.deepcopy(module)``. NB: under fake tensors (``--device meta``) deepcopy reads each tensor's
+    ``data_ptr()`` for its memo and torch warns that this is "almost definitely a bug": harmless here
+    (the copy is of fake storage; nothing is computed from the pointer), so that one warning is muted."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
+        return copy.deepcopy(module)
 
 
 # --- generic transformations ------------------------------------------------------------------------------
@@ -120,7 +130,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     gain = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(b)  # (Co,)
     shift = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(b)  # (Co,)
     s = gain / torch.sqrt(bn.running_var.double() + bn.eps)  # (Co,)
-    fused = copy.deepcopy(conv)
+    fused = _copy(conv)
     if fused.bias is None:
         fused.bias = nn.Parameter(torch.empty(w.shape[0], dtype=conv.weight.dtype, device=w.device))
     with torch.no_grad():

@@ -12,7 +12,9 @@ import argparse
 import importlib
 import io
 import os
+import re
 import sys
+import warnings
 from typing import NoReturn
 
 import isaprof
@@ -51,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except ValueError as e:  # bad input found past argparse: one line, no trace
@@ -68,6 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """``--size -3x4`` as ``--size=-3x4``: argparse takes ``-3x4`` for an option and says only
+    "expected one argument"; joined, the option's own check says what is wrong with the value."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.match(r"-\d", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """Warnings as one line, ``isaprof: warning: ...`` (a message names its own file and line)."""
+    return f"isaprof: warning: {message}\n"
 
 
 def _silence_stdout() -> None:

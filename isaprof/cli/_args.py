@@ -17,6 +17,8 @@ def pair(text: str, what: str = "size") -> tuple[int, int]:
         a, b = n, n
     elif m is not None:
         a, b = int(m.group(1)), int(m.group(2))
+    elif re.match(r"^\s*-?\d+\s*[xX×,]\s*-?\d+\s*$|^\s*-\d+\s*$", text):
+        raise argparse.ArgumentTypeError(f"{what} must be positive in both dimensions, got {text!r}")
     else:
         raise argparse.ArgumentTypeError(
             f"{what} must look like HxW with positive integers (e.g. 97x97), got {text!r}"

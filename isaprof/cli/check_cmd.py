@@ -17,21 +17,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--symbolic", action="store_true",
                    help="instead: hand formulas vs derived closed forms, as expressions")  # fmt: skip
     p.add_argument("--block", action="append", metavar="NAME", help="with --symbolic: only these blocks")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.symbolic:
         return run_symbolic(args)
+    from tqdm.auto import tqdm
+
     from isaprof.check import check, default_grid, skipped
 
     total = len(default_grid(args.quick))
-
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
-    found = check(quick=args.quick, progress=progress)
+    show = not args.no_progress and sys.stderr.isatty()
+    with tqdm(total=total, desc="check (meta)", unit="cfg", disable=not show, file=sys.stderr) as bar:
+        found = check(quick=args.quick, progress=lambda done, _total: bar.update(done - bar.n))
     for d in found:
         print(d)
     print(f"{len(found)} disagreement(s) over {total} configurations")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from isaprof.cli._args import positive_int, size
 
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--analytic-only", action="store_true", help="closed form only, no meta profiling")
     p.add_argument("--full", action="store_true", help="every P_h <= H, P_w <= W, not only padding-minimal")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while measuring")
     p.set_defaults(func=run)
 
 
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         measure=not args.analytic_only,
         latency=args.latency,
         full=args.full,
+        progress=not args.no_progress and sys.stderr.isatty(),
     )
     best = next((r.as_dict()["factor"] for r in rows if r.best), None)
     mbest = next((r.as_dict()["factor"] for r in rows if r.measured_best), None)
@@ -64,28 +67,57 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**doc, "factors": [r.as_dict() for r in rows]}, indent=1))
         return 0
     cols = [
-        "factor",
-        "groups",
-        "padded",
-        "macs",
-        "measured_macs",
-        "peak_bytes",
-        "measured_peak_bytes",
-        "latency_ms",
+        ("factor", "factor", None),
+        ("groups", "groups", None),
+        ("padded", "padded", None),
+        ("macs", "macs", "MAC"),
+        ("measured_macs", "measured_macs", "MAC"),
+        ("peak_bytes", "peak_bytes", "byte"),
+        ("measured_peak_bytes", "measured_peak_bytes", "byte"),
+        ("latency_ms", "latency_ms", "ms"),
     ]
     marks = [("*" if r.best else "") + ("m" if r.measured_best else "") for r in rows]
-    table = [[_cell(r.as_dict()[c]) for c in cols] + [mark] for r, mark in zip(rows, marks, strict=True)]
-    header = cols + ["best"]
+    table = [
+        [
+            _cell(r.as_dict()[key], unit) + ("~" if key == "latency_ms" and r.latency_noisy else "")
+            for _, key, unit in cols
+        ]
+        + [mark]
+        for r, mark in zip(rows, marks, strict=True)
+    ]
+    header = [name for name, _, _ in cols] + ["best"]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in table:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-    print(f"{len(rows)} factors of {args.size[0]}x{args.size[1]}; best by {args.metric}: analytic {best}, "
-          f"measured {mbest}  (* analytic best, m measured best)")  # fmt: skip
+    print(_footer(args, rows, best, mbest))
     return 0
 
 
-def _cell(value: object) -> str:
+def _footer(args: argparse.Namespace, rows: list, best: str | None, mbest: str | None) -> str:
+    """What was listed, the best factor by the metric (analytic, measured) and what the marks mean."""
+    parts = [f"analytic {best}"] if best else []
+    if mbest:
+        parts.append(f"measured {mbest}")
+    elif args.analytic_only:
+        parts.append("measured: not run (--analytic-only)")
+    text = f"{len(rows)} factors of {args.size[0]}x{args.size[1]}; best by {args.metric}: {', '.join(parts)}"
+    text += "  (* analytic best, m measured best)"
+    noisy = sum(bool(r.latency_noisy) for r in rows)
+    if noisy:
+        text += (
+            f"\nWARNING: {noisy} of {len(rows)} latencies are noisy (~: IQR > 10% of the median); "
+            "a best by latency among them is not reliable"
+        )
+    return text
+
+
+def _cell(value: object, unit: str | None) -> str:
+    """A table cell: ``-`` for not measured, numbers scaled for reading (k/M/G MAC, KiB/MiB, ms)."""
+    from isaprof.cli.profile_cmd import fmt
+
     if value is None:
         return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if unit is None:
+        return str(value)
+    return fmt(value, unit).replace(" ", "")

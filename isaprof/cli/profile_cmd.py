@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.add_argument("--by-module", action="store_true",
                    help="MACs and peak bytes per submodule too ('by_module' in JSON)")  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true", help="cpu/cuda: run even if the predicted peak memory does not fit"
+    )
     p.set_defaults(func=run)
 
 
@@ -87,12 +90,12 @@ def check_build(args: argparse.Namespace, options: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from isaprof import guard
     from isaprof.run import profile
 
     options = block_options(args.name, args)
     check_build(args, options)
-    record = profile(
-        args.name,
+    kwargs = dict(
         size=args.size,
         channels=args.channels,
         key_channels=args.key_channels,
@@ -108,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         by_module=args.by_module,
         **options,
     )
+    if not args.force:
+        guard.check_fits(args.name, **kwargs)  # MemoryRefused (a ValueError: exit 2) before allocating
+    with guard.addressable(args.size):
+        record = profile(args.name, **kwargs)
     print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
     if args.by_module and not args.json:
         from isaprof.measure.modules import ModuleBreakdown
@@ -165,6 +172,12 @@ def table(record: Any) -> str:
         if r["metric"] == "latency_ms":
             diff = f"IQR {r['spread']:.3f}"
         lines.append(f"{r['metric']:<12} {fmt(m, r['unit']):>20} {fmt(a, r['unit']):>20} {diff:>9}")
+    ph, pw, h, w = c["padded_height"], c["padded_width"], c["height"], c["width"]
+    if ph and int(ph) * int(pw) > 2 * h * w:  # padding beyond rounding up to the factor
+        lines.append(
+            f"WARNING: computed on {ph}x{pw}, {int(ph) * int(pw) / (h * w):.0f} times the positions of "
+            f"the {h}x{w} input (padded to the factor, which is larger than the map)"
+        )
     if record.flop_count.uncounted:
         lines.append(f"WARNING: {uncounted_line(record.flop_count.uncounted)}")
     if record.latency is not None and record.latency.noisy:

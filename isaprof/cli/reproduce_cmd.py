@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,5 +34,23 @@ def run(args: argparse.Namespace) -> int:
     from isaprof.reproduce import PUBLISHED, reproduce
 
     path = reproduce(args.out, device=args.device, published=args.published or PUBLISHED)
-    print(path)
+    print(summary(path))
+    print(f"table: {path}")
     return 0
+
+
+def summary(path: Path) -> str:
+    """How many published figures we match within 1 %, and for each other one the ratio and why."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    ok = [r for r in rows if abs(float(r["ratio"]) - 1) <= 0.01]  # isaprof.reproduce's "matches within 1%"
+    lines = [f"{len(rows)} published figures: {len(ok)} match within 1%, {len(rows) - len(ok)} do not"]
+    for r in rows:
+        if r in ok:
+            continue
+        why = r["reason"].split("; ")[0] or "no reason recorded in the published-figures file"
+        lines.append(
+            f"  {r['id']}: ours {r['ours']} vs published {r['published']} {r['unit']} "
+            f"(ratio {float(r['ratio']):.3g}): {why}"
+        )
+    return "\n".join(lines)

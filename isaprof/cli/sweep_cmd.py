@@ -71,6 +71,16 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.shard and args.jobs:
         raise ValueError("give either --shard K/N (one shard) or --jobs N (all N shards), not both")
+    if args.jobs and args.executor == "local":
+        raise ValueError(
+            f"--jobs {args.jobs} runs shards as submitit jobs (--executor submitit-local or slurm); "
+            f"here use --workers {args.jobs} (local processes) or --shard K/N"
+        )
+    if os.path.splitext(args.out)[1].lower() == ".csv":
+        stem = os.path.splitext(args.out)[0]
+        raise ValueError(
+            f"--out is a directory (results.csv goes inside it), got {args.out!r}: try --out {stem}"
+        )
     k, n = sweep.parse_shard(args.shard) if args.shard else (None, args.jobs or 1)
     if args.dry_run:
         chosen = sweep.shard(configs, k, n) if k else configs
@@ -104,4 +114,12 @@ def run(args: argparse.Namespace) -> int:
         label = f"shard {shard_k}/{n}: " if n > 1 else ""
         print(f"{label}{res}" if isinstance(res, sweep.Summary) else f"{label}submitted job {res.job_id}")
     print(f"results: {sweep.results_path(args.out)}")
+    failed = sum(res.failed for res in results if isinstance(res, sweep.Summary))
+    if failed:
+        print(
+            f"isaprof sweep: {failed} configuration(s) failed (recorded with their error in "
+            f"{sweep.results_path(args.out)}; --retry-failed measures them again)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

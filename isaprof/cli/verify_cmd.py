@@ -142,6 +142,8 @@ def _table(results: list[Any]) -> str:
         opts = ",".join(f"{k}={v}" for k, v in r.options) or "-"
         paths = "-" if r.paths_min is None else f"{r.paths_min}..{r.paths_max}"
         agree = {True: "yes", False: "NO", None: "-"}[r.agree]
+        if r.agree is None and any("inconclusive" in n for n in r.notes):
+            agree = "inconclusive"
         verdict = "ok" if r.ok else ("NOT fully connected" if r.modelled and r.agree is not False else "FAIL")
         if not r.advertised and r.ok:
             verdict = "ok (not advertised)"

@@ -6,12 +6,15 @@ schema of ``docs/ARCHITECTURE.md``; values stay raw (MACs, FLOPs, bytes, ms) unt
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from isaprof import results
 from isaprof.config import COLUMNS  # the tidy row schema, defined once (pure Python)
 
 # A configuration without its device, metric and environment: what a FLOP count and a latency share.
@@ -53,12 +56,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no results table at {path} (expected the tidy CSV written by `isaprof sweep`)")
-    try:
-        df = pd.read_csv(path, keep_default_na=True, dtype={"factor": str, "options": str, "error": str})
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
-        raise ValueError(
-            f"{path} is not a readable results table ({e}); delete it and rerun `isaprof sweep`"
-        ) from None
+    df = _latest_frame(path)
     needed = {"block", "height", "width", "metric", "measured", "mode", "status"}
     missing = sorted(needed - set(df.columns))
     if missing:
@@ -80,6 +78,21 @@ def read_results(path: str | Path) -> pd.DataFrame:
     df["recurrence"] = pd.to_numeric(df["recurrence"], errors="coerce")
     df["N"] = df["height"].astype(int) * df["width"].astype(int)
     return df
+
+
+def _latest_frame(path: Path) -> pd.DataFrame:
+    """The store's winning attempts (:mod:`isaprof.results`, the reader the sweep uses) as a DataFrame."""
+    table = results.read_table(path)
+    if not table.columns:
+        raise ValueError(
+            f"{path}:1: {path.name} is not a readable results table (it is empty); rerun `isaprof sweep`"
+        )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=table.columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table.latest())
+    buf.seek(0)
+    return pd.read_csv(buf, keep_default_na=True, dtype={"factor": str, "options": str, "error": str})
 
 
 def read_machine(path: str | Path) -> dict[str, Any]:

@@ -240,7 +240,7 @@ def _by_config(rows: pd.DataFrame, name: str) -> pd.DataFrame:
 
 def failures(df: pd.DataFrame) -> pd.DataFrame:
     """Rows whose status is not ``ok``, one per (configuration, device, mode, status, error)."""
-    bad = df[df["status"] != "ok"]
+    bad = df[~df["status"].isin(["ok", "skipped"])]  # skipped: the device was absent, not a failure
     cols = ["block", "impl", "backend", "batch", "channels", "height", "width", "factor", "dtype", "device"]
     cols += ["mode", "status", "error"]
     return bad[cols].drop_duplicates().reset_index(drop=True)

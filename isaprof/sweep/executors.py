@@ -13,10 +13,12 @@ later run, sharded or not, skips what any shard measured.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from isaprof.sweep.lifeline import die_with_parent
 from isaprof.sweep.run import ProfileFn, Summary, run_sweep
 from isaprof.sweep.spec import SweepConfig, shard
 from isaprof.sweep.store import statuses
@@ -104,15 +106,33 @@ def run_parallel(
     parts: list[Summary] = []
     if fake:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+        )
+        try:
             futures = [
                 pool.submit(run_shard, fake, str(out), k, workers, progress=False, machine=False, **kwargs)
                 for k in range(1, workers + 1)
             ]
             _watch(futures, out, len(fake), progress)
             parts = [f.result() for f in futures]
+        except BaseException:  # interrupted (SIGINT) or a worker failed: the workers stop with us
+            _stop(pool)
+            raise
+        pool.shutdown()
     parts.append(run_sweep(real, out, progress=progress, machine=False, **kwargs))
     return Summary(*(sum(getattr(p, f) for p in parts) for f in Summary.__dataclass_fields__))
+
+
+def _stop(pool: Any) -> None:
+    """End ``pool``'s workers now (SIGTERM) and wait for them: nothing keeps writing after we return."""
+    procs = list(getattr(pool, "_processes", {}).values())  # the executor has no public handle on them
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _watch(futures: list[Any], out: str | Path, total: int, progress: bool) -> None:

@@ -51,7 +51,7 @@ def record_machine(
     host = socket.gethostname()
     with open(out / (MACHINE + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {"machines": []}
+        data = _read(path) if path.exists() else {"machines": []}
         have = {(m["host"], m["device"]) for m in data["machines"] if "bandwidth_gbs" in m}
         todo = [
             d
@@ -70,4 +70,19 @@ def record_machine(
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
         os.replace(tmp, path)
+    return data
+
+
+def _read(path: Path) -> dict:
+    """``machine.json``; ``ValueError`` naming the file and line if it is not the JSON a sweep writes."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path}:{e.lineno}: not valid JSON ({e.msg}); delete it and the sweep measures the peak again"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("machines", []), list):
+        raise ValueError(f"{path}:1: not a machine.json written by isaprof sweep; delete it")
+    data.setdefault("peak_gflops", {})
+    data.setdefault("machines", [])
     return data

@@ -7,11 +7,17 @@ or ``error``) unless ``retry_failed``. A raising configuration is recorded with 
 ``error`` and the one-line message (``isaprof.run.error_rows``: one row per metric, measured
 empty), and the sweep goes on. An ``sdpa`` configuration without backend matches the rows of
 whichever kernel profile chose for it (profile records the kernel it ran).
+
+Each configuration is claimed in the store before it is measured (``store.claim``), so concurrent
+runs share the work. On cpu/cuda the peak is first predicted on meta (``isaprof.guard``): one that
+would not fit is recorded ``oom`` without running. A configuration whose device is absent (grid
+``skip_if_unavailable``) is recorded once with status ``skipped``, which is not a failure.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from isaprof.sweep.store import (
     Key,
     append,
     canonical_options,
+    claim,
     columns,
     config_key,
     row_key,
@@ -43,12 +50,14 @@ class Summary:
     measured: int
     failed: int
     skipped: int  # already in the store
-    unavailable: int  # device absent and the grid said skip_if_unavailable
+    unavailable: int  # device absent and the grid said skip_if_unavailable: recorded as `skipped`
+    busy: int = 0  # claimed by another run that was measuring it at the time
 
     def __str__(self) -> str:
+        busy = f", {self.busy} measured by another run" if self.busy else ""
         return (
             f"{self.total} configurations: {self.measured} measured, {self.failed} failed, "
-            f"{self.skipped} already in the store, {self.unavailable} skipped (device unavailable)"
+            f"{self.skipped} already in the store, {self.unavailable} skipped (device unavailable){busy}"
         )
 
 
@@ -79,24 +88,37 @@ def run_sweep(
     if machine:
         record_machine(out, n=peak_n)
     done = statuses(out)
-    loose = {_loose(k): v for k, v in done.items()}
     todo, skipped, unavailable = [], 0, 0
     for cfg in configs:
-        status = done.get(config_key(cfg)) if _pinned(cfg) else loose.get(_loose(config_key(cfg)))
+        status = _status(done, cfg)
         if status == "ok" or (status == "failed" and not retry_failed):
             skipped += 1
         elif cfg.optional and not _available(cfg.device):
             unavailable += 1
+            key = config_key(
+                cfg
+            )  # recorded once (so that the table says why it has no numbers), claimed first
+            if status != "skipped" and claim(out, key, lambda d, c=cfg: _status(d, c) is None) == "claimed":
+                row = failure_row(cfg, "skipped", f"device {cfg.device} unavailable here")
+                append(out, [row], cols, release_key=key)
         else:
             todo.append(cfg)
-    failed = 0
-    bar = tqdm(todo, disable=not progress, unit="cfg", dynamic_ncols=True, desc="sweep")
+    measured = failed = busy = 0
+    bar = tqdm(todo, disable=not progress, unit="cfg", dynamic_ncols=True, desc="sweep", file=sys.stderr)
     for cfg in bar:
         bar.set_postfix_str(cfg.label(), refresh=False)
+        key = config_key(cfg)
+        got = claim(out, key, lambda done, cfg=cfg: _wanted(_status(done, cfg), retry_failed))
+        if got != "claimed":  # another run measured it meanwhile, or is measuring it now
+            skipped += got == "done"
+            busy += got == "busy"
+            continue
         rows = measure(cfg, profile_fn)
-        failed += any(r.get("status") != "ok" for r in rows)
-        append(out, rows, cols)
-    return Summary(len(configs), len(todo) - failed, failed, skipped, unavailable)
+        bad = any(r.get("status") != "ok" for r in rows)
+        failed += bad
+        measured += not bad
+        append(out, rows, cols, release_key=key)
+    return Summary(len(configs), measured, failed, skipped, unavailable, busy)
 
 
 class _NoBar(list):
@@ -109,10 +131,33 @@ class _NoBar(list):
         pass
 
 
-def measure(cfg: SweepConfig, profile_fn: ProfileFn) -> list[dict[str, Any]]:
-    """The rows of one configuration: ``profile_fn(...).rows()``, or failure rows if it raised."""
+def _status(done: dict[Key, str], cfg: SweepConfig) -> str | None:
+    """The store's status of ``cfg`` (any backend for sdpa with profile's default kernel)."""
+    if _pinned(cfg):
+        return done.get(config_key(cfg))
+    want = _loose(config_key(cfg))
+    found = [v for k, v in done.items() if _loose(k) == want]
+    return found[-1] if found else None
+
+
+def _wanted(status: str | None, retry_failed: bool) -> bool:
+    """Whether a configuration with this store status still needs measuring."""
+    return not (status == "ok" or (status == "failed" and retry_failed is False))
+
+
+def measure(cfg: SweepConfig, profile_fn: ProfileFn, guard: bool = True) -> list[dict[str, Any]]:
+    """The rows of one configuration: ``profile_fn(...).rows()``, or failure rows if it raised.
+
+    ``guard``: on cpu/cuda, first predict the peak on meta (:mod:`isaprof.guard`); a configuration
+    that would not fit is recorded as ``oom`` without running it."""
+    from isaprof.guard import MemoryRefused, check_fits
+
     try:
+        if guard:
+            check_fits(cfg.block, **cfg.profile_kwargs())
         rows = list(profile_fn(cfg.block, **cfg.profile_kwargs()).rows())
+    except MemoryRefused as e:  # predicted not to fit: recorded as oom without running it
+        return failure_rows(cfg, "oom", f"not run: {e}".replace("; --force runs it anyway", ""))
     except Exception as e:  # noqa: BLE001  recorded, the sweep goes on
         from isaprof.run import is_oom
 
@@ -160,6 +205,7 @@ def failure_row(cfg: SweepConfig, status: str, message: str) -> dict[str, Any]:
         options=canonical_options(opts),
         impl=cfg.impl,
         backend=cfg.backend,
+        path=cfg.path,
         dtype=cfg.dtype,
         device=cfg.device,
         mode=cfg.mode,

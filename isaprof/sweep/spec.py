@@ -104,8 +104,11 @@ def load(path: str | Path) -> list[dict[str, Any]]:
     """Read a sweep TOML file and return its ``[[grid]]`` tables; ``ValueError`` if malformed."""
     try:
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there, see pyproject.toml)
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ValueError("reading a sweep spec on Python < 3.11 needs tomli: pip install tomli") from None
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"sweep spec {str(path)!r} is a directory; give one TOML file in it")

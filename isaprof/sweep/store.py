@@ -7,9 +7,14 @@ cluster's shared file system) may append to the same file at once. One shared fi
 file per shard keeps the store a plain CSV that pandas and ``isaprof report`` read as is, and lets a
 later run with a different shard count resume it.
 
-Reading: rows with the wrong number of fields (a line cut by a crash) are skipped. A configuration
-that was retried (``--retry-failed``) has several attempts in the file; :func:`read_rows` keeps the
-last attempt of each configuration. This module imports nothing of isaprof but the column list.
+Claiming: before measuring a configuration a run *claims* it under the same lock
+(:func:`claim`): if the store already holds it, or another live run claimed it, the run moves on.
+So two unsharded runs of one sweep share the work and the table never holds a configuration twice.
+Claims live in ``DIR/results.claims`` (one JSON line each: key, host, pid, time) and are released
+with the rows (:func:`append`); a claim of a dead process on this host is void at once, one from
+another host after :data:`CLAIM_TTL_S`.
+
+Reading: :mod:`isaprof.results` (the one reader, shared with the report; torch-free).
 """
 
 from __future__ import annotations
@@ -19,18 +24,45 @@ import fcntl
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-RESULTS = "results.csv"
-# The configuration columns: two rows describe the same configuration iff these agree.
-KEY_COLUMNS = (
-    "block batch channels key_channels value_channels height width options impl backend path "
-    "dtype device mode"
-).split()
+from isaprof.results import (
+    KEY_COLUMNS,
+    RESULTS,
+    Key,
+    canonical_options,
+    config_key,
+    read_rows,
+    read_table,
+    results_path,
+    row_key,
+    statuses,
+)
 
-Key = tuple[str, ...]
+__all__ = [
+    "CLAIM_TTL_S",
+    "KEY_COLUMNS",
+    "RESULTS",
+    "Key",
+    "append",
+    "canonical_options",
+    "claim",
+    "columns",
+    "config_key",
+    "read_rows",
+    "read_table",
+    "release",
+    "results_path",
+    "row_key",
+    "statuses",
+]
+
+CLAIM_TTL_S = 6 * 3600.0  # a claim from another host (whose process we cannot see) lapses after this
 
 
 def columns() -> list[str]:
@@ -40,51 +72,44 @@ def columns() -> list[str]:
     return list(COLUMNS)
 
 
-def results_path(out: str | Path) -> Path:
-    """``out/results.csv`` for a directory, ``out`` itself for a ``.csv`` path."""
-    out = Path(out)
-    return out if out.suffix == ".csv" else out / RESULTS
-
-
-def canonical_options(options: Any) -> str:
-    """Options (JSON string, dict or (name, value) pairs) as canonical JSON: sorted keys, tuples as lists."""
-    if isinstance(options, str):
-        options = json.loads(options) if options.strip() else {}
-    return json.dumps(_jsonable(dict(options)), sort_keys=True, separators=(",", ":"))
-
-
-def config_key(cfg: Any) -> Key:
-    """Store key of a configuration object with the :data:`KEY_COLUMNS` as attributes."""
-    values = {c: getattr(cfg, c) for c in KEY_COLUMNS}
-    return _key(values)
-
-
-def row_key(row: dict[str, Any]) -> Key:
-    """Store key of a result row."""
-    return _key(row)
-
-
-def append(out: str | Path, rows: Sequence[dict[str, Any]], cols: Sequence[str] | None = None) -> None:
-    """Append ``rows`` (one configuration's) to the store in one locked, flushed, fsync'ed write.
-
-    Writes the header first when the file is new; ``ValueError`` if an existing file has other columns.
-    """
-    cols = list(cols) if cols is not None else columns()
+@contextmanager
+def locked(out: str | Path) -> Iterator[int]:
+    """The store's exclusive lock (``flock`` on ``results.csv``, created empty if absent); yields its fd."""
     path = results_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    unknown = sorted({k for row in rows for k in row} - set(cols))
-    if unknown:
-        raise ValueError(f"rows hold column(s) {', '.join(unknown)} outside the schema {cols}")
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def append(
+    out: str | Path,
+    rows: Sequence[dict[str, Any]],
+    cols: Sequence[str] | None = None,
+    *,
+    release_key: Key | None = None,
+) -> None:
+    """Append ``rows`` (one configuration's) to the store in one locked, flushed, fsync'ed write.
+
+    Writes the header first when the file is new; ``ValueError`` if an existing file has other columns.
+    ``release_key``: drop this process's claim of that configuration in the same locked step.
+    """
+    cols = list(cols) if cols is not None else columns()
+    path = results_path(out)
+    unknown = sorted({k for row in rows for k in row} - set(cols))
+    if unknown:
+        raise ValueError(f"rows hold column(s) {', '.join(unknown)} outside the schema {cols}")
+    with locked(out) as fd:
         size = os.fstat(fd).st_size
         head = ""
         if size == 0:
             head = ",".join(cols) + "\n"
         else:
             cols = _check_header(path, cols)
-            if os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it (read skips it)
+            if os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it (the reader skips it)
                 head = "\n"
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, restval="", extrasaction="ignore", lineterminator="\n")
@@ -94,101 +119,97 @@ def append(out: str | Path, rows: Sequence[dict[str, Any]], cols: Sequence[str] 
         while data:
             data = data[os.write(fd, data) :]
         os.fsync(fd)
-    finally:
-        os.close(fd)  # releases the lock
+        if release_key is not None:
+            _write_claims(out, [c for c in _claims(out) if not _mine(c, release_key)])
 
 
-def read_rows(out: str | Path, *, latest: bool = True) -> list[dict[str, str]]:
-    """All rows of the store (``[]`` if absent); with ``latest``, only each configuration's last attempt."""
-    rows = list(_read(results_path(out)))
-    if not latest:
-        return rows
-    last: dict[Key, list[dict[str, str]]] = {}
-    for attempt in _attempts(rows):
-        last[row_key(attempt[0])] = attempt
-    keep = {id(r) for attempt in last.values() for r in attempt}
-    return [r for r in rows if id(r) in keep]
+def claim(out: str | Path, key: Key, wanted: Callable[[dict[Key, str]], bool]) -> str:
+    """Claim configuration ``key`` for this process, under the store's lock.
 
-
-def statuses(out: str | Path) -> dict[Key, str]:
-    """``{key: "ok" | "failed"}`` of every configuration in the store (its last attempt)."""
-    result: dict[Key, str] = {}
-    for attempt in _attempts(list(_read(results_path(out)))):
-        ok = all(r.get("status") == "ok" for r in attempt)
-        result[row_key(attempt[0])] = "ok" if ok else "failed"
-    return result
-
-
-def _attempts(rows: list[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
-    """Group rows into attempts: one configuration's rows from one ``append``.
-
-    A new attempt starts when the key changes, when a metric repeats within the attempt, or at a
-    row without metric (a whole-configuration failure, always an attempt of its own).
+    ``wanted(statuses)``: whether the configuration still needs measuring given the store's statuses.
+    Returns ``"claimed"`` (measure it, then :func:`append` with ``release_key``), ``"done"`` (the store
+    has it: nothing to do) or ``"busy"`` (another live run claimed it).
     """
-    group: list[dict[str, str]] = []
-    for row in rows:
-        metric = row.get("metric", "")
-        new = (
-            not group
-            or row_key(row) != row_key(group[0])
-            or not metric
-            or not group[-1].get("metric", "")
-            or any(r.get("metric") == metric for r in group)
-        )
-        if new and group:
-            yield group
-            group = []
-        group.append(row)
-    if group:
-        yield group
+    with locked(out):
+        if not wanted(read_table(out).statuses()):
+            return "done"
+        now = time.time()
+        live = [c for c in _claims(out) if _alive(c, now)]
+        if any(tuple(c["key"]) == key and not _mine(c, key) for c in live):
+            _write_claims(out, live)
+            return "busy"
+        live.append(dict(key=list(key), host=socket.gethostname(), pid=os.getpid(), since=now))
+        _write_claims(out, live)
+        return "claimed"
 
 
-def _read(path: Path) -> Iterator[dict[str, str]]:
-    if not path.exists():
+def release(out: str | Path, key: Key) -> None:
+    """Drop this process's claim of ``key`` (a configuration it will not measure after all)."""
+    with locked(out):
+        _write_claims(out, [c for c in _claims(out) if not _mine(c, key)])
+
+
+def claims_path(out: str | Path) -> Path:
+    """``DIR/results.claims`` beside the store."""
+    path = results_path(out)
+    return path.with_name(path.stem + ".claims")
+
+
+def _claims(out: str | Path) -> list[dict[str, Any]]:
+    path = claims_path(out)
+    if not path.is_file():
+        return []
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            c = json.loads(line)
+            if isinstance(c, dict) and {"key", "host", "pid", "since"} <= set(c):
+                found.append(c)
+        except json.JSONDecodeError:
+            continue  # a claim cut by a crash: void
+    return found
+
+
+def _write_claims(out: str | Path, claims: list[dict[str, Any]]) -> None:
+    path = claims_path(out)
+    if not claims:
+        path.unlink(missing_ok=True)
         return
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        width = len(reader.fieldnames or [])
-        for row in reader:
-            if None in row or any(v is None for v in row.values()) or len(row) != width:
-                continue  # cut line
-            yield row
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(c) + "\n" for c in claims))
+    os.replace(tmp, path)
+
+
+def _mine(c: dict[str, Any], key: Key) -> bool:
+    return tuple(c["key"]) == key and c["host"] == socket.gethostname() and c["pid"] == os.getpid()
+
+
+def _alive(c: dict[str, Any], now: float) -> bool:
+    """Whether the process holding claim ``c`` may still be measuring."""
+    if c["host"] != socket.gethostname():
+        return now - float(c["since"]) < CLAIM_TTL_S
+    try:
+        os.kill(int(c["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_header(path: Path, cols: list[str]) -> list[str]:
     """The columns to write into the existing file: ``cols``, or the file's own header when it is an older
     schema that lacks only environment columns added since (a store stays appendable across versions)."""
-    with path.open(newline="") as f:
+    with path.open(newline="", errors="replace") as f:
         header = next(csv.reader(f), [])
     if header == cols:
         return cols
     if set(header) <= set(cols) and set(KEY_COLUMNS) <= set(header) and "metric" in header:
         return header
     raise ValueError(
-        f"{path} has columns {header}, but this isaprof writes {cols}: choose another --out directory"
+        f"{path}:1 has columns {header}, but this isaprof writes {cols}: choose another --out directory"
     )
-
-
-def _key(values: dict[str, Any]) -> Key:
-    out = []
-    for c in KEY_COLUMNS:
-        v = values.get(c)
-        if c == "options":
-            out.append(canonical_options(v if v is not None else {}))
-        elif c == "path":
-            out.append(_cell(v) or "reference")  # rows written before paths existed are reference rows
-        else:
-            out.append(_cell(v))
-    return tuple(out)
 
 
 def _cell(value: Any) -> str:
     return "" if value is None else str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 WEIGHT_STD = 0.5  # normal std of conv / linear weights and biases at re-draw
+EXTRA_DRAWS = 5  # past the asked draws, keep drawing while the union still grows, at most this many more
 RELATIVE_TINY = 1e-12  # |J| below this fraction of the draw's largest entry counts as zero (float64 noise)
 
 
@@ -28,6 +29,7 @@ class EmpiricalResult:
     support: np.ndarray  # (N, N) output position x input position
     draws: int
     channels: int
+    stable: bool = True  # the last draw added no pair (False: still growing when the draws ran out)
 
     @property
     def fraction(self) -> float:
@@ -99,8 +101,13 @@ def jacobian_support(
     draws: int = 3,
     seed: int = 0,
     forward: Callable[[nn.Module, Tensor], Tensor] | None = None,
+    extra_draws: int | None = None,
 ) -> EmpiricalResult:
-    """Union over ``draws`` of the support of :func:`position_jacobian` of ``make()`` at ``size``.
+    """Union over draws of the support of :func:`position_jacobian` of ``make()`` at ``size``.
+
+    At least ``draws`` draws; then more (up to ``extra_draws``, default :data:`EXTRA_DRAWS`) while the
+    last draw still added a pair: one draw that happens to zero an entry must not make a connected
+    block look broken.
 
     ``make`` builds the module (float64 is applied here); ``forward(module, x)`` replaces ``module(x)``
     (e.g. to run one stage alone). Each draw re-draws parameters (:func:`redraw`) and the input.
@@ -110,10 +117,15 @@ def jacobian_support(
     h, w = size
     gen = torch.Generator().manual_seed(seed)
     union = np.zeros((h * w, h * w), dtype=bool)  # (N, N)
+    extra = EXTRA_DRAWS if extra_draws is None else extra_draws
+    done, grew = 0, True
     with _one_thread():  # tiny ops: intra-op threads only add overhead (15x slower on a loaded 2-core box)
-        for _ in range(draws):
+        # at least `draws`, then on while a draw still reaches new pairs (one unlucky draw can zero an entry)
+        while done < draws or (grew and done < draws + extra):
+            before = int(union.sum())
             union |= _one_draw(make, (h, w), channels, gen, forward)
-    return EmpiricalResult(union, draws, channels)
+            grew, done = int(union.sum()) > before, done + 1
+    return EmpiricalResult(union, done, channels, stable=not grew or bool(union.all()))
 
 
 @contextlib.contextmanager
