@@ -29,6 +29,10 @@ modes = ["inference", "train"]
 """
 
 
+# rows per configuration on meta: params, macs, flops, elementwise, peak_bytes, bytes_moved
+M = 6
+
+
 def results_dir(tmp_path: Path, spec: str = SPEC) -> tuple[str, Path]:
     """A spec file and a result directory whose machine.json already has this host (no matmul peak)."""
     (tmp_path / "spec.toml").write_text(spec)
@@ -53,19 +57,19 @@ def test_cut_row_is_remeasured_and_report_agrees(tmp_path, capsys):
     csv = out / "results.csv"
     text = csv.read_text()
     lines = text.splitlines(keepends=True)
-    assert len(lines) == 1 + 2 * 5
+    assert len(lines) == 1 + 2 * M
     csv.write_text(text[: len(text) - len(lines[-1]) // 2])  # the last row cut mid-way by a crash
     capsys.readouterr()
-    with pytest.warns(UserWarning, match=r"results\.csv:11: skipped a malformed row"):
+    with pytest.warns(UserWarning, match=rf"results\.csv:{1 + 2 * M}: skipped a malformed row"):
         assert len(statuses(out)) == 1  # the cut configuration counts as not measured
-    with pytest.warns(UserWarning, match=rf"{csv}:11: skipped a malformed row"):
+    with pytest.warns(UserWarning, match=rf"{csv}:{1 + 2 * M}: skipped a malformed row"):
         assert sweep(spec, out) == 0
     captured = capsys.readouterr()
     assert "1 measured" in captured.out and "1 already in the store" in captured.out
-    # sweep and report read the same rows: 10, all ok, the cut one not among them
+    # sweep and report read the same rows: 2 M, all ok, the cut one not among them
     rows = read_rows(out)
     df = data.read_results(csv)
-    assert len(rows) == len(df) == 10 and set(df["status"]) == {"ok"}
+    assert len(rows) == len(df) == 2 * M and set(df["status"]) == {"ok"}
     assert sorted(df["analytic"].dropna().astype(int).astype(str)) == sorted(r["analytic"] for r in rows
                                                                               if r["analytic"])  # fmt: skip
 
@@ -79,7 +83,7 @@ def test_retried_failure_is_ok_in_the_report(tmp_path, capsys):
     oom = [line.replace(",ok,", ",oom,") for line in lines[1:6]]
     csv.write_text(lines[0] + "".join(oom) + "".join(lines[1:]))
     df = data.read_results(csv)
-    assert len(df) == 10 and set(df["status"]) == {"ok"}  # the last attempt wins, as for the sweep
+    assert len(df) == 2 * M and set(df["status"]) == {"ok"}  # the last attempt wins, as for the sweep
     assert set(statuses(out).values()) == {"ok"}
 
 
@@ -94,8 +98,8 @@ def test_garbage_and_bad_bytes_warn_with_file_and_line(tmp_path, capsys):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert f"isaprof: warning: {csv}:12: skipped a malformed row (1 fields" in done.stderr
-    assert f"isaprof: warning: {csv}:13: skipped a malformed row" in done.stderr
+    assert f"isaprof: warning: {csv}:{2 * M + 2}: skipped a malformed row (1 fields" in done.stderr
+    assert f"isaprof: warning: {csv}:{2 * M + 3}: skipped a malformed row" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 2
     capsys.readouterr()
     with pytest.warns(UserWarning, match="skipped a malformed row"):
@@ -162,17 +166,18 @@ def test_reread_parses_appends_and_notices_rewrites(tmp_path, capsys):
     csv = out / "results.csv"
     full = csv.read_bytes()
     lines = full.splitlines(keepends=True)
-    csv.write_bytes(b"".join(lines[:6]) + lines[6][:40])  # first configuration, then a cut row
-    with pytest.warns(UserWarning, match=r"results\.csv:7: skipped a malformed row \(15 fields"):
-        assert len(read_table(out).rows) == 5
+    first = 1 + M  # the header and the first configuration's rows
+    csv.write_bytes(b"".join(lines[:first]) + lines[first][:40])  # then a cut row
+    with pytest.warns(UserWarning, match=rf"results\.csv:{first + 1}: skipped a malformed row \(\d+ fields"):
+        assert len(read_table(out).rows) == M
     with csv.open("ab") as f:  # the crashed write's line ended, then a whole configuration appended
-        f.write(b"\n" + b"".join(lines[6:]))
+        f.write(b"\n" + b"".join(lines[first:]))
     table = read_table(out, warn=False)  # incremental: from the cached offset on
-    assert len(table.rows) == 10 and table.lines[-1] == 12 and len(table.problems) == 1
+    assert len(table.rows) == 2 * M and table.lines[-1] == 2 * M + 2 and len(table.problems) == 1
     assert len(statuses(out)) == 2
-    csv.write_bytes(b"".join(lines[:1] + lines[6:]))  # rewritten in place (same inode): parsed afresh
+    csv.write_bytes(b"".join(lines[:1] + lines[first:]))  # rewritten in place (same inode): parsed afresh
     fresh = read_table(out, warn=False)
-    assert len(fresh.rows) == 5 and fresh.problems == [] and fresh.lines == [2, 3, 4, 5, 6]
+    assert len(fresh.rows) == M and fresh.problems == [] and fresh.lines == list(range(2, M + 2))
 
 
 def test_corrupt_machine_json_names_file_and_line(tmp_path, capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from isaprof import blocks
+from isaprof.config import Config
 from isaprof.factorize import candidate_factors
 from isaprof.sweep import expand, load_configs, parse_shard, select, shard
 from isaprof.sweep.spec import SweepConfig, parse_size
@@ -121,7 +122,7 @@ def test_select_filters_and_rejects_absent_values():
 
 
 def test_shards_partition_the_sweep():
-    cfgs = [SweepConfig("dense", i, i, 8, 4, 4) for i in range(1, 12)]
+    cfgs = [SweepConfig(Config("dense", 1, 8, 4, 4, i, i)) for i in range(1, 12)]
     parts = [shard(cfgs, k, 3) for k in (1, 2, 3)]
     assert sorted((c for p in parts for c in p), key=cfgs.index) == cfgs  # disjoint, complete
     assert [len(p) for p in parts] == [4, 4, 3]

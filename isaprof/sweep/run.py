@@ -16,12 +16,10 @@ would not fit is recorded ``oom`` without running. A configuration whose device 
 
 from __future__ import annotations
 
-import socket
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,6 @@ from isaprof.sweep.store import (
     KEY_COLUMNS,
     Key,
     append,
-    canonical_options,
     claim,
     columns,
     config_key,
@@ -188,35 +185,12 @@ def failure_rows(cfg: SweepConfig, status: str, message: str) -> list[dict[str, 
 
 def failure_row(cfg: SweepConfig, status: str, message: str) -> dict[str, Any]:
     """One tidy row, empty metric and numbers, saying that ``cfg`` failed with ``status`` and why."""
-    import torch
+    from isaprof.config import COLUMNS
+    from isaprof.measure.env import environment
 
-    opts = dict(cfg.options)
-    factor = opts.get("factor")
-    return dict(
-        block=cfg.block,
-        batch=cfg.batch,
-        channels=cfg.channels,
-        key_channels=cfg.key_channels,
-        value_channels=cfg.value_channels,
-        height=cfg.height,
-        width=cfg.width,
-        factor=f"{factor[0]}x{factor[1]}" if factor is not None else None,
-        recurrence=opts.get("recurrence"),
-        options=canonical_options(opts),
-        impl=cfg.impl,
-        backend=cfg.backend,
-        path=cfg.path,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        mode=cfg.mode,
-        metric="",
-        status=status,
-        error=" ".join(message.split()),
-        torch=torch.__version__,
-        threads=torch.get_num_threads(),
-        host=socket.gethostname(),
-        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
+    values = {**cfg.config.columns(), **environment(cfg.device), "metric": "", "status": status,
+              "error": " ".join(message.split())}  # fmt: skip
+    return {c: values.get(c) for c in COLUMNS}
 
 
 def _pinned(cfg: SweepConfig) -> bool:

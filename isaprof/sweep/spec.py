@@ -36,6 +36,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from isaprof.config import Config
+
 _OPTION_ALIASES = {"factors": "factor", "recurrences": "recurrence"}
 _GRID_KEYS = (
     "name blocks sizes channels key_channels value_channels batch factors recurrences options target_options "
@@ -46,58 +48,30 @@ _PAIR = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """One point of a sweep: the keyword arguments of one ``isaprof.profile`` call.
+    """One point of a sweep: a :class:`~isaprof.config.Config` (everything that decides what is measured)
+    and the run settings beside it, which do not take part in equality: the latency protocol, whether an
+    absent device skips it (``optional``) and the grid it came from. The configuration's fields read
+    through (``point.block``, ``point.height``, ...)."""
 
-    ``key_channels`` / ``value_channels`` are resolved (never ``None``) and ``options`` holds every
-    block option (defaults filled in) as sorted ``(name, value)`` pairs, so two spellings of the same
-    configuration compare equal. ``latency``, ``optional`` and ``grid`` do not take part in equality.
-    """
-
-    block: str
-    height: int
-    width: int
-    channels: int
-    key_channels: int
-    value_channels: int
-    batch: int = 1
-    impl: str = "naive"
-    backend: str | None = None
-    device: str = "meta"
-    dtype: str = "float32"
-    mode: str = "inference"
-    options: tuple[tuple[str, Any], ...] = ()
-    path: str = "reference"
+    config: Config
     latency: str | None = field(default="quick", compare=False)
     optional: bool = field(default=False, compare=False)  # skip (not fail) if the device is absent
     grid: str = field(default="", compare=False)
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "config" or name.startswith("__"):  # unpickling: no config yet
+            raise AttributeError(name)
+        return getattr(self.config, name)
+
     def profile_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``profile(self.block, **kwargs)``."""
-        return dict(
-            size=(self.height, self.width),
-            channels=self.channels,
-            key_channels=self.key_channels,
-            value_channels=self.value_channels,
-            batch=self.batch,
-            device=self.device,
-            dtype=self.dtype,
-            mode=self.mode,
-            impl=self.impl,
-            backend=self.backend,
-            path=self.path,
-            latency=self.latency,
-            **dict(self.options),
-        )
+        """Keyword arguments for ``profile(self.block, **kwargs)``: the configuration and the protocol."""
+        kwargs = self.config.kwargs()
+        del kwargs["block"]
+        return {**kwargs, "latency": self.latency}
 
     def label(self) -> str:
         """Short one-line description (progress bar, --dry-run)."""
-        opts = " ".join(f"{k}={_fmt(v)}" for k, v in self.options)
-        impl = self.impl if self.backend is None else f"{self.impl}/{self.backend}"
-        impl += "" if self.path == "reference" else f" [{self.path}]"
-        return (
-            f"{self.block} {self.height}x{self.width} C={self.channels} B={self.batch} {impl} "
-            f"{self.device} {self.dtype} {self.mode}{' ' + opts if opts else ''}"
-        )
+        return self.config.label()
 
 
 def load(path: str | Path) -> list[dict[str, Any]]:
@@ -231,12 +205,8 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
             lists = [_option_values({**ax["options"], **own}[o], h, w) for o in opt_names]
             for backend, *values in product(ax["backends"] if impl == "sdpa" else [None], *lists):
                 opts = tuple(sorted({**s.options, **dict(zip(opt_names, values, strict=True))}.items()))
-                configs.append(
-                    SweepConfig(
-                        s.name, h, w, c, ck, cv, b, impl, backend, dev, dt, mode,
-                        opts, path, ax["latency"], ax["optional"] and dev != "meta", label,
-                    )
-                )  # fmt: skip
+                cfg = Config(s.name, b, c, ck, cv, h, w, dt, impl, backend, opts, path, dev, mode)
+                configs.append(SweepConfig(cfg, ax["latency"], ax["optional"] and dev != "meta", label))
     return configs
 
 
