@@ -7,7 +7,6 @@ import argparse
 import json
 from typing import Any
 
-from isaprof import blocks
 from isaprof.cli import _args, profile_cmd
 
 
@@ -18,19 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sum over op calls of max(FLOPs / matrix peak, bytes moved / bandwidth), split by the "
         "limiting roof, with whether the predicted peak memory fits the device. A bound, not a measurement.",
     )
-    p.add_argument("name", help=f"block name: {', '.join(blocks.names())}")
+    p.add_argument("name", metavar="TARGET", help=_args.TARGET_HELP)
     p.add_argument("--gpu", required=True, metavar="NAME", help="a key of reference/devices.toml, or cpu")
     p.add_argument("--size", type=_args.size, required=True, metavar="HxW", help="input height x width")
-    p.add_argument("--channels", type=_args.positive_int, required=True, metavar="C")
-    p.add_argument("--key-channels", type=_args.positive_int, metavar="CK", help="default: the block's")
-    p.add_argument("--value-channels", type=_args.positive_int, metavar="CV", help="default: the block's")
+    _args.add_widths(p)
     p.add_argument("--batch", type=_args.positive_int, default=1)
-    p.add_argument("--factor", type=_args.factor, metavar="PHxPW", help="blocks with a factor option (isa)")
-    p.add_argument(
-        "--recurrence", type=_args.positive_int, metavar="R", help="blocks with a recurrence option"
-    )
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip
+    _args.add_options(p)
     p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
     p.add_argument(
         "--backend", choices=profile_cmd.BACKENDS[:2], help="sdpa kernel counted (meta: math or flash)"
