@@ -37,8 +37,10 @@ def _results(tmp: Path) -> pd.DataFrame:
     rows += _rows("isa", "macs", sizes, [20, 45, 100, 200], factor="8x8")  # cheaper from 64x64
     rows += _rows("linear", "macs", sizes, [1, 2, 4, 8])  # always
     grid = {"8x8": 300e9, "4x4": 240e9, "2x2": 400e9, "1x1": 900e9}  # 4x4 saves 20% over 8x8
-    for f, v in grid.items():
-        rows += _rows("isa", "macs", [97], [v], factor=f)
+    for f, v in grid.items():  # options carry the factor, as profile writes them (one configuration each)
+        ph, pw = f.split("x")
+        opts = f'{{"factor": [{ph}, {pw}], "masked": false}}'
+        rows += _rows("isa", "macs", [97], [v], factor=f, options=opts)
     path = tmp / "results.csv"
     pd.DataFrame(rows, columns=COLUMNS).to_csv(path, index=False)
     return read_results(path)
