@@ -236,3 +236,34 @@ def test_sweep_takes_import_paths_with_their_own_options(mine):
     assert {dict(c.options)["factor"] for c in configs if c.block == "isa"} == {(2, 2)}
     with pytest.raises(ValueError, match="not among this grid's blocks"):
         expand([{**grid, "target_options": {"other:X": {"a": [1]}}}])
+
+
+def test_verify_checks_any_module_empirically_only(mine, capsys):
+    assert main(["verify", f"{mine}:Mixer", "--size", "5x4", "--json"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)
+    assert r["block"] == f"{mine}:Mixer" and r["empirical_only"] and not r["modelled"]
+    assert r["empirical"][-1][1] == 1.0 and r["ok"]  # a dense affinity reaches every pair
+    assert main(["verify", f"{mine}:Mixer", "--size", "5x4"]) == 0
+    assert "empirical only: fully connected" in capsys.readouterr().out
+
+
+def test_sweep_and_report_put_an_import_path_beside_the_blocks(mine, tmp_path, capsys):
+    import socket
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'[[grid]]\nblocks = ["dense", "{mine}:Mixer", "nosuch_pkg:Block"]\nsizes = ["8x8", "16x16"]\n'
+        "channels = [8]\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    machine = {"machines": [{"host": socket.gethostname(), "device": "cpu", "peak_gflops": 1.0,
+                             "matmul_gflops": 1.0, "bandwidth_gbs": 1.0}]}  # fmt: skip
+    (out / "machine.json").write_text(json.dumps(machine))
+    # the unimportable target is recorded as failed and the sweep goes on (exit 1 says so)
+    assert main(["sweep", str(spec), "--out", str(out), "--workers", "1", "--no-progress"]) == 1
+    text = (out / "results.csv").read_text()
+    assert f"{mine}:Mixer" in text and "cannot import target 'nosuch_pkg:Block'" in text
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "README.md").read_text()
+    assert f"{mine}:Mixer" in page

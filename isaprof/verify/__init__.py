@@ -69,8 +69,16 @@ class VerifyResult:
         return self.empirical[-1][1] if self.empirical else None
 
     @property
+    def empirical_only(self) -> bool:
+        """A target with no structural model (any module outside the registry): only its Jacobian speaks."""
+        return not self.modelled and bool(self.empirical)
+
+    @property
     def ok(self) -> bool:
-        """Modelled, no disagreement, and fully connected wherever the registry advertises it."""
+        """Modelled, no disagreement, and fully connected wherever the registry advertises it; a target
+        checked empirically only is ok unless it claims full connectivity its Jacobian does not show."""
+        if self.empirical_only:
+            return not (self.advertised and (self.empirical_fraction or 0.0) < 1.0)
         return (
             self.modelled and self.agree is not False and not (self.advertised and not self.fully_connected)
         )
