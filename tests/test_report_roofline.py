@@ -9,6 +9,7 @@ import pytest
 from test_report import _write, synthetic
 
 from isaprof.report import write_report
+from isaprof.results import KEY_COLUMNS
 
 # dense moves 4 N^2 bytes for 128 N^2 FLOPs: intensity 32 FLOP/byte; isa 10 N^1.5 bytes for 128 N^1.5
 # FLOPs: 12.8 FLOP/byte (synthetic costs of test_report: FLOPs = 2 x MACs).
@@ -24,7 +25,11 @@ def with_traffic() -> pd.DataFrame:
     n = moved["height"] * moved["width"]
     moved["measured"] = [MOVED[b](v) for b, v in zip(moved["block"], n, strict=True)]
     moved["metric"], moved["unit"], moved["analytic"] = "bytes_moved", "byte", moved["measured"]
-    return pd.concat([df, moved], ignore_index=True)
+    # each configuration's rows together, as one profile call appends them (the reader keeps a
+    # configuration's last attempt: a lone bytes_moved row further down would be one)
+    both = pd.concat([df, moved], ignore_index=True)
+    cols = [c for c in KEY_COLUMNS if c in both.columns]
+    return both.sort_values(cols, kind="stable", key=lambda c: c.astype(str)).reset_index(drop=True)
 
 
 def _tp(page: Path) -> pd.DataFrame:

@@ -25,7 +25,7 @@ class FakeProfile:
 
 def test_analytic_only_measures_nothing(capsys, monkeypatch):
     fake = FakeProfile()
-    monkeypatch.setattr(sys.modules["isaprof.profile"], "profile", fake)
+    monkeypatch.setattr("isaprof.run.profile", fake)
     assert main(["factorize", "--size", "97x97", "--metric", "latency", "--analytic-only"]) == 2
     assert "cannot go with analytic-only" in capsys.readouterr().err and fake.devices == []
     assert main(["factorize", "--size", "6x4", "--channels", "8", "--analytic-only"]) == 0
@@ -37,7 +37,7 @@ def test_analytic_only_measures_nothing(capsys, monkeypatch):
 
 def test_latency_noise_flagged_and_progress_on_stderr(capsys, monkeypatch):
     fake = FakeProfile()
-    monkeypatch.setattr(sys.modules["isaprof.profile"], "profile", fake)
+    monkeypatch.setattr("isaprof.run.profile", fake)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert main(["factorize", "--size", "2x2", "--channels", "8", "--metric", "latency"]) == 0
     captured = capsys.readouterr()

@@ -95,7 +95,7 @@ def test_forced_run_that_runs_out_of_memory_is_one_line(capsys, monkeypatch):
             "DefaultCPUAllocator: can't allocate memory: you tried to allocate 274877906944 bytes"
         )
 
-    monkeypatch.setattr(sys.modules["isaprof.profile"], "profile", no_room)
+    monkeypatch.setattr("isaprof.run.profile", no_room)
     argv = ["profile", "dense", "--size", "4x4", "--channels", "8", "--device", "cpu", "--force"]
     assert main(argv) == 2
     err = capsys.readouterr().err

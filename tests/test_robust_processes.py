@@ -35,6 +35,9 @@ modes = ["inference", "train"]
 N_CONFIGS = 16  # (dense 1 + isa 2 + criss_cross 1) x 2 sizes x 2 modes
 
 
+M = 6  # rows per configuration on meta: params, macs, flops, elementwise, peak_bytes, bytes_moved
+
+
 def prepare(tmp_path: Path) -> tuple[Path, Path]:
     (tmp_path / "spec.toml").write_text(SPEC)
     out = tmp_path / "out"
@@ -97,7 +100,7 @@ def test_two_concurrent_sweeps_share_the_work(tmp_path):
     keys = Counter(row_key(r) for r in table.rows if r["metric"] == "macs")
     assert table.problems == [] and len(keys) == N_CONFIGS
     assert max(keys.values()) == 1  # no configuration measured twice
-    assert len(table.rows) == 5 * N_CONFIGS
+    assert len(table.rows) == M * N_CONFIGS
     measured = sum(int(o.split(" measured")[0].rsplit(" ", 1)[1]) for o in outs)
     assert measured == N_CONFIGS, outs
     assert not (out / "results.claims").exists()  # every claim released
@@ -126,5 +129,5 @@ def test_workers_die_with_the_sweep(tmp_path, sig):
     assert csv.read_text() == rows  # nobody writes any more
     table = read_table(out, warn=False)
     keys = Counter(row_key(r) for r in table.rows if r["metric"] == "macs")
-    assert table.problems == [] and max(keys.values()) == 1 and len(table.rows) == 5 * len(keys)
+    assert table.problems == [] and max(keys.values()) == 1 and len(table.rows) == M * len(keys)
     assert len(keys) < N_CONFIGS  # interrupted mid-way

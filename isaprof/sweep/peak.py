@@ -83,6 +83,5 @@ def _read(path: Path) -> dict:
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("machines", []), list):
         raise ValueError(f"{path}:1: not a machine.json written by isaprof sweep; delete it")
-    data.setdefault("peak_gflops", {})
     data.setdefault("machines", [])
     return data
