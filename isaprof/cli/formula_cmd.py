@@ -1,8 +1,9 @@
 """``isaprof formula TARGET --channels C ...``: a block's MACs (and bytes moved) as closed forms in H, W (B).
 
 One symbolic run (isaprof/measure/symbolic.py): the expression, the conditions under which it holds, its
-leading term and exponent in N = H W. ``--all`` derives every registered block (``--out FILE`` writes the
-JSON, e.g. the report's ``derived.json``).
+leading term and exponent in N = H W. ``--all`` derives every registered block and ISA's optimal factor
+(``--out FILE`` writes the JSON, e.g. the report's ``derived.json``: ``{"channels", "mode", "blocks": [one
+object per block and impl], "isa_optimum": {...}}``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the size traced at (default 64x64): one the block accepts")  # fmt: skip
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument("--batch-symbol", action="store_true", help="B as a symbol too (else B = 1)")
+    p.add_argument("--no-peak", dest="peak", action="store_false",
+                   help="skip peak memory (by default also derived: a closed form where the storage "
+                   "tracker's comparisons resolve, else the reason and the numeric peak)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", metavar="FILE", help="also write the JSON here")
     p.set_defaults(func=run)
@@ -60,10 +64,15 @@ def factory_for(name: str, args: argparse.Namespace, impl: str) -> Callable[[], 
 def derive_one(factory: Callable[[], Any], args: argparse.Namespace) -> tuple[dict[str, Any], Any, float]:
     """(JSON object, Derivation, seconds) of one target."""
     from isaprof.measure.symbolic import derive
+    from isaprof.measure.symbolic_memory import derive_peak
 
     start = time.perf_counter()
     d = derive(factory, args.channels, args.size, mode=args.mode, batch_symbol=args.batch_symbol)
-    return d.to_json(), d, time.perf_counter() - start
+    obj = d.to_json()
+    if args.peak and not args.batch_symbol:  # the tracker's peak in H, W (batch 1), or why not
+        peak = derive_peak(factory, args.channels, args.size, mode=args.mode)
+        obj["peak_bytes"] = peak.to_json()
+    return obj, d, time.perf_counter() - start
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         factory = factory_for(args.name, args, args.impl)
         obj, d, secs = derive_one(factory, args)
         _write(args, obj)
-        print(json.dumps(obj, indent=2) if args.json else text(args.name, d, secs))
+        print(json.dumps(obj, indent=2) if args.json else text(args.name, d, secs, obj.get("peak_bytes")))
         return 0
     rows = []
     for name in blocks.names():
@@ -89,11 +98,32 @@ def run(args: argparse.Namespace) -> int:
             rows.append({"block": name, "impl": impl, "mode": args.mode, "channels": args.channels,
                          "seconds": round(secs, 2), **obj})  # fmt: skip
             if not args.json:
-                print(text(f"{name} [{impl}]", d, secs))
-    _write(args, rows)
+                print(text(f"{name} [{impl}]", d, secs, obj.get("peak_bytes")))
+    out: dict[str, Any] = {"channels": args.channels, "mode": args.mode, "blocks": rows}
+    if "isa" in blocks.names() and args.mode == "inference":
+        out["isa_optimum"] = _isa_optimum(args)
+    _write(args, out)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(out, indent=2))
     return 0
+
+
+def _isa_optimum(args: argparse.Namespace) -> dict[str, Any]:
+    """``isa_optimum`` of ``derived.json`` (isaprof/isa_optimum.py), or ``{"error": ...}``."""
+    from isaprof.isa_optimum import isa_optimum
+
+    start = time.perf_counter()
+    try:
+        obj = isa_optimum(args.channels)
+    except ValueError as e:
+        print(f"isa optimum: {e}", file=sys.stderr)
+        return {"error": str(e)}
+    obj["seconds"] = round(time.perf_counter() - start, 2)
+    if not args.json:
+        print(f"isa: {obj['optimum']} minimises {obj['attention']}")
+        for size, best in obj["at"].items():
+            print(f"  at {size}: best factors {', '.join(best['factors'])} ({best['macs']:,} MACs)")
+    return obj
 
 
 def _write(args: argparse.Namespace, obj: Any) -> None:
@@ -103,7 +133,7 @@ def _write(args: argparse.Namespace, obj: Any) -> None:
             f.write("\n")
 
 
-def text(title: str, d: Any, secs: float) -> str:
+def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) -> str:
     """A readable account of a :class:`isaprof.measure.symbolic.Derivation`."""
     lines = [f"{title}  (traced at {d.traced_at[0]}x{d.traced_at[1]}, {secs:.1f} s)"]
     for label, x in (("MACs", d.macs), ("bytes moved", d.bytes_moved)):
@@ -117,5 +147,9 @@ def text(title: str, d: Any, secs: float) -> str:
         valid = " and ".join(str(g) for g in x.valid_when) or "every size"
         lines.append(f"    valid when {valid}  ({x.dropped} guard(s) of torch's did not change it)")
         lines.append(f"    confirmed numerically at {', '.join('x'.join(map(str, p)) for p in x.checked)}")
+    if peak is not None:
+        lines.append(f"  peak bytes = {peak['expression'] or '-'}  (numeric at the traced size: "
+                     f"{peak['numeric_at_traced']})")  # fmt: skip
+        lines.append(f"    {peak['reason']}")
     lines += [f"  note: {n}" for n in d.notes]
     return "\n".join(lines)
