@@ -203,7 +203,8 @@ def section(results_dir: Path, df: pd.DataFrame, out_dir: Path, notes: list[str]
         "(1.5 for H^2 W + H W^2 holds on square maps). Beside it, the exponent fitted to the sweep's FLOPs "
         f"(the table above). They agree within {TOLERANCE} when the sweep reaches sizes where the leading "
         "term dominates; where not, the derived expression fitted over the same sizes gives the fitted slope "
-        f"back, and the last column says from which square size the leading term is {DOMINANT:.0%} of the cost.",
+        f"back, and the last column says from which square size the leading term is {DOMINANT:.0%} of the "
+        "cost.",
     ]
     if table.empty:
         lines.append("_No derived expressions in derived.json._")
