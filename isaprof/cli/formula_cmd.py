@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-peak", dest="peak", action="store_false",
                    help="skip peak memory (by default also derived: a closed form where the storage "
                    "tracker's comparisons resolve, else the reason and the numeric peak)")  # fmt: skip
+    p.add_argument("--jobs", type=_args.positive_int, default=1, metavar="N",
+                   help="with --all: derive N blocks at once in separate processes (default 1)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", metavar="FILE", help="also write the JSON here")
     p.set_defaults(func=run)
@@ -76,8 +78,6 @@ def derive_one(factory: Callable[[], Any], args: argparse.Namespace) -> tuple[di
 
 
 def run(args: argparse.Namespace) -> int:
-    from isaprof.measure.symbolic import NotSymbolic
-
     if args.all == bool(args.name):
         raise ValueError("give one block name or --all")
     if not args.all:
@@ -86,19 +86,24 @@ def run(args: argparse.Namespace) -> int:
         _write(args, obj)
         print(json.dumps(obj, indent=2) if args.json else text(args.name, d, secs, obj.get("peak_bytes")))
         return 0
+    jobs = [(name, impl) for name in blocks.names() for impl in blocks.spec(name).impls]
+    if args.jobs > 1:  # one block per process (spawned: a fresh torch each), results in the usual order
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(
+            min(args.jobs, len(jobs)), mp_context=multiprocessing.get_context("spawn")
+        ) as ex:
+            done = list(ex.map(_one, [n for n, _ in jobs], [i for _, i in jobs], [args] * len(jobs)))
+    else:
+        done = [_one(name, impl, args) for name, impl in jobs]
     rows = []
-    for name in blocks.names():
-        for impl in blocks.spec(name).impls:
-            try:
-                obj, d, secs = derive_one(factory_for(name, args, impl), args)
-            except NotSymbolic as e:
-                print(f"{name} {impl}: {e}", file=sys.stderr)
-                rows.append({"block": name, "impl": impl, "mode": args.mode, "error": str(e)})
-                continue
-            rows.append({"block": name, "impl": impl, "mode": args.mode, "channels": args.channels,
-                         "seconds": round(secs, 2), **obj})  # fmt: skip
-            if not args.json:
-                print(text(f"{name} [{impl}]", d, secs, obj.get("peak_bytes")))
+    for row, message in done:
+        rows.append(row)
+        if "error" in row:
+            print(message, file=sys.stderr)
+        elif not args.json:
+            print(message)
     out: dict[str, Any] = {"channels": args.channels, "mode": args.mode, "blocks": rows}
     if "isa" in blocks.names() and args.mode == "inference":
         out["isa_optimum"] = _isa_optimum(args)
@@ -106,6 +111,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     return 0
+
+
+def _one(name: str, impl: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """(``derived.json`` row, text) of one block and impl; a ``NotSymbolic`` becomes an ``error`` row."""
+    from isaprof.measure.symbolic import NotSymbolic
+
+    try:
+        obj, d, secs = derive_one(factory_for(name, args, impl), args)
+    except NotSymbolic as e:
+        return {"block": name, "impl": impl, "mode": args.mode, "error": str(e)}, f"{name} {impl}: {e}"
+    row = {"block": name, "impl": impl, "mode": args.mode, "channels": args.channels,
+           "seconds": round(secs, 2), **obj}  # fmt: skip
+    return row, text(f"{name} [{impl}]", d, secs, obj.get("peak_bytes"))
 
 
 def _isa_optimum(args: argparse.Namespace) -> dict[str, Any]:

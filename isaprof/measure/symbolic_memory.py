@@ -42,6 +42,8 @@ from isaprof.measure.symbolic import (
     _finish,
     _Grid,
     _guards,
+    _region,
+    _simplify,
     _symbolic_run,
     leading_term,
     numeric_count,
@@ -97,6 +99,43 @@ def _values(expr: sympy.Expr, grid: _Grid, extra: list[tuple[int, int]]) -> np.n
     return np.concatenate([on_grid.astype(float), [float(f(h, w)) for h, w in extra]])
 
 
+def _crossing(a: sympy.Expr, b: sympy.Expr) -> str:
+    """``", equal at H*W = n"`` when ``a - b`` is a function of N = H W alone with one positive root."""
+    n = sympy.Symbol("N", positive=True)
+    diff = sympy.simplify((a - b).subs(W, n / H))
+    if H in diff.free_symbols or diff.atoms(sympy.floor, sympy.ceiling, sympy.Mod):
+        return ""
+    roots = [r for r in sympy.solve(diff, n) if r.is_positive]
+    return f", equal at H*W = {roots[0]}" if len(roots) == 1 else ""
+
+
+def _beyond_grid(
+    derived: Derived, winners: list[sympy.Expr], truth: Callable[[tuple[int, ...]], int | None], grid: _Grid
+) -> Derived:
+    """``derived`` with the moments put back that the grid simplification dropped but that are the
+    largest at a large probe (a moment growing faster that overtakes past the grid, e.g. ISA's attention
+    maps at C = 512 from H W = 40960); those probes are then confirmed numerically. ``ValueError`` if a
+    numeric run disagrees."""
+    subs_ok = [p for p in LARGE if all(bool(g.subs({H: p[0], W: p[1]})) for g in derived.valid_when)]
+    expr = derived.expression
+    missing = [
+        c for c in winners if any(c.subs({H: h, W: w}) > expr.subs({H: h, W: w}) for h, w in subs_ok)
+    ]  # fmt: skip
+    if not missing:
+        return derived
+    region = _region(derived.valid_when, grid)  # each put back simplified on the same region
+    expr = sympy.Max(expr, *(_simplify(c, region, grid) if region.any() else c for c in missing))
+    for h, w in subs_ok:
+        want, got = truth((h, w)), expr.subs({H: h, W: w})
+        if want is None or got != want:
+            raise ValueError(f"{expr} is {got} at {(h, w)} where a numeric run gives {want}")
+    lead, exp, square = leading_term(expr)
+    checked = derived.checked + tuple(subs_ok)
+    return dataclasses.replace(
+        derived, expression=expr, leading=lead, exponent=exp, square_maps=square, checked=checked
+    )
+
+
 def derive_peak(
     factory: Factory, channels: int, size: tuple[int, int] = (64, 64), *, mode: str = "inference"
 ) -> PeakDerivation:
@@ -139,6 +178,10 @@ def derive_peak(
         return PeakDerivation(
             None, f"not confirmed numerically: {e}"[:300], numeric, len(exprs), len(winners)
         )
+    try:
+        derived = _beyond_grid(derived, [cand[i] for i in winners], truth, grid)
+    except ValueError as e:
+        return PeakDerivation(None, f"beyond the grid: {e}"[:300], numeric, len(exprs), len(winners))
     maxes = derived.expression.atoms(sympy.Max)
     if not maxes:
         op = unique.get(derived.expression, None)
@@ -157,6 +200,10 @@ def derive_peak(
     points = [grid.point(i) for i in range(grid.values[0].size)] + list(LARGE)
     where_a = next((p for p, x, y in zip(points, va, vb, strict=True) if x > y and min(p) >= 2), None)
     where_b = next((p for p, x, y in zip(points, va, vb, strict=True) if y > x and min(p) >= 2), None)
-    why = (f"undecided: {unique.get(a, '?')} moment {a} vs {unique.get(b, '?')} moment {b} "
-           f"(the first is larger at {where_a}, the second at {where_b}); the peak is their Max")  # fmt: skip
+
+    def name(e: sympy.Expr) -> str:
+        return f"{e} (after aten.{unique[e]})" if e in unique else str(e)
+
+    why = (f"undecided: {name(a)} vs {name(b)}: the first is larger at {where_a}, the second at {where_b}"
+           f"{_crossing(a, b)}; the peak is their Max")  # fmt: skip
     return PeakDerivation(derived, why, numeric, len(exprs), len(winners))
