@@ -119,3 +119,10 @@ def test_the_section_needs_no_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "| axial | naive |" in out.stdout
+
+
+def test_a_swept_size_outside_the_expressions_region_is_named() -> None:
+    rec = {"fitted exponent": 1.09, "derived exponent": 2, "derived slope at fit sizes": 1.15}
+    outside = derived._outside(["Eq(Mod(H, 8), 0)"], [64, 97, 128], [64, 97, 128])
+    assert outside == "97x97: Eq(Mod(H, 8), 0)"
+    assert derived._verdict(rec, 512, 512, outside).startswith("no: a swept size is outside")

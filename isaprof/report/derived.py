@@ -110,12 +110,28 @@ def comparison(derived: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
             rec["derived slope at fit sizes"] = tables.fit_exponent(n, own)
             if lead is not None and own[last] > 0:
                 rec["leading share at largest"] = float(lead(int(hs[last]), int(ws[last]))) / own[last]
-            rec["agree"] = _verdict(rec, int(g["channels"].iloc[0]), derived.get("channels"))
+            outside = _outside(macs.get("valid_when") or [], hs, ws)
+            rec["agree"] = _verdict(rec, int(g["channels"].iloc[0]), derived.get("channels"), outside)
         out.append(rec)
     return pd.DataFrame(out)
 
 
-def _verdict(rec: dict[str, Any], swept_channels: int, derived_channels: int | None) -> str:
+def _outside(valid_when: list[str], hs: np.ndarray, ws: np.ndarray) -> str:
+    """``"97x97: Eq(Mod(H, 8), 0)"`` for the first swept size where a condition of the expression fails."""
+    import sympy
+
+    h, w = sympy.symbols("H W", integer=True, positive=True)
+    for text in valid_when:
+        cond = sympy.sympify(text, locals={"H": h, "W": w})
+        for a, b in zip(hs, ws, strict=True):
+            if not bool(cond.subs({h: int(a), w: int(b)})):
+                return f"{int(a)}x{int(b)}: {text}"
+    return ""
+
+
+def _verdict(
+    rec: dict[str, Any], swept_channels: int, derived_channels: int | None, outside: str = ""
+) -> str:
     fitted, exact, own = (
         rec["fitted exponent"],
         float(rec["derived exponent"]),
@@ -125,6 +141,8 @@ def _verdict(rec: dict[str, Any], swept_channels: int, derived_channels: int | N
         return "no fit (sizes span < 2x)"
     if abs(fitted - exact) <= TOLERANCE:
         return "yes"
+    if outside:
+        return f"no: a swept size is outside the expression's region ({outside}); trace at such a size"
     same = derived_channels is None or derived_channels == swept_channels
     if same and math.isfinite(own) and abs(own - fitted) <= TOLERANCE:
         return f"no: fit range (lower-order terms; leading term {100 * rec['leading share at largest']:.0f}%)"
