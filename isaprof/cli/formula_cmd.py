@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
     p.add_argument("--size", type=_args.size, default=(64, 64), metavar="HxW",
                    help="the size traced at (default 64x64): one the block accepts")  # fmt: skip
+    p.add_argument("--also-size", type=_args.size, metavar="HxW",
+                   help="where the MACs at --size hold only under divisibility or equality conditions, "
+                   "derive again at this size and keep the result with fewer")  # fmt: skip
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument("--batch-symbol", action="store_true", help="B as a symbol too (else B = 1)")
     p.add_argument("--no-peak", dest="peak", action="store_false",
@@ -70,11 +73,27 @@ def derive_one(factory: Callable[[], Any], args: argparse.Namespace) -> tuple[di
 
     start = time.perf_counter()
     d = derive(factory, args.channels, args.size, mode=args.mode, batch_symbol=args.batch_symbol)
+    again = getattr(args, "also_size", None)
+    if again and _conditions(d.macs.valid_when):  # a narrow region at --size: try the other size
+        d2 = derive(factory, args.channels, again, mode=args.mode, batch_symbol=args.batch_symbol)
+        if len(_conditions(d2.macs.valid_when)) < len(_conditions(d.macs.valid_when)):
+            d = d2
     obj = d.to_json()
+    obj["traced_at"] = "x".join(map(str, d.traced_at))
     if args.peak and not args.batch_symbol:  # the tracker's peak in H, W (batch 1), or why not
-        peak = derive_peak(factory, args.channels, args.size, mode=args.mode)
-        obj["peak_bytes"] = peak.to_json()
+        peak, at = derive_peak(factory, args.channels, args.size, mode=args.mode), args.size
+        narrow = peak.derived is not None and _conditions(peak.derived.valid_when)
+        if again and narrow:
+            peak2 = derive_peak(factory, args.channels, again, mode=args.mode)
+            if peak2.derived is not None and len(_conditions(peak2.derived.valid_when)) < len(narrow):
+                peak, at = peak2, again
+        obj["peak_bytes"] = {**peak.to_json(), "traced_at": "x".join(map(str, at))}
     return obj, d, time.perf_counter() - start
+
+
+def _conditions(valid_when: Any) -> list[Any]:
+    """The conditions that are more than a lower bound on H, W or H W (divisibility, equalities)."""
+    return [g for g in valid_when if not (g.is_Relational and g.rel_op == ">=" and g.rhs.is_Number)]
 
 
 def run(args: argparse.Namespace) -> int:
