@@ -53,7 +53,7 @@ report: $(STAMP)
 		wait $$p && exit $$s
 	$(BIN)/python -m isaprof.head_shares $(RESULTS)
 	$(BIN)/python -m isaprof.bounds $(RESULTS)
-	$(BIN)/isaprof formula --all --channels 64 --json --out $(RESULTS)/derived.json > /dev/null
+	$(BIN)/isaprof formula --all --channels 512 --size 61x59 --also-size 64x64 --jobs 2 --json --out $(RESULTS)/derived.json > /dev/null
 	$(BIN)/isaprof verify --size 12x10 --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
 	$(BIN)/isaprof report $(RESULTS) --out reports

@@ -103,7 +103,12 @@ def test_cli_formula_json(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"macs", "bytes_moved", "symbols"} and out["symbols"] == ["H", "W"]
+    assert set(out) == {"macs", "bytes_moved", "symbols", "peak_bytes", "traced_at"} and out["symbols"] == [
+        "H",
+        "W",
+    ]
+    assert out["peak_bytes"]["expression"] == "340*H*W + 136"  # C = 16: resolved to one moment
+    assert out["peak_bytes"]["reason"].startswith("resolved")
     assert set(out["macs"]) == {"expression", "leading", "exponent", "valid_when"}
     assert out["macs"]["exponent"] == 1
 

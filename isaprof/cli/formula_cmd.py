@@ -1,8 +1,9 @@
 """``isaprof formula TARGET --channels C ...``: a block's MACs (and bytes moved) as closed forms in H, W (B).
 
 One symbolic run (isaprof/measure/symbolic.py): the expression, the conditions under which it holds, its
-leading term and exponent in N = H W. ``--all`` derives every registered block (``--out FILE`` writes the
-JSON, e.g. the report's ``derived.json``).
+leading term and exponent in N = H W. ``--all`` derives every registered block and ISA's optimal factor
+(``--out FILE`` writes the JSON, e.g. the report's ``derived.json``: ``{"channels", "mode", "blocks": [one
+object per block and impl], "isa_optimum": {...}}``).
 """
 
 from __future__ import annotations
@@ -33,8 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
     p.add_argument("--size", type=_args.size, default=(64, 64), metavar="HxW",
                    help="the size traced at (default 64x64): one the block accepts")  # fmt: skip
+    p.add_argument("--also-size", type=_args.size, metavar="HxW",
+                   help="where the MACs at --size hold only under divisibility or equality conditions, "
+                   "derive again at this size and keep the result with fewer")  # fmt: skip
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument("--batch-symbol", action="store_true", help="B as a symbol too (else B = 1)")
+    p.add_argument("--no-peak", dest="peak", action="store_false",
+                   help="skip peak memory (by default also derived: a closed form where the storage "
+                   "tracker's comparisons resolve, else the reason and the numeric peak)")  # fmt: skip
+    p.add_argument("--jobs", type=_args.positive_int, default=1, metavar="N",
+                   help="with --all: derive N blocks at once in separate processes (default 1)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", metavar="FILE", help="also write the JSON here")
     p.set_defaults(func=run)
@@ -53,40 +62,98 @@ def factory_for(name: str, args: argparse.Namespace, impl: str) -> Callable[[], 
 def derive_one(factory: Callable[[], Any], args: argparse.Namespace) -> tuple[dict[str, Any], Any, float]:
     """(JSON object, Derivation, seconds) of one target."""
     from isaprof.measure.symbolic import derive
+    from isaprof.measure.symbolic_memory import derive_peak
 
     start = time.perf_counter()
     d = derive(factory, args.channels, args.size, mode=args.mode, batch_symbol=args.batch_symbol)
-    return d.to_json(), d, time.perf_counter() - start
+    again = getattr(args, "also_size", None)
+    if again and _conditions(d.macs.valid_when):  # a narrow region at --size: try the other size
+        d2 = derive(factory, args.channels, again, mode=args.mode, batch_symbol=args.batch_symbol)
+        if len(_conditions(d2.macs.valid_when)) < len(_conditions(d.macs.valid_when)):
+            d = d2
+    obj = d.to_json()
+    obj["traced_at"] = "x".join(map(str, d.traced_at))
+    if args.peak and not args.batch_symbol:  # the tracker's peak in H, W (batch 1), or why not
+        peak, at = derive_peak(factory, args.channels, args.size, mode=args.mode), args.size
+        narrow = peak.derived is not None and _conditions(peak.derived.valid_when)
+        if again and narrow:
+            peak2 = derive_peak(factory, args.channels, again, mode=args.mode)
+            if peak2.derived is not None and len(_conditions(peak2.derived.valid_when)) < len(narrow):
+                peak, at = peak2, again
+        obj["peak_bytes"] = {**peak.to_json(), "traced_at": "x".join(map(str, at))}
+    return obj, d, time.perf_counter() - start
+
+
+def _conditions(valid_when: Any) -> list[Any]:
+    """The conditions that are more than a lower bound on H, W or H W (divisibility, equalities)."""
+    return [g for g in valid_when if not (g.is_Relational and g.rel_op == ">=" and g.rhs.is_Number)]
 
 
 def run(args: argparse.Namespace) -> int:
-    from isaprof.measure.symbolic import NotSymbolic
-
     if args.all == bool(args.name):
         raise ValueError("give one block name or --all")
     if not args.all:
         factory = factory_for(args.name, args, args.impl)
         obj, d, secs = derive_one(factory, args)
         _write(args, obj)
-        print(json.dumps(obj, indent=2) if args.json else text(args.name, d, secs))
+        print(json.dumps(obj, indent=2) if args.json else text(args.name, d, secs, obj.get("peak_bytes")))
         return 0
+    jobs = [(name, impl) for name in blocks.names() for impl in blocks.spec(name).impls]
+    if args.jobs > 1:  # one block per process (spawned: a fresh torch each), results in the usual order
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(
+            min(args.jobs, len(jobs)), mp_context=multiprocessing.get_context("spawn")
+        ) as ex:
+            done = list(ex.map(_one, [n for n, _ in jobs], [i for _, i in jobs], [args] * len(jobs)))
+    else:
+        done = [_one(name, impl, args) for name, impl in jobs]
     rows = []
-    for name in blocks.names():
-        for impl in blocks.spec(name).impls:
-            try:
-                obj, d, secs = derive_one(factory_for(name, args, impl), args)
-            except NotSymbolic as e:
-                print(f"{name} {impl}: {e}", file=sys.stderr)
-                rows.append({"block": name, "impl": impl, "mode": args.mode, "error": str(e)})
-                continue
-            rows.append({"block": name, "impl": impl, "mode": args.mode, "channels": args.channels,
-                         "seconds": round(secs, 2), **obj})  # fmt: skip
-            if not args.json:
-                print(text(f"{name} [{impl}]", d, secs))
-    _write(args, rows)
+    for row, message in done:
+        rows.append(row)
+        if "error" in row:
+            print(message, file=sys.stderr)
+        elif not args.json:
+            print(message)
+    out: dict[str, Any] = {"channels": args.channels, "mode": args.mode, "blocks": rows}
+    if "isa" in blocks.names() and args.mode == "inference":
+        out["isa_optimum"] = _isa_optimum(args)
+    _write(args, out)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(out, indent=2))
     return 0
+
+
+def _one(name: str, impl: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """(``derived.json`` row, text) of one block and impl; a ``NotSymbolic`` becomes an ``error`` row."""
+    from isaprof.measure.symbolic import NotSymbolic
+
+    try:
+        obj, d, secs = derive_one(factory_for(name, args, impl), args)
+    except NotSymbolic as e:
+        return {"block": name, "impl": impl, "mode": args.mode, "error": str(e)}, f"{name} {impl}: {e}"
+    row = {"block": name, "impl": impl, "mode": args.mode, "channels": args.channels,
+           "seconds": round(secs, 2), **obj}  # fmt: skip
+    return row, text(f"{name} [{impl}]", d, secs, obj.get("peak_bytes"))
+
+
+def _isa_optimum(args: argparse.Namespace) -> dict[str, Any]:
+    """``isa_optimum`` of ``derived.json`` (isaprof/isa_optimum.py), or ``{"error": ...}``."""
+    from isaprof.isa_optimum import isa_optimum
+
+    start = time.perf_counter()
+    try:
+        obj = isa_optimum(args.channels)
+    except ValueError as e:
+        print(f"isa optimum: {e}", file=sys.stderr)
+        return {"error": str(e)}
+    obj["seconds"] = round(time.perf_counter() - start, 2)
+    if not args.json:
+        print(f"isa: {obj['optimum']} minimises {obj['attention']}")
+        for size, best in obj["at"].items():
+            print(f"  at {size}: best factors {', '.join(best['factors'])} ({best['macs']:,} MACs)")
+    return obj
 
 
 def _write(args: argparse.Namespace, obj: Any) -> None:
@@ -96,7 +163,7 @@ def _write(args: argparse.Namespace, obj: Any) -> None:
             f.write("\n")
 
 
-def text(title: str, d: Any, secs: float) -> str:
+def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) -> str:
     """A readable account of a :class:`isaprof.measure.symbolic.Derivation`."""
     lines = [f"{title}  (traced at {d.traced_at[0]}x{d.traced_at[1]}, {secs:.1f} s)"]
     for label, x in (("MACs", d.macs), ("bytes moved", d.bytes_moved)):
@@ -110,5 +177,9 @@ def text(title: str, d: Any, secs: float) -> str:
         valid = " and ".join(str(g) for g in x.valid_when) or "every size"
         lines.append(f"    valid when {valid}  ({x.dropped} guard(s) of torch's did not change it)")
         lines.append(f"    confirmed numerically at {', '.join('x'.join(map(str, p)) for p in x.checked)}")
+    if peak is not None:
+        lines.append(f"  peak bytes = {peak['expression'] or '-'}  (numeric at the traced size: "
+                     f"{peak['numeric_at_traced']})")  # fmt: skip
+        lines.append(f"    {peak['reason']}")
     lines += [f"  note: {n}" for n in d.notes]
     return "\n".join(lines)

@@ -120,11 +120,15 @@ class StorageTracker(TorchDispatchMode):
                     self._owner_of[key] = who = self.owner()
                     self._charge(who, size)
         self._after_op(func)
+        self._sample(func)
+        return out
+
+    def _sample(self, func: Any) -> None:
+        """After each op: update the peak (a subclass may record the moment instead of comparing)."""
         if self.current > self.peak:
             self.peak = self.current
             if self.owner is not None:
                 self.peak_by_owner = {k: v for k, v in self.live_by_owner.items() if v}
-        return out
 
     def _allocate(self, key: int, nbytes: int) -> int:
         """The bytes an allocation of ``nbytes`` counts for (a subclass may model an allocator)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from isaprof.report import data, efficiency, plots, tables
+from isaprof.report import data, derived, efficiency, plots, tables
 from isaprof.report.bounds import bounds_section
 from isaprof.report.heads import heads_section
 
@@ -59,6 +59,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         "peak memory = live tensor storage allocated during the call (parameters and input excluded).",
         efficiency.section(results_dir, df, notes),  # the efficiency table at the papers' sizes, first
         _scaling_section(df, out_dir, notes, svg),
+        derived.section(results_dir, df, out_dir, notes),  # exact exponents beside the fitted ones
         _crossover_section(df, out_dir),
         _factor_section(df, out_dir, notes),
         _reproduction_section(results_dir, out_dir, notes),
