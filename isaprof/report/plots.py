@@ -194,6 +194,14 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
     return _save(fig, Path(path), svg=False)
 
 
+def _two_five(v: float, _: int) -> str:
+    """Minor tick label of a log axis: only the 2s and 5s of each decade (0.2, 0.5, 2, 5, 20, ...)."""
+    if v <= 0:
+        return ""
+    lead = v / 10 ** np.floor(np.log10(v))
+    return f"{v:g}" if np.isclose(lead, 2) or np.isclose(lead, 5) else ""
+
+
 def roofline(
     tp: pd.DataFrame,
     path: str | Path,
@@ -268,7 +276,7 @@ def roofline(
     ax.set_ylim(bottom / 2, top * 2)  # the dashed extension of the memory roof does not stretch the axis
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 20, not 2x10^0
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_two_five))  # 2 and 5 only: no overlap
     ax.set_xlabel("arithmetic intensity: counted FLOPs / bytes moved (FLOP/byte, log)")
     ax.set_ylabel("achieved GFLOP/s = FLOPs / median latency (log)")
     if not bandwidth_gbs:
