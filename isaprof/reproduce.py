@@ -23,7 +23,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from isaprof.blocks import build
 from isaprof.blocks.common import record_attention
 from isaprof.blocks.heads import OpensegHead, RCCAHead  # the published heads (isaprof.blocks.heads)
-from isaprof.measure import count_flops, measure_latency, step, track_peak
+from isaprof.measure import measure_latency, step
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "reference" / "published.toml"
 UNITS = {"GFLOP": 1e9, "MiB": 2.0**20, "x": 1.0, "%": 1.0}
@@ -58,20 +58,16 @@ def make_model(spec: dict[str, Any]) -> tuple[Callable[[], nn.Module], tuple[int
     return makers[kind], (1, cin, h, w)
 
 
-def measure_fake(make: Callable[[], nn.Module], shape: tuple[int, ...], mode: str) -> dict[str, float]:
-    """FLOPs, peak bytes (ours: above parameters and input) and parameter + buffer bytes, on fake tensors.
+def measure(make: Callable[[], nn.Module], shape: tuple[int, ...], mode: str) -> dict[str, float]:
+    """FLOPs, peak bytes (ours: above parameters and input) and parameter + buffer bytes on fake tensors,
+    through :func:`isaprof.profile` (the module as an instance target: measured on a copy, input width its
+    ``in_channels``), so a published figure is measured exactly as every other configuration."""
+    from isaprof.run import profile
 
-    The module is built on ``meta`` and moved with ``to_empty`` inside ``FakeTensorMode``: shapes only.
-    """
-    with torch.device("meta"):
-        module = make()
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        module = module.to_empty(device="cpu")
-        x = torch.empty(shape)  # (B, C_in, H, W), fake
-        flops = count_flops(step(module, x, mode)).flops
-        peak = track_peak(step(module, x, mode)).peak
+    module = make()
+    rec = profile(module, size=tuple(shape[2:]), channels=shape[1], batch=shape[0], mode=mode, latency=None)
     weights = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-    return {"flops": flops, "peak_bytes": peak, "weight_bytes": weights}
+    return {"flops": rec.flop_count.flops, "peak_bytes": rec.peak_bytes, "weight_bytes": weights}
 
 
 def affinity_bytes(spec: dict[str, Any]) -> tuple[float, str]:
@@ -168,14 +164,14 @@ def reproduce_figure(
         row["setting"] = f"{row['setting']} (ours {how})"
     else:
         make, shape = make_model(spec)
-        m = measure_fake(make, shape, fig.get("mode", "inference"))
+        m = measure(make, shape, fig.get("mode", "inference"))
         if fig["metric"] == "flops":
             row["ours"] = row["ours_as_source"] = m["flops"] / scale
         else:  # openseg's harness: max_memory_allocated - input bytes, so resident weights count
             row["ours"] = m["peak_bytes"] / scale
             row["ours_as_source"] = (m["peak_bytes"] + m["weight_bytes"]) / scale
             other = "train" if fig.get("mode", "inference") == "inference" else "inference"
-            o = measure_fake(make, shape, other)["peak_bytes"] / scale
+            o = measure(make, shape, other)["peak_bytes"] / scale
             row["reason"] = f"{row['reason']} (ours in {other}: {o:.4g} {fig['unit']})".strip()
         if device == "cpu" and m["flops"] / 1e9 <= latency_max_gflop:
             row["latency_ms"] = cpu_latency(make, shape)
