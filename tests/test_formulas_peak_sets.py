@@ -50,6 +50,7 @@ def _measured(name, size, c, ck, cv, impl, mode, options) -> int:
 CASES = [
     ("dense", (8, 8), 32, 16, 16, {}),
     ("dense", (9, 11), 32, 8, 16, {}),
+    ("dense", (3, 3), 8, 4, 64, {}),  # train sdpa: the context copy beside value (movable) is the peak
     ("isa", (8, 8), 32, 16, 16, {"factor": (2, 2)}),
     ("isa", (9, 11), 32, 16, 16, {"factor": (3, 2), "masked": True}),
     ("axial", (9, 11), 32, 8, 16, {}),
@@ -183,3 +184,63 @@ def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
             assert cost(cfg).peak_bytes["inference"] == replay[name](cfg), cfg
             n += 1
     assert n > 500
+
+
+# ---- train: the closed-form train peak sets (isaprof.formulas.train_sets) ----
+
+TRAIN_SETS = {  # block -> (closed-form train peak set, event replay of the same code)
+    "dense": ("dense", "dense_train_peak", "dense_peak"),
+}
+TRAIN_OPTIONS = {
+    "dense": [()],
+    "axial": [()],
+    "non_local": [(("sub_sample", False),), (("sub_sample", True),)],
+    "isa": [(("factor", f), ("masked", m)) for f in ((2, 3), (5, 5), (1, 4), (1, 1)) for m in (False, True)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_SETS))
+def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
+    # pure Python, no torch: each block's train peak set against formulas.memory's replay (pinned to the
+    # tracker by the measured tests) over 1x1 and odd maps, widths 1 and wide, C below and above Ck, Cv,
+    # batch 1 and 2, fp16, every kernel; the peak set's bytes are also its named terms' sum
+    import importlib
+    import itertools
+
+    module, closed, replay = TRAIN_SETS[name]
+    mod = importlib.import_module(f"isaprof.formulas.{module}")
+    kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
+    n = 0
+    for (h, w), (ck, cv), (impl, backend), dtype, c, batch in itertools.product(
+        [(1, 1), (1, 5), (7, 9), (4, 4), (3, 30)],
+        [(1, 3), (4, 4), (8, 2), (40, 40), (2, 40)],
+        kernels,
+        ["float32", "float16"],
+        [8, 100],
+        [1, 2],
+    ):
+        if backend == "flash" and ck != cv:
+            continue
+        for opts in TRAIN_OPTIONS[name]:
+            if dict(opts).get("sub_sample") and min(h, w) < 2:
+                continue
+            cfg = Config(name, batch, c, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
+            peak = getattr(mod, closed)(cfg)
+            assert peak.bytes == getattr(mod, replay)(cfg, True).peak == cost(cfg).peak_bytes["train"], cfg
+            assert peak.bytes == sum(peak.live.values()) and peak.movable_bytes <= peak.bytes
+            n += 1
+    assert n > 400
+
+
+def test_dense_train_peak_set_names_the_softmax_backward():
+    # dense naive train, N = 16 x 16, C = Ck = Cv = 8: the three (B, N, N) buffers of the softmax backward
+    # beside the saved activations; exact (no tolerance: every local is saved by autograd there)
+    from isaprof.formulas.dense import dense_train_peak
+
+    cfg = Config("dense", 1, 8, 8, 8, 16, 16)
+    peak = dense_train_peak(cfg)
+    n, lg = 256, 256 * 256 * 4
+    assert peak.name == "attention backward: d_softmax"
+    assert {k: v for k, v in peak.live.items() if v == lg} == {"softmax": lg, "d_attn": lg, "d_softmax": lg}
+    assert peak.live["seed"] == n * 8 * 4 and "value" not in peak.live  # the A V backward released value
+    assert "train" not in cost(cfg).peak_tolerance

@@ -15,6 +15,7 @@ from __future__ import annotations
 from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
 from isaprof.formulas import peak as fp
+from isaprof.formulas import train_sets as ts
 from isaprof.formulas.base import Config, Cost, formula
 
 
@@ -71,15 +72,15 @@ def dense(cfg: Config) -> Cost:
     c, ck, cv, n = cfg.channels, cfg.key_channels, cfg.value_channels, cfg.height * cfg.width
     kernel = fc.attention_kernel(cfg.impl, cfg.backend, ck, cv)
     macs, train = stage_macs("", cfg.batch, n, c, ck, cv, c, kernel)
-    inference = dense_inference_peak(cfg)
+    inference, train_peak = dense_inference_peak(cfg), dense_train_peak(cfg)
     return Cost(
         params=stage_params(c, ck, cv, c),
         macs=macs,
         train_macs=train,
         elementwise=stage_elementwise("", cfg.batch, n, ck, c),
-        peak_bytes={"inference": inference.bytes, "train": dense_peak(cfg, True).peak},
+        peak_bytes={"inference": inference.bytes, "train": train_peak.bytes},
         padded=(cfg.height, cfg.width),
-        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.tolerance(train_peak)),
     )
 
 
@@ -395,3 +396,23 @@ def dense_peak(cfg: Config, train: bool) -> fm.Trace:
         fm.grad_sum(t, "d_x", parts, s["maps"] * s["n"] * s["cin"] * s["b"])
     del y
     return t
+
+
+# ---- peak bytes, train: the peak set (see isaprof/formulas/train_sets.py) ----
+
+
+def dense_train_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``dense`` train: the largest of the stage's candidates (`train_sets.stage_forward`,
+    `train_sets.stage_backward`, the input gradient's last sum), beside the seed in the backward.
+
+    With naive / math attention and N large it is the softmax backward: softmax, d_attn and d_softmax
+    (3 B N^2 b) beside the saved activations (4 projection layers, value or its copy, context, output layer),
+    the seed, d_v and the output layer's weight gradients; flash (no N^2 buffer) peaks at the output
+    layer's BN backward.
+    """
+    s = stage_spec(cfg, cfg.batch, cfg.height * cfg.width)
+    found, live = ts.stage_forward("", s, {})
+    seed = {"seed": s["maps"] * s["n"] * s["cout"] * s["b"]}  # ones_like(out): held to the end, like out
+    back, live, parts = ts.stage_backward("", s, {**live, **seed}, "seed", ())
+    last, _ = ts.grad_sum("d_x", live, parts, s["maps"] * s["n"] * s["cin"] * s["b"])
+    return fp.peak_set([*found, *back, *last])
