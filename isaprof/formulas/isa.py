@@ -18,6 +18,7 @@ import math
 from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
 from isaprof.formulas import peak as fp
+from isaprof.formulas import train_sets as ts
 from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.dense import (
     stage_backward,
@@ -64,15 +65,15 @@ def isa(cfg: Config) -> Cost:
         macs.update(fwd)
         train.update(bwd)
         elementwise.update(stage_elementwise(prefix, maps, n, ck, c, masked))
-    inference = isa_inference_peak(cfg)
+    inference, train_peak = isa_inference_peak(cfg), isa_train_peak(cfg)
     return Cost(
         params=2 * stage_params(c, ck, cv, c),
         macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": inference.bytes, "train": isa_peak(cfg, True).peak},
+        peak_bytes={"inference": inference.bytes, "train": train_peak.bytes},
         padded=(qh * ph, qw * pw),
-        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.tolerance(train_peak)),
     )
 
 
@@ -239,3 +240,83 @@ def isa_peak(cfg: Config, train: bool) -> fm.Trace:
         t.alloc("d_x", n * c * h * w * b)
         t.free(grad)
     return t
+
+
+def isa_train_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``isa`` train: the largest of
+
+    * forward: the pad beside its long-range regroup copy; each stage's candidates
+      (`train_sets.stage_forward`) beside what the block holds then (key masks, the saved stage inputs, the
+      long-range output); the short-range output beside its final regroup copy;
+    * backward: the crop's ``slice_backward`` buffers beside the seed; each regroup's gradient copy beside
+      the gradient it copies; each stage's candidates (`train_sets.stage_backward`) and its input gradient's
+      sums; the pad's backward (x's gradient beside the padded one).
+
+    With naive / math attention and large stages it is the larger stage's softmax backward: three
+    (maps, N, N) buffers, B P_h P_w (Q_h Q_w)^2 b each (long range) or B Q_h Q_w (P_h P_w)^2 b (short
+    range), beside everything both stages saved; the stages run one after the other, so only one stage's
+    (N, N) buffers are ever live.
+    """
+    n, c, h, w, b = cfg.batch, cfg.channels, cfg.height, cfg.width, cfg.dtype_bytes
+    ph, pw = factor_of(cfg)
+    qh, qw, top, bottom, left, right = isa_geometry(h, w, (ph, pw))
+    padded = top + bottom + left + right > 0
+    masked = bool(cfg.option("masked", False)) and padded
+    full = n * c * qh * ph * qw * pw * b
+    r1, r2, r3 = _regroups(n, c, qh, qw, ph, pw)
+    specs = [
+        stage_spec(cfg, n * ph * pw, qh * qw, masked, _nhwc(r1)),
+        stage_spec(cfg, n * qh * qw, ph * pw, masked, _nhwc(r2)),
+    ]
+    prefixes = ("long-range ", "short-range ")
+    found: list[fp.Moment] = []
+    live: ts.Live = {"padded input": full} if padded else {}
+    masks = {"key masks": mask_bytes(n, qh, qw, ph, pw)} if masked else {}
+    live.update(masks)
+    # the stage inputs: a regroup copy, or (a view) the pad / the long-range output, saved by the convs
+    inputs = [
+        "long-range input" if _copies(r1) else ("padded input" if padded else None),
+        "short-range input" if _copies(r2) else None,  # a view of the long-range output: dies with it
+    ]
+    if _copies(r1):
+        found.append(ts.at("long-range regroup", live, **{"long-range input": full}))
+        live = {**ts.without(live, "padded input"), "long-range input": full}
+    for i, (p, s) in enumerate(zip(prefixes, specs, strict=True)):
+        if i == 1 and _copies(r2):
+            live["short-range input"] = full
+        more, live = ts.stage_forward(p, s, live)
+        found += more
+    if _copies(r3):  # the output, held by the caller to the end
+        found.append(ts.at("final regroup", live, output=full))
+        live["output"] = full
+    live = ts.without(live, *masks)  # the masks die with the forward (naive saved its own ~mask)
+    out_is_y1 = not _copies(r3)
+    # backward: ones_like(out), held by the caller; the crop's slice_backward pads it back to (H', W')
+    live["seed"] = n * c * h * w * b
+    grad = "seed"
+    if top + bottom > 0 and left + right > 0:
+        found.append(ts.at("crop backward", live, d_crop_rows=n * c * h * qw * pw * b, d_crop=full))
+    elif padded:
+        found.append(ts.at("crop backward", live, d_crop=full))
+    if padded:
+        live["d crop"], grad = full, "d crop"
+    if fm.regroup_back_copies(r3):
+        found.append(ts.at("final regroup backward", live, d_out=full))
+        live = {**ts.without(live, None if grad == "seed" else grad), "d out": full}
+        grad = "d out"
+    for i in (1, 0):
+        p, s = prefixes[i], specs[i]
+        frees = (None if grad == "seed" else grad, None if (i == 1 and out_is_y1) else p + "w relu")
+        more, live, parts = ts.stage_backward(p, s, live, grad, frees)
+        found += more
+        live = ts.without(live, inputs[i])
+        more, live = ts.grad_sum(p + "d_x", live, parts, full)
+        found += more
+        grad = f"{p}d_x sum 1"
+        if fm.regroup_back_copies((r1, r2)[i]):
+            found.append(ts.at(p + "regroup backward", live, **{p + "d_regroup": full}))
+            live = {**ts.without(live, grad), p + "d_regroup": full}
+            grad = p + "d_regroup"
+    if padded:
+        found.append(ts.at("pad backward", live, d_x=n * c * h * w * b))
+    return fp.peak_set(found)

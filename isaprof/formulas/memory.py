@@ -190,6 +190,17 @@ def regroup_strides(shapes: tuple) -> list[int] | None:
     return view_strides([shape[p] for p in perm], [strides[p] for p in perm], new)
 
 
+def regroup_back_copies(shapes: tuple) -> bool:
+    """Whether the gradient of a :func:`regroup` (contiguous, ``new``-shaped) copies on its way back to
+    ``src_shape`` (see ``regroup(..., backward=True)``)."""
+    src_shape, shape, perm, _ = shapes
+    permuted = contiguous_strides([shape[p] for p in perm])
+    strides = [0] * len(shape)
+    for i, p in enumerate(perm):
+        strides[p] = permuted[i]
+    return view_copies(shape, strides, src_shape)
+
+
 def is_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:
     """Whether a 4-D (N, C, H, W) view is channels-last contiguous (``is_contiguous(channels_last)``;
     size-1 dims ignored) and not plainly contiguous. A conv on such an input writes its output NHWC, so
