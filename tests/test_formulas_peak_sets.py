@@ -191,6 +191,7 @@ def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
 TRAIN_SETS = {  # block -> (closed-form train peak set, event replay of the same code)
     "dense": ("dense", "dense_train_peak", "dense_peak"),
     "isa": ("isa", "isa_train_peak", "isa_peak"),
+    "axial": ("axial", "axial_train_peak", "axial_peak"),
 }
 TRAIN_OPTIONS = {
     "dense": [()],
