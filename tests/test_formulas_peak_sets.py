@@ -192,6 +192,7 @@ TRAIN_SETS = {  # block -> (closed-form train peak set, event replay of the same
     "dense": ("dense", "dense_train_peak", "dense_peak"),
     "isa": ("isa", "isa_train_peak", "isa_peak"),
     "axial": ("axial", "axial_train_peak", "axial_peak"),
+    "non_local": ("non_local", "non_local_train_peak", "non_local_peak"),
 }
 TRAIN_OPTIONS = {
     "dense": [()],
