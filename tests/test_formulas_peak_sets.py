@@ -193,10 +193,12 @@ TRAIN_SETS = {  # block -> (closed-form train peak set, event replay of the same
     "isa": ("isa", "isa_train_peak", "isa_peak"),
     "axial": ("axial", "axial_train_peak", "axial_peak"),
     "non_local": ("non_local", "non_local_train_peak", "non_local_peak"),
+    "sparse_nonlocal": ("sparse_nonlocal", "sparse_train_peak_set", "sparse_train_peak"),
 }
 TRAIN_OPTIONS = {
     "dense": [()],
     "axial": [()],
+    "sparse_nonlocal": [(("k", k),) for k in (1, 4, 64, 1000)],
     "non_local": [(("sub_sample", False),), (("sub_sample", True),)],
     "isa": [(("factor", f), ("masked", m)) for f in ((2, 3), (5, 5), (1, 4), (1, 1)) for m in (False, True)],
 }
@@ -229,7 +231,8 @@ def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
                 continue
             cfg = Config(name, batch, c, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
             peak = getattr(mod, closed)(cfg)
-            assert peak.bytes == getattr(mod, replay)(cfg, True).peak == cost(cfg).peak_bytes["train"], cfg
+            replayed = getattr(mod, replay)(*((cfg,) if name == "sparse_nonlocal" else (cfg, True))).peak
+            assert peak.bytes == replayed == cost(cfg).peak_bytes["train"], cfg
             assert peak.bytes == sum(peak.live.values()) and peak.movable_bytes <= peak.bytes
             n += 1
     assert n > 400
