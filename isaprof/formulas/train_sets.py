@@ -224,3 +224,23 @@ def grad_sum(name: str, live: Live, parts: list[str], nbytes: int) -> tuple[list
         live = {**without(live, acc, part), new: nbytes}
         acc = new
     return found, live
+
+
+def accumulate(
+    name: str, live: Live, acc: dict[str, str], parts: Iterable[tuple[str, str, int]]
+) -> tuple[list[Moment], Live]:
+    """Autograd's gradient buffers after one backward node (`memory.accumulate`): each new gradient
+    ``(key, part, nbytes)`` (in ``live``) becomes the buffer ``acc[key]``, or is added to it out of place:
+    the candidate is the sum beside the old buffer and the part; the old buffer dies at once (unless it is
+    the caller-held seed), the summed parts after the node's last sum."""
+    found, summed = [], []
+    for key, part, nbytes in parts:
+        if key not in acc:
+            acc[key] = part
+            continue
+        new = part + " sum"
+        found.append(at(f"{name}: {key} gradient sum", live, **{new: nbytes}))
+        live = {**without(live, None if acc[key] == "seed" else acc[key]), new: nbytes}
+        acc[key] = new
+        summed.append(part)
+    return found, without(live, *summed)
