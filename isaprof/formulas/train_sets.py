@@ -38,8 +38,9 @@ def without(live: Mapping[str, int], *names: str | None) -> Live:
 
 
 def at(name: str, live: Mapping[str, int], movable: Iterable[str] = (), **new: int) -> Moment:
-    """The candidate ``name``: ``live`` plus ``new`` (keyword ``_`` for spaces; zero-byte entries dropped)."""
-    extra = {k.replace("_", " "): v for k, v in new.items() if v}
+    """The candidate ``name``: ``live`` plus ``new`` (names as given: a tensor keeps one name from its
+    allocation to its death; zero-byte entries dropped)."""
+    extra = {k: v for k, v in new.items() if v}
     return Moment(name, {**live, **extra}, tuple(m for m in movable if m in live))
 
 
