@@ -196,15 +196,17 @@ TRAIN_SETS = {  # block -> (closed-form train peak set, event replay of the same
     "sparse_nonlocal": ("sparse_nonlocal", "sparse_train_peak_set", "sparse_train_peak"),
     "criss_cross": ("criss_cross", "criss_cross_train_peak_set", "criss_cross_train_peak"),
     "linear": ("linear", "linear_train_peak_set", "linear_train_peak"),
+    "channelized_axial": ("channelized_axial", "caa_train_peak_set", "caa_train_peak"),
 }
 REPLAY_TAKES_MODE = {"dense", "isa", "axial", "non_local"}  # the others' replays are train-only
-NO_IMPL = {"criss_cross", "linear"}  # blocks without an attention impl option
+NO_IMPL = {"criss_cross", "linear", "channelized_axial"}  # blocks without an attention impl option
 TRAIN_OPTIONS = {
     "dense": [()],
     "axial": [()],
     "sparse_nonlocal": [(("k", k),) for k in (1, 4, 64, 1000)],
     "criss_cross": [(("recurrence", r),) for r in (1, 3)],
     "linear": [()],
+    "channelized_axial": [(("groups", g), ("mlp_layers", k)) for g in (1, 3, 16) for k in (1, 5)],
     "non_local": [(("sub_sample", False),), (("sub_sample", True),)],
     "isa": [(("factor", f), ("masked", m)) for f in ((2, 3), (5, 5), (1, 4), (1, 1)) for m in (False, True)],
 }

@@ -57,7 +57,7 @@ def layer_forward(p: str, live: Live, pos: int, cout: int, b: int) -> tuple[list
 
 
 def layer_backward(
-    p: str, live: Live, frees: tuple, pos: int, cin: int, cout: int, b: int
+    p: str, live: Live, frees: tuple, pos: int, cin: int, cout: int, b: int, bias: bool = False
 ) -> tuple[list[Moment], Live]:
     """Backward of `layer_forward` (its incoming gradient is already in ``live``); ``frees``: what dies
     after the ReLU backward (the incoming gradient and the saved ReLU output, where nobody else holds them).
@@ -68,10 +68,11 @@ def layer_backward(
     live.update({p + "d_bn": pc, p + "d_bn_w": cout * b, p + "d_bn_b": cout * b})
     found.append(at(p + "backward: BN", live))
     live = without(live, p + "conv", p + "stats", p + "d_relu")
-    found.append(
-        at(p + "backward: conv", live, **{p + "d_in": pos * cin * b, p + "d_conv_w": cin * cout * b})
-    )
-    live = {**without(live, p + "d_bn"), p + "d_in": pos * cin * b, p + "d_conv_w": cin * cout * b}
+    grads = {p + "d_in": pos * cin * b, p + "d_conv_w": cin * cout * b}
+    if bias:  # a conv with bias: its gradient too
+        grads[p + "d_conv_b"] = cout * b
+    found.append(at(p + "backward: conv", live, **grads))
+    live = {**without(live, p + "d_bn"), **grads}
     return found, live
 
 
