@@ -258,3 +258,19 @@ def test_dense_train_peak_set_names_the_softmax_backward():
     assert {k: v for k, v in peak.live.items() if v == lg} == {"softmax": lg, "d_attn": lg, "d_softmax": lg}
     assert peak.live["seed"] == n * 8 * 4 and "value" not in peak.live  # the A V backward released value
     assert "train" not in cost(cfg).peak_tolerance
+
+
+def test_isa_train_peak_set_is_the_long_range_softmax_backward():
+    # isa naive train, 32 x 32, factor 2 x 2: long range is B P_h P_w = 4 maps of Q_h Q_w = 256 positions,
+    # short range 256 maps of 4; the peak is the long-range softmax backward, three (4, 256, 256) buffers,
+    # after the short-range stage's backward released its saved activations
+    from isaprof.formulas.isa import isa_train_peak
+
+    cfg = Config("isa", 1, 8, 8, 8, 32, 32, options=(("factor", (2, 2)),))
+    peak = isa_train_peak(cfg)
+    lg = 4 * 256 * 256 * 4
+    assert peak.name == "long-range attention backward: d_softmax"
+    big = {k: v for k, v in peak.live.items() if v >= lg}
+    assert big == {"long-range softmax": lg, "long-range d_attn": lg, "long-range d_softmax": lg}
+    assert not any(k.startswith("short-range q1 conv") for k in peak.live)  # short range already done
+    assert peak.bytes == cost(cfg).peak_bytes["train"] and "train" not in cost(cfg).peak_tolerance
