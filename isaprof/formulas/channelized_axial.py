@@ -114,7 +114,7 @@ def peak_inference(cfg: Config) -> int:
 
 
 def peak_train(cfg: Config) -> int:
-    """Peak bytes of forward + backward: ``caa_train_peak(cfg).peak`` (exact against the tracker)."""
+    """Peak bytes of forward + backward: the peak set `caa_train_peak_set` (exact against the tracker)."""
     return caa_train_peak_set(cfg).bytes
 
 

@@ -77,9 +77,10 @@ def peak_inference(cfg: Config) -> int:
 
 
 def peak_train(cfg: Config) -> int:
-    """Peak bytes of forward + backward: ``criss_cross_train_peak(cfg).peak``, exact against the tracker for
-    H, W > 1 (any B, Ck, R). At H = 1 or W = 1 einsum lowers an aggregate to ``mul`` and merges batches as
-    views: the events differ and the trace over-estimates by up to ``DEGENERATE_TRAIN_TOLERANCE``."""
+    """Peak bytes of forward + backward: the peak set `criss_cross_train_peak_set`, exact against the
+    tracker for H, W > 1 (any B, Ck, R). At H = 1 or W = 1 einsum lowers an aggregate to ``mul`` and merges
+    batches as views: the code's moments differ and the set over-estimates by up to
+    ``DEGENERATE_TRAIN_TOLERANCE``."""
     return criss_cross_train_peak_set(cfg).bytes
 
 

@@ -188,7 +188,7 @@ def dense_inference_peak(cfg: Config) -> fp.Moment:
     return fp.peak_set(stage_inference_moments(stage_spec(cfg, cfg.batch, cfg.height * cfg.width)))
 
 
-# ---- peak bytes: the stage's allocation events (see isaprof/formulas/memory.py for the conventions) ----
+# ---- the stage's allocation events: the replay the peak sets are cross-checked against (tests) ----
 
 
 def _layer_forward(t: fm.Trace, p: str, pos: int, cout: int, b: int, train: bool) -> str:

@@ -1,8 +1,10 @@
 """Layout rules (which reshapes copy) and a tiny allocation-event simulator.
 
-The inference peaks are closed-form peak sets (:mod:`isaprof.formulas.peak`); they use the layout rules
-here. The train peaks still replay each block's events with :class:`Trace` (the replay also cross-checks
-the inference peak sets in tests/test_formulas_peak_sets.py).
+The peaks of both modes are closed-form peak sets (:mod:`isaprof.formulas.peak`,
+:mod:`isaprof.formulas.train_sets`); they use the layout rules here. :class:`Trace` and each block's
+``*_peak`` event functions are no longer what ``Cost.peak_bytes`` reports: they are kept as the independent
+replay the peak sets are cross-checked against on many shapes (tests/test_formulas_peak_sets.py), and
+``isa.mask_bytes`` sums what the replayed key masks hold.
 
 Pure Python (no torch, nothing of isaprof outside ``isaprof.formulas``). A formula replays, as ``alloc`` /
 ``free`` events, the storages the real module allocates (read off its code and the aten ops it runs),
@@ -37,8 +39,7 @@ class Trace:
     """Allocation-event simulator: ``alloc(name, nbytes)`` / ``free(*names)``; ``peak`` in bytes.
 
     ``peak_at`` names the allocation at which the peak was first reached and ``live_at_peak`` what was
-    live then (name -> bytes): the closed form of the peak is the sum of those terms. ``movable``: names
-    of Python locals the code may free sooner (see `isaprof.formulas.peak.LOCALS`).
+    live then (name -> bytes).
     """
 
     def __init__(self) -> None:
@@ -48,7 +49,6 @@ class Trace:
         self.peak = 0
         self.peak_at = ""
         self.live_at_peak: dict[str, int] = {}
-        self.movable: list[str] = []
 
     def alloc(self, name: str, nbytes: int) -> str:
         """Allocate ``nbytes`` under ``name`` (a fresh name); returns the name."""

@@ -166,8 +166,7 @@ def non_local_peak(cfg: Config, train: bool) -> fm.Trace:
     if s["kind"] != "naive":  # the forward's locals die; sdpa saved its copies (math: scaled copies)
         for name, saved in ((theta, s["sdpa_q"]), (s["k"], s["sdpa_k"]), (s["v"], s["sdpa_v"])):
             dies = saved != name or (s["kind"] == "math" and name != s["v"])
-            t.free(name if dies else None)
-            t.movable += [name] if dies else []  # a local only: the code may drop it after the attention
+            t.free(name if dies else None)  # a local only: the code may drop it after the attention
     t.alloc("seed", b * n * c * nb)  # ones_like(out), held by the caller; also x's first gradient part
     gb = t.alloc("d_bn", b * n * c * nb)
     t.alloc("d_bn_w", c * nb), t.alloc("d_bn_b", c * nb)
