@@ -152,17 +152,18 @@ def test_sparse_nonlocal_inference_peak_set_is_exact_with_unit_widths(size, ck, 
 
 
 def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
-    # pure Python, no torch: the closed-form peak sets against formulas.memory's replay of the same code
-    # (which the tracker tests above pin down) over odd sizes, widths 1, fp16, every kernel and ISA factor
+    # pure Python, no torch: the closed-form peak sets against the event replay of the same code
+    # (tests/formula_replays.py, pinned to the tracker by the measured tests) over odd sizes, widths 1,
+    # fp16, every kernel and ISA factor
     import itertools
 
-    from isaprof.formulas import axial, dense, isa, non_local
+    import formula_replays as fr
 
     replay = {
-        "dense": lambda c: dense.dense_peak(c, False).peak,
-        "isa": lambda c: isa.isa_peak(c, False).peak,
-        "axial": lambda c: axial.axial_peak(c, False).peak,
-        "non_local": lambda c: non_local.non_local_peak(c, False).peak,
+        "dense": lambda c: fr.dense_peak(c, False).peak,
+        "isa": lambda c: fr.isa_peak(c, False).peak,
+        "axial": lambda c: fr.axial_peak(c, False).peak,
+        "non_local": lambda c: fr.non_local_peak(c, False).peak,
     }
     kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
     options = {
@@ -188,7 +189,7 @@ def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
 
 # ---- train: the closed-form train peak sets (isaprof.formulas.train_sets) ----
 
-TRAIN_SETS = {  # block -> (closed-form train peak set, event replay of the same code)
+TRAIN_SETS = {  # block -> (its formulas module, closed-form train peak set, replay in formula_replays.py)
     "dense": ("dense", "dense_train_peak", "dense_peak"),
     "isa": ("isa", "isa_train_peak", "isa_peak"),
     "axial": ("axial", "axial_train_peak", "axial_peak"),
@@ -220,6 +221,8 @@ def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
     import importlib
     import itertools
 
+    import formula_replays as fr
+
     module, closed, replay = TRAIN_SETS[name]
     mod = importlib.import_module(f"isaprof.formulas.{module}")
     kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
@@ -239,7 +242,7 @@ def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
                 continue
             cfg = Config(name, batch, c, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
             peak = getattr(mod, closed)(cfg)
-            replayed = getattr(mod, replay)(*((cfg, True) if name in REPLAY_TAKES_MODE else (cfg,))).peak
+            replayed = getattr(fr, replay)(*((cfg, True) if name in REPLAY_TAKES_MODE else (cfg,))).peak
             assert peak.bytes == replayed == cost(cfg).peak_bytes["train"], cfg
             assert peak.bytes == sum(peak.live.values()) and peak.movable_bytes <= peak.bytes
             n += 1

@@ -231,10 +231,10 @@ def grad_sum(name: str, live: Live, parts: list[str], nbytes: int) -> tuple[list
 def accumulate(
     name: str, live: Live, acc: dict[str, str], parts: Iterable[tuple[str, str, int]]
 ) -> tuple[list[Moment], Live]:
-    """Autograd's gradient buffers after one backward node (`memory.accumulate`): each new gradient
-    ``(key, part, nbytes)`` (in ``live``) becomes the buffer ``acc[key]``, or is added to it out of place:
-    the candidate is the sum beside the old buffer and the part; the old buffer dies at once (unless it is
-    the caller-held seed), the summed parts after the node's last sum."""
+    """Autograd's gradient buffers after one backward node (the engine's out-of-place sums): each new
+    gradient ``(key, part, nbytes)`` (in ``live``) becomes the buffer ``acc[key]``, or is added to it out
+    of place: the candidate is the sum beside the old buffer and the part; the old buffer dies at once
+    (unless it is the caller-held seed), the summed parts after the node's last sum."""
     found, summed = [], []
     for key, part, nbytes in parts:
         if key not in acc:
