@@ -3,12 +3,13 @@ every block with a formula-side peak (dense, isa, axial, non_local) x impl x mod
 
 import pytest
 import torch
+from formula_replays import Trace
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import isaprof
 from isaprof.formulas import Config, cost
-from isaprof.formulas.memory import Trace, is_channels_last, permute_reshape_copies, view_copies
+from isaprof.formulas.memory import is_channels_last, permute_reshape_copies, view_copies
 from isaprof.measure import step, track_peak
 
 IMPLS = [("naive", None), ("sdpa", "math"), ("sdpa", "flash")]

@@ -50,6 +50,7 @@ def _measured(name, size, c, ck, cv, impl, mode, options) -> int:
 CASES = [
     ("dense", (8, 8), 32, 16, 16, {}),
     ("dense", (9, 11), 32, 8, 16, {}),
+    ("dense", (3, 3), 8, 4, 64, {}),  # train sdpa: the context copy beside value (movable) is the peak
     ("isa", (8, 8), 32, 16, 16, {"factor": (2, 2)}),
     ("isa", (9, 11), 32, 16, 16, {"factor": (3, 2), "masked": True}),
     ("axial", (9, 11), 32, 8, 16, {}),
@@ -151,17 +152,18 @@ def test_sparse_nonlocal_inference_peak_set_is_exact_with_unit_widths(size, ck, 
 
 
 def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
-    # pure Python, no torch: the closed-form peak sets against formulas.memory's replay of the same code
-    # (which the tracker tests above pin down) over odd sizes, widths 1, fp16, every kernel and ISA factor
+    # pure Python, no torch: the closed-form peak sets against the event replay of the same code
+    # (tests/formula_replays.py, pinned to the tracker by the measured tests) over odd sizes, widths 1,
+    # fp16, every kernel and ISA factor
     import itertools
 
-    from isaprof.formulas import axial, dense, isa, non_local
+    import formula_replays as fr
 
     replay = {
-        "dense": lambda c: dense.dense_peak(c, False).peak,
-        "isa": lambda c: isa.isa_peak(c, False).peak,
-        "axial": lambda c: axial.axial_peak(c, False).peak,
-        "non_local": lambda c: non_local.non_local_peak(c, False).peak,
+        "dense": lambda c: fr.dense_peak(c, False).peak,
+        "isa": lambda c: fr.isa_peak(c, False).peak,
+        "axial": lambda c: fr.axial_peak(c, False).peak,
+        "non_local": lambda c: fr.non_local_peak(c, False).peak,
     }
     kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
     options = {
@@ -183,3 +185,95 @@ def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
             assert cost(cfg).peak_bytes["inference"] == replay[name](cfg), cfg
             n += 1
     assert n > 500
+
+
+# ---- train: the closed-form train peak sets (isaprof.formulas.train_sets) ----
+
+TRAIN_SETS = {  # block -> (its formulas module, closed-form train peak set, replay in formula_replays.py)
+    "dense": ("dense", "dense_train_peak", "dense_peak"),
+    "isa": ("isa", "isa_train_peak", "isa_peak"),
+    "axial": ("axial", "axial_train_peak", "axial_peak"),
+    "non_local": ("non_local", "non_local_train_peak", "non_local_peak"),
+    "sparse_nonlocal": ("sparse_nonlocal", "sparse_train_peak_set", "sparse_train_peak"),
+    "criss_cross": ("criss_cross", "criss_cross_train_peak_set", "criss_cross_train_peak"),
+    "linear": ("linear", "linear_train_peak_set", "linear_train_peak"),
+    "channelized_axial": ("channelized_axial", "caa_train_peak_set", "caa_train_peak"),
+}
+REPLAY_TAKES_MODE = {"dense", "isa", "axial", "non_local"}  # the others' replays are train-only
+NO_IMPL = {"criss_cross", "linear", "channelized_axial"}  # blocks without an attention impl option
+TRAIN_OPTIONS = {
+    "dense": [()],
+    "axial": [()],
+    "sparse_nonlocal": [(("k", k),) for k in (1, 4, 64, 1000)],
+    "criss_cross": [(("recurrence", r),) for r in (1, 3)],
+    "linear": [()],
+    "channelized_axial": [(("groups", g), ("mlp_layers", k)) for g in (1, 3, 16) for k in (1, 5)],
+    "non_local": [(("sub_sample", False),), (("sub_sample", True),)],
+    "isa": [(("factor", f), ("masked", m)) for f in ((2, 3), (5, 5), (1, 4), (1, 1)) for m in (False, True)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_SETS))
+def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
+    # pure Python, no torch: each block's train peak set against formulas.memory's replay (pinned to the
+    # tracker by the measured tests) over 1x1 and odd maps, widths 1 and wide, C below and above Ck, Cv,
+    # batch 1 and 2, fp16, every kernel; the peak set's bytes are also its named terms' sum
+    import importlib
+    import itertools
+
+    import formula_replays as fr
+
+    module, closed, replay = TRAIN_SETS[name]
+    mod = importlib.import_module(f"isaprof.formulas.{module}")
+    kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
+    n = 0
+    for (h, w), (ck, cv), (impl, backend), dtype, c, batch in itertools.product(
+        [(1, 1), (1, 5), (7, 9), (4, 4), (3, 30)],
+        [(1, 3), (4, 4), (8, 2), (40, 40), (2, 40)],
+        kernels,
+        ["float32", "float16"],
+        [8, 100],
+        [1, 2],
+    ):
+        if (backend == "flash" and ck != cv) or (name in NO_IMPL and impl != "naive"):
+            continue
+        for opts in TRAIN_OPTIONS[name]:
+            if dict(opts).get("sub_sample") and min(h, w) < 2:
+                continue
+            cfg = Config(name, batch, c, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
+            peak = getattr(mod, closed)(cfg)
+            replayed = getattr(fr, replay)(*((cfg, True) if name in REPLAY_TAKES_MODE else (cfg,))).peak
+            assert peak.bytes == replayed == cost(cfg).peak_bytes["train"], cfg
+            assert peak.bytes == sum(peak.live.values()) and peak.movable_bytes <= peak.bytes
+            n += 1
+    assert n > 150
+
+
+def test_dense_train_peak_set_names_the_softmax_backward():
+    # dense naive train, N = 16 x 16, C = Ck = Cv = 8: the three (B, N, N) buffers of the softmax backward
+    # beside the saved activations; exact (no tolerance: every local is saved by autograd there)
+    from isaprof.formulas.dense import dense_train_peak
+
+    cfg = Config("dense", 1, 8, 8, 8, 16, 16)
+    peak = dense_train_peak(cfg)
+    n, lg = 256, 256 * 256 * 4
+    assert peak.name == "attention backward: d_softmax"
+    assert {k: v for k, v in peak.live.items() if v == lg} == {"softmax": lg, "d_attn": lg, "d_softmax": lg}
+    assert peak.live["seed"] == n * 8 * 4 and "value" not in peak.live  # the A V backward released value
+    assert "train" not in cost(cfg).peak_tolerance
+
+
+def test_isa_train_peak_set_is_the_long_range_softmax_backward():
+    # isa naive train, 32 x 32, factor 2 x 2: long range is B P_h P_w = 4 maps of Q_h Q_w = 256 positions,
+    # short range 256 maps of 4; the peak is the long-range softmax backward, three (4, 256, 256) buffers,
+    # after the short-range stage's backward released its saved activations
+    from isaprof.formulas.isa import isa_train_peak
+
+    cfg = Config("isa", 1, 8, 8, 8, 32, 32, options=(("factor", (2, 2)),))
+    peak = isa_train_peak(cfg)
+    lg = 4 * 256 * 256 * 4
+    assert peak.name == "long-range attention backward: d_softmax"
+    big = {k: v for k, v in peak.live.items() if v >= lg}
+    assert big == {"long-range softmax": lg, "long-range d_attn": lg, "long-range d_softmax": lg}
+    assert not any(k.startswith("short-range q1 conv") for k in peak.live)  # short range already done
+    assert peak.bytes == cost(cfg).peak_bytes["train"] and "train" not in cost(cfg).peak_tolerance

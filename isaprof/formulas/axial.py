@@ -13,6 +13,7 @@ from isaprof.formulas import common as fc
 from isaprof.formulas import dense as fd
 from isaprof.formulas import memory as fm
 from isaprof.formulas import peak as fp
+from isaprof.formulas import train_sets as ts
 from isaprof.formulas.base import Config, Cost, formula
 
 
@@ -29,15 +30,15 @@ def axial(cfg: Config) -> Cost:
         macs.update(fwd)
         train.update(bwd)
         elementwise.update(fd.stage_elementwise(prefix, maps, n, ck, c))
-    inference = axial_inference_peak(cfg)
+    inference, train_peak = axial_inference_peak(cfg), axial_train_peak(cfg)
     return Cost(
         params=2 * fd.stage_params(c, ck, cv, c),
         macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": inference.bytes, "train": axial_peak(cfg, True).peak},
+        peak_bytes={"inference": inference.bytes, "train": train_peak.bytes},
         padded=(h, w),
-        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.tolerance(train_peak)),
     )
 
 
@@ -77,51 +78,51 @@ def axial_inference_peak(cfg: Config) -> fp.Moment:
     return fp.peak_set(found)
 
 
-def axial_peak(cfg: Config, train: bool) -> fm.Trace:
-    """Events of ``axial`` under the measurement protocol; ``.peak`` is the peak in bytes.
+def axial_train_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``axial`` train: the largest of the row stage's candidates (`train_sets.stage_forward`,
+    `train_sets.stage_backward`) beside its input copy, the column stage's beside the row stage's saved
+    activations, output and input copy, the final copy (the output, held by the caller), the seed's and
+    the row gradient's regroup copies, each stage's input-gradient sums, and x's gradient copied into x's
+    layout by AccumulateGrad.
 
-    Forward: row regroup copy, row stage (B H maps of W), column regroup copy, column stage (B W maps of
-    H), the final ``contiguous`` copy; the row stage's output lives to the end of the forward. Train adds the
-    seed, the regroups' way back and both stages' backward; x's gradient arrives permuted and is copied
-    into x's layout by AccumulateGrad. The (maps, N, N) logits are B H W^2 (rows) and B W H^2 (columns)
-    elements: with naive / math attention the peak is at the longer axis' logits (two in inference,
-    three in train: softmax, d_attn, d_softmax) beside the saved activations.
+    With naive / math attention it is the longer axis' softmax backward: three (maps, N, N) buffers,
+    B H W^2 b (rows) or B W H^2 b (columns) each, beside everything both stages saved.
     """
-    b, c, h, w, nb = cfg.batch, cfg.channels, cfg.height, cfg.width, cfg.dtype_bytes
-    full = b * c * h * w * nb
-    r0 = ((b, c, h, w), (b, c, h, w), (0, 2, 1, 3), (b * h, c, 1, w))
-    r1 = ((b * h, c, 1, w), (b, h, c, w), (0, 3, 2, 1), (b * w, c, h, 1))
-    r2 = ((b * w, c, h, 1), (b, w, c, h), (0, 2, 3, 1), (b, c, h, w))
-    t = fm.Trace()
-    specs = []
-    for maps, n, shapes in ((b * h, w, r0), (b * w, h, r1)):
-        strides = fm.regroup_strides(shapes)
-        nhwc = strides is not None and fm.is_channels_last(shapes[3], strides)
-        specs.append(fd.stage_spec(cfg, maps, n, nhwc=nhwc))
-    x0 = fm.regroup(t, "in0", None, full, r0)
-    o0 = fd.stage_forward(t, "s0_", specs[0], train)
-    t.free(None if train else x0)
-    x1 = fm.regroup(t, "in1", o0, full, r1)
-    o1 = fd.stage_forward(t, "s1_", specs[1], train)
-    t.free(None if train else x1)
-    copies = not fm.permuted_is_contiguous(r2[1], r2[2])
-    out = t.alloc("out", full) if copies else t.share(o1)
-    t.free(*(() if train else (o0, o1)))
-    if not train:
-        return t
-    seed = t.alloc("seed", full)  # ones_like(out), held by the caller to the end
-    grad = fm.regroup(t, "d_out", None, full, r2, backward=True)
-    for i, (x, o, shapes) in enumerate(((x1, o1, r1), (x0, o0, r0))[::1]):
-        stage = 1 - i
-        parts = fd.stage_backward(t, f"s{stage}_", specs[stage], grad, (grad, o if o != out else None))
-        t.free(x)
-        grad = fm.grad_sum(t, f"s{stage}_d_x", parts, full)
-        if stage == 1:
-            back = fm.regroup(t, "d_rows", grad, full, shapes, backward=True)
-            t.free(grad)
-            grad = back
+    b, c, h, w = cfg.batch, cfg.channels, cfg.height, cfg.width
+    full = b * c * h * w * cfg.dtype_bytes
+    r0, r1, r2 = _regroups(b, c, h, w)
+    specs = [_stage(cfg, b * h, w, r0), _stage(cfg, b * w, h, r1)]
+    prefixes = ("row ", "column ")
+    inputs = ["row input" if fm.regroup_strides(r0) is None else None]
+    inputs.append("column input" if fm.regroup_strides(r1) is None else None)  # else a view of the row output
+    found: list[fp.Moment] = []
+    live: ts.Live = {}
+    for p, s, x in zip(prefixes, specs, inputs, strict=True):
+        if x is not None:
+            live[x] = full
+        more, live = ts.stage_forward(p, s, live)
+        found += more
+    out_is_y1 = fm.permuted_is_contiguous(r2[1], r2[2])
+    if not out_is_y1:  # the output, held by the caller to the end
+        found.append(ts.at("final copy", live, output=full))
+        live["output"] = full
+    live["seed"] = full  # ones_like(out), held by the caller to the end
+    grad = "seed"
+    if fm.regroup_back_copies(r2):
+        found.append(ts.at("output regroup backward", live, d_out=full))
+        live["d out"], grad = full, "d out"
+    for i in (1, 0):
+        p, s = prefixes[i], specs[i]
+        frees = (None if grad == "seed" else grad, None if (i == 1 and out_is_y1) else p + "w relu")
+        more, live, parts = ts.stage_backward(p, s, live, grad, frees)
+        found += more
+        more, live = ts.grad_sum(p + "d_x", ts.without(live, inputs[i]), parts, full)
+        found += more
+        grad = p + "d_x sum 1"
+        if i == 1 and fm.regroup_back_copies(r1):
+            found.append(ts.at("row regroup backward", live, d_rows=full))
+            live = {**ts.without(live, grad), "d rows": full}
+            grad = "d rows"
     if not fm.permuted_is_contiguous((b, h, c, w), (0, 2, 1, 3)):
-        t.alloc("d_x", full)  # AccumulateGrad copies a gradient that is not in x's layout
-        t.free(grad)
-    del seed
-    return t
+        found.append(ts.at("x gradient copy", live, d_x=full))  # AccumulateGrad: into x's layout
+    return fp.peak_set(found)

@@ -12,7 +12,7 @@ step: weight, gate mean, gate multiply, sum), which is what dominates this block
 Training (input requires grad): train MACs = 3 x forward MACs.
 Peak bytes depend on ``groups`` in inference: one chunk of ceil(L / G) query rows materialises a
 (B, ceil(L / G), C, H, W) weighted map (twice: before and after the gate). In training autograd keeps every
-chunk's map; the train peak is replayed event by event (`caa_train_peak`, exact against the tracker).
+chunk's map; the train peak is the peak set `caa_train_peak_set` (exact against the tracker).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import math
 
 from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
+from isaprof.formulas import peak as fp
+from isaprof.formulas import train_sets as ts
 from isaprof.formulas.base import Config, Cost, formula
 
 
@@ -112,153 +114,152 @@ def peak_inference(cfg: Config) -> int:
 
 
 def peak_train(cfg: Config) -> int:
-    """Peak bytes of forward + backward: ``caa_train_peak(cfg).peak`` (exact against the tracker)."""
-    return caa_train_peak(cfg).peak
+    """Peak bytes of forward + backward: the peak set `caa_train_peak_set` (exact against the tracker)."""
+    return caa_train_peak_set(cfg).bytes
 
 
-# ---- train peak: the allocation events (see isaprof/formulas/memory.py for the conventions) ----
+# ---- train peak: the peak set (see isaprof/formulas/train_sets.py) ----
 
 
-def _proj_forward(t: fm.Trace, p: str, pos: int, cout: int, e: int) -> str:
-    """ConvBNReLU in train: conv, BN (output, save_mean, save_invstd), ReLU; returns the ReLU output."""
-    t.alloc(p + "conv", pos * cout * e)
-    t.alloc(p + "bn", pos * cout * e)
-    t.alloc(p + "mean", cout * fm.acc_bytes(e)), t.alloc(p + "invstd", cout * fm.acc_bytes(e))
-    out = t.alloc(p + "relu", pos * cout * e)
-    t.free(p + "bn")
-    return out
+def caa_train_peak_set(cfg: Config) -> fp.Moment:
+    """Peak set of ``channelized_axial`` train: the largest of
 
+    * forward: each ConvBNReLU projection's ReLU beside its BN output; each affinity's softmax beside its
+      logits (and ``matmul``'s operand copies); per chunk of each stage, the sigmoid gate beside its logit
+      and the gated map beside the chunk's sum; each stage's concatenation of the chunks' outputs;
+    * backward, beside the seed, the output and what is still saved (every chunk's weighted map:
+      B N C (H + W) in all): per chunk, grad * m and grad * gate; the sigmoid's and each Linear layer's
+      gradients (and the MLP weight gradients' sums across chunks); the mean's; d_m; the value / affinity
+      products and the chunk's d_v with its sum into v's gradient; the affinities' gradient cat; each
+      softmax backward and q's two gradients; each projection's backward and x's gradient sums.
 
-def _proj_backward(t: fm.Trace, p: str, grad: str, d: dict, cout: int, acc: dict) -> None:
-    """Backward of `_proj_forward` given ``grad``; x's gradient goes to ``acc["x"]``."""
-    pos, c, e = d["pos"], d["c"], d["e"]
-    t.alloc(p + "d_relu", pos * cout * e)
-    t.free(grad, p + "relu")
-    t.alloc(p + "d_bn", pos * cout * e), t.alloc(p + "d_bn_w", cout * e), t.alloc(p + "d_bn_b", cout * e)
-    t.free(p + "d_relu", p + "conv", p + "mean", p + "invstd")
-    dx = t.alloc(p + "d_x", pos * c * e)
-    t.alloc(p + "d_w", c * cout * e), t.alloc(p + "d_b", cout * e)
-    t.free(p + "d_bn")
-    fm.accumulate(t, acc, [("x", dx, pos * c * e)])
-
-
-def _stage_forward(t: fm.Trace, p: str, d: dict, length: int, per: int) -> tuple[str, list[int]]:
-    """`ChannelizedAxial.aggregate` in train over ``length`` queries (output ``per`` wide); returns the
-    output's name and the chunk sizes. Saved per chunk: the weighted map m, the MLP's input (the mean), its
-    hidden pre- and post-activations, the sigmoid gate."""
-    b, c, hid, n, e, layers = d["b"], d["c"], d["hid"], d["n"], d["e"], d["layers"]
-    sizes = chunks(length, d["groups"])
-    outs = []
-    for j, g in enumerate(sizes):
-        q = f"{p}{j}_"
-        t.alloc(q + "m", b * g * c * n * e)  # (B, g, C, H, W)
-        t.alloc(q + "mean", b * g * c * e)
-        for i in range(layers):
-            t.alloc(f"{q}h{i}", b * g * hid * e), t.alloc(f"{q}a{i}", b * g * hid * e)  # mm, leaky ReLU
-        t.alloc(q + "logit", b * g * c * e)
-        t.alloc(q + "gate", b * g * c * e)  # sigmoid (saved)
-        t.free(q + "logit")
-        t.alloc(q + "gated", b * g * c * n * e)
-        outs.append(t.alloc(q + "sum", b * g * c * per * e))  # (B, g, C, W or H)
-        t.free(q + "gated")
-    if len(sizes) == 1:
-        return outs[0], sizes
-    out = t.alloc(p + "cat", b * length * c * per * e)
-    t.free(*outs)
-    return out, sizes
-
-
-def _stage_backward(t: fm.Trace, p: str, d: dict, sizes: list[int], grad: str | None, v: str | None) -> str:
-    """Backward of `_stage_forward`, chunks last to first; ``grad``: the output's gradient buffer (``None``:
-    the caller's seed), ``v``: the value map if this stage's mul's are its last holders. Gate MLP weight
-    gradients and v's gradient are summed across chunks (``memory.accumulate``). Returns the name of the
-    affinity's gradient (split's backward: a cat of the chunks' unless there is one chunk)."""
-    b, c, hid, n, e, layers = d["b"], d["c"], d["hid"], d["n"], d["e"], d["layers"]
-    acc: dict = d["acc"]
-    d_attn = []
-    for j in reversed(range(len(sizes))):
-        g, q, last = sizes[j], f"{p}{j}_", j == 0
-        big, small = b * g * c * n * e, b * g * c * e
-        t.alloc(q + "d_gate_full", big), t.alloc(q + "d_m_gate", big)  # grad * m, grad * gate
-        t.alloc(q + "d_gate", small)
-        t.free(q + "d_gate_full", grad if last else None, q + "m")
-        t.alloc(q + "d_logit", small)  # sigmoid backward
-        t.free(q + "d_gate", q + "gate")
-        din, ins = [c] + [hid] * layers, [q + "mean"] + [f"{q}a{i}" for i in range(layers)]
-        gin, width = q + "d_logit", c
-        for i in reversed(range(layers + 1)):  # the Linear layers, last first
-            if i < layers:  # its leaky ReLU, whose output the next Linear consumed
-                t.alloc(f"{q}d_h{i}", b * g * hid * e)
-                t.free(gin, f"{q}h{i}")
-                gin = f"{q}d_h{i}"
-            dw = t.alloc(f"{q}d_w{i}", din[i] * width * e)
-            dx = t.alloc(f"{q}d_in{i}", b * g * din[i] * e)
-            t.free(gin, ins[i])
-            fm.accumulate(t, acc, [(f"{p}w{i}", dw, din[i] * width * e)])
-            gin, width = dx, hid
-        t.alloc(q + "d_mean", big)  # mean backward: expand / N
-        t.free(gin)
-        t.alloc(q + "d_m", big)
-        t.free(q + "d_m_gate", q + "d_mean")
-        t.alloc(q + "d_mv", big), t.alloc(q + "d_ma", big)  # grad * a (for v), grad * v (for a)
-        d_attn.append(t.alloc(q + "d_a", b * g * n * e))  # (B, g, 1, H, W)
-        t.free(q + "d_ma")
-        if g > 1:  # summed over the chunk's queries; a one-query chunk's product is v's gradient as it is
-            dv = t.alloc(q + "d_v", b * c * n * e)  # (B, 1, C, H, W)
-            t.free(q + "d_mv")
-        else:
-            dv = q + "d_mv"
-        t.free(q + "d_m", v if last else None)
-        fm.accumulate(t, acc, [(p + "v", dv, b * c * n * e)])
-    if len(sizes) == 1:
-        return d_attn[0]
-    out = t.alloc(p + "d_attn", b * d["length"][p] * n * e)
-    t.free(*d_attn)
-    return out
-
-
-def caa_train_peak(cfg: Config) -> fm.Trace:
-    """Events of ``channelized_axial`` under the train protocol (torch 2.x CPU, read off a dispatch-mode log).
-
-    Forward: the column, row projections (ConvBNReLU) and their affinities (``matmul`` copies an operand whose
-    (B, W) / (B, H) batch does not fold as a view), the value projection, the column then the row stage
-    (`_stage_forward`). Backward, by autograd's order: the row stage, the column stage, the value projection,
-    the row affinity and projection, the column ones. The peak sits in the backward of a chunk, on top of
-    every chunk's saved weighted map (B N C (H + W) in all, whatever ``groups``).
+    The peak is usually in the backward of a chunk, on top of every chunk's saved weighted map.
     """
     b, c, ck, h, w, e = cfg.batch, cfg.channels, cfg.key_channels, cfg.height, cfg.width, cfg.dtype_bytes
     n, pos = h * w, b * h * w
     d = dict(b=b, c=c, ck=ck, e=e, n=n, pos=pos, hid=max(1, c // 4), layers=cfg.option("mlp_layers", 5),
-             groups=cfg.option("groups", 16), acc={}, length={"col": h, "row": w})  # fmt: skip
-    t = fm.Trace()
-    copies = {}
+             groups=cfg.option("groups", 16))  # fmt: skip
+    live: ts.Live = {}
+    found: list[fp.Moment] = []
+    copies: dict[str, str | None] = {}
     for br, lead, rows, lead_s, rows_s in (("col", w, h, 1, w), ("row", h, w, w, 1)):
-        _proj_forward(t, br + "_", pos, ck, e)
+        more, live = ts.layer_forward(br + " ", live, pos, ck, e)
+        found += more
         # operands (B, lead, rows, Ck) and (B, lead, Ck, rows) of the contiguous (B, Ck, H, W) map
         for name, shape, strides, new in (
             ("a", (b, lead, rows, ck), (ck * n, lead_s, rows_s, n), (b * lead, rows, ck)),
             ("b", (b, lead, ck, rows), (ck * n, lead_s, n, rows_s), (b * lead, ck, rows)),
         ):
-            copies[br + name] = t.maybe(
-                f"{br}_copy_{name}", pos * ck * e, fm.view_copies(shape, strides, new)
-            )
-        t.alloc(br + "_sim", b * lead * rows * rows * e)
-        t.alloc(br + "_attn", b * lead * rows * rows * e)  # softmax (saved)
-        t.free(br + "_sim")
-    _proj_forward(t, "v_", pos, c, e)
-    y, col_sizes = _stage_forward(t, "col", d, h, w)
-    _, row_sizes = _stage_forward(t, "row", d, w, h)
-    t.alloc("seed", pos * c * e)  # ones_like(out), held by the caller (as is the output)
-    d_row = _stage_backward(t, "row", d, row_sizes, None, y)
-    d_col = _stage_backward(t, "col", d, col_sizes, d["acc"]["rowv"], None)
-    acc = {}
-    _proj_backward(t, "v_", d["acc"]["colv"], d, c, acc)
+            copies[br + name] = f"{br} copy {name}" if fm.view_copies(shape, strides, new) else None
+            if copies[br + name]:
+                live[f"{br} copy {name}"] = pos * ck * e
+        area = b * lead * rows * rows * e
+        found.append(ts.at(br + " affinity softmax", live, **{br + " logits": area, br + " attn": area}))
+        live[br + " attn"] = area
+    more, live = ts.layer_forward("v ", live, pos, c, e)
+    found += more
+    sizes = {}
+    for p, length, per in (("col", h, w), ("row", w, h)):
+        more, live, sizes[p] = _stage_forward_set(p, live, d, length, per)
+        found += more
+    live["seed"] = pos * c * e  # ones_like(out), held by the caller (as is the output)
+    acc: dict[str, str] = {}
+    more, live, d_row = _stage_backward_set("row", live, d, sizes["row"], None, "col out", acc)
+    found += more
+    more, live, d_col = _stage_backward_set("col", live, d, sizes["col"], acc["rowv"], None, acc)
+    found += more
+    xacc: dict[str, str] = {}
+    more, live = ts.layer_backward("v ", live, (acc["colv"], "v relu"), pos, c, c, e, bias=True)
+    found += more
+    more, live = ts.accumulate("v", live, xacc, [("x", "v d_in", pos * c * e)])
+    found += more
     for br, d_attn, area in (("row", d_row, b * h * w * w * e), ("col", d_col, b * w * h * h * e)):
-        t.alloc(br + "_d_sim", area)  # softmax backward
-        t.free(d_attn, br + "_attn")
-        t.alloc(br + "_d_qa", pos * ck * e), t.alloc(br + "_d_qb", pos * ck * e)
-        t.free(br + "_d_sim", copies[br + "a"], copies[br + "b"])
-        t.alloc(br + "_d_q", pos * ck * e)
-        t.free(br + "_d_qa", br + "_d_qb")
-        _proj_backward(t, br + "_", br + "_d_q", d, ck, acc)
-    return t
+        found.append(ts.at(br + " softmax backward", live, **{br + " d_sim": area}))
+        live = {**ts.without(live, d_attn, br + " attn"), br + " d_sim": area}
+        found.append(
+            ts.at(br + " affinity backward", live, **{br + " d_qa": pos * ck * e, br + " d_qb": pos * ck * e})
+        )
+        live = ts.without(live, br + " d_sim", copies[br + "a"], copies[br + "b"])
+        live.update({br + " d_qa": pos * ck * e, br + " d_qb": pos * ck * e})
+        found.append(ts.at(br + " d_q", live, **{br + " d_q": pos * ck * e}))
+        live = {**ts.without(live, br + " d_qa", br + " d_qb"), br + " d_q": pos * ck * e}
+        more, live = ts.layer_backward(br + " ", live, (br + " d_q", br + " relu"), pos, c, ck, e, bias=True)
+        found += more
+        more, live = ts.accumulate(br, live, xacc, [("x", br + " d_in", pos * c * e)])
+        found += more
+    return fp.peak_set(found)
+
+
+def _stage_forward_set(
+    p: str, live: ts.Live, d: dict, length: int, per: int
+) -> tuple[list, ts.Live, list[int]]:
+    """Candidates of `ChannelizedAxial.aggregate` in train (`caa_train_peak_set`); output ``p + " out"``."""
+    b, c, hid, n, e, layers = d["b"], d["c"], d["hid"], d["n"], d["e"], d["layers"]
+    sizes, found, outs = chunks(length, d["groups"]), [], []
+    for j, g in enumerate(sizes):
+        q = f"{p} chunk {j} "
+        live = {**live, q + "m": b * g * c * n * e, q + "mean": b * g * c * e}
+        for i in range(layers):  # mm, leaky ReLU: both saved
+            live.update({f"{q}h{i}": b * g * hid * e, f"{q}a{i}": b * g * hid * e})
+        found.append(ts.at(q + "gate", live, **{q + "logit": b * g * c * e, q + "gate": b * g * c * e}))
+        live[q + "gate"] = b * g * c * e
+        found.append(
+            ts.at(q + "sum", live, **{q + "gated": b * g * c * n * e, q + "sum": b * g * c * per * e})
+        )
+        live[q + "sum"] = b * g * c * per * e
+        outs.append(q + "sum")
+    if len(sizes) == 1:
+        return found, {**ts.without(live, outs[0]), p + " out": live[outs[0]]}, sizes
+    found.append(ts.at(p + " cat", live, **{p + " out": b * length * c * per * e}))
+    return found, {**ts.without(live, *outs), p + " out": b * length * c * per * e}, sizes
+
+
+def _stage_backward_set(
+    p: str, live: ts.Live, d: dict, sizes: list[int], grad: str | None, v: str | None, acc: dict
+) -> tuple[list, ts.Live, str]:
+    """Candidates of one stage's backward (chunks last to first); returns them, the live set and the name
+    of the affinity's gradient."""
+    b, c, hid, n, e, layers = d["b"], d["c"], d["hid"], d["n"], d["e"], d["layers"]
+    found, d_attn = [], []
+    for j in reversed(range(len(sizes))):
+        g, q, last = sizes[j], f"{p} chunk {j} ", j == 0
+        big, small = b * g * c * n * e, b * g * c * e
+        found.append(ts.at(q + "backward: gate product", live, **{q + "d gate full": big, q + "d m gate": big,
+                           q + "d gate": small}))  # fmt: skip
+        live = {**ts.without(live, grad if last else None, q + "m"), q + "d m gate": big, q + "d gate": small}
+        found.append(ts.at(q + "backward: sigmoid", live, **{q + "d logit": small}))
+        live = {**ts.without(live, q + "d gate", q + "gate"), q + "d logit": small}
+        din, ins = [c] + [hid] * layers, [q + "mean"] + [f"{q}a{i}" for i in range(layers)]
+        gin, width = q + "d logit", c
+        for i in reversed(range(layers + 1)):  # the Linear layers, last first
+            if i < layers:  # its leaky ReLU
+                found.append(ts.at(f"{q}backward: leaky ReLU {i}", live, **{f"{q}d h{i}": b * g * hid * e}))
+                live = {**ts.without(live, gin, f"{q}h{i}"), f"{q}d h{i}": b * g * hid * e}
+                gin = f"{q}d h{i}"
+            new = {f"{q}d w{i}": din[i] * width * e, f"{q}d in{i}": b * g * din[i] * e}
+            found.append(ts.at(f"{q}backward: linear {i}", live, **new))
+            live = {**ts.without(live, gin, ins[i]), **new}
+            more, live = ts.accumulate(q, live, acc, [(f"{p}w{i}", f"{q}d w{i}", din[i] * width * e)])
+            found += more
+            gin, width = f"{q}d in{i}", hid
+        found.append(ts.at(q + "backward: mean", live, **{q + "d mean": big}))
+        live = {**ts.without(live, gin), q + "d mean": big}
+        found.append(ts.at(q + "backward: d_m", live, **{q + "d m": big}))
+        live = {**ts.without(live, q + "d m gate", q + "d mean"), q + "d m": big}
+        prod = {q + "d mv": big, q + "d ma": big, q + "d a": b * g * n * e}
+        found.append(ts.at(q + "backward: value / affinity products", live, **prod))
+        live = {**live, q + "d mv": big, q + "d a": b * g * n * e}
+        d_attn.append(q + "d a")
+        dv = q + "d mv"
+        if g > 1:  # summed over the chunk's queries
+            found.append(ts.at(q + "backward: d_v", live, **{q + "d v": b * c * n * e}))
+            live = {**ts.without(live, q + "d mv"), q + "d v": b * c * n * e}
+            dv = q + "d v"
+        live = ts.without(live, q + "d m", v if last else None)
+        more, live = ts.accumulate(q, live, acc, [(p + "v", dv, b * c * n * e)])
+        found += more
+    if len(sizes) == 1:
+        return found, live, d_attn[0]
+    total = b * sum(sizes) * n * e
+    found.append(ts.at(p + " affinity gradient cat", live, **{p + " d attn": total}))
+    return found, {**ts.without(live, *d_attn), p + " d attn": total}, p + " d attn"

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from isaprof.formulas import common as fc
-from isaprof.formulas import memory as fm
+from isaprof.formulas import peak as fp
+from isaprof.formulas import train_sets as ts
 from isaprof.formulas.base import Config, Cost, Tolerance, formula
 
 # H = 1 or W = 1 only (train peak): einsum lowers the size-1 aggregate to a broadcast ``mul`` and skips
@@ -75,129 +76,132 @@ def peak_inference(cfg: Config) -> int:
 
 
 def peak_train(cfg: Config) -> int:
-    """Peak bytes of forward + backward: ``criss_cross_train_peak(cfg).peak``, exact against the tracker for
-    H, W > 1 (any B, Ck, R). At H = 1 or W = 1 einsum lowers an aggregate to ``mul`` and merges batches as
-    views: the events differ and the trace over-estimates by up to ``DEGENERATE_TRAIN_TOLERANCE``."""
-    return criss_cross_train_peak(cfg).peak
+    """Peak bytes of forward + backward: the peak set `criss_cross_train_peak_set`, exact against the
+    tracker for H, W > 1 (any B, Ck, R). At H = 1 or W = 1 einsum lowers an aggregate to ``mul`` and merges
+    batches as views: the code's moments differ and the set over-estimates by up to
+    ``DEGENERATE_TRAIN_TOLERANCE``."""
+    return criss_cross_train_peak_set(cfg).bytes
 
 
-def _step_forward(t: fm.Trace, p: str, d: dict) -> dict:
-    """Events of one ``CrissCross.criss_cross`` step in train; returns what autograd saved (names).
+def criss_cross_train_peak_set(cfg: Config) -> fp.Moment:
+    """Peak set of ``criss_cross`` train (exact against the tracker for H, W > 1): the largest of
 
-    einsum permutes its operands to (batch, free, contracted) and reshapes them for ``bmm``: with B > 1 the
-    (b, w) / (b, h) batch does not merge as a view, so q, k (both energies), v (both aggregates) and the
-    column slice of the affinity are copied, and bmm saves the copies; with B = 1 it saves views.
-    """
-    pc, pk, cp = d["pc"], d["pk"], d["b"] > 1
-    cpk = cp and d["ck"] > 1  # Ck = 1: the energies lower to a broadcast mul of views, no copies
-    q, k, v = t.alloc(p + "q", pk), t.alloc(p + "k", pk), t.alloc(p + "v", pc)  # (B, Ck|C, H, W)
-    sv: dict = {}
-    for br, area in (("h", d["col"]), ("w", d["row"])):  # energies: (B, W, H, H), (B, H, W, W)
-        sv["q" + br] = t.alloc(f"{p}cq_{br}", pk) if cpk else t.share(q)
-        sv["k" + br] = t.alloc(f"{p}ck_{br}", pk) if cpk else t.share(k)
-        t.alloc(f"{p}e_{br}", area)
-    t.alloc(p + "cat", d["aff"])  # (B, H, W, H + W)
-    sv["attn"] = t.alloc(p + "attn", d["aff"])
-    sv["vh"] = t.alloc(p + "cv_h", pc) if cp else t.share(v)
-    sv["ah"] = t.alloc(p + "ca_h", d["col"]) if cp else None  # the column slice of the affinity
-    sv["out"] = t.alloc(p + "out_h", pc)  # (B, C, H, W) view of the column bmm; += adds in place
-    sv["vw"] = t.alloc(p + "cv_w", pc) if cp else t.share(v)
-    t.alloc(p + "out_w", pc)
-    t.free(p + "out_w")
-    t.alloc(p + "scaled", pc)  # gamma * out (saves out)
-    sv["y"] = t.alloc(p + "y", pc)  # + x
-    t.free(p + "scaled", p + "e_h", p + "e_w", p + "cat", q, k, v)  # the step's locals die on return
-    return sv
+    * forward: the last step's ``gamma * out + x`` beside that step's q, k, v, energies, their concatenation,
+      the softmax, einsum's copies and the column aggregate, on top of the earlier steps' saved activations
+      (each step's candidate holds the previous one's bytes plus what that step saved: the last is largest);
+    * backward, per step (beside the seed, the output, the earlier steps' saved activations and the gradient
+      buffers): the gamma gradient; the in-place sum's CopySlices; each aggregate's affinity and value
+      gradients; the softmax backward (d_aff beside the two slice gradients, then d_energy); each energy's
+      q, k gradients (Ck = 1: the broadcast products); the diagonal fill's backward; q, k summed; each conv's
+      input and weight gradients and their out-of-place sums into x's and the parameters' buffers;
+    * x's gradient copied by AccumulateGrad.
 
-
-def _energy_backward(t: fm.Trace, p: str, pk: int, area: int, lowered: bool) -> None:
-    """The q, k gradients (``p + "_d_q"``, ``p + "_d_k"``, B N Ck each) of one energy einsum: two bmm's, or
-    with Ck = 1 (a broadcast ``mul``) two ``area``-sized products each summed to B N."""
-    if not lowered:
-        t.alloc(p + "_d_q", pk), t.alloc(p + "_d_k", pk)
-        return
-    t.alloc(p + "_mul_a", area), t.alloc(p + "_mul_b", area)
-    t.alloc(p + "_d_q", pk)
-    t.free(p + "_mul_b")
-    t.alloc(p + "_d_k", pk)
-    t.free(p + "_mul_a")
-
-
-def _step_backward(t: fm.Trace, p: str, d: dict, sv: dict, acc: dict, x: str | None) -> None:
-    """Events of one step's backward; ``acc["x"]`` holds the incoming gradient (the residual passes it on
-    to x unchanged), ``x``: the step's input if tracked (saved by its three convs)."""
-    pc, pk, cp, e = d["pc"], d["pk"], d["b"] > 1, d["e"]
-    d_out = t.alloc(p + "d_out", pc)  # grad * gamma
-    t.alloc(p + "d_gamma_full", pc)
-    t.alloc(p + "d_gamma", e)
-    t.free(p + "d_gamma_full", sv["out"])
-    fm.accumulate(t, acc, [("gamma", p + "d_gamma", e)])
-    base = t.alloc(p + "d_base", pc)  # CopySlices of the in-place += : the column bmm output's gradient
-    g = t.alloc(p + "d_sum", pc)
-    t.free(d_out)
-    if cp:  # einsum's permuted copy of the row aggregate's gradient
-        g2 = t.alloc(p + "d_row_copy", pc)
-        t.free(g)
-        g = g2
-    t.alloc(p + "d_attn_w", d["row"]), t.alloc(p + "d_v_w", pc)
-    t.free(g, sv["vw"])
-    t.alloc(p + "d_slice_w", d["aff"])
-    t.free(p + "d_attn_w")
-    t.alloc(p + "d_attn_h", d["col"]), t.alloc(p + "d_v_h", pc)
-    t.free(base, sv["ah"], sv["vh"])
-    t.alloc(p + "d_v", pc)
-    t.free(p + "d_v_w", p + "d_v_h")
-    t.alloc(p + "d_slice_h", d["aff"])
-    t.free(p + "d_attn_h")
-    t.alloc(p + "d_aff", d["aff"])
-    t.free(p + "d_slice_w", p + "d_slice_h")
-    ds = t.alloc(p + "d_energy", d["aff"])  # softmax backward
-    t.free(p + "d_aff", sv["attn"])
-    lowered = d["ck"] == 1
-    cpk = cp and not lowered
-    held = t.alloc(p + "d_e_h_copy", d["col"]) if cpk else ds  # the transposed column slice of d_energy
-    _energy_backward(t, p + "w", pk, d["row"], lowered)
-    t.free(ds if cpk else None, sv["kw"], sv["qw"])
-    ne = t.alloc(p + "d_e_h", d["col"])  # CopySlices of the diagonal fill_
-    t.alloc(p + "d_diag", d["diag"]), t.alloc(p + "d_diag_zeros", d["diag"])
-    t.free(p + "d_diag", p + "d_diag_zeros", held)
-    _energy_backward(t, p + "h", pk, d["col"], lowered)
-    t.free(ne, sv["kh"], sv["qh"])
-    t.alloc(p + "d_q", pk)
-    t.free(p + "w_d_q", p + "h_d_q")
-    t.alloc(p + "d_k", pk)
-    t.free(p + "w_d_k", p + "h_d_k")
-    c, ck = d["c"], d["ck"]
-    for i, (conv, grad, cout) in enumerate((("v", "d_v", c), ("k", "d_q", ck), ("q", "d_k", ck))):
-        dx = t.alloc(f"{p}{conv}_d_x", pc)
-        dw, db = t.alloc(f"{p}{conv}_d_w", c * cout * e), t.alloc(f"{p}{conv}_d_b", cout * e)
-        t.free(p + grad, x if i == 2 else None)
-        fm.accumulate(t, acc, [("x", dx, pc), (conv + "_w", dw, c * cout * e), (conv + "_b", db, cout * e)])
-
-
-def criss_cross_train_peak(cfg: Config) -> fm.Trace:
-    """Events of ``criss_cross`` under the train protocol (torch 2.x CPU, read off a dispatch-mode log).
-
-    R forward steps (`_step_forward`), each step's output saved by the next step's convs; the seed; R
-    backward steps in reverse (`_step_backward`), parameter gradients summed across steps out of place;
-    x's gradient copied once by AccumulateGrad at the end. The peak is in the last step's backward (the
-    aggregates' and the softmax's gradients) on top of R steps of saved activations (``live_at_peak``).
+    With H W large it is the last step's softmax backward: d_aff, the slice gradients or d_energy
+    ((H + W) B N b each) beside the saved affinities of every step.
     """
     b, c, ck, h, w, e = cfg.batch, cfg.channels, cfg.key_channels, cfg.height, cfg.width, cfg.dtype_bytes
     r, pos = cfg.option("recurrence", 2), b * h * w
-    d = dict(b=b, c=c, ck=ck, e=e, pc=pos * c * e, pk=pos * ck * e, col=b * w * h * h * e,
-             row=b * h * w * w * e, aff=pos * (h + w) * e, diag=b * w * h * e)  # fmt: skip
-    t = fm.Trace()
-    saved, inputs, x = [], [], None
-    for i in range(r):
-        sv = _step_forward(t, f"s{i}_", d)
-        saved.append(sv)
-        inputs.append(x)
-        x = sv["y"]
-    t.alloc("seed", pos * c * e)  # ones_like(out), held by the caller (as is the output)
+    pc, pk, cp, cpk = pos * c * e, pos * ck * e, b > 1, b > 1 and ck > 1
+    col, row, aff, diag = b * w * h * h * e, b * h * w * w * e, pos * (h + w) * e, b * w * h * e
+    live: ts.Live = {}
+    found: list[fp.Moment] = []
+    for i in range(r):  # each step's output is saved by the next step's convs
+        p = f"step {i + 1} "
+        live.update({p + "q": pk, p + "k": pk, p + "v": pc})
+        for br, area in (("h", col), ("w", row)):  # einsum's copies (B > 1, Ck > 1), else views of q, k
+            if cpk:
+                live.update({f"{p}q copy {br}": pk, f"{p}k copy {br}": pk})
+            live[f"{p}energy {br}"] = area
+        live.update({p + "cat": aff, p + "attention": aff})
+        if cp:
+            live.update({p + "v copy h": pc, p + "attention slice h": col})
+        live[p + "out h"] = pc
+        if cp:
+            live[p + "v copy w"] = pc
+        if i == r - 1:
+            found.append(ts.at(p + "forward: gamma * out + x", live, **{p + "scaled": pc, p + "y": pc}))
+        local = [p + x for x in ("energy h", "energy w", "cat")]
+        local += [p + x for x in ("q", "k")] if cpk else []
+        local += [p + "v"] if cp else []
+        live = {**ts.without(live, *local), p + "y": pc}
+    live["seed"] = pos * c * e  # ones_like(out), held by the caller (as is the output)
     acc = {"x": "seed"}
     for i in reversed(range(r)):
-        _step_backward(t, f"s{i}_", d, saved[i], acc, inputs[i])
-    t.alloc("d_input", pos * c * e)  # AccumulateGrad copies the summed gradient into x.grad
-    t.free(acc["x"])
-    return t
+        p = f"step {i + 1} "
+        more, live = _step_backward_set(p, live, acc, i, dict(pc=pc, pk=pk, cp=cp, cpk=cpk, c=c, ck=ck, e=e,
+                                        col=col, row=row, aff=aff, diag=diag))  # fmt: skip
+        found += more
+    found.append(ts.at("x gradient copy", live, d_input=pos * c * e))
+    return fp.peak_set(found)
+
+
+def _step_backward_set(p: str, live: ts.Live, acc: dict, i: int, d: dict) -> tuple[list[fp.Moment], ts.Live]:
+    """One step's backward candidates (`criss_cross_train_peak_set`); ``acc``: the gradient buffers."""
+    pc, pk, e, col, row, aff = d["pc"], d["pk"], d["e"], d["col"], d["row"], d["aff"]
+    found = [
+        ts.at(p + "backward: gamma", live, **{p + "d out": pc, p + "d gamma full": pc, p + "d gamma": e})
+    ]
+    live = {**ts.without(live, p + "out h"), p + "d out": pc, p + "d gamma": e}
+    more, live = ts.accumulate(p, live, acc, [("gamma", p + "d gamma", e)])
+    found += more
+    found.append(ts.at(p + "backward: in-place sum", live, **{p + "d base": pc, p + "d sum": pc}))
+    live = {**ts.without(live, p + "d out"), p + "d base": pc, p + "d sum": pc}
+    g = p + "d sum"
+    if d["cp"]:  # einsum's permuted copy of the row aggregate's gradient
+        found.append(ts.at(p + "backward: row gradient copy", live, **{p + "d row copy": pc}))
+        live, g = {**ts.without(live, g), p + "d row copy": pc}, p + "d row copy"
+    found.append(ts.at(p + "backward: row aggregate", live, **{p + "d attn w": row, p + "d v w": pc}))
+    live = {**ts.without(live, g, p + "v copy w"), p + "d attn w": row, p + "d v w": pc}
+    found.append(ts.at(p + "backward: row slice", live, **{p + "d slice w": aff}))
+    live = {**ts.without(live, p + "d attn w"), p + "d slice w": aff}
+    found.append(ts.at(p + "backward: column aggregate", live, **{p + "d attn h": col, p + "d v h": pc}))
+    dead = (p + "d base", p + "attention slice h", p + "v copy h", None if d["cp"] else p + "v")
+    live = {**ts.without(live, *dead), p + "d attn h": col, p + "d v h": pc}
+    found.append(ts.at(p + "backward: v gradient", live, **{p + "d v": pc}))
+    live = {**ts.without(live, p + "d v w", p + "d v h"), p + "d v": pc}
+    found.append(ts.at(p + "backward: column slice", live, **{p + "d slice h": aff}))
+    live = {**ts.without(live, p + "d attn h"), p + "d slice h": aff}
+    found.append(ts.at(p + "backward: affinity", live, **{p + "d aff": aff}))
+    live = {**ts.without(live, p + "d slice w", p + "d slice h"), p + "d aff": aff}
+    found.append(ts.at(p + "backward: softmax", live, **{p + "d energy": aff}))
+    live = {**ts.without(live, p + "d aff", p + "attention"), p + "d energy": aff}
+    lowered = d["ck"] == 1
+    if d["cpk"]:  # the transposed column slice of d_energy
+        live[p + "d energy h copy"] = col
+    more, live = _energy_backward_set(p + "w ", live, pk, row, lowered)
+    found += more
+    qk_w = (p + "q copy w", p + "k copy w") if d["cpk"] else ()
+    live = ts.without(live, p + "d energy" if d["cpk"] else None, *qk_w)
+    diag = {p + "d energy h": col, p + "d diag": d["diag"], p + "d diag zeros": d["diag"]}
+    found.append(ts.at(p + "backward: diagonal fill", live, **diag))
+    held = p + ("d energy h copy" if d["cpk"] else "d energy")
+    live = {**ts.without(live, held), p + "d energy h": col}
+    more, live = _energy_backward_set(p + "h ", live, pk, col, lowered)
+    found += more
+    qk_h = (p + "q copy h", p + "k copy h") if d["cpk"] else (p + "q", p + "k")
+    live = ts.without(live, p + "d energy h", *qk_h)
+    for x in ("q", "k"):
+        found.append(ts.at(f"{p}backward: d_{x}", live, **{f"{p}d {x}": pk}))
+        live = {**ts.without(live, f"{p}w d {x}", f"{p}h d {x}"), f"{p}d {x}": pk}
+    c, ck = d["c"], d["ck"]
+    for j, (conv, grad, cout) in enumerate((("v", "d v", c), ("k", "d q", ck), ("q", "d k", ck))):
+        new = {f"{p}{conv} d_x": pc, f"{p}{conv} d_w": c * cout * e, f"{p}{conv} d_b": cout * e}
+        found.append(ts.at(f"{p}backward: {conv} conv", live, **new))
+        x = f"step {i} y" if (j == 2 and i > 0) else None  # the step's input, saved by its three convs
+        live = {**ts.without(live, p + grad, x), **new}
+        parts = [("x", f"{p}{conv} d_x", pc), (conv + "_w", f"{p}{conv} d_w", c * cout * e)]
+        more, live = ts.accumulate(p, live, acc, [*parts, (conv + "_b", f"{p}{conv} d_b", cout * e)])
+        found += more
+    return found, live
+
+
+def _energy_backward_set(p: str, live: ts.Live, pk: int, area: int, lowered: bool) -> tuple[list, ts.Live]:
+    """Candidates of one energy einsum's backward: its q, k gradients; with Ck = 1 (a broadcast ``mul``) each
+    beside the ``area``-sized products it sums."""
+    if not lowered:
+        live = {**live, p + "d q": pk, p + "d k": pk}
+        return [ts.at(p + "energy backward", live)], live
+    found = [ts.at(p + "energy backward", live, **{p + "mul a": area, p + "mul b": area, p + "d q": pk})]
+    live = {**live, p + "mul a": area, p + "d q": pk}
+    found.append(ts.at(p + "energy backward", live, **{p + "d k": pk}))
+    return found, {**ts.without(live, p + "mul a"), p + "d k": pk}

@@ -18,11 +18,10 @@ import math
 from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
 from isaprof.formulas import peak as fp
+from isaprof.formulas import train_sets as ts
 from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.dense import (
-    stage_backward,
     stage_elementwise,
-    stage_forward,
     stage_inference_moments,
     stage_macs,
     stage_params,
@@ -64,15 +63,15 @@ def isa(cfg: Config) -> Cost:
         macs.update(fwd)
         train.update(bwd)
         elementwise.update(stage_elementwise(prefix, maps, n, ck, c, masked))
-    inference = isa_inference_peak(cfg)
+    inference, train_peak = isa_inference_peak(cfg), isa_train_peak(cfg)
     return Cost(
         params=2 * stage_params(c, ck, cv, c),
         macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": inference.bytes, "train": isa_peak(cfg, True).peak},
+        peak_bytes={"inference": inference.bytes, "train": train_peak.bytes},
         padded=(qh * ph, qw * pw),
-        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.tolerance(train_peak)),
     )
 
 
@@ -94,10 +93,22 @@ def _copies(shapes: tuple) -> bool:
 def mask_bytes(n: int, qh: int, qw: int, ph: int, pw: int) -> int:
     """Bytes the two key masks of ``blocks.isa`` hold through the forward (bool): each mask is an
     expanded view of the (H', W') validity grid regrouped like its stage, copied where the view is
-    impossible (the same storages as `_masks`, as a sum)."""
-    t = fm.Trace()
-    _masks(t, n, qh, qw, ph, pw)  # frees its temporaries: what is left is what the masks hold
-    return t.current
+    impossible; two views of the one grid hold it once."""
+    cells = qh * ph * qw * pw  # the (H', W') validity grid, 1 B a cell
+    grid, grid_strides = (qh, ph, qw, pw), fm.contiguous_strides((qh, ph, qw, pw))
+    held: dict[str, int] = {}
+    for name, perm, m in (("long", (1, 3, 0, 2), qh * qw), ("short", (0, 2, 1, 3), ph * pw)):
+        base_shape = (1, grid[perm[0]] * grid[perm[1]], 1, m)
+        shape, strides = [grid[p] for p in perm], [grid_strides[p] for p in perm]
+        view = fm.view_strides(shape, strides, base_shape)  # (1, maps, 1, M): a view of the grid, or a copy
+        base = "valid grid" if view is not None else name + " base"
+        strides = view or fm.contiguous_strides(base_shape)
+        expanded = (n, base_shape[1], 1, m)  # expanded over the batch, then merged: a copy unless it folds
+        if fm.view_copies(expanded, (0, strides[1], strides[2], strides[3]), (n * base_shape[1], 1, m)):
+            held[name + " mask"] = n * base_shape[1] * m * fm.BOOL_BYTES
+        else:
+            held[base] = cells * fm.BOOL_BYTES
+    return sum(held.values())
 
 
 def isa_inference_peak(cfg: Config) -> fp.Moment:
@@ -143,99 +154,87 @@ def isa_inference_peak(cfg: Config) -> fp.Moment:
     return fp.peak_set(x.plus(masks) for x in found)
 
 
-def _masks(t: fm.Trace, n: int, qh: int, qw: int, ph: int, pw: int) -> list[str]:
-    """Events of ``blocks.isa._key_masks``; returns the storages the two masks hold (bool, 1 B each)."""
-    valid = t.alloc("valid", qh * ph * qw * pw * fm.BOOL_BYTES)  # (H', W')
-    t.free(t.alloc("true", fm.BOOL_BYTES))  # the scalar of valid[...] = True
-    grid, grid_strides = (qh, ph, qw, pw), fm.contiguous_strides((qh, ph, qw, pw))
-    held, bases = [], []
-    for name, perm, m in (("long", (1, 3, 0, 2), qh * qw), ("short", (0, 2, 1, 3), ph * pw)):
-        base_shape = (1, len(grid) and grid[perm[0]] * grid[perm[1]], 1, m)
-        shape, strides = [grid[p] for p in perm], [grid_strides[p] for p in perm]
-        view = fm.view_strides(shape, strides, base_shape)
-        base = t.alloc(name + "_base", qh * ph * qw * pw) if view is None else t.share(valid)
-        bases.append((name, base, base_shape, view or fm.contiguous_strides(base_shape)))
-    for name, base, shape, strides in bases:
-        expanded = (n, shape[1], 1, shape[3])
-        copies = fm.view_copies(
-            expanded, (0, strides[1], strides[2], strides[3]), (n * shape[1], 1, shape[3])
-        )
-        held.append(t.alloc(name + "_mask", n * shape[1] * shape[3]) if copies else t.share(base))
-    t.free(valid, *(b for _, b, _, _ in bases))
-    return held
-
-
 def _nhwc(shapes: tuple) -> bool:
     """Whether a stage input regrouped by ``shapes`` (see `memory.regroup`) is a channels-last view."""
     strides = fm.regroup_strides(shapes)
     return strides is not None and fm.is_channels_last(shapes[3], strides)
 
 
-def isa_peak(cfg: Config, train: bool) -> fm.Trace:
-    """Events of ``isa`` under the measurement protocol; ``.peak`` is the peak in bytes.
+def isa_train_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``isa`` train: the largest of
 
-    Forward: pad (if any), key masks (``masked``), regroup copy, long-range stage, regroup copy,
-    short-range stage, regroup copy, crop (a view). Train adds the seed, the crop's ``slice_backward``
-    buffers, the regroups' way back and both stages' backward (`dense.stage_backward`), then the pad's.
-    With naive / math attention the peak is at the larger stage's (maps, N, N) logits: B P_h P_w (Q_h Q_w)^2
-    (long range) or B Q_h Q_w (P_h P_w)^2 (short range) elements, two of them in inference (logits, scaled
-    logits), three in train (softmax, d_attn, d_softmax), beside the saved activations.
+    * forward: the pad beside its long-range regroup copy; each stage's candidates
+      (`train_sets.stage_forward`) beside what the block holds then (key masks, the saved stage inputs, the
+      long-range output); the short-range output beside its final regroup copy;
+    * backward: the crop's ``slice_backward`` buffers beside the seed; each regroup's gradient copy beside
+      the gradient it copies; each stage's candidates (`train_sets.stage_backward`) and its input gradient's
+      sums; the pad's backward (x's gradient beside the padded one).
+
+    With naive / math attention and large stages it is the larger stage's softmax backward: three
+    (maps, N, N) buffers, B P_h P_w (Q_h Q_w)^2 b each (long range) or B Q_h Q_w (P_h P_w)^2 b (short
+    range), beside everything both stages saved; the stages run one after the other, so only one stage's
+    (N, N) buffers are ever live.
     """
     n, c, h, w, b = cfg.batch, cfg.channels, cfg.height, cfg.width, cfg.dtype_bytes
     ph, pw = factor_of(cfg)
     qh, qw, top, bottom, left, right = isa_geometry(h, w, (ph, pw))
-    hp, wp = qh * ph, qw * pw
     padded = top + bottom + left + right > 0
     masked = bool(cfg.option("masked", False)) and padded
-    full = n * c * hp * wp * b
-    t = fm.Trace()
-    feats = t.alloc("pad", full) if padded else None
-    held = _masks(t, n, qh, qw, ph, pw) if masked else []
-    r1 = ((n, c, hp, wp), (n, c, qh, ph, qw, pw), (0, 3, 5, 1, 2, 4), (n * ph * pw, c, qh, qw))
-    r2 = ((n * ph * pw, c, qh, qw), (n, ph, pw, c, qh, qw), (0, 4, 5, 3, 1, 2), (n * qh * qw, c, ph, pw))
-    r3 = ((n * qh * qw, c, ph, pw), (n, qh, qw, c, ph, pw), (0, 3, 1, 4, 2, 5), (n, c, hp, wp))
-    nhwc = [_nhwc(r) for r in (r1, r2)]
+    full = n * c * qh * ph * qw * pw * b
+    r1, r2, r3 = _regroups(n, c, qh, qw, ph, pw)
     specs = [
-        stage_spec(cfg, n * ph * pw, qh * qw, masked, nhwc[0]),
-        stage_spec(cfg, n * qh * qw, ph * pw, masked, nhwc[1]),
+        stage_spec(cfg, n * ph * pw, qh * qw, masked, _nhwc(r1)),
+        stage_spec(cfg, n * qh * qw, ph * pw, masked, _nhwc(r2)),
     ]
-    inputs, outputs = [], []
-    for i, (shapes, s) in enumerate(zip((r1, r2), specs, strict=True)):
-        x = fm.regroup(t, f"in{i}", feats, full, shapes)
-        t.free(feats if (i == 0 or not train) else None)  # the previous stage's output is saved in train
-        y = stage_forward(t, f"s{i}_", s, train)
-        t.free(None if train else x)
-        inputs.append(x)
-        outputs.append(y)
-        feats = y
-    out = fm.regroup(t, "out", feats, full, r3)
-    t.free(None if train else feats, *held)
-    if not train:
-        return t
-    grad = t.alloc("seed", n * c * h * w * b)  # ones_like(out), held by the caller to the end
-    held_grad: list[str | None] = [None]
-    if right + left > 0 and top + bottom > 0:
-        held_grad.append(t.alloc("d_crop_w", n * c * h * wp * b))
-    if top + bottom > 0 or right + left > 0:
-        g = t.alloc("d_crop", full)
-        t.free(held_grad[-1])
-        held_grad = [g]
-    grad = held_grad[-1] or grad
-    caller_held = grad == "seed"
-    grad = fm.regroup(t, "d_out", grad, full, r3, backward=True)
-    t.free(None if caller_held else held_grad[-1])
-    if out != feats:
-        t.free(None)  # out is its own storage, held by the caller
-    for i in (1, 0):
-        s, shapes = specs[i], (r1, r2)[i]
-        mine = None if grad == "seed" else grad
-        parts = stage_backward(t, f"s{i}_", s, grad, (mine, outputs[i] if out != outputs[i] else None))
-        t.free(inputs[i])
-        grad = fm.grad_sum(t, f"s{i}_d_x", parts, full)
-        back = fm.regroup(t, f"s{i}_d_regroup", grad, full, shapes, backward=True)
-        t.free(grad)
-        grad = back
+    prefixes = ("long-range ", "short-range ")
+    found: list[fp.Moment] = []
+    live: ts.Live = {"padded input": full} if padded else {}
+    masks = {"key masks": mask_bytes(n, qh, qw, ph, pw)} if masked else {}
+    live.update(masks)
+    # the stage inputs: a regroup copy, or (a view) the pad / the long-range output, saved by the convs
+    inputs = [
+        "long-range input" if _copies(r1) else ("padded input" if padded else None),
+        "short-range input" if _copies(r2) else None,  # a view of the long-range output: dies with it
+    ]
+    if _copies(r1):
+        found.append(ts.at("long-range regroup", live, **{"long-range input": full}))
+        live = {**ts.without(live, "padded input"), "long-range input": full}
+    for i, (p, s) in enumerate(zip(prefixes, specs, strict=True)):
+        if i == 1 and _copies(r2):
+            live["short-range input"] = full
+        more, live = ts.stage_forward(p, s, live)
+        found += more
+    if _copies(r3):  # the output, held by the caller to the end
+        found.append(ts.at("final regroup", live, output=full))
+        live["output"] = full
+    live = ts.without(live, *masks)  # the masks die with the forward (naive saved its own ~mask)
+    out_is_y1 = not _copies(r3)
+    # backward: ones_like(out), held by the caller; the crop's slice_backward pads it back to (H', W')
+    live["seed"] = n * c * h * w * b
+    grad = "seed"
+    if top + bottom > 0 and left + right > 0:
+        found.append(ts.at("crop backward", live, d_crop_rows=n * c * h * qw * pw * b, d_crop=full))
+    elif padded:
+        found.append(ts.at("crop backward", live, d_crop=full))
     if padded:
-        t.alloc("d_x", n * c * h * w * b)
-        t.free(grad)
-    return t
+        live["d crop"], grad = full, "d crop"
+    if fm.regroup_back_copies(r3):
+        found.append(ts.at("final regroup backward", live, d_out=full))
+        live = {**ts.without(live, None if grad == "seed" else grad), "d out": full}
+        grad = "d out"
+    for i in (1, 0):
+        p, s = prefixes[i], specs[i]
+        frees = (None if grad == "seed" else grad, None if (i == 1 and out_is_y1) else p + "w relu")
+        more, live, parts = ts.stage_backward(p, s, live, grad, frees)
+        found += more
+        live = ts.without(live, inputs[i])
+        more, live = ts.grad_sum(p + "d_x", live, parts, full)
+        found += more
+        grad = f"{p}d_x sum 1"
+        if fm.regroup_back_copies((r1, r2)[i]):
+            found.append(ts.at(p + "regroup backward", live, **{p + "d_regroup": full}))
+            live = {**ts.without(live, grad), p + "d_regroup": full}
+            grad = p + "d_regroup"
+    if padded:
+        found.append(ts.at("pad backward", live, d_x=n * c * h * w * b))
+    return fp.peak_set(found)

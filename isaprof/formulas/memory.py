@@ -1,17 +1,15 @@
-"""Layout rules (which reshapes copy) and a tiny allocation-event simulator.
+"""Layout rules (which reshapes copy) and the storage conventions the peak sets follow.
 
-The inference peaks are closed-form peak sets (:mod:`isaprof.formulas.peak`); they use the layout rules
-here. The train peaks still replay each block's events with :class:`Trace` (the replay also cross-checks
-the inference peak sets in tests/test_formulas_peak_sets.py).
+The peaks of both modes are closed-form peak sets (:mod:`isaprof.formulas.peak`,
+:mod:`isaprof.formulas.train_sets`): named live sets at a few candidate moments. They count storages as
+``isaprof.measure.memory.StorageTracker`` does: every op output with a fresh storage is one allocation,
+views and in-place ops allocate nothing, a storage is freed when its last reference dies (Python locals,
+autograd's saved tensors, gradient buffers), and the peak is sampled after each op's outputs exist. The
+allocation-event replay they were derived from lives on in tests/formula_replays.py, the reference they
+are cross-checked against on many shapes. Pure Python (no torch, nothing of isaprof outside
+``isaprof.formulas``). All sizes in bytes.
 
-Pure Python (no torch, nothing of isaprof outside ``isaprof.formulas``). A formula replays, as ``alloc`` /
-``free`` events, the storages the real module allocates (read off its code and the aten ops it runs),
-in order; the peak is the largest running sum. This mirrors ``isaprof.measure.memory.StorageTracker``:
-every op output with a fresh storage is one allocation, views and in-place ops allocate nothing, a
-storage is freed when its last reference dies (Python locals, autograd's saved tensors, gradient
-buffers), and the peak is sampled after each op's outputs exist. All sizes in bytes.
-
-Conventions of the sequences here (torch 2.x CPU, observed with a dispatch-mode logger):
+Conventions (torch 2.x CPU, observed with a dispatch-mode logger):
 
 * ``.contiguous()`` / ``reshape`` copy only when the strides do not allow a view (:func:`view_copies`,
   a port of ATen's ``computeStride``); a transposed (B, C, N) -> (B, N, C) view copies unless C or N is 1.
@@ -31,55 +29,6 @@ BOOL_BYTES = 1
 def acc_bytes(dtype_bytes: int) -> int:
     """Bytes of the accumulation dtype (ATen ``toOpMathType``): float32 for 16-bit types, else the dtype."""
     return max(4, dtype_bytes)
-
-
-class Trace:
-    """Allocation-event simulator: ``alloc(name, nbytes)`` / ``free(*names)``; ``peak`` in bytes.
-
-    ``peak_at`` names the allocation at which the peak was first reached and ``live_at_peak`` what was
-    live then (name -> bytes): the closed form of the peak is the sum of those terms. ``movable``: names
-    of Python locals the code may free sooner (see `isaprof.formulas.peak.LOCALS`).
-    """
-
-    def __init__(self) -> None:
-        self.live: dict[str, int] = {}
-        self.refs: dict[str, int] = {}
-        self.current = 0
-        self.peak = 0
-        self.peak_at = ""
-        self.live_at_peak: dict[str, int] = {}
-        self.movable: list[str] = []
-
-    def alloc(self, name: str, nbytes: int) -> str:
-        """Allocate ``nbytes`` under ``name`` (a fresh name); returns the name."""
-        if name in self.live:
-            raise ValueError(f"allocation {name!r} is already live")
-        self.live[name], self.refs[name] = nbytes, 1
-        self.current += nbytes
-        if self.current > self.peak:
-            self.peak, self.peak_at, self.live_at_peak = self.current, name, dict(self.live)
-        return name
-
-    def free(self, *names: str | None) -> None:
-        """Drop one holder of each named allocation, freeing it when none is left (``None`` entries are
-        ignored: "nothing was allocated", e.g. a view of untracked storage)."""
-        for name in names:
-            if name is None:
-                continue
-            self.refs[name] -= 1
-            if self.refs[name] == 0:
-                del self.refs[name]
-                self.current -= self.live.pop(name)
-
-    def share(self, name: str | None) -> str | None:
-        """One more holder of ``name`` (a view kept by someone else); returns ``name``."""
-        if name is not None:
-            self.refs[name] += 1
-        return name
-
-    def maybe(self, name: str, nbytes: int, copies: bool) -> str | None:
-        """``alloc`` if ``copies`` (an op that may return a view), else ``None``."""
-        return self.alloc(name, nbytes) if copies else None
 
 
 def contiguous_strides(shape: Sequence[int]) -> list[int]:
@@ -137,57 +86,23 @@ def transpose_copies(rows: int, cols: int) -> bool:
     return rows > 1 and cols > 1
 
 
-def grad_sum(t: Trace, name: str, parts: Sequence[str], nbytes: int) -> str:
-    """Autograd summing the gradients ``parts`` (in arrival order) of one tensor, out of place:
-    each arrival after the first allocates the sum and frees both operands. Returns the final name."""
-    acc = parts[0]
-    for part in parts[1:]:
-        new = t.alloc(f"{name}_sum_{part}", nbytes)
-        t.free(acc, part)
-        acc = new
-    return acc
-
-
-def accumulate(t: Trace, acc: dict[str, str], parts: Sequence[tuple[str, str, int]]) -> None:
-    """Autograd's gradient buffers after one backward node: each new gradient ``(key, name, nbytes)`` becomes
-    the buffer ``acc[key]`` or is added to it out of place (the old buffer dies at once unless it is the
-    caller-held ``"seed"``; the new parts that were summed die after the node's last sum)."""
-    summed = []
-    for key, name, nbytes in parts:
-        if key not in acc:
-            acc[key] = name
-            continue
-        new = t.alloc(name + "_sum", nbytes)
-        t.free(None if acc[key] == "seed" else acc[key])
-        acc[key] = new
-        summed.append(name)
-    t.free(*summed)
-
-
-def regroup(
-    t: Trace, name: str, src: str | None, nbytes: int, shapes: tuple, backward: bool = False
-) -> str | None:
-    """``src.view(shape).permute(perm).reshape(new)`` (``shapes`` = (src_shape, shape, perm, new)): a new
-    allocation ``name`` if it copies, else one more holder of ``src``. ``backward``: the gradient's way
-    back, a contiguous ``new``-shaped gradient viewed, permuted back and reshaped to ``src_shape``."""
-    src_shape, shape, perm, new = shapes
-    if not backward:
-        strides = contiguous_strides(shape)
-        copies = view_copies([shape[p] for p in perm], [strides[p] for p in perm], new)
-    else:
-        permuted = contiguous_strides([shape[p] for p in perm])
-        strides = [0] * len(shape)
-        for i, p in enumerate(perm):
-            strides[p] = permuted[i]
-        copies = view_copies(shape, strides, src_shape)
-    return t.alloc(name, nbytes) if copies else t.share(src)
-
-
 def regroup_strides(shapes: tuple) -> list[int] | None:
-    """Strides of the forward regroup of :func:`regroup` when it is a view; ``None`` when it copies."""
+    """Strides of ``src.view(shape).permute(perm).reshape(new)`` (``shapes`` = (src_shape, shape, perm, new),
+    ``src`` contiguous) when it is a view; ``None`` when it copies."""
     _, shape, perm, new = shapes
     strides = contiguous_strides(shape)
     return view_strides([shape[p] for p in perm], [strides[p] for p in perm], new)
+
+
+def regroup_back_copies(shapes: tuple) -> bool:
+    """Whether the gradient of a regrouping ``src.view(shape).permute(perm).reshape(new)`` (``shapes`` =
+    (src_shape, shape, perm, new)), contiguous and ``new``-shaped, copies on its way back to ``src_shape``."""
+    src_shape, shape, perm, _ = shapes
+    permuted = contiguous_strides([shape[p] for p in perm])
+    strides = [0] * len(shape)
+    for i, p in enumerate(perm):
+        strides[p] = permuted[i]
+    return view_copies(shape, strides, src_shape)
 
 
 def is_channels_last(sizes: Sequence[int], strides: Sequence[int]) -> bool:

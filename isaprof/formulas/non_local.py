@@ -12,10 +12,9 @@ from __future__ import annotations
 from isaprof.formulas import common as fc
 from isaprof.formulas import memory as fm
 from isaprof.formulas import peak as fp
+from isaprof.formulas import train_sets as ts
 from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.dense import (
-    _attention_backward,
-    _attention_forward,
     attention_moments,
     stage_spec,
 )
@@ -66,15 +65,15 @@ def non_local(cfg: Config) -> Cost:
     params, macs, train, elementwise = embedded_gaussian(cfg, convs, m)
     if cfg.option("sub_sample", False):
         elementwise["max_pool"] = fc.POOL2X2_OPS * b * m * (ck + cv)
-    inference, train_peak = non_local_inference_peak(cfg), non_local_peak(cfg, True)
+    inference, train_peak = non_local_inference_peak(cfg), non_local_train_peak(cfg)
     return Cost(
         params=params,
         macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": inference.bytes, "train": train_peak.peak},
+        peak_bytes={"inference": inference.bytes, "train": train_peak.bytes},
         padded=(cfg.height, cfg.width),
-        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.trace_tolerance(train_peak)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.tolerance(train_peak)),
     )
 
 
@@ -123,72 +122,65 @@ def non_local_inference_peak(cfg: Config) -> fp.Moment:
     return fp.peak_set(found)
 
 
-def _pooled(t: fm.Trace, name: str, conv: str, pos: int, ch: int, b: int, pool: bool, train: bool) -> str:
-    """``pool(conv)``: max-pool output (M C) and int64 indices (kept for the backward in train)."""
-    if not pool:
-        return conv
-    out = t.alloc(name, pos * ch * b)
-    idx = t.alloc(name + "_idx", pos * ch * INDEX_BYTES)
-    t.free(*(() if train else (conv, idx)))
-    return out
+def non_local_train_peak(cfg: Config) -> fp.Moment:
+    """Peak set of ``non_local`` train: the largest of
 
+    * forward: the attention's candidates (`train_sets.attention_forward`) beside theta, phi, g (and, with
+      ``sub_sample``, the conv outputs and int64 indices the max-pools keep); the residual's output beside
+      conv_out and BN (sdpa: theta, phi, g die after it where sdpa saved copies: ``movable`` there);
+    * backward, beside the seed and the output: BN's and conv_out's backward; the attention's candidates
+      (`train_sets.attention_backward`); per projection g, phi, theta: the max-pool's backward, the conv's
+      input and weight gradients, and x's gradient summed out of place (the seed is its first part).
 
-def non_local_peak(cfg: Config, train: bool) -> fm.Trace:
-    """Events of ``non_local`` under the measurement protocol; ``.peak`` is the peak in bytes.
-
-    Forward: theta, phi (+ pool), g (+ pool) convs, the attention (`dense._attention_forward`), conv_out,
-    BN, residual add. With naive / math attention the peak is at the (B, N, M) logits: two of them in
-    inference (logits, scaled logits), three in train (softmax, d_attn, d_softmax), beside the saved
-    activations; the residual passes the seed itself to x, so x's gradient is summed out of place 3 times.
+    With naive / math attention and N M large it is the softmax backward: softmax, d_attn, d_softmax
+    (3 B N M b) beside the saved activations, the seed and the output.
     """
-    b, c, ck, cv, nb = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels, cfg.dtype_bytes
+    b, c, ck, cv, e = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels, cfg.dtype_bytes
     n, m, pool = cfg.height * cfg.width, keys(cfg), bool(cfg.option("sub_sample", False))
     s = stage_spec(cfg, b, n)
-    s.update(m=m, qk_owned=True)
-    t = fm.Trace()
-    theta = t.alloc("theta", b * n * ck * nb)
-    phi_conv = t.alloc("phi_conv", b * n * ck * nb)
-    s["q"], s["k"] = theta, _pooled(t, "phi", phi_conv, b * m, ck, nb, pool, train)
-    g_conv = t.alloc("g_conv", b * n * cv * nb)
-    s["v"] = _pooled(t, "g", g_conv, b * m, cv, nb, pool, train)
-    y = _attention_forward(t, "", s, train)
-    conv = t.alloc("out_conv", b * n * c * nb)
-    bn = t.alloc("bn", b * n * c * nb)
-    if train:
-        t.alloc("mean", c * fm.acc_bytes(nb)), t.alloc("invstd", c * fm.acc_bytes(nb))
-    else:
-        t.free(conv)
-    t.alloc("result", b * n * c * nb)  # x + BN(conv_out(y))
-    t.free(bn)
-    if not train:
-        return t
-    if s["kind"] != "naive":  # the forward's locals die; sdpa saved its copies (math: scaled copies)
-        for name, saved in ((theta, s["sdpa_q"]), (s["k"], s["sdpa_k"]), (s["v"], s["sdpa_v"])):
-            dies = saved != name or (s["kind"] == "math" and name != s["v"])
-            t.free(name if dies else None)
-            t.movable += [name] if dies else []  # a local only: the code may drop it after the attention
-    t.alloc("seed", b * n * c * nb)  # ones_like(out), held by the caller; also x's first gradient part
-    gb = t.alloc("d_bn", b * n * c * nb)
-    t.alloc("d_bn_w", c * nb), t.alloc("d_bn_b", c * nb)
-    t.free(conv, "mean", "invstd")
-    d_y = t.alloc("d_out_conv", b * n * cv * nb)
-    t.alloc("d_out_conv_w", cv * c * nb)
-    t.free(y if y in t.live and s["kind"] != "flash" else None, gb)
-    dq, dk, dv = _attention_backward(t, "", s, d_y)
-    acc = None
-    for name, conv_out, ck_, d in (
-        ("g", g_conv, cv, dv),
-        ("phi", phi_conv, ck, dk),
-        ("theta", theta, ck, dq),
+    s.update(m=m, qk_owned=True, q="theta", k="phi" if pool else "phi conv", v="g" if pool else "g conv")
+    live: ts.Live = {"theta": b * n * ck * e, "phi conv": b * n * ck * e}
+    if pool:  # max-pool keeps its input and indices for the backward
+        live.update({"phi": b * m * ck * e, "phi indices": b * m * ck * INDEX_BYTES})
+    live["g conv"] = b * n * cv * e
+    if pool:
+        live.update({"g": b * m * cv * e, "g indices": b * m * cv * INDEX_BYTES})
+    found, live = ts.attention_forward("", s, live)
+    dies: tuple[str, ...] = ()
+    if s["kind"] != "naive":  # the forward's locals die at its return where sdpa saved copies instead
+        dies = tuple(
+            x for x in ("q", "k", "v") if s["sdpa_" + x] != s[x] or (s["kind"] == "math" and x != "v")
+        )
+        dies = tuple(s[x] for x in dies)
+    live = {**live, "out conv": b * n * c * e, "out stats": 2 * c * fm.acc_bytes(e)}
+    found.append(ts.at("output conv + BN + residual", live, dies, out_bn=b * n * c * e, output=b * n * c * e))
+    live = {**ts.without(live, *dies), "output": b * n * c * e, "seed": b * n * c * e}  # held by the caller
+    d_bn = {"d bn": b * n * c * e, "d bn_w": c * e, "d bn_b": c * e}
+    found.append(ts.at("output BN backward", live, **d_bn))
+    live = {**ts.without(live, "out conv", "out stats"), **d_bn}
+    d_y = {"d out conv": b * n * cv * e, "d out conv_w": cv * c * e}
+    found.append(ts.at("output conv backward", live, **d_y))
+    y = None if s["kind"] == "flash" else "attention output"
+    live = {**ts.without(live, y, "d bn"), **d_y}
+    more, live = ts.attention_backward("", s, live, "d out conv")
+    found += more
+    acc = "seed"
+    for name, conv_out, ch, d in (
+        ("g", "g conv", cv, "d_v"),
+        ("phi", "phi conv", ck, "d_k"),
+        ("theta", "theta", ck, "d_q"),
     ):
         if pool and name != "theta":
-            dp = t.alloc(f"d_{name}_pool", b * n * ck_ * nb)
-            t.free(conv_out, name + "_idx", d)
-            d = dp
-        gi = t.alloc(f"d_{name}_in", b * n * c * nb)
-        t.alloc(f"d_{name}_w", c * ck_ * nb), t.alloc(f"d_{name}_b", ck_ * nb)
-        t.free(d)
-        new = t.alloc(f"d_x_{name}", b * n * c * nb)  # seed + ... summed out of place
-        t.free(acc, gi)
-        acc = new
-    return t
+            found.append(ts.at(f"{name} max-pool backward", live, **{f"d {name} pool": b * n * ch * e}))
+            live = {**ts.without(live, conv_out, name + " indices", d), f"d {name} pool": b * n * ch * e}
+            d = f"d {name} pool"
+        grads = {f"d {name} in": b * n * c * e, f"d {name} w": c * ch * e, f"d {name} b": ch * e}
+        found.append(ts.at(f"{name} conv backward", live, **grads))
+        live = {**ts.without(live, d), **grads}
+        found.append(ts.at(f"x gradient + {name} path", live, **{f"d x {name}": b * n * c * e}))
+        live = {
+            **ts.without(live, None if acc == "seed" else acc, f"d {name} in"),
+            f"d x {name}": b * n * c * e,
+        }
+        acc = f"d x {name}"
+    return fp.peak_set(found)

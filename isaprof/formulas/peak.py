@@ -3,7 +3,9 @@
 Pure Python. A block's peak formula lists a few candidate :class:`Moment` s of its run, each the set of
 tensors live then (name -> bytes, read off the code: what is allocated and not yet dead). Every other
 moment of the run holds a subset of one of them, so the peak is the largest (:func:`peak_set`); the
-formula's docstring says, per block and mode, which moment that is and why.
+formula's docstring says, per block and mode, which moment that is and why. Inference moments are listed
+in each block's module; the train moments (everything autograd saves stays live into the backward) are
+built from the shared pieces of :mod:`isaprof.formulas.train_sets`.
 
 Where a moment holds tensors whose death the code is free to move without changing what is computed
 (Python locals that could be ``del``-ed earlier), the formula marks them ``movable``: the peak is exact for
@@ -18,7 +20,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from isaprof.formulas.base import Tolerance
-from isaprof.formulas.memory import Trace
 
 LOCALS = "stage locals"
 LOCALS_REASON = (
@@ -64,11 +65,6 @@ def peak_set(moments: Iterable[Moment]) -> Moment:
     if best is None:
         raise ValueError("peak_set of no moments")
     return best
-
-
-def trace_tolerance(trace: Trace) -> Tolerance | None:
-    """:func:`tolerance` of a replayed peak (``memory.Trace``): its movable locals live at the peak."""
-    return tolerance(Moment(trace.peak_at, trace.live_at_peak, tuple(trace.movable)))
 
 
 def tolerance(peak: Moment) -> Tolerance | None:

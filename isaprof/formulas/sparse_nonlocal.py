@@ -17,6 +17,7 @@ from isaprof.formulas import common as fc
 from isaprof.formulas import dense as fd
 from isaprof.formulas import memory as fm
 from isaprof.formulas import peak as fp
+from isaprof.formulas import train_sets as ts
 from isaprof.formulas.base import Config, Cost, formula
 from isaprof.formulas.non_local import embedded_gaussian
 
@@ -33,22 +34,22 @@ def sparse_nonlocal(cfg: Config) -> Cost:
     """Costs of ``sparse_nonlocal`` (see module docstring)."""
     b, c, ck, cv = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels
     n, k = cfg.height * cfg.width, samples(cfg)
-    kernel = fc.attention_kernel(cfg.impl, cfg.backend, ck, cv)
+    fc.attention_kernel(cfg.impl, cfg.backend, ck, cv)  # ValueError on an impl / backend torch lacks
     convs = {
         "theta_conv": fc.conv1x1_macs(b * n, c, ck),
         "phi_g_conv": fc.conv1x1_macs(b * k, c, ck + cv),
         "out_conv": fc.conv1x1_macs(b * n, cv, c),
     }
     params, macs, train, elementwise = embedded_gaussian(cfg, convs, k)
-    inference = sparse_inference_peak(cfg)
+    inference, train_peak = sparse_inference_peak(cfg), sparse_train_peak_set(cfg)
     return Cost(
         params=params,
         macs=macs,
         train_macs=train,
         elementwise=elementwise,
-        peak_bytes={"inference": inference.bytes, "train": peak_train(cfg, kernel)},
+        peak_bytes={"inference": inference.bytes, "train": train_peak.bytes},
         padded=(cfg.height, cfg.width),
-        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference)),
+        peak_tolerance=fp.tolerances(inference=fp.tolerance(inference), train=fp.tolerance(train_peak)),
     )
 
 
@@ -72,66 +73,56 @@ def sparse_inference_peak(cfg: Config) -> fp.Moment:
     return fp.peak_set(found)
 
 
-def peak_train(cfg: Config, kernel: str) -> int:
-    """Peak bytes of forward + backward: ``sparse_train_peak(cfg).peak`` (exact against the tracker)."""
-    del kernel  # sparse_train_peak reads the kernel off cfg, as dense.stage_spec does
-    return sparse_train_peak(cfg).peak
+def sparse_train_peak_set(cfg: Config) -> fp.Moment:
+    """Peak set of ``sparse_nonlocal`` train: the largest of
 
+    * forward, beside the (K,) int64 index, the gathered samples (B C K) and theta, phi, g: the attention's
+      candidates (`train_sets.attention_forward`, N queries over K keys); the residual's output beside
+      conv_out and BN (sdpa: theta, phi, g die after it where sdpa saved copies: ``movable`` there);
+    * backward, beside the seed and the output: BN's and conv_out's backward; the attention's candidates
+      (`train_sets.attention_backward`); the g and phi convs' input gradients (B C K each) and their sum;
+      theta's input gradient and its sum with the seed; the gather's backward (``new_zeros`` + ``index_add``,
+      two B C N buffers) and x's gradient.
 
-def sparse_train_peak(cfg: Config) -> fm.Trace:
-    """Events of ``sparse_nonlocal`` under the train protocol; ``.peak`` in bytes.
-
-    Forward: the index, the gathered samples, theta / phi / g convs, the attention of
-    `dense._attention_forward` (B maps, N queries, K keys; q, k, v transposed views of the conv outputs,
-    which sdpa copies contiguous when Ck, Cv, N, K > 1), conv_out, BN, residual. Backward: BN, conv_out, the
-    attention (`dense._attention_backward`), g and phi convs (their input gradients summed), theta conv
-    (added to the seed, the residual's gradient), the gather's ``index_add``. With naive / math attention
-    and N K large the peak is at the softmax backward (softmax, d_attn, d_softmax: 3 B N K), else at the BN
-    backward, beside the saved activations (``Trace.live_at_peak`` lists them).
+    With naive / math attention and N K large it is the softmax backward: softmax, d_attn, d_softmax
+    (3 B N K b) beside the saved activations; else the BN backward or the gather's.
     """
     b, c, ck, cv, e = cfg.batch, cfg.channels, cfg.key_channels, cfg.value_channels, cfg.dtype_bytes
     n, k = cfg.height * cfg.width, samples(cfg)
+    full = b * n * c * e
     s = fd.stage_spec(cfg, b, n)
-    s.update(m=k, qk_owned=True)
-    t = fm.Trace()
-    t.alloc("idx", INDEX_BYTES * k)  # (K,) int64; torch.tensor(list) itself is invisible to dispatch
-    t.alloc("xs", b * c * k * e)  # (B, C, K, 1)
-    s["q"], s["k"], s["v"] = t.alloc("theta", b * n * ck * e), t.alloc("phi", b * k * ck * e), None
-    s["v"] = t.alloc("g", b * k * cv * e)
-    out = fd._attention_forward(t, "", s, True)  # (B, N, Cv)
-    t.alloc("conv_out", b * n * c * e)
-    t.alloc("bn", b * n * c * e)
-    t.alloc("mean", c * fm.acc_bytes(e)), t.alloc("invstd", c * fm.acc_bytes(e))
-    t.alloc("y", b * n * c * e)  # the output, held by the caller
-    t.free("bn")
-    if s["kind"] == "math":  # the math kernel saves scaled copies: the conv outputs die with forward's locals
-        t.free("theta", "phi", None if s["sdpa_v"] == "g" else "g")
-    elif s["kind"] == "flash":  # the flash kernel saves its (possibly copied) inputs
-        t.free(
-            *(name for key, name in (("q", "theta"), ("k", "phi"), ("v", "g")) if s["sdpa_" + key] != name)
-        )
-    t.alloc("seed", b * n * c * e)  # ones_like(y), held by the caller
-    t.alloc("d_bn", b * n * c * e), t.alloc("d_bn_w", c * e), t.alloc("d_bn_b", c * e)
-    t.free("conv_out", "mean", "invstd")
-    d_y = t.alloc("d_y", b * n * cv * e)  # conv_out's input gradient (B, Cv, H, W)
-    t.alloc("d_conv_out_w", c * cv * e)
-    t.free("d_bn", None if s["kind"] == "flash" else out)  # flash saved its output for its backward
-    dq, dk, dv = fd._attention_backward(t, "", s, d_y)
-    parts = []
-    for name, d, cout in (("g", dv, cv), ("phi", dk, ck)):
-        parts.append(t.alloc(f"{name}_d_in", b * c * k * e))
-        t.alloc(f"{name}_d_w", c * cout * e), t.alloc(f"{name}_d_b", cout * e)
-        t.free(d)
-    t.free("xs")
-    d_xs = fm.grad_sum(t, "d_xs", parts, b * c * k * e)
-    d_theta = t.alloc("theta_d_in", b * n * c * e)
-    t.alloc("theta_d_w", c * ck * e), t.alloc("theta_d_b", ck * e)
-    t.free(dq)
-    acc = t.alloc("d_x_sum", b * n * c * e)  # seed + theta's part
-    t.free(d_theta)
-    zeros = t.alloc("d_gather_zeros", b * n * c * e)  # index_select backward: new_zeros + index_add
-    gathered = t.alloc("d_gather", b * n * c * e)
-    t.free(zeros, d_xs, "idx")
-    t.alloc("d_x", b * n * c * e)
-    t.free(acc, gathered)
-    return t
+    s.update(m=k, qk_owned=True, q="theta", k="phi", v="g")
+    live = {"index": INDEX_BYTES * k, "samples": b * c * k * e}
+    live.update({"theta": b * n * ck * e, "phi": b * k * ck * e, "g": b * k * cv * e})
+    found, live = ts.attention_forward("", s, live)
+    dies: tuple[str, ...] = ()
+    if s["kind"] == "math":  # the math kernel saves scaled copies: the conv outputs die with the locals
+        dies = ("theta", "phi", *(() if s["sdpa_v"] == "g" else ("g",)))
+    elif s["kind"] == "flash":  # the flash kernel saves its inputs, or their contiguous copies
+        dies = tuple(s[x] for x in ("q", "k", "v") if s["sdpa_" + x] != s[x])
+    live = {**live, "out conv": full, "out stats": 2 * c * fm.acc_bytes(e)}
+    found.append(ts.at("output conv + BN + residual", live, dies, out_bn=full, output=full))
+    live = {**ts.without(live, *dies), "output": full, "seed": full}  # both held by the caller
+    d_bn = {"d bn": full, "d bn_w": c * e, "d bn_b": c * e}
+    found.append(ts.at("output BN backward", live, **d_bn))
+    live = {**ts.without(live, "out conv", "out stats"), **d_bn}
+    d_y = {"d out conv": b * n * cv * e, "d out conv_w": cv * c * e}
+    found.append(ts.at("output conv backward", live, **d_y))
+    live = {**ts.without(live, "d bn", None if s["kind"] == "flash" else "attention output"), **d_y}
+    more, live = ts.attention_backward("", s, live, "d out conv")
+    found += more
+    for name, d, ch in (("g", "d_v", cv), ("phi", "d_k", ck)):
+        grads = {f"d {name} in": b * c * k * e, f"d {name} w": c * ch * e, f"d {name} b": ch * e}
+        found.append(ts.at(f"{name} conv backward", live, **grads))
+        live = {**ts.without(live, d), **grads}
+    more, live = ts.grad_sum("d samples", ts.without(live, "samples"), ["d g in", "d phi in"], b * c * k * e)
+    found += more
+    grads = {"d theta in": full, "d theta w": c * ck * e, "d theta b": ck * e}
+    found.append(ts.at("theta conv backward", live, **grads))
+    live = {**ts.without(live, "d_q"), **grads}
+    found.append(ts.at("x gradient: seed + theta path", live, d_x_theta=full))
+    live = {**ts.without(live, "d theta in"), "d x theta": full}
+    found.append(ts.at("gather backward", live, d_gather_zeros=full, d_gather=full))
+    live = {**ts.without(live, "d samples sum 1", "index"), "d gather": full}
+    found.append(ts.at("x gradient", live, d_x=full))
+    return fp.peak_set(found)
