@@ -43,9 +43,11 @@ lint: $(STAMP)
 # The main job: sweep (resumable: an interrupted run continues), reproduce the papers' figures, the
 # efficiency tables at the papers' sizes (two at once), latency bounds (GPUs at the papers' sizes, this CPU
 # beside the sweep's latencies), connectivity pictures, then the Markdown report.
-# `make report FRESH=1` re-measures from scratch.
+# `make report FRESH=1` re-measures from scratch, this host's roofs included (a cached roof measured while the
+# machine was busy would understate it, and every CPU bound beside the latencies would then be too low).
 report: $(STAMP)
 	$(if $(FRESH),rm -rf $(RESULTS))
+	$(if $(FRESH),$(BIN)/isaprof machine --remeasure > /dev/null)
 	$(BIN)/isaprof sweep $(SWEEP) --out $(RESULTS)
 	$(BIN)/isaprof reproduce --out $(RESULTS)
 	$(BIN)/isaprof table --size 97x97 $(TABLE_ARGS) --out $(RESULTS)/table_97x97.json & p=$$!; \
