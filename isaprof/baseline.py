@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isaprof.config import Config
+from isaprof.config import MODES, Config
 
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "reference" / "baseline.json"
 SCHEMA = 1
-MODES = ("inference", "train")
 METRICS = ("params", "macs", "peak_bytes")  # tidy-row metric names kept in the baseline
 CHANNELS = 32  # C; key/value widths are each block's defaults
 # (H, W, batch): square; odd and non-square (an H/W mix-up shows) with batch 2 (batch handling). Two small

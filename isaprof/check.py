@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from isaprof import blocks, formulas
-from isaprof.config import Config
+from isaprof.config import MODES, Config
 from isaprof.run import Record, profile
 
 MEMORY_RTOL = 0.0  # |measured - analytic| / measured above this is a disagreement: exact
@@ -27,7 +27,6 @@ CHANNELS, BATCH, KEY_CHANNELS = 32, 2, 8
 SIZES = {"quick": [(8, 8), (9, 11)], "full": [(8, 8), (9, 11), (16, 12), (13, 13)]}
 FACTORS = {"quick": [(2, 2), (3, 2)], "full": [(2, 2), (3, 2), (4, 4), (1, 3), (5, 5)]}  # incl. non-divisors
 RECURRENCES = {"quick": [1, 2], "full": [1, 2, 3]}
-MODES = ("inference", "train")
 
 
 @dataclass(frozen=True)

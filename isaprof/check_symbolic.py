@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import sympy
 
 from isaprof import blocks, formulas
+from isaprof.config import MODES
 from isaprof.measure.symbolic import H, NotSymbolic, W, derive
 
 CHANNELS = 32
 TRACE_SIZE = (61, 59)  # divisible by no factor of the blocks: the padding branches are the general ones
-MODES = ("inference", "train")
 QH, QW = sympy.symbols("q_h q_w", integer=True, positive=True)
 
 

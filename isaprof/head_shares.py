@@ -21,6 +21,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from isaprof.blocks.heads import build_head
+from isaprof.config import MODES
 from isaprof.measure import step
 from isaprof.measure.modules import breakdown
 
@@ -43,7 +44,6 @@ COLUMNS = [
     "head", "block", "mode", "metric", "unit", "head_value", "block_value", "share",
     "height", "width", "in_channels", "channels", "key_channels", "value_channels", "options", "source",
 ]  # fmt: skip
-MODES = ("inference", "train")
 
 
 def head_share(cfg: dict[str, Any], mode: str) -> list[dict[str, Any]]:

@@ -15,9 +15,8 @@ from typing import Any
 
 from isaprof import table as tbl
 from isaprof.cli import _args
+from isaprof.config import DEVICES, DTYPES
 
-DEVICES = ("meta", "cpu", "cuda")
-DTYPES = ("float32", "float64", "float16", "bfloat16")
 # The papers' settings where they differ from nothing: ISA's down_factor (8, 8) (openseg isa_block.py),
 # CCNet's recurrence R = 2. Equal to the registry's defaults today; stated so the table says which it used.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {"isa": {"factor": (8, 8)}, "criss_cross": {"recurrence": 2}}

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-MODES = ("inference", "train")
+from isaprof.config import MODES
 
 
 def step(module: nn.Module, x: Tensor, mode: str) -> Callable[[], Tensor]:
