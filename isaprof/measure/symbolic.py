@@ -42,6 +42,7 @@ from torch.utils._pytree import tree_leaves
 
 from isaprof.measure import flops as _flops
 from isaprof.measure.protocol import step
+from isaprof.measure.traffic import count_bytes_moved
 
 H, W, B = (sympy.Symbol(n, integer=True, positive=True) for n in ("H", "W", "B"))
 SYMBOLS = {"H": H, "W": W, "B": B}
@@ -82,7 +83,7 @@ class Derived:
 
 @dataclass(frozen=True)
 class Derivation:
-    """Result of :func:`derive`: MACs (and bytes moved, when that counter exists) as closed forms."""
+    """Result of :func:`derive`: MACs and, when asked, bytes moved as closed forms."""
 
     macs: Derived
     bytes_moved: Derived | None
@@ -267,21 +268,6 @@ def _count_symbolic(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
     return total, tuple(sorted(recorder.calls))
 
 
-def _traffic_counter() -> Callable[[Callable[[], Any]], Any] | None:
-    try:
-        from isaprof.measure.traffic import count_bytes_moved  # another branch's counter, when present
-    except ImportError:
-        return None
-    return count_bytes_moved
-
-
-def _total_of(result: Any) -> Any:
-    for attr in ("total", "bytes", "bytes_moved"):
-        if hasattr(result, attr):
-            return _expr(getattr(result, attr))
-    return _expr(result)
-
-
 def _guards(env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol]) -> list[sympy.Basic]:
     found, seen = [], set()
     for g in env.guards:
@@ -316,9 +302,7 @@ def numeric_count(
             return _flops.count_flops(fn).flops // 2
         if what == "peak_bytes":
             return track_peak(fn).peak
-        counter = _traffic_counter()
-        assert counter is not None
-        return int(_total_of(counter(fn)))
+        return int(count_bytes_moved(fn).total)
 
 
 # ---- grid evaluation ----
@@ -622,11 +606,10 @@ def derive(
     macs = _finish(macs_raw, _guards(env, names), symbols, size, truth_of("macs"))
     notes: list[str] = []
     moved = None
-    counter = _traffic_counter() if bytes_moved else None
-    if counter is not None:
+    if bytes_moved:
         try:
-            result, env2, names2 = run(counter)
-            raw = sympy.expand(translate(_total_of(result), names2))
+            result, env2, names2 = run(count_bytes_moved)
+            raw = sympy.expand(translate(_expr(result.total), names2))
             if not raw.free_symbols:
                 notes.append(
                     "bytes moved: the counter turned the sizes into ints (specialised); no closed form"
