@@ -8,7 +8,6 @@ the rows and their Markdown / CSV / LaTeX / JSON come from the torch-free :mod:`
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from isaprof.config import DEVICES, DTYPES
 # The papers' settings where they differ from nothing: ISA's down_factor (8, 8) (openseg isa_block.py),
 # CCNet's recurrence R = 2. Equal to the registry's defaults today; stated so the table says which it used.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {"isa": {"factor": (8, 8)}, "criss_cross": {"recurrence": 2}}
-NO_BOUND = "no GPU bound available"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,21 +52,24 @@ def run(args: argparse.Namespace) -> int:
     """Measure every target, print or write the table; 0, or 1 when a target failed (its row says why)."""
     if args.format not in tbl.FORMATS:
         raise ValueError(f"unknown format {args.format!r}; allowed: {', '.join(tbl.FORMATS)}")
-    predict = _predictor() if args.gpu else None  # before any measuring: --gpu without a bound fails fast
+    from isaprof.predict import roofs_for  # no torch at import
+
+    # an unknown GPU is one line before anything is measured
+    roofs = roofs_for(args.gpu, args.dtype) if args.gpu else None
     import isaprof  # torch: only once the arguments are known to be good
 
     targets = list(dict.fromkeys(args.targets or isaprof.names()))
     options = {t: target_options(t, args) for t in targets}
     common = _common(args)
-    measured = {t: measure(t, common, options[t], predict, args.gpu) for t in targets}
+    measured = {t: measure(t, common, options[t], roofs) for t in targets}
     if tbl.BASELINE in measured:
         baseline = measured[tbl.BASELINE]
     else:  # dense on the same input, for the ratios only (no row)
-        baseline = measure(tbl.BASELINE, common, {}, None, None)
+        baseline = measure(tbl.BASELINE, common, {})
     latency = args.device != "meta"
-    cols = tbl.columns(args.mode, latency=latency, bound=predict is not None)
+    cols = tbl.columns(args.mode, latency=latency, bound=roofs is not None)
     rows = tbl.rows(
-        [measured[t] for t in targets], baseline, args.mode, latency=latency, bound=predict is not None
+        [measured[t] for t in targets], baseline, args.mode, latency=latency, bound=roofs is not None
     )
     setting = {
         "size": list(args.size),
@@ -124,9 +125,11 @@ def target_options(target: str, args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
-def measure(target: str, common: dict[str, Any], options: dict[str, Any], predict: Any, gpu: str | None,
-            ) -> dict[str, Any]:  # fmt: skip
-    """One measurement dict of :mod:`isaprof.table` (each mode of ``common['mode']``) via ``isaprof.profile``.
+def measure(
+    target: str, common: dict[str, Any], options: dict[str, Any], roofs: Any = None
+) -> dict[str, Any]:
+    """One measurement dict of :mod:`isaprof.table` (each mode of ``common['mode']``) via ``isaprof.profile``,
+    with ``bound_ms`` (:func:`isaprof.predict.predict` on ``roofs``, the table's first mode) when given.
 
     ``ValueError`` (bad input: the target refuses the configuration) propagates; any other failure
     (out of memory, a kernel error) becomes ``status`` ``oom`` / ``error`` with its one-line message.
@@ -151,8 +154,12 @@ def measure(target: str, common: dict[str, Any], options: dict[str, Any], predic
             if rec.latency is not None:
                 out[f"latency_ms_{mode}"] = rec.latency.median_ms
                 out[f"latency_iqr_ms_{mode}"] = rec.latency.iqr_ms
-        if predict is not None:
-            out["bound_ms"] = _bound(predict, target, common, options, gpu)
+        if roofs is not None:
+            from isaprof.predict import predict
+
+            first = tbl.modes_of(common["mode"])[0]
+            config = {k: v for k, v in base.items() if k != "device"}  # counted on meta
+            out["bound_ms"] = predict(target, roofs, mode=first, **config, **options)["bound_ms"]
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - one target's failure is its row, the others still print
@@ -161,33 +168,3 @@ def measure(target: str, common: dict[str, Any], options: dict[str, Any], predic
         out["status"] = "oom" if is_oom(e) else "error"
         out["error"] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
     return out
-
-
-def _predictor() -> Any:
-    """``isaprof.predict`` if this build has it; ``ValueError`` (:data:`NO_BOUND`) otherwise."""
-    try:
-        mod = importlib.import_module("isaprof.predict")
-    except ImportError:
-        raise ValueError(f"{NO_BOUND} (isaprof.predict is not part of this build)") from None
-    if not callable(getattr(mod, "predict", None)):
-        raise ValueError(f"{NO_BOUND} (isaprof.predict has no predict function)")
-    return mod.predict
-
-
-def _bound(
-    predict: Any, target: str, common: dict[str, Any], options: dict[str, Any], gpu: str | None
-) -> float:
-    """``bound_ms`` of ``isaprof.predict.predict(target, gpu=..., **configuration)`` (dict, or object with
-    ``bound_ms``) for the first mode of the table."""
-    mode = tbl.modes_of(common["mode"])[0]
-    config = {k: v for k, v in common.items() if k not in ("mode", "device")}
-    try:
-        res = predict(target, gpu=gpu, mode=mode, **config, **options)
-    except TypeError as e:
-        raise ValueError(
-            f"{NO_BOUND}: isaprof.predict.predict does not take this configuration ({e})"
-        ) from None
-    value = res.get("bound_ms") if isinstance(res, dict) else getattr(res, "bound_ms", None)
-    if value is None:
-        raise ValueError(f"{NO_BOUND}: isaprof.predict.predict returned no bound_ms")
-    return float(value)
