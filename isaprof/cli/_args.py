@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 _PAIR = re.compile(r"^\s*(\d+)\s*[xX×,]\s*(\d+)\s*$")
 
@@ -70,3 +71,19 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recurrence", type=positive_int, metavar="R", help="blocks with a recurrence option")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip
+
+
+# The configuration keywords a command may have parsed (``Config.make``'s, but ``block`` and the options).
+_CONFIG_FLAGS = (
+    "size", "channels", "key_channels", "value_channels", "batch", "device", "dtype", "mode", "impl",
+    "backend", "path",
+)  # fmt: skip
+
+
+def config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``isaprof.profile`` / ``Config.make`` that ``args`` holds (those a command
+    does not define are left to their defaults); ``size`` as a tuple."""
+    out = {k: getattr(args, k) for k in _CONFIG_FLAGS if hasattr(args, k)}
+    if out.get("size") is not None:
+        out["size"] = tuple(out["size"])
+    return out

@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     from isaprof.predict import roofs_for
 
     options = profile_cmd.block_options(args.name, args)
-    profile_cmd.check_build(args, options)
     roofs = roofs_for(args.gpu, args.dtype, args.tf32)
     result = predict(args, options, roofs)
     print(json.dumps(result, indent=2) if args.json else table(result))
@@ -52,11 +51,7 @@ def predict(args: argparse.Namespace, options: dict[str, Any], roofs: Any) -> di
     """The bound's JSON object for the parsed arguments (:func:`isaprof.predict.predict` on ``roofs``)."""
     from isaprof.predict import predict as bound_of
 
-    return bound_of(
-        args.name, roofs, size=args.size, channels=args.channels, key_channels=args.key_channels,
-        value_channels=args.value_channels, batch=args.batch, dtype=args.dtype, mode=args.mode,
-        impl=args.impl, backend=args.backend, path=args.path, **options,
-    )  # fmt: skip
+    return bound_of(args.name, roofs, **_args.config_kwargs(args), **options)
 
 
 def _rate(tflops: float) -> str:

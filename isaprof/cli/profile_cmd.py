@@ -78,39 +78,13 @@ def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def check_build(args: argparse.Namespace, options: dict[str, Any]) -> None:
-    """Build the block on ``meta`` (nothing allocated) so its constructor rejects a bad option value
-    (``--option factor=3``, ``groups=0``) with its own ``ValueError`` before any formula runs on it."""
-    import torch
-
-    with torch.device("meta"):
-        blocks.build(
-            args.name, args.channels, args.key_channels, args.value_channels, impl=args.impl, **options
-        )
-
-
 def run(args: argparse.Namespace) -> int:
     from isaprof import guard
     from isaprof.run import profile
 
+    # a bad option value is refused by the block's own constructor, on meta, inside profile (and the guard)
     options = block_options(args.name, args)
-    check_build(args, options)
-    kwargs = dict(
-        size=args.size,
-        channels=args.channels,
-        key_channels=args.key_channels,
-        value_channels=args.value_channels,
-        batch=args.batch,
-        device=args.device,
-        dtype=args.dtype,
-        mode=args.mode,
-        impl=args.impl,
-        backend=args.backend,
-        path=args.path,
-        latency=args.latency,
-        by_module=args.by_module,
-        **options,
-    )
+    kwargs = dict(**_args.config_kwargs(args), latency=args.latency, by_module=args.by_module, **options)
     if not args.force:
         guard.check_fits(args.name, **kwargs)  # MemoryRefused (a ValueError: exit 2) before allocating
     with guard.addressable(args.size):

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     targets = list(dict.fromkeys(args.targets or isaprof.names()))
     options = {t: target_options(t, args) for t in targets}
-    common = _common(args)
+    common = _args.config_kwargs(args)  # size, widths, batch, device, dtype, mode
     measured = {t: measure(t, common, options[t], roofs) for t in targets}
     if tbl.BASELINE in measured:
         baseline = measured[tbl.BASELINE]
@@ -96,19 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"isaprof table: {len(failed)} target(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _common(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "size": tuple(args.size),
-        "channels": args.channels,
-        "key_channels": args.key_channels,
-        "value_channels": args.value_channels,
-        "batch": args.batch,
-        "device": args.device,
-        "dtype": args.dtype,
-        "mode": args.mode,
-    }
 
 
 def target_options(target: str, args: argparse.Namespace) -> dict[str, Any]:
