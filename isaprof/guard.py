@@ -46,18 +46,22 @@ def available_bytes(device: str) -> int | None:
         return None
 
 
-def predicted_peak(name: str, **kwargs: Any) -> int:
-    """Peak bytes of ``profile(name, **kwargs)`` predicted on ``meta`` (kwargs as for profile)."""
-    from isaprof.run import profile
+RUN_SETTINGS = ("latency", "by_module")  # profile's keywords that are not part of the configuration
 
-    meta = {**kwargs, "device": "meta", "latency": None}
+
+def predicted_peak(name: str, **kwargs: Any) -> int:
+    """Peak bytes of ``profile(name, **kwargs)`` predicted on ``meta`` (kwargs as for profile; its run
+    settings, latency and by_module, play no part)."""
+    from isaprof.run import meta_peak
+
+    config = {k: v for k, v in kwargs.items() if k not in RUN_SETTINGS}
     with addressable(kwargs.get("size")):
         try:
-            return int(profile(name, **meta).peak_bytes)
+            return meta_peak(name, **config)
         except ValueError:
-            if meta.get("backend") is None:
+            if config.get("backend") is None:
                 raise
-            return int(profile(name, **{**meta, "backend": None}).peak_bytes)  # a CUDA-only kernel
+            return meta_peak(name, **{**config, "backend": None})  # a CUDA-only kernel
 
 
 def check_fits(name: str, **kwargs: Any) -> int | None:
@@ -80,11 +84,6 @@ def check_fits(name: str, **kwargs: Any) -> int | None:
     return peak
 
 
-def _is_oom(e: BaseException) -> bool:
-    text = str(e).lower()
-    return isinstance(e, MemoryError) or "out of memory" in text or "can't allocate" in text
-
-
 @contextmanager
 def addressable(size: Any = None) -> Iterator[None]:
     """Turn torch's overflow of a tensor's byte size, and an allocation that failed, into one ``ValueError``
@@ -96,7 +95,9 @@ def addressable(size: Any = None) -> Iterator[None]:
         yield
     except (RuntimeError, MemoryError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if _is_oom(e):  # run anyway (--force) and it did not fit: one line, not the allocator's trace
+        from isaprof.run import is_oom  # torch is loaded: the failure came from it
+
+        if is_oom(e):  # run anyway (--force) and it did not fit: one line, not the allocator's trace
             raise ValueError(f"out of memory: {first}") from None
         if "overflow" not in str(e).lower():
             raise

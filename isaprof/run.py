@@ -373,6 +373,15 @@ def _by_module(config: Config) -> tuple[ModuleRow, ...]:
         return breakdown(block, _with_backend(step(block, x, config.mode), config.backend)).rows
 
 
+def meta_peak(block: Any, /, **config: Any) -> int:
+    """Peak bytes of one protocol step on fake tensors (``profile(..., device="meta").peak_bytes``), without
+    counting FLOPs or bytes moved: what the memory guard needs before a real run. ``config`` as for
+    :func:`profile`; its ``device`` is replaced by ``meta``."""
+    cfg = configure(block, **{**config, "device": "meta"})
+    with _placement(cfg) as (module, x, _):
+        return track_peak(_with_backend(step(module, x, cfg.mode), cfg.backend)).peak
+
+
 def _measure(
     config: Config, latency: str | None
 ) -> tuple[int, FlopCount, int, Latency | None, BytesMoved, int | None]:

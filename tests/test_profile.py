@@ -225,3 +225,13 @@ def test_bad_block_option_is_the_blocks_own_error(factor):
     # the block's validation runs before any formula: a clear ValueError, not a TypeError from a formula
     with pytest.raises(ValueError, match=r"factor must be two positive integers \(P_h, P_w\)"):
         profile("isa", **SMALL, factor=factor)
+
+
+@pytest.mark.parametrize("kw", [dict(mode="train"), dict(impl="sdpa"), dict(factor=(2, 2), device="cpu")])
+def test_meta_peak_is_profiles_peak_without_the_counting(kw):
+    """The memory guard's prediction (peak only) equals the full meta profile's peak, whatever device asked."""
+    from isaprof.run import meta_peak
+
+    name = "isa" if "factor" in kw else "dense"
+    full = profile(name, **{**SMALL, **kw, "device": "meta"})
+    assert meta_peak(name, **{**SMALL, **kw}) == full.peak_bytes > 0
