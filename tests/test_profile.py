@@ -229,7 +229,7 @@ def test_bad_block_option_is_the_blocks_own_error(factor):
 
 @pytest.mark.parametrize("kw", [dict(mode="train"), dict(impl="sdpa"), dict(factor=(2, 2), device="cpu")])
 def test_meta_peak_is_profiles_peak_without_the_counting(kw):
-    """The memory guard's prediction (peak only) equals the full meta profile's peak, whatever device asked."""
+    """The memory guard's prediction (peak only) equals the full meta profile's peak, whatever the device."""
     from isaprof.run import meta_peak
 
     name = "isa" if "factor" in kw else "dense"
