@@ -74,12 +74,13 @@ declare(
 # The published heads around a block (isaprof/blocks/heads.py), as the papers' code builds them: targets by
 # name, not among names() (sweeps' "all", check and baseline mean the blocks). Each takes its block's
 # impls, default widths and options, plus ``in_channels`` (the backbone width; default: ``channels``).
-for _head, _block, _cls in (
-    ("isa_head", "isa", "ISAHead"),
-    ("dense_head", "dense", "DenseHead"),
-    ("rcca_head", "criss_cross", "CCHead"),
-    ("nl_head", "non_local", "NLHead"),
-):
+HEADS = {  # head name -> (the block inside it, its class in isaprof.blocks.heads)
+    "isa_head": ("isa", "ISAHead"),
+    "dense_head": ("dense", "DenseHead"),
+    "rcca_head": ("criss_cross", "CCHead"),
+    "nl_head": ("non_local", "NLHead"),
+}
+for _head, (_block, _cls) in HEADS.items():
     _inner = spec(_block)
     declare(
         _head,
@@ -93,4 +94,4 @@ for _head, _block, _cls in (
         listed=False,
     )
 
-__all__ = ["BlockSpec", "build", "declare", "names", "register", "resolve_channels", "spec"]
+__all__ = ["HEADS", "BlockSpec", "build", "declare", "names", "register", "resolve_channels", "spec"]

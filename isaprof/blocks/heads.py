@@ -16,20 +16,20 @@ backbone's width, 2048 in the papers). Departure: ``in_channels=None`` means C, 
 head maps (B, C, H, W) -> (B, C, H, W) like every block; the papers' heads need ``in_channels=2048`` and an
 input of that width (``head.in_channels``). Dropout and the classifier (``cls_seg``) are left out: no MACs.
 
-Registration is explicit (:func:`register_heads`), not on import: heads have no structural connectivity
-model or closed-form peak yet, and ``check``, ``baseline`` and ``sweep blocks = "all"`` iterate every
-registered name.
+The catalogue (:data:`isaprof.blocks.HEADS`) declares them, with the block each wraps: targets by name
+(``isaprof.profile("isa_head", ...)``), not among ``names()``: they have no structural connectivity model or
+closed-form peak yet, and ``check``, ``baseline`` and ``sweep blocks = "all"`` mean the blocks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from isaprof.blocks.registry import build, spec
+from isaprof.blocks import HEADS as DECLARED
+from isaprof.blocks.registry import build
 
 
 def bn_relu(channels: int) -> nn.Sequential:
@@ -97,20 +97,6 @@ class FCNStyleHead(nn.Module):
         return self.conv_cat(torch.cat([x, out], dim=1))  # (B, in + C, H, W) -> (B, C, H, W)
 
 
-# name -> (the block inside, the head class); filled by @_head, registered by register_heads().
-HEADS: dict[str, tuple[str, type[nn.Module]]] = {}
-
-
-def _head(name: str, block: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    def deco(cls: type[nn.Module]) -> type[nn.Module]:
-        HEADS[name] = (block, cls)
-        cls.inner_block = block
-        return cls
-
-    return deco
-
-
-@_head("isa_head", block="isa")
 class ISAHead(OpensegHead):
     """openseg ISANet head around ISA (``factor`` = the reference code's ``down_factor``)."""
 
@@ -129,7 +115,6 @@ class ISAHead(OpensegHead):
         super().__init__(in_channels or channels, channels, inner)
 
 
-@_head("dense_head", block="dense")
 class DenseHead(OpensegHead):
     """openseg's head around dense self-attention (the papers' "SA" / OCNet baseline)."""
 
@@ -146,7 +131,6 @@ class DenseHead(OpensegHead):
         super().__init__(in_channels or channels, channels, inner)
 
 
-@_head("rcca_head", block="criss_cross")
 class CCHead(RCCAHead):
     """CCNet's RCCA head (``value_channels`` must equal ``channels``, as in criss-cross)."""
 
@@ -165,7 +149,6 @@ class CCHead(RCCAHead):
         super().__init__(in_channels or channels, channels, key_channels, recurrence, impl)
 
 
-@_head("nl_head", block="non_local")
 class NLHead(FCNStyleHead):
     """mmseg's NLHead around the non-local block (embedded Gaussian, ``reduction=2``: Ck = Cv = C/2)."""
 
@@ -181,6 +164,12 @@ class NLHead(FCNStyleHead):
     ) -> None:
         inner = build("non_local", channels, key_channels, value_channels, impl=impl, sub_sample=sub_sample)
         super().__init__(in_channels or channels, channels, inner)
+
+
+# name -> (the block inside, the head class), from the catalogue's declaration
+HEADS: dict[str, tuple[str, type[nn.Module]]] = {n: (b, globals()[c]) for n, (b, c) in DECLARED.items()}
+for _block, _cls in HEADS.values():
+    _cls.inner_block = _block  # which submodule is "the block" (head_shares)
 
 
 def register_heads() -> list[str]:
@@ -199,8 +188,6 @@ def build_head(
     """Build head ``name`` without registering it: widths default as its inner block's."""
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; known heads: {', '.join(HEADS)}")
-    block, cls = HEADS[name]
-    s = spec(block)
-    ck = s.default_key_channels(channels) if key_channels is None else key_channels
-    cv = s.default_value_channels(channels) if value_channels is None else value_channels
-    return cls(channels, ck, cv, **options)
+    return build(
+        name, channels, key_channels, value_channels, **options
+    )  # the catalogue's widths: the block's
