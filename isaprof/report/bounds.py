@@ -6,12 +6,11 @@ Reads ``RESULTS_DIR/bounds.csv`` (written by ``python -m isaprof.bounds RESULTS_
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from isaprof.report import tables
+from isaprof.report import data, tables
 
 BOUNDS_FILE = "bounds.csv"
 REQUIRED = {"scope", "block", "impl", "height", "width", "dtype", "device", "metric", "value", "status"}
@@ -106,19 +105,11 @@ def cpu_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def bounds_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     """Markdown for the section ('' with a note when ``bounds.csv`` is missing)."""
-    path = Path(results_dir) / BOUNDS_FILE
-    if not path.is_file():
-        notes.append(f"bounds: no {BOUNDS_FILE} in {results_dir} (`python -m isaprof.bounds {results_dir}`).")
+    df = data.side_table(results_dir, BOUNDS_FILE, REQUIRED, "python -m isaprof.bounds", out_dir, notes)
+    if df is None:
         return ""
-    df = pd.read_csv(path, keep_default_na=False)
-    missing = REQUIRED - set(df.columns)
-    if missing:
-        raise ValueError(
-            f"{path} lacks the columns {', '.join(sorted(missing))}; rewrite it with isaprof.bounds"
-        )
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     df["spread"] = pd.to_numeric(df["spread"], errors="coerce")
-    shutil.copyfile(path, out_dir / "tables" / BOUNDS_FILE)
     lines = [
         "## Latency lower bounds (not measurements)",
         "Every figure in this section except the measured CPU latency is a **lower bound, not a "

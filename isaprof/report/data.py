@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +213,27 @@ def label(key: tuple, g: pd.DataFrame, impl: bool = False) -> str:
     if impl:
         text += f" [{key[1]}{'/' + key[2] if key[2] else ''}]"
     return text
+
+
+def side_table(
+    results_dir: str | Path,
+    name: str,
+    required: set[str],
+    made_by: str,
+    out_dir: str | Path,
+    notes: list[str],
+) -> pd.DataFrame | None:
+    """A measuring step's CSV beside the results (``heads.csv``, ``bounds.csv``, ...), copied into
+    ``out_dir/tables``; None with a note naming ``made_by`` (the command that writes it) when absent;
+    ``ValueError`` naming the file when it lacks a ``required`` column. Cells stay text (no NaN)."""
+    path = Path(results_dir) / name
+    if not path.is_file():
+        notes.append(f"{Path(name).stem}: no {name} in {results_dir} (`{made_by} {results_dir}`).")
+        return None
+    df = pd.read_csv(path, keep_default_na=False)
+    missing = required - set(df.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {', '.join(sorted(missing))}; rewrite it with {made_by}")
+    (Path(out_dir) / "tables").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, Path(out_dir) / "tables" / name)
+    return df

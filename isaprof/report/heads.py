@@ -5,12 +5,11 @@ Reads ``RESULTS_DIR/heads.csv`` (written by ``python -m isaprof.head_shares RESU
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from isaprof.report import tables
+from isaprof.report import data, tables
 
 HEADS_FILE = "heads.csv"
 REQUIRED = {"head", "block", "mode", "metric", "head_value", "block_value", "share", "height", "width"}
@@ -44,22 +43,11 @@ def shares_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def heads_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     """Markdown for the section ('' with a note when ``heads.csv`` is missing)."""
-    path = Path(results_dir) / HEADS_FILE
-    if not path.is_file():
-        notes.append(
-            f"heads: no {HEADS_FILE} in {results_dir} (`python -m isaprof.head_shares {results_dir}`)."
-        )
+    df = data.side_table(results_dir, HEADS_FILE, REQUIRED, "python -m isaprof.head_shares", out_dir, notes)
+    if df is None:
         return ""
-    df = pd.read_csv(path, keep_default_na=False)
-    missing = REQUIRED - set(df.columns)
-    if missing:
-        raise ValueError(
-            f"{path} lacks the columns {', '.join(sorted(missing))}; rewrite it with isaprof.head_shares"
-        )
     for col in ("head_value", "block_value", "share"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    (Path(out_dir) / "tables").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, Path(out_dir) / "tables" / HEADS_FILE)
     sentence = (
         "Papers quote a block's cost inside its segmentation head (convolutions before and after, a "
         "fusion on the concatenated input). At the papers' sizes (B = 1, fp32, backbone width 2048 -> 512), "
