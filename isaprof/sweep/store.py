@@ -35,6 +35,7 @@ from isaprof.results import (
     KEY_COLUMNS,
     RESULTS,
     Key,
+    _cell,
     canonical_options,
     config_key,
     read_rows,
@@ -209,7 +210,3 @@ def _check_header(path: Path, cols: list[str]) -> list[str]:
     raise ValueError(
         f"{path}:1 has columns {header}, but this isaprof writes {cols}: choose another --out directory"
     )
-
-
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
