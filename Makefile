@@ -53,8 +53,8 @@ report: $(STAMP)
 	$(BIN)/isaprof table --size 97x97 $(TABLE_ARGS) --out $(RESULTS)/table_97x97.json & p=$$!; \
 		$(BIN)/isaprof table --size 128x128 $(TABLE_ARGS) --out $(RESULTS)/table_128x128.json; s=$$?; \
 		wait $$p && exit $$s
-	$(BIN)/python -m isaprof.head_shares $(RESULTS)
-	$(BIN)/python -m isaprof.bounds $(RESULTS)
+	$(BIN)/python -m isaprof.studies.heads $(RESULTS)
+	$(BIN)/python -m isaprof.studies.bounds $(RESULTS)
 	$(BIN)/isaprof formula --all --channels 512 --size 61x59 --also-size 64x64 --jobs 2 --json --out $(RESULTS)/derived.json > /dev/null
 	$(BIN)/isaprof verify --size 12x10 --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
@@ -75,9 +75,9 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --bench-no-costs -k 32x32 $(BENCH_QUICK)
 
 # Latency is never asserted in `make test`: the one check that needs a clock (measured latency >= the
-# roofline bound on this CPU, tests/test_bounds.py) runs here.
+# roofline bound on this CPU, tests/studies/test_bounds.py) runs here.
 bench-bounds: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m timing tests/test_bounds.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m timing tests/studies/test_bounds.py
 
 baseline-check: $(STAMP)
 	$(BIN)/isaprof baseline check
@@ -89,7 +89,7 @@ baseline-update: $(STAMP)
 # allocator peak and latency against the meta path's predictions. Runs with the machine's own Python as it is
 # (no venv, no network): make gpu-check PYTHON=python3. Without CUDA it skips its CUDA parts and exits 0.
 gpu-check:
-	PYTHONPATH=. $(PYTHON) -m isaprof.gpucheck --out $(RESULTS)/cuda
+	PYTHONPATH=. $(PYTHON) -m isaprof.studies.gpu_check --out $(RESULTS)/cuda
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

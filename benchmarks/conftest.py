@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 import isaprof
-from isaprof.baseline import Case, measure
-from isaprof.blocks import names, spec
 from isaprof.measure import protocol
+from isaprof.studies.baseline import Case, measure
+from isaprof.targets import names, spec
 
 # (H, W, C): a 32x32 and a 64x64 feature map (1/8 of 256 / 512 px crops, as in the ISA/CCNet
 # ablations) at widths that keep the whole suite around a minute on 2 CPU cores.
@@ -68,7 +68,8 @@ def sync(device: str) -> None:
 
 @functools.cache
 def costs(shape: Shape, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``isaprof.baseline.measure`` on meta, once per shape and mode (the cpu and cuda runs share it)."""
+    """``isaprof.studies.baseline.measure`` on meta, once per shape and mode (the cpu and cuda runs share
+    it)."""
     return measure(
         Case.of(shape.block, shape.impl, shape.height, shape.width, shape.channels, shape.batch), mode
     )

@@ -6,12 +6,12 @@
 Figure of merit: ``rate = F / t`` where F is the FLOP count of the *reference* form (FlopCounterMode on
 the naive reference module, inference, FLOPs = 2 x MACs) and t the median latency (``torch.utils.benchmark``)
 of the variant; ``fraction = rate / peak``, with ``peak`` the fp32 matmul roof of
-:mod:`isaprof.measure.roofs` (largest median rate over its GEMM shapes, the blocks' own among them: a square
+:mod:`isaprof.roofline.roofs` (largest median rate over its GEMM shapes, the blocks' own among them: a square
 2048^3 product alone is beaten by the blocks' smaller, cache-resident GEMMs) measured in the same run, right
 before every timing (the machine may be shared: ``fraction`` uses the largest sample of the run,
 ``local_fraction`` the sample taken just before that timing, under the same load). A rate above the peak by
 more than both IQRs is reported and the script exits 1: it is a bug in the peak, not a fast block.
-Every variant computes the same function (tests/test_fast.py).
+Every variant computes the same function (tests/targets/test_fast.py).
 Variants: ``naive`` and ``sdpa`` (reference impls), ``fast`` (fast_inference), ``fast+compile``.
 """
 
@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch.utils import benchmark
 
-import isaprof.blocks as blocks
-from isaprof.blocks.fast import fast_inference
+import isaprof.targets as blocks
 from isaprof.measure.flops import flop_counter_mode
-from isaprof.measure.roofs import matmul_samples
+from isaprof.roofline.roofs import matmul_samples
+from isaprof.targets.fast import fast_inference
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ __version__ = "0.2.0"
 # public name -> the module that defines it (imported on first access)
 _LAZY = {
     "Config": "isaprof.config",
-    "Record": "isaprof.run",
-    "profile": "isaprof.run",
-    "build": "isaprof.blocks",
-    "names": "isaprof.blocks",
+    "Record": "isaprof.profiling.profiler",
+    "profile": "isaprof.profiling.profiler",
+    "build": "isaprof.targets",
+    "names": "isaprof.targets",
 }
 __all__ = ["Config", "Record", "__version__", "build", "names", "profile", "version"]
 

@@ -20,16 +20,20 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
-# The choices a configuration validates against (torch objects are mapped in ``isaprof.run``).
+# The checkout's data folder: the papers' settings, the devices catalogue, sweeps and the cost baseline.
+REFERENCE = Path(__file__).resolve().parent.parent / "reference"
+
+# The choices a configuration validates against (torch objects are mapped in ``isaprof.profiling.profiler``).
 DEVICES = ("meta", "cpu", "cuda")  # "cuda:N" is accepted too and picks GPU N
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 MODES = ("inference", "train")
 BACKENDS = ("math", "flash", "efficient", "cudnn")  # sdpa kernels
 CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
-# "reference": the block as the papers' code computes it; "fast": isaprof.blocks.fast.fast_inference of it
+# "reference": the block as the papers' code computes it; "fast": isaprof.targets.fast.fast_inference of it
 # (same outputs, BN folded, GEMM layouts, sdpa core; inference only).
 PATHS = ("reference", "fast")
 LATENCY_PROTOCOLS = ("quick", "fixed")  # a run setting, not part of a Config; "none" or None skips
@@ -104,7 +108,7 @@ class Config:
 
         ``device`` and ``dtype`` may also be ``torch.device`` / ``torch.dtype`` objects.
         """
-        from isaprof.blocks import registry  # torch-free: names, options and default widths
+        from isaprof.targets import registry  # torch-free: names, options and default widths
 
         s = registry.spec(block)
         ck, cv = registry.resolve_channels(block, channels, key_channels, value_channels)

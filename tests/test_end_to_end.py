@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from isaprof.profiling.profiler import profile
 from isaprof.report import write_report
-from isaprof.run import profile
-from isaprof.sweep import load_configs, read_rows, run_sweep
+from isaprof.studies.sweep import load_configs, read_rows, run_sweep
+from tests import REPO
 
-TINY = Path(__file__).resolve().parents[1] / "reference" / "sweeps" / "tiny.toml"
+TINY = REPO / "reference" / "sweeps" / "tiny.toml"
 
 
 class FailOnIsa4x4:

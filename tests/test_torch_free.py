@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from isaprof.sweep.store import append
+from isaprof.results.store import append
+from tests import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
 
 
@@ -35,7 +35,7 @@ def test_the_guard_itself_blocks_torch():
         "from isaprof import formulas; from isaprof.config import Config\n"
         "assert formulas.cost(Config.make('dense', size=(8, 8), channels=16)).total_macs > 0",
         "import isaprof.report, isaprof.report.page, isaprof.report.plots",
-        "from isaprof import blocks\nassert blocks.names()[:3] == ['dense', 'non_local', 'isa']\n"
+        "from isaprof import targets as blocks\nassert blocks.names()[:3] == ['dense', 'non_local', 'isa']\n"
         "assert blocks.spec('isa').options == {'factor': (8, 8), 'masked': False}\n"
         "assert blocks.spec('criss_cross').options == {'recurrence': 2}",
     ],
@@ -83,6 +83,6 @@ def test_profile_is_the_function_and_no_module_shadows_it():
 
     import isaprof
 
-    assert callable(isaprof.profile) and isaprof.profile.__module__ == "isaprof.run"
+    assert callable(isaprof.profile) and isaprof.profile.__module__ == "isaprof.profiling.profiler"
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("isaprof.profile")

@@ -1,4 +1,4 @@
-"""``isaprof baseline check|update``: exact cost regression gate (see :mod:`isaprof.baseline`).
+"""``isaprof baseline check|update``: exact cost regression gate (see :mod:`isaprof.studies.baseline`).
 
 ``check`` exits 0 when every MAC / peak-byte count matches the baseline file, 1 on any change (printed
 as block, config, metric, old -> new, ratio); ``update`` rewrites the file on purpose.
@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from isaprof import baseline
 from isaprof.cli._args import positive_int
+from isaprof.studies import baseline
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         return run_symbolic(args)
     from tqdm.auto import tqdm
 
-    from isaprof.check import check, default_grid, skipped
+    from isaprof.studies.check import check, default_grid, skipped
 
     total = len(default_grid(args.quick))
     show = not args.no_progress and sys.stderr.isatty()
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_symbolic(args: argparse.Namespace) -> int:
     """``--symbolic``: exit 1 only when a hand formula differs from the derived expression."""
-    from isaprof.check_symbolic import check_symbolic
+    from isaprof.studies.symbolic_check import check_symbolic
 
     found = check_symbolic(args.block)
     for c in found:

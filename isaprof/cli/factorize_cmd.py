@@ -11,12 +11,13 @@ from isaprof.cli._args import positive_int, size
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``factorize`` subcommand."""
-    from isaprof.factorize import METRICS
+    from isaprof.studies.factorize import METRICS
 
     p = sub.add_parser(
         "factorize",
         help="list every ISA factor of a size with analytic and measured cost; name the best",
-        description="Every padding-minimal ISA factor (P_h, P_w) of an H x W map (see isaprof.factorize), "
+        description="Every padding-minimal ISA factor (P_h, P_w) of an H x W map "
+        "(see isaprof.studies.factorize), "
         "with closed-form MACs and peak bytes, the same measured on meta, optionally cpu latency.",
     )
     p.add_argument("--size", type=size, required=True, help="map size HxW, e.g. 97x97")
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the factor table (or JSON); returns the exit status."""
-    from isaprof.factorize import factorize
+    from isaprof.studies.factorize import factorize
 
     rows = factorize(
         args.size,

@@ -1,6 +1,6 @@
 """``isaprof formula TARGET --channels C ...``: a block's MACs (and bytes moved) as closed forms in H, W (B).
 
-One symbolic run (isaprof/measure/symbolic.py): the expression, the conditions under which it holds, its
+One symbolic run (isaprof/symbolic/trace.py): the expression, the conditions under which it holds, its
 leading term and exponent in N = H W. ``--all`` derives every registered block and ISA's optimal factor
 (``--out FILE`` writes the JSON, e.g. the report's ``derived.json``: ``{"channels", "mode", "blocks": [one
 object per block and impl], "isa_optimum": {...}}``).
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from isaprof import blocks
+from isaprof import targets as blocks
 from isaprof.cli import _args
 from isaprof.cli.profile_cmd import block_options
 
@@ -61,8 +61,8 @@ def factory_for(name: str, args: argparse.Namespace, impl: str) -> Callable[[], 
 
 def derive_one(factory: Callable[[], Any], args: argparse.Namespace) -> tuple[dict[str, Any], Any, float]:
     """(JSON object, Derivation, seconds) of one target."""
-    from isaprof.measure.symbolic import derive
-    from isaprof.measure.symbolic_memory import derive_peak
+    from isaprof.symbolic.peak import derive_peak
+    from isaprof.symbolic.trace import derive
 
     start = time.perf_counter()
     d = derive(factory, args.channels, args.size, mode=args.mode, batch_symbol=args.batch_symbol)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _one(name: str, impl: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """(``derived.json`` row, text) of one block and impl; a ``NotSymbolic`` becomes an ``error`` row."""
-    from isaprof.measure.symbolic import NotSymbolic
+    from isaprof.symbolic.trace import NotSymbolic
 
     try:
         obj, d, secs = derive_one(factory_for(name, args, impl), args)
@@ -139,8 +139,8 @@ def _one(name: str, impl: str, args: argparse.Namespace) -> tuple[dict[str, Any]
 
 
 def _isa_optimum(args: argparse.Namespace) -> dict[str, Any]:
-    """``isa_optimum`` of ``derived.json`` (isaprof/isa_optimum.py), or ``{"error": ...}``."""
-    from isaprof.isa_optimum import isa_optimum
+    """``isa_optimum`` of ``derived.json`` (isaprof/symbolic/optima.py), or ``{"error": ...}``."""
+    from isaprof.symbolic.optima import isa_optimum
 
     start = time.perf_counter()
     try:
@@ -164,7 +164,7 @@ def _write(args: argparse.Namespace, obj: Any) -> None:
 
 
 def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) -> str:
-    """A readable account of a :class:`isaprof.measure.symbolic.Derivation`."""
+    """A readable account of a :class:`isaprof.symbolic.trace.Derivation`."""
     lines = [f"{title}  (traced at {d.traced_at[0]}x{d.traced_at[1]}, {secs:.1f} s)"]
     for label, x in (("MACs", d.macs), ("bytes moved", d.bytes_moved)):
         if x is None:

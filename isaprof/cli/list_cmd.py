@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def entries() -> list[dict[str, Any]]:
     """One dict per registered target; a plugin whose options cannot be read says why in ``error``."""
     from isaprof import formulas
-    from isaprof.blocks import registry
+    from isaprof.targets import registry
 
     out = []
     for name in registry.names(everything=True):
@@ -40,7 +40,7 @@ def entries() -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from isaprof import formulas
-    from isaprof.blocks import registry
+    from isaprof.targets import registry
 
     rows = entries()
     formula_errors = {f"formula {k}": v for k, v in formulas.base.PLUGIN_ERRORS.items()}

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the roofs; returns the exit status."""
-    from isaprof.measure.roofs import cache_path, machine_roofs
+    from isaprof.roofline.roofs import cache_path, machine_roofs
 
     roofs = machine_roofs(remeasure=args.remeasure)
     if args.json:

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isaprof.predict import roofs_for
+    from isaprof.roofline.bound import roofs_for
 
     options = profile_cmd.block_options(args.name, args)
     roofs = roofs_for(args.gpu, args.dtype, args.tf32)
@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace, options: dict[str, Any], roofs: Any) -> dict[str, Any]:
-    """The bound's JSON object for the parsed arguments (:func:`isaprof.predict.predict` on ``roofs``)."""
-    from isaprof.predict import predict as bound_of
+    """The bound's JSON object for the parsed arguments (:func:`isaprof.roofline.bound.predict` on
+    ``roofs``)."""
+    from isaprof.roofline.bound import predict as bound_of
 
     return bound_of(args.name, roofs, **_args.config_kwargs(args), **options)
 

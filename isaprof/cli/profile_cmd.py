@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from isaprof import blocks
+from isaprof import targets as blocks
 from isaprof.cli import _args
 from isaprof.config import BACKENDS, DTYPES, LATENCY_PROTOCOLS, MODES, PATHS, normalize_device
 
@@ -79,8 +79,8 @@ def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isaprof import guard
-    from isaprof.run import profile
+    from isaprof.profiling import guard
+    from isaprof.profiling.profiler import profile
 
     # a bad option value is refused by the block's own constructor, on meta, inside profile (and the guard)
     options = block_options(args.name, args)
@@ -127,7 +127,7 @@ def _scaled(value: float, base: float, prefixes: tuple[str, ...], unit: str) -> 
 
 
 def table(record: Any) -> str:
-    """A readable table of a :class:`isaprof.run.Record`."""
+    """A readable table of a :class:`isaprof.profiling.profiler.Record`."""
     rows = record.rows()
     c = rows[0]
     opts = "" if c["options"] == "{}" else f" options={c['options']}"

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isaprof.reproduce import PUBLISHED, reproduce
+    from isaprof.studies.reproduce import PUBLISHED, reproduce
 
     path = reproduce(args.out, device=args.device, published=args.published or PUBLISHED)
     print(summary(path))
@@ -43,7 +43,9 @@ def summary(path: Path) -> str:
     """How many published figures we match within 1 %, and for each other one the ratio and why."""
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    ok = [r for r in rows if abs(float(r["ratio"]) - 1) <= 0.01]  # isaprof.reproduce's "matches within 1%"
+    ok = [
+        r for r in rows if abs(float(r["ratio"]) - 1) <= 0.01
+    ]  # isaprof.studies.reproduce's "matches within 1%"
     lines = [f"{len(rows)} published figures: {len(ok)} match within 1%, {len(rows) - len(ok)} do not"]
     for r in rows:
         if r in ok:

@@ -21,7 +21,7 @@ def _csv(kind):  # noqa: ANN001, ANN202
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sweep`` subcommand."""
-    from isaprof.sweep import EXECUTORS
+    from isaprof.studies.sweep import EXECUTORS
 
     p = sub.add_parser(
         "sweep",
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Expand, filter, shard and run (or list) the sweep; returns the exit status."""
-    from isaprof import sweep
+    from isaprof.studies import sweep
 
     configs = sweep.select(
         sweep.load_configs(args.spec),

@@ -2,7 +2,7 @@
 target: parameters, GFLOPs, peak memory, latency (real devices), each also as a ratio to dense attention.
 
 Measuring happens here (``isaprof.profile`` per target and mode; torch imported inside :func:`run`);
-the rows and their Markdown / CSV / LaTeX / JSON come from the torch-free :mod:`isaprof.table`.
+the rows and their Markdown / CSV / LaTeX / JSON come from the torch-free :mod:`isaprof.studies.table`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from isaprof import table as tbl
 from isaprof.cli import _args
 from isaprof.config import DEVICES, DTYPES
+from isaprof.studies import table as tbl
 
 # The papers' settings where they differ from nothing: ISA's down_factor (8, 8) (openseg isa_block.py),
 # CCNet's recurrence R = 2. Equal to the registry's defaults today; stated so the table says which it used.
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure every target, print or write the table; 0, or 1 when a target failed (its row says why)."""
     if args.format not in tbl.FORMATS:
         raise ValueError(f"unknown format {args.format!r}; allowed: {', '.join(tbl.FORMATS)}")
-    from isaprof.predict import roofs_for  # no torch at import
+    from isaprof.roofline.bound import roofs_for  # no torch at import
 
     # an unknown GPU is one line before anything is measured
     roofs = roofs_for(args.gpu, args.dtype) if args.gpu else None
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 def target_options(target: str, args: argparse.Namespace) -> dict[str, Any]:
     """The paper's options of ``target`` (:data:`PAPER_DEFAULTS`), ``--factor`` / ``--recurrence`` where
     the target takes them. ``ValueError`` for an unknown target (the registry's message)."""
-    from isaprof import blocks
+    from isaprof import targets as blocks
 
     known = blocks.spec(target).options  # ValueError listing the known blocks
     opts = dict(PAPER_DEFAULTS.get(target, {}))
@@ -115,8 +115,10 @@ def target_options(target: str, args: argparse.Namespace) -> dict[str, Any]:
 def measure(
     target: str, common: dict[str, Any], options: dict[str, Any], roofs: Any = None
 ) -> dict[str, Any]:
-    """One measurement dict of :mod:`isaprof.table` (each mode of ``common['mode']``) via ``isaprof.profile``,
-    with ``bound_ms`` (:func:`isaprof.predict.predict` on ``roofs``, the table's first mode) when given.
+    """One measurement dict of :mod:`isaprof.studies.table` (each mode of ``common['mode']``) via
+    ``isaprof.profile``, with ``bound_ms`` (:func:`isaprof.roofline.bound.predict` on ``roofs``, the
+    table's first mode) when
+    given.
 
     ``ValueError`` (bad input: the target refuses the configuration) propagates; any other failure
     (out of memory, a kernel error) becomes ``status`` ``oom`` / ``error`` with its one-line message.
@@ -142,7 +144,7 @@ def measure(
                 out[f"latency_ms_{mode}"] = rec.latency.median_ms
                 out[f"latency_iqr_ms_{mode}"] = rec.latency.iqr_ms
         if roofs is not None:
-            from isaprof.predict import predict
+            from isaprof.roofline.bound import predict
 
             first = tbl.modes_of(common["mode"])[0]
             config = {k: v for k, v in base.items() if k != "device"}  # counted on meta
@@ -150,7 +152,7 @@ def measure(
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - one target's failure is its row, the others still print
-        from isaprof.run import is_oom
+        from isaprof.profiling.profiler import is_oom
 
         out["status"] = "oom" if is_oom(e) else "error"
         out["error"] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]

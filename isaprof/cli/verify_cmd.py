@@ -12,8 +12,8 @@ import dataclasses
 import json
 from typing import Any
 
-from isaprof.blocks import names, spec
 from isaprof.cli._args import factor, positive_int, size
+from isaprof.targets import names, spec
 
 DEFAULT_SIZE = (8, 8)
 FIGURE_SIZE = (16, 16)
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the checks (and/or write the figure); returns the exit status."""
     if args.figure:
-        from isaprof.verify.figures import reach_grid
+        from isaprof.flow.figures import reach_grid
 
         h, w = args.size or FIGURE_SIZE
         out = reach_grid(
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         if not args.names:
             return 0
-    from isaprof.verify import verify
+    from isaprof.flow import verify
 
     blocks = args.names or names()
     for name in blocks:

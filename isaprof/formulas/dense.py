@@ -88,7 +88,7 @@ def dense(cfg: Config) -> Cost:
 
 
 def attention_moments(s: dict) -> list[fp.Moment]:
-    """Candidate peak sets inside `isaprof.blocks.common.attend`, no_grad, its inputs not counted.
+    """Candidate peak sets inside `isaprof.targets.blocks.common.attend`, no_grad, its inputs not counted.
 
     naive: matmul, out-of-place scale (+ ``masked_fill`` with ``~mask``), softmax, matmul: two (maps, N, M)
     buffers at once, then the softmax beside the output. sdpa: q, k, v copied contiguous where the

@@ -31,7 +31,7 @@ from isaprof.formulas.dense import (
 
 def isa_geometry(height: int, width: int, factor: tuple[int, int]) -> tuple[int, int, int, int, int, int]:
     """(Q_h, Q_w, pad_top, pad_bottom, pad_left, pad_right): the same arithmetic as
-    ``isaprof.blocks.isa.isa_geometry`` (duplicated: formulas import nothing of the torch side)."""
+    ``isaprof.targets.blocks.isa.isa_geometry`` (duplicated: formulas import nothing of the torch side)."""
     ph, pw = factor
     if min(ph, pw) <= 0:
         raise ValueError(f"isa: factor must be two positive integers (P_h, P_w), got {factor!r}")

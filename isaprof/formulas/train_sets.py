@@ -1,5 +1,5 @@
 """Train peak sets of the shared pieces: a conv + BN + ReLU layer's backward, the attention's forward and
-backward, one ``SelfAttention2D`` stage (`isaprof.blocks.common`). Pure Python.
+backward, one ``SelfAttention2D`` stage (`isaprof.targets.blocks.common`). Pure Python.
 
 A train step (``train()`` forward, then ``backward(ones_like(out))``) keeps what autograd saves alive
 from its creation to its use in the backward, so the candidate moments (`isaprof.formulas.peak`) are
@@ -77,7 +77,8 @@ def layer_backward(
 
 
 def attention_forward(p: str, s: dict, live: Live, movable: tuple = ()) -> tuple[list[Moment], Live]:
-    """`isaprof.blocks.common.attend` in train; ``s`` as `dense.stage_spec` plus the names ``q``, ``k``,
+    """`isaprof.targets.blocks.common.attend` in train;
+    ``s`` as `dense.stage_spec` plus the names ``q``, ``k``,
     ``v`` of its inputs in ``live``. Returns the candidates and the live set after it: the inputs, what
     autograd saved and ``p + "attention output"``. Records in ``s`` which tensors the backward reads
     (``sdpa_q`` / ``sdpa_k`` / ``sdpa_v``: a contiguous copy's name or the input's)."""

@@ -23,7 +23,7 @@ the count is the compulsory traffic, a lower bound on what the kernel really mov
 
 Each call's FLOPs (``torch.utils.flop_counter``'s registry, the formulas ``count_flops`` uses, CPU fused
 attention included) are recorded beside its bytes, so a roofline bound can be taken op by op
-(:mod:`isaprof.predict`).
+(:mod:`isaprof.roofline.bound`).
 """
 
 from __future__ import annotations

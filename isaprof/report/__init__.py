@@ -1,6 +1,6 @@
 """The report: reads saved result files (tidy CSV, machine JSON) and writes Markdown, tables and figures.
 
-Never builds or runs a model (no import of ``isaprof.blocks`` or ``isaprof.measure``), so a report is
+Never builds or runs a model (no import of ``isaprof.targets`` or ``isaprof.measure``), so a report is
 redrawn from saved results in seconds.
 """
 

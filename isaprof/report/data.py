@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from isaprof import results
 from isaprof.config import COLUMNS  # the tidy row schema, defined once (pure Python)
+from isaprof.results import reader as results
 
 # A configuration without its device, metric and environment: what a FLOP count and a latency share.
 CONFIG = [
@@ -82,7 +82,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
 
 
 def _latest_frame(path: Path) -> pd.DataFrame:
-    """The store's winning attempts (:mod:`isaprof.results`, the reader the sweep uses) as a DataFrame."""
+    """The store's winning attempts (:mod:`isaprof.results.reader`, the reader the sweep uses) as a
+    DataFrame."""
     table = results.read_table(path)
     if not table.columns:
         raise ValueError(

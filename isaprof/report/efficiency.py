@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from isaprof import table as tbl
 from isaprof.report import data, tables
+from isaprof.studies import table as tbl
 
 # The papers' settings: (size, what it is). 97x97 = CCNet's feature map of a 769x769 crop (stride 8);
 # 128x128 = ISA's and OCR's complexity comparison (a 1024x1024 input at stride 8).

@@ -1,0 +1,471 @@
+"""One configuration -> one :class:`Record`: the target, its closed-form costs and the measurements.
+
+The one place where a :class:`~isaprof.config.Config` meets a block, its formula and the measurements;
+everything that runs configurations (sweep, check, reproduce, baseline, benchmarks) goes through
+:func:`profile`. Devices: ``meta`` (fake CPU tensors: the block is built on ``meta`` and moved with
+``to_empty`` inside ``FakeTensorMode``; counts and peak bytes at any size in seconds, no latency), ``cpu``
+(real tensors, latency too) and ``cuda``/``cuda:N`` (allocator peak). Fake *CUDA* tensors are not
+offered: torch 2.13 runs their forward but a fake-CUDA backward aborts the process, and the CPU-fake peak
+equals the CUDA figure up to the allocator's 512-byte rounding and kernel workspaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from isaprof import formulas
+from isaprof import targets as blocks
+from isaprof.config import Config, check_choice, normalize_latency, row
+from isaprof.measure import (
+    FlopCount,
+    Latency,
+    count_flops,
+    cuda_peak,
+    environment,
+    measure_latency,
+    step,
+    track_peak,
+)
+from isaprof.measure.cuda_memory import CudaAllocatorModel, module_to_order
+from isaprof.measure.modules import ModuleRow, breakdown
+from isaprof.measure.traffic import BytesMoved, TrafficCounter
+
+TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+SDP_BACKENDS = {
+    "math": SDPBackend.MATH,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """Measured and analytic costs of one configuration (units: MACs, bytes, ms, counts).
+
+    ``flop_count``: FlopCounterMode result (``by_op`` in FLOPs, ``uncounted`` ops without a formula);
+    ``macs_by_term`` / ``elementwise``: the formula's terms (MACs of the measured mode; forward element-wise
+    ops); ``peak_bytes_analytic`` None when the formula gives none for this mode; ``latency`` None on meta.
+    """
+
+    config: Config
+    padded: tuple[int, int] | None  # None: the target has no formula to say what it computes on
+    params: int
+    params_analytic: int | None
+    flop_count: FlopCount
+    macs_by_term: Mapping[str, int]
+    elementwise: Mapping[str, int]
+    peak_bytes: int
+    peak_bytes_analytic: int | None
+    latency: Latency | None
+    environment: Mapping[str, Any]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    by_module: tuple[ModuleRow, ...] | None = None  # per-submodule costs (profile(by_module=True))
+    # traffic of an unfused execution (measure.traffic); the CUDA allocator's peak, predicted on meta
+    bytes_moved: BytesMoved | None = None
+    peak_bytes_cuda_predicted: int | None = None
+    peak_tolerance: formulas.Tolerance | None = None  # the formula's named allowance on peak_bytes, if any
+
+    @property
+    def macs(self) -> int:
+        return self.flop_count.macs
+
+    @property
+    def has_formula(self) -> bool:
+        """Whether a closed-form formula gave the analytic column (optional for a target)."""
+        return self.params_analytic is not None
+
+    @property
+    def macs_analytic(self) -> int | None:
+        return sum(self.macs_by_term.values()) if self.has_formula else None
+
+    @property
+    def flops_analytic(self) -> int | None:
+        return 2 * self.macs_analytic if self.has_formula else None
+
+    @property
+    def elementwise_analytic(self) -> int | None:
+        return sum(self.elementwise.values()) if self.has_formula else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Tidy rows (:data:`isaprof.config.COLUMNS`): params, macs, flops, elementwise, peak_bytes and,
+        off meta, latency_ms."""
+        metrics: list[tuple[str, Any, Any, Any]] = [
+            ("params", self.params, self.params_analytic, None),
+            ("macs", self.macs, self.macs_analytic, None),
+            ("flops", self.flop_count.flops, self.flops_analytic, None),
+            ("elementwise", None, self.elementwise_analytic, None),
+            ("peak_bytes", self.peak_bytes, self.peak_bytes_analytic, None),
+        ]
+        if self.bytes_moved is not None:
+            metrics.append(("bytes_moved", self.bytes_moved.total, None, None))
+        if self.latency is not None:
+            metrics.append(("latency_ms", self.latency.median_ms, None, self.latency.iqr_ms))
+        return [
+            row(self.config, m, meas, ana, env=self.environment, padded=self.padded, spread=spread)
+            for m, meas, ana, spread in metrics
+        ]
+
+    def module_rows(self) -> list[dict[str, Any]]:
+        """Tidy rows of the per-module breakdown (empty without one): the configuration columns, then
+        ``module`` (dotted, root ``""``), ``depth``, ``metric`` (params, macs, self_macs, peak_bytes),
+        ``measured`` and ``unit``. See :mod:`isaprof.measure.modules` for the attribution rules."""
+        units = {"params": "count", "macs": "MAC", "self_macs": "MAC", "peak_bytes": "byte"}
+        base = self.config.columns(self.padded)
+        return [
+            {**base, "module": r.module, "depth": r.depth, "metric": m, "measured": getattr(r, m), "unit": u}
+            for r in self.by_module or ()
+            for m, u in units.items()
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``isaprof profile --json`` object (raw numbers; ``latency_ms`` null on meta)."""
+        fc = self.flop_count
+        return {
+            "config": self.config.columns(self.padded),
+            "params": {"measured": self.params, "analytic": self.params_analytic},
+            "macs": {
+                "measured": self.macs,
+                "analytic": self.macs_analytic,
+                "by_op": {op: f // 2 for op, f in fc.by_op.items()},
+                "by_term": dict(self.macs_by_term),
+            },
+            "flops": {
+                "measured": fc.flops,
+                "analytic": self.flops_analytic,
+                "by_op": dict(fc.by_op),
+                "by_term": {k: 2 * v for k, v in self.macs_by_term.items()},
+            },
+            "uncounted_ops": dict(fc.uncounted),
+            "peak_bytes": {
+                "measured": self.peak_bytes,
+                "analytic": self.peak_bytes_analytic,
+                "cuda_predicted": self.peak_bytes_cuda_predicted,
+                "tolerance": (
+                    {
+                        "bytes": self.peak_tolerance.bytes,
+                        "name": self.peak_tolerance.name,
+                        "reason": self.peak_tolerance.reason,
+                    }
+                    if self.peak_tolerance is not None
+                    else None
+                ),  # fmt: skip
+            },
+            "bytes_moved": {
+                "measured": self.bytes_moved.total if self.bytes_moved else None,
+                "reads": self.bytes_moved.reads if self.bytes_moved else None,
+                "writes": self.bytes_moved.writes if self.bytes_moved else None,
+                "by_op": dict(self.bytes_moved.by_op) if self.bytes_moved else {},
+            },
+            "latency_ms": self.latency.median_ms if self.latency else None,
+            "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,
+            "latency_noisy": self.latency.noisy if self.latency else None,
+            "elementwise": {"analytic": self.elementwise_analytic, "by_term": dict(self.elementwise)},
+            "environment": dict(self.environment),
+            "notes": list(self.notes),
+            **({"by_module": [r.as_dict() for r in self.by_module]} if self.by_module is not None else {}),
+        }
+
+
+def configure(block: Any, /, **kwargs: Any) -> Config:
+    """A validated :class:`Config` from a ``Config`` (returned as is, with no other argument allowed) or
+    from the keyword form of :meth:`Config.make` (``block``: any target, see :func:`profile`); also runs the
+    block's own constructor checks on ``meta`` (a bad ``factor`` speaks before any formula) and refuses
+    ``cuda`` without a CUDA device."""
+    if isinstance(block, Config):
+        if kwargs:
+            raise ValueError(f"give a Config or keyword arguments, not both (got {', '.join(kwargs)})")
+        config = block
+    else:
+        config = Config.make(block, **kwargs)
+    if config.device_type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"CUDA requested but torch reports no CUDA device (torch {torch.__version__}); "
+            "use --device meta or cpu"
+        )
+    if blocks.spec(config.block).standard_contract:
+        with torch.device("meta"):  # the block's own checks (factor, recurrence, ...) speak before a formula
+            blocks.build(config.block, config.channels, config.key_channels, config.value_channels,
+                         impl=config.impl, **dict(config.options))  # fmt: skip
+    return dataclasses.replace(config, backend=default_backend(config))
+
+
+def analytic_cost(config: Config) -> formulas.Cost | None:
+    """The closed-form costs of ``config`` by its target's formula, or None (formulas are optional)."""
+    fn = formulas.find(blocks.spec(config.block).formula_name)
+    return fn(config) if fn is not None else None
+
+
+def default_backend(config: Config) -> str | None:
+    """The sdpa kernel to force: None for ``naive``; for ``sdpa`` the configured one or a per-device default.
+
+    Defaults mirror torch's own choice: on cpu/meta the fused CPU kernel (``"flash"``) when it applies
+    (4-D inputs with Ck == Cv; blocks pass 4-D), else ``"math"``; on cuda ``"flash"`` if this build has it,
+    else ``"efficient"``. If a defaulted ``"flash"`` still finds no kernel, :func:`profile` falls back
+    to ``"math"`` and records that.
+    """
+    if config.impl != "sdpa" or config.backend is not None:
+        return config.backend
+    if config.device_type == "cuda":
+        return "flash" if torch.backends.cuda.is_flash_attention_available() else "efficient"
+    return "flash" if config.key_channels == config.value_channels else "math"
+
+
+@contextlib.contextmanager
+def _placement(config: Config) -> Iterator[tuple[nn.Module, torch.Tensor, int]]:
+    """Build the block (on its path) and its input on the configured device, and count the reference
+    block's parameters; on meta, inside a ``FakeTensorMode``."""
+    dtype = TORCH_DTYPES[config.dtype]
+    args = (config.block, config.channels, config.key_channels, config.value_channels)
+    opts = dict(config.options)
+    if config.device == "meta":
+        with torch.device("meta"):
+            block = blocks.build(*args, impl=config.impl, **opts).to(dtype)
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            block = block.to_empty(device="cpu")
+            params = _count_params(block)
+            x = torch.empty(input_shape(config, block), dtype=dtype)  # (B, C_in, H, W), fake
+            yield _on_path(block, config.path), x, params
+        return
+    block = blocks.build(*args, impl=config.impl, **opts).to(device=config.device, dtype=dtype)
+    x = torch.randn(input_shape(config, block), dtype=dtype, device=config.device)  # (B, C_in, H, W)
+    yield _on_path(block, config.path), x, _count_params(block)
+
+
+def input_shape(config: Config, block: nn.Module) -> tuple[int, int, int, int]:
+    """(B, C_in, H, W): ``C_in`` is the module's ``in_channels`` where it declares one (a head fed by a
+    2048-wide backbone), else the configuration's ``channels``."""
+    c_in = getattr(block, "in_channels", None)
+    c_in = c_in if isinstance(c_in, int) and c_in > 0 else config.channels
+    return (config.batch, c_in, config.height, config.width)
+
+
+def _count_params(block: nn.Module) -> int:
+    return sum(p.numel() for p in block.parameters())
+
+
+def _on_path(block: nn.Module, path: str) -> nn.Module:
+    """The reference block itself, or its inference fast path (same outputs; see isaprof.targets.fast)."""
+    if path == "reference":
+        return block
+    from isaprof.targets.fast import fast_inference  # lazy: only the fast path needs it
+
+    return fast_inference(block.eval())
+
+
+def _with_backend(fn: Callable[[], Any], backend: str | None) -> Callable[[], Any]:
+    if backend is None:
+        return fn
+
+    def run() -> Any:
+        with sdpa_kernel(SDP_BACKENDS[backend]):
+            return fn()
+
+    return run
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory failure (torch.OutOfMemoryError or an allocator RuntimeError)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
+    )
+
+
+def profile(
+    block: Any,
+    size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    key_channels: int | None = None,
+    value_channels: int | None = None,
+    *,
+    latency: str | None = "quick",
+    by_module: bool = False,
+    **config: Any,
+) -> Record:
+    """Profile one configuration: MACs, peak bytes, params, latency, each beside its closed form.
+
+    ``block``: the target with the keyword arguments of :meth:`Config.make` (``size``, ``channels``,
+    ``key_channels``, ``value_channels``, ``batch``, ``device``, ``dtype``, ``mode``, ``impl``, ``backend``,
+    ``path`` and the target's options), or a :class:`Config` alone. A target is a registered name, an
+    import path ``"pkg.module:Attr"`` (a class, or a function returning an ``nn.Module``; it receives
+    ``channels``, ``key_channels``, ``value_channels`` and ``impl`` only where it accepts them), an
+    ``nn.Module`` instance (measured on a deep copy, never mutated) or a callable returning one. A target
+    without a formula gets an empty analytic column. ``by_module``: also break MACs and peak bytes down
+    per submodule (:mod:`isaprof.measure.modules`). ``latency``: ``"quick"``,
+    ``"fixed"``, ``"none"``/None (skip); never measured on meta. ``path="fast"``: the inference fast path
+    (its MACs are checked against the reference formula; it has no peak-memory formula; its peak is that
+    of its first call, workspace included). Bad input raises ``ValueError``; out-of-memory errors
+    propagate as raised (see :func:`is_oom`).
+
+    >>> rec = profile("dense", size=(16, 16), channels=32, device="meta")
+    >>> rec.macs == rec.macs_analytic
+    True
+    """
+    latency = normalize_latency(latency)
+    given = dict(size=size, channels=channels, key_channels=key_channels, value_channels=value_channels)
+    config = {**{k: v for k, v in given.items() if v is not None}, **config}
+    if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
+        with blocks.registry.adopted(block) as name:
+            return profile(name, latency=latency, by_module=by_module, **config)
+    cfg = configure(block, **config)
+    defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
+    cost = analytic_cost(cfg)
+    notes = list(cost.notes) if cost is not None else ["no closed-form formula for this target"]
+    if cfg.path == "fast" and cost is not None:
+        cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
+        notes.append(
+            "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
+        )
+    try:
+        measured = _measure(cfg, latency)
+    except RuntimeError as e:
+        if not defaulted or cfg.backend != "flash" or "no available kernel" not in str(e).lower():
+            clear = _unsupported_dtype(e, cfg)
+            if clear is None:
+                raise
+            raise clear from e
+        cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
+        cost = analytic_cost(cfg)
+        notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
+        measured = _measure(cfg, latency)
+    params, flop_count, peak, lat, moved, cuda_predicted = measured
+    return Record(
+        config=cfg,
+        padded=tuple(cost.padded) if cost is not None else None,
+        params=params,
+        params_analytic=cost.params if cost is not None else None,
+        flop_count=flop_count,
+        macs_by_term=dict((cost.macs if cfg.mode == "inference" else cost.train_macs) if cost else {}),
+        elementwise=dict(cost.elementwise) if cost is not None else {},
+        peak_bytes=peak,
+        peak_bytes_analytic=cost.peak_bytes.get(cfg.mode) if cost is not None else None,
+        latency=lat,
+        environment=environment(cfg.device),
+        notes=tuple(notes),
+        by_module=_by_module(cfg) if by_module else None,
+        bytes_moved=moved,
+        peak_bytes_cuda_predicted=cuda_predicted,
+        peak_tolerance=cost.peak_tolerance.get(cfg.mode) if cost is not None else None,
+    )
+
+
+def _by_module(config: Config) -> tuple[ModuleRow, ...]:
+    """The per-module breakdown of the configuration's step (on cuda: of a CPU replay, fake tensors)."""
+    if config.device_type == "cuda":
+        config = dataclasses.replace(config, device="meta")
+    with _placement(config) as (block, x, _):
+        return breakdown(block, _with_backend(step(block, x, config.mode), config.backend)).rows
+
+
+def meta_peak(block: Any, /, **config: Any) -> int:
+    """Peak bytes of one protocol step on fake tensors (``profile(..., device="meta").peak_bytes``), without
+    counting FLOPs or bytes moved: what the memory guard needs before a real run. ``config`` as for
+    :func:`profile`; its ``device`` is replaced by ``meta``."""
+    cfg = configure(block, **{**config, "device": "meta"})
+    with _placement(cfg) as (module, x, _):
+        return track_peak(_with_backend(step(module, x, cfg.mode), cfg.backend)).peak
+
+
+def _measure(
+    config: Config, latency: str | None
+) -> tuple[int, FlopCount, int, Latency | None, BytesMoved, int | None]:
+    """(params, FLOP count, peak bytes, latency, bytes moved, predicted CUDA peak) of the configuration,
+    following measure.step's protocol."""
+    cuda_predicted = None
+    with _placement(config) as (block, x, params):
+        run = _with_backend(step(block, x, config.mode), config.backend)
+        if not blocks.spec(config.block).standard_contract:
+            run = _explained(run, config)
+        # peak first: a fast-path module allocates its reusable workspace on its first call
+        if config.device_type == "cuda":
+            peak = cuda_peak(run, config.device)
+        elif config.device == "meta":  # the CUDA caching allocator's figure, predicted in the same pass
+            model = CudaAllocatorModel(resident=[*module_to_order(block), x])
+            with model:
+                peak = track_peak(run).peak
+            cuda_predicted = model.result().peak
+        else:
+            peak = track_peak(run).peak
+        traffic = TrafficCounter()  # bytes moved, in the FLOP-counting pass
+        with traffic:
+            flop_count = count_flops(run)
+        lat = None
+        if latency is not None and config.device != "meta":
+            lat = measure_latency(run, latency, config.device_type)
+    return params, flop_count, peak, lat, traffic.result(), cuda_predicted
+
+
+def _explained(run: Callable[[], Any], config: Config) -> Callable[[], Any]:
+    """A user's module whose forward fails on ``(B, C, H, W)``: one line saying which and why (an
+    out-of-memory error still propagates as raised, so sweeps record it as ``oom``)."""
+
+    def checked() -> Any:
+        try:
+            return run()
+        except Exception as e:
+            if is_oom(e):
+                raise
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            shape = (config.batch, config.channels, config.height, config.width)
+            raise ValueError(
+                f"forward of {config.block!r} on an input of shape (B, C, H, W) = {shape} failed: "
+                f"{type(e).__name__}: {text}"
+            ) from None
+
+    return checked
+
+
+def _unsupported_dtype(e: RuntimeError, config: Config) -> ValueError | None:
+    """A one-line ValueError for a kernel that lacks the configuration's half dtype; None otherwise."""
+    text = str(e)
+    if "not implemented for" in text and config.dtype in ("float16", "bfloat16"):
+        first = text.strip().splitlines()[0]
+        return ValueError(f"dtype {config.dtype} is not supported on {config.device} by torch here ({first})")
+    return None
+
+
+def error_rows(config: Config, status: str, message: str) -> list[dict[str, Any]]:
+    """Tidy rows for a configuration that failed: ``status`` (``"oom"``, ``"error"`` or ``"skipped"``),
+    the one-line ``message``, ``measured`` empty; ``analytic`` filled where the formula can still give it."""
+    check_choice("status", status, ("oom", "error", "skipped"))
+    try:
+        cost = analytic_cost(config)
+        if cost is None:
+            raise LookupError("no formula")
+        train = config.mode == "train"
+        macs = sum((cost.train_macs if train else cost.macs).values())
+        analytic: dict[str, Any] = {
+            "params": cost.params,
+            "macs": macs,
+            "flops": 2 * macs,
+            "elementwise": sum(cost.elementwise.values()),
+            "peak_bytes": cost.peak_bytes.get(config.mode),
+        }
+        padded: tuple[int, int] | None = tuple(cost.padded)
+    except Exception:  # noqa: BLE001 - a broken formula must not hide the original failure
+        analytic, padded = {}, None
+    metrics = ["params", "macs", "flops", "elementwise", "peak_bytes", "bytes_moved"]
+    if config.device != "meta":
+        metrics.append("latency_ms")
+    env = environment(config.device)
+    return [
+        row(config, m, None, analytic.get(m), env=env, padded=padded, status=status, error=message)
+        for m in metrics
+    ]

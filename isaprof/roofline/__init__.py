@@ -1,0 +1,1 @@
+"""isaprof/roofline"""

@@ -1,0 +1,197 @@
+"""Latency lower bounds of every block: on catalogued GPUs at the papers' sizes, and on this CPU beside
+the latencies the sweep measured. A measuring step (it counts on fake tensors; the report only reads
+what it writes)::
+
+    python -m isaprof.studies.bounds RESULTS_DIR [--gpus v100,a100-80gb,h100-sxm]
+
+``RESULTS_DIR/bounds.csv`` gets one tidy row per (scope, configuration, device, metric):
+
+* ``scope = "papers"``: every built-in block and implementation (``sdpa`` counted as the fused flash
+  kernel) at :data:`SIZES` (CCNet's 97x97, ISA's and OCR's 128x128), C = 512, B = 1, inference, in
+  :data:`DTYPES` on each GPU of :data:`GPUS`; metrics ``bound_ms``, ``compute_ms``, ``memory_ms`` (ms),
+  ``flops`` (FLOP), ``bytes_moved`` (byte). A GPU without a peak for the dtype (V100: no BF16) gets one
+  ``skipped`` row saying so.
+* ``scope = "cpu"``: each configuration with a ``latency_ms`` row on ``cpu`` in ``results.csv``, its
+  bound on this CPU's measured roofs (``machine.json``'s ``cpu`` roofs when the sweep recorded both,
+  else the host cache of ``isaprof machine``) and the measured median latency as metric ``latency_ms``
+  (``spread``: its IQR).
+
+Each row carries the roofs it used (``peak_used``, ``matrix_tflops``, ``conv_tflops``, ``bandwidth_gbs``,
+``roofs_from``). Every bound is a bound, not a measurement (:mod:`isaprof.roofline.bound`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from isaprof.config import CONFIG_COLUMNS
+from isaprof.roofline.bound import Counted, Roofs, count, cpu_roofs, gpu_roofs
+
+BOUNDS = "bounds.csv"
+GPUS = ("v100", "a100-80gb", "h100-sxm")
+SIZES = ((97, 97), (128, 128))  # CCNet's 769x769 crop / 8; ISA's and OCR's 1024x1024 / 8
+CHANNELS = 512
+DTYPES = ("float32", "bfloat16")
+ROOF_COLUMNS = ["peak_used", "matrix_tflops", "conv_tflops", "bandwidth_gbs", "roofs_from"]
+COLUMNS = ["scope", *[c for c in CONFIG_COLUMNS if c != "device"], "device", *ROOF_COLUMNS]
+COLUMNS += ["metric", "value", "unit", "spread", "status", "error", "measured_on"]
+METRICS = (("bound_ms", "ms"), ("compute_ms", "ms"), ("memory_ms", "ms"))
+METRICS += (("flops", "FLOP"), ("bytes_moved", "byte"))
+
+
+def _rows(scope: str, counted: Counted, roofs: Roofs, roofs_from: str) -> list[dict[str, Any]]:
+    """The metric rows of one configuration's bound on ``roofs``."""
+    pred = counted.predict(roofs)
+    base = {"scope": scope, **{c: counted.config.get(c, "") for c in CONFIG_COLUMNS}, **_roofs(roofs)}
+    base.update(device=roofs.device, roofs_from=roofs_from, spread="", status="ok", error="")
+    return [{**base, "metric": m, "value": pred[m], "unit": u} for m, u in METRICS]
+
+
+def _roofs(roofs: Roofs) -> dict[str, Any]:
+    return {
+        "peak_used": roofs.peak,
+        "matrix_tflops": roofs.matrix_flops / 1e12,
+        "conv_tflops": (roofs.conv_flops or roofs.matrix_flops) / 1e12,
+        "bandwidth_gbs": roofs.bandwidth / 1e9,
+    }
+
+
+def papers_rows(gpus: Iterable[str] = GPUS) -> list[dict[str, Any]]:
+    """Bounds of every built-in block and impl at :data:`SIZES` and :data:`DTYPES` on each GPU."""
+    from isaprof import targets as blocks
+    from isaprof.roofline import devices
+
+    gpus = [devices.get(g).key for g in gpus]  # an unknown name: ValueError before any counting
+    out: list[dict[str, Any]] = []
+    for name in blocks.names():
+        for impl in blocks.spec(name).impls:
+            backend = "flash" if impl == "sdpa" else None
+            for size in SIZES:
+                for dtype in DTYPES:
+                    config = dict(size=size, channels=CHANNELS, dtype=dtype, impl=impl, backend=backend)
+                    counted = count(name, mode="inference", **config)
+                    for gpu in gpus:
+                        try:
+                            roofs = gpu_roofs(gpu, dtype)
+                        except ValueError as e:  # no peak for this dtype (V100: no BF16)
+                            row = {c: counted.config.get(c, "") for c in CONFIG_COLUMNS}
+                            out.append({"scope": "papers", **row, "device": gpu, "metric": "bound_ms",
+                                        "unit": "ms", "status": "skipped", "error": str(e)})  # fmt: skip
+                            continue
+                        out += _rows("papers", counted, roofs, "reference/devices.toml")
+    return out
+
+
+def _machine_cpu(results_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """The sweep's cpu roofs from ``machine.json`` if it holds both, else None (use the host cache)."""
+    path = results_dir / "machine.json"
+    machine = json.loads(path.read_text()) if path.is_file() else {}
+    cpu = machine.get("cpu")
+    if isinstance(cpu, dict) and cpu.get("matmul_gflops") and cpu.get("bandwidth_gbs"):
+        return cpu, f"machine.json (recorded by the sweep; {cpu.get('device_name') or 'unnamed CPU'})"
+    from isaprof.roofline.roofs import machine_roofs
+
+    cpu = machine_roofs().get("cpu", {})
+    name = cpu.get("device_name") or "unnamed CPU"
+    return cpu, f"host cache of isaprof machine ({name}, {cpu.get('measured_at')})"
+
+
+def _config_of(row: Mapping[str, str]) -> dict[str, Any]:
+    """``isaprof.profile`` keyword arguments of a results row."""
+    options = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(row["options"] or "{}").items()
+    }
+    return {
+        "size": (int(row["height"]), int(row["width"])),
+        "channels": int(row["channels"]),
+        "key_channels": int(row["key_channels"]) if row.get("key_channels") else None,
+        "value_channels": int(row["value_channels"]) if row.get("value_channels") else None,
+        "batch": int(row.get("batch") or 1),
+        "dtype": row["dtype"],
+        "mode": row["mode"],
+        "impl": row["impl"],
+        "backend": row.get("backend") or None,
+        "path": row.get("path") or "reference",
+        **options,
+    }
+
+
+def cpu_rows(results_dir: Path, machine: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """This CPU's bound beside each measured ``latency_ms`` row (device cpu, status ok) of the results.
+    ``machine``: the roofs to use (``{"matmul_gflops", "bandwidth_gbs"}``); default as the module says."""
+    path = results_dir / "results.csv"
+    with path.open(newline="") as f:
+        rows = [
+            r
+            for r in csv.DictReader(f)
+            if r["metric"] == "latency_ms" and r["device"] == "cpu" and r["status"] == "ok"
+        ]
+    if not rows:
+        return []
+    where = "given"
+    if machine is None:
+        machine, where = _machine_cpu(results_dir)
+    out: list[dict[str, Any]] = []
+    roofs = None
+    for r in rows:
+        if roofs is None:
+            roofs = cpu_roofs(r["dtype"], machine) if r["dtype"] == "float32" else None
+        config = {c: r.get(c, "") for c in CONFIG_COLUMNS if c != "device"}
+        try:
+            if r["dtype"] != "float32" or roofs is None:
+                raise ValueError(f"this CPU has a measured float32 matmul peak only, not {r['dtype']}")
+            got = _rows("cpu", count(r["block"], **_config_of(r)), roofs, where)
+        except Exception as e:  # noqa: BLE001 - one configuration's failure is its row
+            why = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
+            got = [{"scope": "cpu", **config, "device": "cpu (measured)", "metric": "bound_ms", "unit": "ms",
+                    "status": "error", "error": why}]  # fmt: skip
+        measured = {**got[0], "metric": "latency_ms", "value": r["measured"], "unit": "ms"}
+        measured.update(
+            spread=r.get("spread", ""), status="ok", error="", measured_on=r.get("device_name", "")
+        )
+        out += [*got, measured]
+    return out
+
+
+def measure_bounds(
+    results_dir: str | Path, gpus: Iterable[str] = GPUS, machine: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``results_dir/bounds.csv`` (see the module docstring); return its path."""
+    results_dir = Path(results_dir)
+    rows = papers_rows(gpus)
+    if (results_dir / "results.csv").is_file():
+        rows += cpu_rows(results_dir, machine)
+    path = results_dir / BOUNDS
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="raise")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m isaprof.studies.bounds", description=__doc__.split("\n\n")[0])
+    p.add_argument("results_dir", help="the results folder (reads results.csv, machine.json)")
+    p.add_argument("--gpus", default=",".join(GPUS), help="catalogue keys, comma-separated")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        path = measure_bounds(args.results_dir, [g for g in args.gpus.split(",") if g.strip()])
+    except ValueError as e:
+        print(f"isaprof.studies.bounds: {e}", file=sys.stderr)
+        return 2
+    print(f"{path} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""The real-GPU check in one command: ``make gpu-check`` (issue 12, item 7).
+
+    make gpu-check PYTHON=python3
+    PYTHONPATH=. python3 -m isaprof.studies.gpu_check --out reports/data/cuda   # the same
+
+1. the ``gpu``-marked tests (if pytest is importable);
+2. a small CUDA sweep (``reference/sweeps/cuda.toml``: dense, isa, criss_cross, non_local at 64x64 and
+   128x128, fp32 and bf16, inference and train) into OUT, naming the device (``OUT/device.json``);
+3. for each measured configuration, the predictions of the meta path beside the measurement:
+   ``max_memory_allocated`` delta against ``isaprof profile --device meta --json``'s
+   ``peak_bytes.cuda_predicted`` (goal: within 2%), and the median latency against
+   ``isaprof predict --gpu <this GPU> --json``'s ``bound_ms`` (a lower bound: the latency must not be
+   below it). Written to ``OUT/comparison.csv`` and ``OUT/comparison.json``.
+
+Runs with the GPU machine's own Python as it is: the standard library, torch and this working tree
+(``PYTHONPATH=.``); pytest for step 1 only; tqdm, fvcore, pandas, submitit and tomllib are not needed.
+Without CUDA, steps 2 and 3 are skipped with one line, nothing is written, and the exit status is the
+tests' (0: they skip). Exit 1 if a gpu test fails; the comparison's misses are findings, printed, not errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from isaprof.config import REFERENCE
+
+ROOT = REFERENCE.parent
+SPEC = REFERENCE / "sweeps" / "cuda.toml"
+PEAK_GOAL = 0.02  # |cuda_predicted / measured - 1| the allocator model aims for
+# reference/sweeps/cuda.toml's grid, for Pythons without tomllib / tomli
+# (tests/studies/test_gpu_check.py: equal)
+GRID = {
+    "name": "cuda-check",
+    "blocks": ["dense", "isa", "criss_cross", "non_local"],
+    "sizes": ["64x64", "128x128"],
+    "channels": [512],
+    "impls": "all",
+    "devices": ["cuda"],
+    "skip_if_unavailable": True,
+    "dtypes": ["float32", "bfloat16"],
+    "modes": ["inference", "train"],
+    "latency": "quick",
+}
+COLUMNS = (
+    "block impl backend factor recurrence height width dtype mode peak_measured peak_cuda_predicted "
+    "peak_error peak_within_goal latency_ms latency_iqr_ms bound_ms bound_peak_used latency_over_bound "
+    "bound_holds error"
+).split()
+
+# catalogue keys (reference/devices.toml) by what torch.cuda.get_device_name() contains, most specific first
+_NAMES = (
+    ("h200", "h200"),
+    ("h100 pcie", "h100-pcie"),
+    ("h100", "h100-sxm"),
+    ("a100-sxm4-80gb", "a100-80gb"),
+    ("a100 80gb", "a100-80gb"),
+    ("a100-pcie-80gb", "a100-80gb"),
+    ("a100", "a100-40gb"),
+    ("v100", "v100"),
+    ("l4", "l4"),
+    ("4090", "rtx4090"),
+)
+
+
+def catalogue_key(device_name: str) -> str | None:
+    """The ``reference/devices.toml`` key of a CUDA device name (``"NVIDIA H200"`` -> ``"h200"``), or None."""
+    name = device_name.lower().replace("nvidia", "").strip()
+    words = name.replace("-", " ").split()
+    for part, key in _NAMES:
+        if part == "l4":
+            if "l4" in words:
+                return key
+        elif part in name or part in " ".join(words):
+            return key
+    return None
+
+
+def cli_json(argv: list[str]) -> dict[str, Any]:
+    """``isaprof ARGV`` in this process, its stdout parsed as JSON; ``RuntimeError`` (one line) on failure."""
+    from isaprof.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse: an unknown subcommand or flag
+            code = int(e.code or 0)
+    if code != 0:
+        msg = (err.getvalue().strip().splitlines() or [f"exit {code}"])[-1]
+        raise RuntimeError(msg)
+    return json.loads(out.getvalue())
+
+
+def config_argv(row: dict[str, str]) -> list[str]:
+    """The ``isaprof profile``/``predict`` arguments (without ``--device``) of a results row."""
+    argv = [row["block"], "--size", f"{row['height']}x{row['width']}", "--channels", row["channels"]]
+    for col, flag in (("key_channels", "--key-channels"), ("value_channels", "--value-channels")):
+        if row.get(col):
+            argv += [flag, row[col]]
+    argv += ["--batch", row.get("batch") or "1", "--impl", row["impl"], "--dtype", row["dtype"]]
+    argv += ["--mode", row["mode"]]
+    if row.get("factor"):
+        argv += ["--factor", row["factor"]]
+    if row.get("recurrence"):
+        argv += ["--recurrence", str(int(float(row["recurrence"])))]
+    for key, value in json.loads(row.get("options") or "{}").items():
+        if key not in ("factor", "recurrence"):
+            argv += ["--option", f"{key}={value!r}"]
+    return argv
+
+
+def predict_row(row: dict[str, str], gpu: str | None, tf32: bool) -> dict[str, Any]:
+    """Predictions for one configuration: ``cuda_predicted`` (bytes), ``bound_ms``, ``bound_peak_used``,
+    ``error`` (what could not be predicted, else empty)."""
+    argv = config_argv(row)
+    backend = ["--backend", row["backend"]] if row.get("impl") == "sdpa" and row.get("backend") else []
+    out: dict[str, Any] = {"cuda_predicted": None, "bound_ms": None, "bound_peak_used": "", "error": ""}
+    errors = []
+    try:
+        doc = cli_json(["profile", *argv, *backend, "--device", "meta", "--json"])
+        peak = doc.get("peak_bytes")
+        out["cuda_predicted"] = peak.get("cuda_predicted") if isinstance(peak, dict) else None
+        if out["cuda_predicted"] is None:
+            errors.append("profile --json has no peak_bytes.cuda_predicted")
+    except RuntimeError as e:
+        errors.append(f"profile: {e}")
+    if gpu is None:
+        errors.append("this GPU is not in reference/devices.toml: no bound")
+    else:
+        extra = ["--tf32"] if tf32 and row["dtype"] == "float32" else []
+        try:
+            try:
+                doc = cli_json(["predict", *argv, *backend, "--gpu", gpu, *extra, "--json"])
+            except RuntimeError:
+                doc = cli_json(["predict", *argv, "--gpu", gpu, *extra, "--json"])  # no --backend there
+            out["bound_ms"], out["bound_peak_used"] = doc.get("bound_ms"), doc.get("peak_used", "")
+        except RuntimeError as e:
+            errors.append(f"predict: {e}")
+    out["error"] = "; ".join(errors)
+    return out
+
+
+def _num(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if x == x else None
+
+
+def compare(rows: list[dict[str, str]], predict: Callable[[dict[str, str]], dict[str, Any]]) -> list[dict]:
+    """One comparison row per measured cuda configuration of the tidy ``rows`` (see :data:`COLUMNS`).
+
+    ``peak_error = cuda_predicted / measured - 1``; ``bound_holds``: latency median + IQR >= bound (a
+    bound above a measurement beyond its spread is a bug in the counter, the roofs or the catalogue).
+    """
+    configs: dict[tuple, dict[str, dict[str, str]]] = {}
+    for r in rows:
+        if r.get("device") != "cuda" or r.get("status") != "ok":
+            continue
+        key = tuple(r.get(c, "") for c in ("block", "impl", "backend", "options", "height", "width"))
+        key += tuple(r.get(c, "") for c in ("batch", "channels", "dtype", "mode", "path"))
+        configs.setdefault(key, {})[r["metric"]] = r
+    out = []
+    for metrics in configs.values():
+        first = next(iter(metrics.values()))
+        pred = predict(first)
+        meas = _num(metrics.get("peak_bytes", {}).get("measured"))
+        lat = _num(metrics.get("latency_ms", {}).get("measured"))
+        iqr = _num(metrics.get("latency_ms", {}).get("spread")) or 0.0
+        cp, bound = _num(pred.get("cuda_predicted")), _num(pred.get("bound_ms"))
+        err = cp / meas - 1 if cp is not None and meas else None
+        row = {c: first.get(c, "") for c in ("block", "impl", "backend", "factor", "recurrence", "height")}
+        row.update(width=first.get("width", ""), dtype=first["dtype"], mode=first["mode"])
+        row.update(
+            peak_measured=meas,
+            peak_cuda_predicted=cp,
+            peak_error=err,
+            peak_within_goal=None if err is None else abs(err) <= PEAK_GOAL,
+            latency_ms=lat,
+            latency_iqr_ms=iqr,
+            bound_ms=bound,
+            bound_peak_used=pred.get("bound_peak_used", ""),
+            latency_over_bound=lat / bound if lat and bound else None,
+            bound_holds=None if lat is None or bound is None else lat + iqr >= bound,
+            error=pred.get("error", ""),
+        )
+        out.append(row)
+    return out
+
+
+def run_tests(out: Path | None) -> int:
+    """The ``gpu``-marked tests in a pytest subprocess (0 if pytest is missing, said so); its exit status."""
+    try:
+        import pytest  # noqa: F401
+    except ModuleNotFoundError:
+        print("gpu-check: pytest is not installed here: the gpu-marked tests are skipped")
+        return 0
+    files = sorted(str(p) for p in (ROOT / "tests").rglob("test_*.py") if "mark.gpu" in p.read_text())
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    try:
+        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        text, code = res.stdout + res.stderr, res.returncode
+    except subprocess.TimeoutExpired as e:
+        text, code = f"{e.stdout or ''}\ntimed out after 120 s", 1
+    tail = "\n".join(text.strip().splitlines()[-15:])
+    print(f"gpu-check: gpu-marked tests ({len(files)} files): exit {code}\n{tail}")
+    if out is not None:
+        (out / "gpu_tests.txt").write_text(text)
+    return 0 if code in (0, 5) else 1  # 5: nothing collected
+
+
+def sweep(out: Path, budget_s: float) -> tuple[int, int]:
+    """The CUDA sweep into ``out``, one configuration at a time until ``budget_s`` is spent (a re-run
+    resumes); (configurations done, configurations left)."""
+    from isaprof.studies.sweep import expand, load_configs, run_sweep
+
+    try:
+        configs = load_configs(SPEC)
+    except ModuleNotFoundError:  # no tomllib (Python 3.10) and no tomli
+        configs = expand([GRID])
+    t0, done = time.perf_counter(), 0
+    for i, cfg in enumerate(configs):
+        if time.perf_counter() - t0 > budget_s:
+            print(
+                f"gpu-check: sweep budget of {budget_s:.0f} s spent; {len(configs) - i} configurations left"
+            )
+            return done, len(configs) - i
+        s = run_sweep([cfg], out, progress=False, machine=i == 0)
+        done += 1
+        print(
+            f"  {cfg.label()}: {'failed' if s.failed else 'ok'} ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+    return done, 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m isaprof.studies.gpu_check", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "data" / "cuda")
+    ap.add_argument("--gpu", help="reference/devices.toml key of this GPU (default: from its name)")
+    ap.add_argument("--no-tests", action="store_true", help="skip the gpu-marked tests")
+    ap.add_argument(
+        "--budget-s", type=float, default=240.0, help="seconds for the sweep, roofs included (default 240)"
+    )
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    import torch
+
+    cuda = torch.cuda.is_available()
+    print(f"gpu-check: torch {torch.__version__}, python {sys.version.split()[0]}, CUDA available: {cuda}")
+    if cuda:
+        args.out.mkdir(parents=True, exist_ok=True)
+    status = 0 if args.no_tests else run_tests(args.out if cuda else None)
+    if not cuda:
+        print(
+            "gpu-check: no CUDA device here: the CUDA sweep and the comparison are skipped, nothing written"
+        )
+        return status
+    name = torch.cuda.get_device_name()
+    gpu = args.gpu or catalogue_key(name)
+    tf32 = bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+    device = {
+        "device_name": name,
+        "catalogue_key": gpu,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "host": socket.gethostname(),
+        "tf32_allowed": tf32,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    print(f"gpu-check: {name} (catalogue: {gpu or 'not catalogued'}); sweep into {args.out}")
+    done, left = sweep(args.out, args.budget_s)
+    from isaprof.studies.sweep import read_rows
+
+    rows = compare(read_rows(args.out), lambda r: predict_row(r, gpu, tf32))
+    device.update(configurations=done, left=left, seconds=round(time.perf_counter() - t0, 1))
+    (args.out / "device.json").write_text(json.dumps(device, indent=1) + "\n")
+    with (args.out / "comparison.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    (args.out / "comparison.json").write_text(json.dumps({"device": device, "rows": rows}, indent=1) + "\n")
+    within = [r for r in rows if r["peak_within_goal"]]
+    holds = [r for r in rows if r["bound_holds"]]
+    print(
+        f"gpu-check: {len(rows)} configurations compared: peak within {PEAK_GOAL:.0%} of cuda_predicted "
+        f"in {len(within)}, latency >= bound in {len(holds)}; wrote {args.out}/comparison.csv "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    for r in rows:
+        if r["peak_within_goal"] is False or r["bound_holds"] is False or r["error"]:
+            what = f"{r['block']} [{r['impl']}] {r['height']}x{r['width']} {r['dtype']} {r['mode']}"
+            print(
+                f"  {what}: peak error {r['peak_error']}, "
+                f"latency/bound {r['latency_over_bound']} {r['error']}"
+            )
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Peak memory as a closed form in H, W: the storage tracker run once under the symbolic input of
+:mod:`isaprof.symbolic.trace`.
+
+:class:`isaprof.measure.memory.StorageTracker` keeps the live bytes as a running sum and, after every op,
+compares it with the peak so far. On symbolic sizes that comparison is the one thing that cannot simply be
+evaluated: ``current > peak`` between two expressions in H, W has no single answer. So the tracker here
+(:class:`MomentTracker`) does not compare; it records the live bytes after every op (a *moment*), all as
+expressions. The peak is the ``Max`` of the moments, reduced:
+
+1. moments that are nowhere the largest on a grid of sizes (``[2, R]^2`` plus a few large maps) are
+   dropped; what is left is ``Max(a, b, ...)``;
+2. that ``Max`` goes through the same guard minimisation and simplification as the MAC expression
+   (:func:`isaprof.symbolic.trace._finish`): where one moment is the largest at every size of the region
+   the ``Max`` becomes that moment; where the order of two moments changes with the size (the comparison
+   cannot be decided for all H, W), the ``Max`` stays and the reason names the two moments and a size where
+   each is the larger;
+3. the result is confirmed against numeric peaks (same tracker, concrete sizes) at up to five sizes.
+
+NB: as for MACs, step 1 and 2 decide on a finite grid (and large probes), confirmed numerically beyond it;
+a peak that moves to another moment only past all probed sizes would be missed and caught by none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+
+from isaprof.measure.memory import StorageTracker
+from isaprof.symbolic.trace import (
+    GRID_MIN,
+    Derived,
+    Factory,
+    H,
+    NotSymbolic,
+    W,
+    _finish,
+    _Grid,
+    _guards,
+    _region,
+    _simplify,
+    _symbolic_run,
+    leading_term,
+    numeric_count,
+    translate,
+)
+
+LARGE = ((256, 256), (1024, 1024), (4096, 64), (64, 4096))  # beyond the grid: growth decides these
+
+
+class MomentTracker(StorageTracker):
+    """A :class:`StorageTracker` that records (op, live bytes) after each op instead of comparing."""
+
+    def __init__(self) -> None:
+        super().__init__(round_to=1)
+        self.moments: list[tuple[str, Any]] = []
+
+    def _sample(self, func: Any) -> None:
+        current = self.current
+        self.moments.append((str(func.overloadpacket.__name__), current))
+
+
+@dataclass(frozen=True)
+class PeakDerivation:
+    """Result of :func:`derive_peak`: ``derived`` (None when no closed form) and the one-line ``reason``;
+    ``numeric`` the peak at the traced size (the fallback), ``moments`` how many the tracker recorded."""
+
+    derived: Derived | None
+    reason: str
+    numeric: int | None
+    moments: int
+    candidates: int
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"expression": None, "reason": self.reason, "numeric_at_traced": self.numeric}
+        if self.derived is not None:
+            obj.update(self.derived.to_json())
+        obj["moments"], obj["candidates"] = self.moments, self.candidates
+        return obj
+
+
+def _record(fn: Callable[[], Any]) -> list[tuple[str, Any]]:
+    tracker = MomentTracker()
+    with tracker:
+        out = fn()
+    moments = [(op, v.node.expr if isinstance(v, torch.SymInt) else v) for op, v in tracker.moments]
+    del out
+    return moments
+
+
+def _values(expr: sympy.Expr, grid: _Grid, extra: list[tuple[int, int]]) -> np.ndarray:
+    on_grid = grid.eval(expr)
+    f = sympy.lambdify((H, W), expr, modules=["math", {"Max": max, "Min": min}])
+    return np.concatenate([on_grid.astype(float), [float(f(h, w)) for h, w in extra]])
+
+
+def _crossing(a: sympy.Expr, b: sympy.Expr) -> str:
+    """``", equal at H*W = n"`` when ``a - b`` is a function of N = H W alone with one positive root."""
+    n = sympy.Symbol("N", positive=True)
+    diff = sympy.simplify((a - b).subs(W, n / H))
+    if H in diff.free_symbols or diff.atoms(sympy.floor, sympy.ceiling, sympy.Mod):
+        return ""
+    roots = [r for r in sympy.solve(diff, n) if r.is_positive]
+    return f", equal at H*W = {roots[0]}" if len(roots) == 1 else ""
+
+
+def _beyond_grid(
+    derived: Derived, winners: list[sympy.Expr], truth: Callable[[tuple[int, ...]], int | None], grid: _Grid
+) -> Derived:
+    """``derived`` with the moments put back that the grid simplification dropped but that are the
+    largest at a large probe (a moment growing faster that overtakes past the grid, e.g. ISA's attention
+    maps at C = 512 from H W = 40960); those probes are then confirmed numerically. ``ValueError`` if a
+    numeric run disagrees."""
+    subs_ok = [p for p in LARGE if all(bool(g.subs({H: p[0], W: p[1]})) for g in derived.valid_when)]
+    expr = derived.expression
+    missing = [
+        c for c in winners if any(c.subs({H: h, W: w}) > expr.subs({H: h, W: w}) for h, w in subs_ok)
+    ]  # fmt: skip
+    if not missing:
+        return derived
+    region = _region(derived.valid_when, grid)  # each put back simplified on the same region
+    expr = sympy.Max(expr, *(_simplify(c, region, grid) if region.any() else c for c in missing))
+    for h, w in subs_ok:
+        want, got = truth((h, w)), expr.subs({H: h, W: w})
+        if want is None or got != want:
+            raise ValueError(f"{expr} is {got} at {(h, w)} where a numeric run gives {want}")
+    lead, exp, square = leading_term(expr)
+    checked = derived.checked + tuple(subs_ok)
+    return dataclasses.replace(
+        derived, expression=expr, leading=lead, exponent=exp, square_maps=square, checked=checked
+    )
+
+
+def derive_peak(
+    factory: Factory, channels: int, size: tuple[int, int] = (64, 64), *, mode: str = "inference"
+) -> PeakDerivation:
+    """Peak bytes (the storage tracker's convention, batch 1) of one protocol step as a closed form in
+    H, W where the tracker's comparisons resolve; otherwise ``derived=None`` with the reason and the numeric
+    peak at ``size``. Never raises for a module that runs numerically."""
+    cache: dict[tuple[int, ...], int | None] = {}
+
+    def truth(point: tuple[int, ...]) -> int | None:
+        if point not in cache:
+            try:
+                cache[point] = numeric_count(factory, channels, (point[0], point[1]), 1, mode, "peak_bytes")
+            except Exception:  # noqa: BLE001 - the module rejects this size: outside its domain
+                cache[point] = None
+        return cache[point]
+
+    numeric = truth(tuple(size))
+    try:
+        moments, env, names = _symbolic_run(factory, channels, size, 1, mode, False, _record)
+        exprs = [(op, sympy.expand(translate(e, names))) for op, e in moments]
+    except NotSymbolic as e:
+        return PeakDerivation(None, f"symbolic run stopped: {e}", numeric, 0, 0)
+    if not any(e.free_symbols for _, e in exprs):
+        why = "the tracker's sizes came out as integers (specialised): no closed form"
+        return PeakDerivation(None, why, numeric, len(exprs), 0)
+    unique: dict[sympy.Expr, str] = {}
+    for op, e in exprs:
+        unique.setdefault(e, op)
+    grid = _Grid((H, W), max(GRID_MIN, 2 * max(size)))
+    keep = np.all([v >= 2 for v in grid.values], axis=0)
+    cand = list(unique)
+    table = np.array([_values(e, grid, list(LARGE)) for e in cand])  # (moments, points)
+    table = table[:, np.concatenate([keep, np.ones(len(LARGE), dtype=bool)])]
+    top = table.max(axis=0)
+    winners = [i for i in range(len(cand)) if np.any(table[i] >= top)]  # the largest somewhere
+    raw = sympy.Max(*(cand[i] for i in winners))
+    try:
+        derived = _finish(raw, _guards(env, names), (H, W), size, truth)
+    except ValueError as e:  # the numeric check disagreed
+        return PeakDerivation(
+            None, f"not confirmed numerically: {e}"[:300], numeric, len(exprs), len(winners)
+        )
+    try:
+        derived = _beyond_grid(derived, [cand[i] for i in winners], truth, grid)
+    except ValueError as e:
+        return PeakDerivation(None, f"beyond the grid: {e}"[:300], numeric, len(exprs), len(winners))
+    maxes = derived.expression.atoms(sympy.Max)
+    if not maxes:
+        op = unique.get(derived.expression, None)
+        after = f" (live bytes after aten.{op})" if op else ""
+        why = (f"resolved: one moment{after} is the largest of {len(unique)} distinct moments at every size "
+               "of the grid and the large probes; confirmed numerically")  # fmt: skip
+        return PeakDerivation(derived, why, numeric, len(exprs), len(winners))
+    if isinstance(derived.expression, sympy.Max):  # leading term: that of the fastest-growing argument
+        leads = [leading_term(a) for a in derived.expression.args]
+        if all(e is not None for _, e, _ in leads):
+            lead, exp, square = max(leads, key=lambda t: t[1])
+            derived = dataclasses.replace(derived, leading=lead, exponent=exp, square_maps=square)
+    m = max(maxes, key=lambda a: len(a.args))
+    a, b = m.args[0], m.args[1]
+    va, vb = _values(a, grid, list(LARGE)), _values(b, grid, list(LARGE))
+    points = [grid.point(i) for i in range(grid.values[0].size)] + list(LARGE)
+    where_a = next((p for p, x, y in zip(points, va, vb, strict=True) if x > y and min(p) >= 2), None)
+    where_b = next((p for p, x, y in zip(points, va, vb, strict=True) if y > x and min(p) >= 2), None)
+
+    def name(e: sympy.Expr) -> str:
+        return f"{e} (after aten.{unique[e]})" if e in unique else str(e)
+
+    why = (f"undecided: {name(a)} vs {name(b)}: the first is larger at {where_a}, the second at {where_b}"
+           f"{_crossing(a, b)}; the peak is their Max")  # fmt: skip
+    return PeakDerivation(derived, why, numeric, len(exprs), len(winners))

@@ -1,0 +1,1 @@
+"""isaprof/targets/blocks"""
