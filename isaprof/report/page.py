@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from isaprof import units
 from isaprof.report import data, derived, efficiency, plots, tables
 from isaprof.report.bounds import bounds_section
 from isaprof.report.heads import heads_section
@@ -55,7 +56,8 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
     parts = [
         "# isaprof report",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from `{results_dir}` "
-        f"({len(df)} tidy rows, {df['block'].nunique()} blocks). FLOPs = 2 x MACs; memory in MiB (2^20 B); "
+        f"({units.plural(len(df), 'tidy row')}, {units.plural(df['block'].nunique(), 'block')}). "
+        "FLOPs = 2 x MACs; memory in MiB (2^20 B); "
         "peak memory = live tensor storage allocated during the call (parameters and input excluded).",
         efficiency.section(results_dir, df, notes),  # the efficiency table at the papers' sizes, first
         _scaling_section(df, out_dir, notes, svg),
@@ -401,7 +403,7 @@ def _flow_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
             "size": ["{}x{}".format(*r["size"]) for r in rows],
             "options": [", ".join(f"{k}={v}" for k, v in r["options"].items()) or "defaults" for r in rows],
             "pairs reached per stage (structural)": [
-                " > ".join(f"{f:.3g}" for f in r["fractions"]) for r in rows
+                " > ".join(units.sig(f, 3, trim=True) for f in r["fractions"]) for r in rows
             ],
             "paths per pair": [f"{r['paths_min']}..{r['paths_max']}" for r in rows],
             "stages needed": [r["stages_needed"] if r["stages_needed"] else "never" for r in rows],
