@@ -13,6 +13,7 @@ import pandas as pd
 
 from isaprof import units
 from isaprof.report import data
+from isaprof.roofline import schema
 
 BASELINE = "dense"
 TIE = 1e-3  # factors within 0.1% of the grid's minimum count as tied optima
@@ -216,9 +217,9 @@ def throughput(df: pd.DataFrame, machine: dict) -> pd.DataFrame:
     else:
         t = t.merge(_by_config(moved, "bytes_moved"), on=data.CONFIG, how="left")
     t["gflops"] = t["flops"] / (t["latency_ms"] / 1e3) / 1e9
-    peak = [data.matmul_peak_gflops(machine, d, dt) for d, dt in zip(t["device"], t["dtype"], strict=True)]
+    peak = [schema.matmul_peak_gflops(machine, d, dt) for d, dt in zip(t["device"], t["dtype"], strict=True)]
     t["peak_gflops"] = pd.to_numeric(pd.Series(peak, index=t.index, dtype=object), errors="coerce")
-    bw = [data.bandwidth_gbs(machine, d) for d in t["device"]]
+    bw = [schema.bandwidth_gbs(machine, d) for d in t["device"]]
     t["bandwidth_gbs"] = pd.to_numeric(pd.Series(bw, index=t.index, dtype=object), errors="coerce")
     t["fraction"] = t["gflops"] / t["peak_gflops"]
     t["intensity"] = t["flops"] / pd.to_numeric(t["bytes_moved"], errors="coerce")

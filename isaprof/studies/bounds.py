@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from isaprof.config import CONFIG_COLUMNS
-from isaprof.roofline.bound import Counted, Roofs, count, cpu_roofs, gpu_roofs
+from isaprof.roofline import schema
+from isaprof.roofline.bound import Counted, count, cpu_roofs, gpu_roofs
+from isaprof.roofline.schema import Roofs
 
 BOUNDS = "bounds.csv"
 GPUS = ("v100", "a100-80gb", "h100-sxm")
@@ -49,18 +51,9 @@ METRICS += (("flops", "FLOP"), ("bytes_moved", "byte"))
 def _rows(scope: str, counted: Counted, roofs: Roofs, roofs_from: str) -> list[dict[str, Any]]:
     """The metric rows of one configuration's bound on ``roofs``."""
     pred = counted.predict(roofs)
-    base = {"scope": scope, **{c: counted.config.get(c, "") for c in CONFIG_COLUMNS}, **_roofs(roofs)}
+    base = {"scope": scope, **{c: counted.config.get(c, "") for c in CONFIG_COLUMNS}, **roofs.columns()}
     base.update(device=roofs.device, roofs_from=roofs_from, spread="", status="ok", error="")
     return [{**base, "metric": m, "value": pred[m], "unit": u} for m, u in METRICS]
-
-
-def _roofs(roofs: Roofs) -> dict[str, Any]:
-    return {
-        "peak_used": roofs.peak,
-        "matrix_tflops": roofs.matrix_flops / 1e12,
-        "conv_tflops": (roofs.conv_flops or roofs.matrix_flops) / 1e12,
-        "bandwidth_gbs": roofs.bandwidth / 1e9,
-    }
 
 
 def papers_rows(gpus: Iterable[str] = GPUS) -> list[dict[str, Any]]:
@@ -91,10 +84,8 @@ def papers_rows(gpus: Iterable[str] = GPUS) -> list[dict[str, Any]]:
 
 def _machine_cpu(results_dir: Path) -> tuple[dict[str, Any] | None, str]:
     """The sweep's cpu roofs from ``machine.json`` if it holds both, else None (use the host cache)."""
-    path = results_dir / "machine.json"
-    machine = json.loads(path.read_text()) if path.is_file() else {}
-    cpu = machine.get("cpu")
-    if isinstance(cpu, dict) and cpu.get("matmul_gflops") and cpu.get("bandwidth_gbs"):
+    cpu = schema.device_roofs(schema.read_machine(results_dir / schema.MACHINE), "cpu")
+    if cpu is not None:
         return cpu, f"machine.json (recorded by the sweep; {cpu.get('device_name') or 'unnamed CPU'})"
     from isaprof.roofline.roofs import machine_roofs
 
