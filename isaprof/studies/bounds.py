@@ -7,8 +7,8 @@ what it writes)::
 ``RESULTS_DIR/bounds.csv`` gets one tidy row per (scope, configuration, device, metric):
 
 * ``scope = "papers"``: every built-in block and implementation (``sdpa`` counted as the fused flash
-  kernel) at :data:`SIZES` (CCNet's 97x97, ISA's and OCR's 128x128), C = 512, B = 1, inference, in
-  :data:`DTYPES` on each GPU of :data:`GPUS`; metrics ``bound_ms``, ``compute_ms``, ``memory_ms`` (ms),
+  kernel) at :data:`SIZES` (the papers' feature maps, ``reference/papers.toml``), their C, B = 1, inference,
+  in :data:`DTYPES` on each GPU of :data:`GPUS`; metrics ``bound_ms``, ``compute_ms``, ``memory_ms`` (ms),
   ``flops`` (FLOP), ``bytes_moved`` (byte). A GPU without a peak for the dtype (V100: no BF16) gets one
   ``skipped`` row saying so.
 * ``scope = "cpu"``: each configuration with a ``latency_ms`` row on ``cpu`` in ``results.csv``, its
@@ -35,11 +35,12 @@ from isaprof.config import CONFIG_COLUMNS
 from isaprof.roofline import schema
 from isaprof.roofline.bound import Counted, count, cpu_roofs, gpu_roofs
 from isaprof.roofline.schema import Roofs
+from isaprof.targets import papers
 
 BOUNDS = "bounds.csv"
 GPUS = ("v100", "a100-80gb", "h100-sxm")
-SIZES = ((97, 97), (128, 128))  # CCNet's 769x769 crop / 8; ISA's and OCR's 1024x1024 / 8
-CHANNELS = 512
+SIZES = papers.SIZES  # the papers' feature maps (reference/papers.toml)
+CHANNELS = papers.CHANNELS
 DTYPES = ("float32", "bfloat16")
 ROOF_COLUMNS = ["peak_used", "matrix_tflops", "conv_tflops", "bandwidth_gbs", "roofs_from"]
 COLUMNS = ["scope", *[c for c in CONFIG_COLUMNS if c != "device"], "device", *ROOF_COLUMNS]
