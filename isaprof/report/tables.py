@@ -14,8 +14,8 @@ import pandas as pd
 from isaprof import units
 from isaprof.report import data
 from isaprof.roofline import schema
+from isaprof.studies.table import BASELINE  # the block every other is compared with
 
-BASELINE = "dense"
 TIE = 1e-3  # factors within 0.1% of the grid's minimum count as tied optima
 MIN_SPAN = 2.0  # a fitted exponent needs sizes spanning at least this factor in N
 # (metric, mode) pairs the scaling figures and tables cover, with a label and the unit they are drawn in.
