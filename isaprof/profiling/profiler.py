@@ -297,7 +297,7 @@ def profile(
 ) -> Record:
     """Profile one configuration: MACs, peak bytes, params, latency, each beside its closed form.
 
-    ``block``: the target with the keyword arguments of :meth:`Config.make` (``size``, ``channels``,
+    ``block``: the target with the keyword form of :func:`isaprof.targets.configure` (``size``, ``channels``,
     ``key_channels``, ``value_channels``, ``batch``, ``device``, ``dtype``, ``mode``, ``impl``, ``backend``,
     ``path`` and the target's options), or a :class:`Config` alone. A target is a registered name, an
     import path ``"pkg.module:Attr"`` (a class, or a function returning an ``nn.Module``; it receives
@@ -309,6 +309,12 @@ def profile(
     (its MACs are checked against the reference formula; it has no peak-memory formula; its peak is that
     of its first call, workspace included). Bad input raises ``ValueError``; out-of-memory errors
     propagate as raised (see :func:`is_oom`).
+
+    Builds: the configuration is resolved once (no build) and the block is built once, on its device (on
+    ``meta`` inside fake tensors), before any formula, so its constructor's checks speak first; the
+    per-module breakdown reuses that build, but on cuda, where it is a CPU replay on fake tensors (one more
+    build, on meta). The CLI's memory guard, off meta, adds one build on meta to predict the peak: a real
+    run's module cannot be that prediction's (it holds real weights; the fake one cannot be moved).
 
     >>> rec = profile("dense", size=(16, 16), channels=32, device="meta")
     >>> rec.macs == rec.macs_analytic
