@@ -221,8 +221,8 @@ def test_config_is_a_plain_value_and_targets_resolve_it():
 def test_one_build_per_profile_and_one_on_meta_for_the_guard(monkeypatch):
     """The CLI's profile off meta: the guard's prediction builds on meta once, the profile builds on the
     device once (before: four builds); on meta the profile builds once, its breakdown included."""
-    from isaprof.cli import main
     from isaprof import targets
+    from isaprof.cli import main
 
     calls = []
     real = targets.build
