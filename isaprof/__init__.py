@@ -26,9 +26,10 @@ _LAZY = {
     "Record": "isaprof.profiling.profiler",
     "profile": "isaprof.profiling.profiler",
     "build": "isaprof.targets",
+    "configure": "isaprof.targets",
     "names": "isaprof.targets",
 }
-__all__ = ["Config", "Record", "__version__", "build", "names", "profile", "version"]
+__all__ = ["Config", "Record", "__version__", "build", "configure", "names", "profile", "version"]
 
 
 @functools.cache

@@ -3,21 +3,33 @@ the Python API's device / dtype / latency spellings (issue 13)."""
 
 from __future__ import annotations
 
+import argparse
+import ast
+import csv
+import dataclasses
+
 import pytest
 import torch
 
 import isaprof
-from isaprof.config import COLUMNS, UNITS, Config, row
+from isaprof.cli import _args
+from isaprof.config import COLUMNS, UNITS, Config, RunSettings, row, setting
+from isaprof.profiling import guard
+from isaprof.results.reader import config_key, row_key
+from isaprof.targets import configure, spec
+from tests import REPO
 
 
 def test_make_fills_every_default_and_two_spellings_are_equal():
-    a = Config.make("isa", size=(97, 97), channels=512)
-    b = Config.make("isa", size=[97, 97], channels=512, key_channels=256, factor=[8, 8], masked=False)
+    a = configure("isa", size=(97, 97), channels=512)
+    b = configure("isa", size=[97, 97], channels=512, key_channels=256, factor=[8, 8], masked=False)
     assert a == b and hash(a) == hash(b)
     assert (a.key_channels, a.value_channels, a.option("factor"), a.batch) == (256, 256, (8, 8), 1)
-    assert Config.make("criss_cross", size=(8, 8), channels=64).key_channels == 8  # the block's C / 8
-    assert Config.make(**a.kwargs()) == a  # the keyword form round-trips
-    assert a.replace(height=33, factor=(4, 4)).size == (33, 97)
+    assert configure("criss_cross", size=(8, 8), channels=64).key_channels == 8  # the block's C / 8
+    assert configure(**a.kwargs()) == a  # the keyword form round-trips
+    assert Config.make(spec("isa"), **{k: v for k, v in a.kwargs().items() if k != "block"}) == a
+    assert a.replace(spec("isa"), height=33, factor=(4, 4)).size == (33, 97)
+    assert configure(a, height=33, factor=(4, 4)) == a.replace(spec("isa"), height=33, factor=(4, 4))
 
 
 @pytest.mark.parametrize(
@@ -38,14 +50,14 @@ def test_make_fills_every_default_and_two_spellings_are_equal():
 )
 def test_bad_input_is_one_line_naming_what_is_allowed(kw, words):
     with pytest.raises(ValueError) as e:
-        Config.make("isa", **{"size": (8, 8), "channels": 16, **kw})
+        configure("isa", **{"size": (8, 8), "channels": 16, **kw})
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
 def test_torch_spellings_and_gpu_index_are_accepted():
-    cfg = Config.make("dense", size=(4, 4), channels=8, device=torch.device("cpu"), dtype=torch.float16)
+    cfg = configure("dense", size=(4, 4), channels=8, device=torch.device("cpu"), dtype=torch.float16)
     assert (cfg.device, cfg.dtype) == ("cpu", "float16")
-    gpu = Config.make("dense", size=(4, 4), channels=8, device="cuda:1")
+    gpu = configure("dense", size=(4, 4), channels=8, device="cuda:1")
     assert gpu.device == "cuda:1" and gpu.device_type == "cuda"
     rec = isaprof.profile("dense", size=(4, 4), channels=8, device=torch.device("cpu"), dtype=torch.float64,
                           latency="none")  # fmt: skip
@@ -56,7 +68,7 @@ def test_torch_spellings_and_gpu_index_are_accepted():
 
 
 def test_row_follows_the_schema_with_units_from_one_place():
-    cfg = Config.make("isa", size=(9, 11), channels=16, factor=(2, 2))
+    cfg = configure("isa", size=(9, 11), channels=16, factor=(2, 2))
     r = row(cfg, "macs", 10, 10, env={"torch": "x", "host": "h"}, padded=(10, 12))
     assert list(r) == COLUMNS and r["unit"] == UNITS["macs"] == "MAC"
     assert (r["factor"], r["padded_height"], r["host"], r["device_name"]) == ("2x2", 10, "h", None)
@@ -65,7 +77,164 @@ def test_row_follows_the_schema_with_units_from_one_place():
 
 
 def test_profile_takes_a_config_alone():
-    cfg = Config.make("dense", size=(6, 5), channels=8)
+    cfg = configure("dense", size=(6, 5), channels=8)
     assert isaprof.profile(cfg).macs == isaprof.profile("dense", size=(6, 5), channels=8).macs
     with pytest.raises(ValueError, match="give a Config or keyword arguments, not both"):
         isaprof.profile(cfg, mode="train")
+
+
+# -- one schema: every list of configuration fields is derived from the dataclass -------------------------
+SCHEMA_NAMES = {f.name for f in dataclasses.fields(Config)} | {"size"}  # "size": height and width's keyword
+# Literals that select and order the columns of one table or figure (or hold a data file's own entries),
+# not the configuration's schema, per module: how many there are today. Each is a display choice a new
+# field does not have to join; the count keeps new ones out.
+DISPLAY_SELECTIONS = {
+    "report/bounds.py": 1,  # the columns bounds.csv must have
+    "report/data.py": 2,  # a scaling figure's series; the text columns filled empty
+    "report/page.py": 3,  # the wide table's index; the roofline and GPU-check tables' columns
+    "report/plots.py": 1,  # the roofline figure's groups
+    "report/tables.py": 4,  # the factor-sweep and failure tables' columns
+    "studies/baseline.py": 1,  # a baseline case's description in reference/baseline.json
+    "studies/gpu_check.py": 1,  # gpu_check.csv's columns
+    "studies/heads.py": 6,  # the papers' head settings and heads.csv's columns
+}
+
+
+def _is_split(node: ast.AST) -> bool:
+    func = getattr(node, "func", None)
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(func, ast.Attribute)
+        and func.attr == "split"
+        and isinstance(func.value, ast.Constant)
+        and isinstance(func.value.value, str)
+    )
+
+
+def _field_literals(tree: ast.AST) -> list[tuple[int, list[str]]]:
+    """(line, schema names) of each list / tuple / set / dict literal (or "...".split()) naming five or
+    more."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            words = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        elif isinstance(node, ast.Dict):
+            words = [k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+        elif _is_split(node):
+            words = node.func.value.value.split()
+        else:
+            continue
+        named = sorted(set(words) & SCHEMA_NAMES)
+        if len(named) >= 5:
+            out.append((node.lineno, named))
+    return out
+
+
+def test_no_module_but_config_lists_five_configuration_fields():
+    package = REPO / "isaprof"
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if rel != "config.py":
+            hits = _field_literals(ast.parse(path.read_text(), filename=str(path)))
+            if hits:
+                found[rel] = hits
+    extra = {m: h for m, h in found.items() if len(h) > DISPLAY_SELECTIONS.get(m, 0)}
+    assert not extra, f"derive these from isaprof.config (dataclasses.fields): {extra}"
+    # the scan sees what it must: config.py itself holds the one list (the tidy row's other columns aside)
+    assert _field_literals(ast.parse("KEYS = ['block', 'batch', 'channels', 'height', 'width']"))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig(Config):
+    """A copy of the schema with one more field, as the training-step mode would add it."""
+
+    optimizer: str = setting("sgd", grid="optimizers", flag=dict(flag="--optimizer", choices=("sgd", "adam")))
+
+
+def test_a_new_field_reaches_the_columns_the_flags_the_reader_and_the_keyword_form():
+    assert StepConfig.column_names() == [*Config.column_names(), "optimizer"]
+    assert StepConfig.key_names() == [*Config.key_names(), "optimizer"]
+    assert StepConfig.keywords() == [*Config.keywords(), "optimizer"]
+    cfg = StepConfig.make(spec("isa"), size=(9, 11), channels=16, optimizer="adam", factor=(2, 2))
+    r = row(cfg, "macs", 1, 1, env={})
+    assert list(r) == [*StepConfig.column_names(), *COLUMNS[len(Config.column_names()) :]]
+    assert r["optimizer"] == "adam" and cfg.kwargs()["optimizer"] == "adam"
+    text = {k: "" if v is None else str(v) for k, v in r.items()}  # as csv reads it back
+    assert StepConfig.from_row(text) == cfg
+    assert Config.from_row(text) == Config(
+        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)}
+    )
+    assert StepConfig.from_row({**text, "optimizer": ""}).optimizer == "sgd"  # an older file: the default
+    with pytest.raises(ValueError, match="unknown mode 'fast'"):
+        StepConfig.make(spec("isa"), size=(9, 11), channels=16, optimizer="adam", mode="fast")
+    parser = argparse.ArgumentParser()
+    _args.add_schema_flags(parser, StepConfig)
+    args = parser.parse_args(["--size", "9x11", "--channels", "16", "--optimizer", "adam", "--factor", "2x2"])
+    got = StepConfig.from_args(args)
+    assert list(got) == StepConfig.keywords() and (got["optimizer"], got["size"]) == ("adam", (9, 11))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--size", "9x11", "--channels", "16", "--optimizer", "lbfgs"])
+    again = parser.parse_args(cfg.to_argv()[1:])  # the argv written from the configuration parses back
+    assert StepConfig.make(spec("isa"), **StepConfig.from_args(again), factor=again.factor) == cfg
+    assert "optimizers" in {f.metadata["grid"] for f in dataclasses.fields(StepConfig)}
+
+
+def test_rows_of_the_committed_results_read_back_to_their_configuration():
+    with (REPO / "reports" / "data" / "results.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    seen = set()
+    for r in rows:
+        cfg = Config.from_row(r)
+        assert row_key(cfg.to_row()) == row_key(r) == config_key(cfg)
+        written = {k: "" if v is None else str(v) for k, v in cfg.to_row().items()}
+        assert {k: written[k] for k in ("factor", "options", "backend", "path")} == {
+            k: r[k] for k in ("factor", "options", "backend", "path")
+        }
+        seen.add(cfg.block)
+    assert len(seen) >= 5
+    with pytest.raises(ValueError, match="row has no 'channels'"):
+        Config.from_row({**rows[0], "channels": ""})
+    with pytest.raises(ValueError, match="column 'options'"):
+        Config.from_row({**rows[0], "options": "{not json"})
+
+
+def test_run_settings_are_a_schema_too():
+    assert RunSettings.names() == list(guard.RUN_SETTINGS) == ["latency", "by_module"]
+    assert RunSettings(latency="none").latency is None
+    with pytest.raises(ValueError, match="unknown latency protocol 'slow'"):
+        RunSettings(latency="slow")
+    parser = argparse.ArgumentParser()
+    _args.add_schema_flags(parser, RunSettings)
+    assert RunSettings.from_args(parser.parse_args(["--by-module"])) == RunSettings(by_module=True)
+
+
+def test_config_is_a_plain_value_and_targets_resolve_it():
+    source = (REPO / "isaprof" / "config.py").read_text()
+    assert "isaprof.targets" not in {
+        n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) and n.module
+    }
+    with pytest.raises(TypeError, match="use isaprof.targets.configure"):
+        Config.make("isa", size=(8, 8), channels=16)
+
+
+def test_one_build_per_profile_and_one_on_meta_for_the_guard(monkeypatch):
+    """The CLI's profile off meta: the guard's prediction builds on meta once, the profile builds on the
+    device once (before: four builds); on meta the profile builds once, its breakdown included."""
+    from isaprof import targets
+    from isaprof.cli import main
+
+    calls = []
+    real = targets.build
+    monkeypatch.setattr(
+        targets, "build", lambda *a, **k: calls.append(str(torch.empty(0).device)) or real(*a, **k)
+    )
+    monkeypatch.setattr(guard, "available_bytes", lambda device: 1 << 40)
+    assert (
+        main(["profile", "dense", "--size", "6x5", "--channels", "8", "--device", "cpu", "--latency", "none"])
+        == 0
+    )
+    assert calls == ["meta", "cpu"]
+    calls.clear()
+    assert main(["profile", "isa", "--size", "6x5", "--channels", "8", "--factor", "2x2", "--by-module"]) == 0
+    assert calls == ["meta"]

@@ -30,10 +30,10 @@ def test_the_guard_itself_blocks_torch():
     "code",
     [
         "import isaprof; assert isaprof.__version__ and isaprof.version()",
-        "import isaprof, isaprof.config; c = isaprof.Config.make('isa', size=(97, 97), channels=512)\n"
+        "import isaprof, isaprof.config; c = isaprof.configure('isa', size=(97, 97), channels=512)\n"
         "assert c.option('factor') == (8, 8) and c.key_channels == 256",
-        "from isaprof import formulas; from isaprof.config import Config\n"
-        "assert formulas.cost(Config.make('dense', size=(8, 8), channels=16)).total_macs > 0",
+        "from isaprof import formulas; from isaprof.targets import configure\n"
+        "assert formulas.cost(configure('dense', size=(8, 8), channels=16)).total_macs > 0",
         "import isaprof.report, isaprof.report.page, isaprof.report.plots",
         "from isaprof import targets as blocks\nassert blocks.names()[:3] == ['dense', 'non_local', 'isa']\n"
         "assert blocks.spec('isa').options == {'factor': (8, 8), 'masked': False}\n"

@@ -4,8 +4,12 @@ message that says what was wrong and what is allowed, so argparse prints one lin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from isaprof.config import Config, default_of, normalize_device
 
 _PAIR = re.compile(r"^\s*(\d+)\s*[xX×,]\s*(\d+)\s*$")
 
@@ -73,17 +77,42 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="any block option, VALUE a Python literal (repeatable)")  # fmt: skip
 
 
-# The configuration keywords a command may have parsed (``Config.make``'s, but ``block`` and the options).
-_CONFIG_FLAGS = (
-    "size", "channels", "key_channels", "value_channels", "batch", "device", "dtype", "mode", "impl",
-    "backend", "path",
-)  # fmt: skip
+def _device(text: str) -> str:
+    try:
+        return normalize_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of ``isaprof.profile`` / ``Config.make`` that ``args`` holds (those a command
-    does not define are left to their defaults); ``size`` as a tuple."""
-    out = {k: getattr(args, k) for k in _CONFIG_FLAGS if hasattr(args, k)}
-    if out.get("size") is not None:
-        out["size"] = tuple(out["size"])
-    return out
+# the argparse types a field's ``flag`` metadata names (isaprof.config.setting)
+TYPES: dict[str, Callable[[str], Any]] = {"positive_int": positive_int, "size": size, "device": _device}
+
+
+def add_schema_flags(
+    p: argparse.ArgumentParser,
+    schema: type = Config,
+    *,
+    skip: Iterable[str] = (),
+    **overrides: dict[str, Any],
+) -> None:
+    """One flag per field of ``schema`` (a :class:`~isaprof.config.Config` or
+    :class:`~isaprof.config.RunSettings` dataclass) with a ``flag`` in its metadata, in field order, its
+    default the field's; the block options (``--factor``, ``--recurrence``, ``--option``) where the
+    options field is. ``skip``: field names left out; ``overrides``: argparse keywords replacing a field's
+    (``backend=dict(choices=...)``)."""
+    skipped = set(skip)
+    for f in dataclasses.fields(schema):
+        facts = f.metadata.get("flag")
+        if facts is None or f.name in skipped:
+            continue
+        if facts.get("type") == "options":
+            add_options(p)
+            continue
+        spec = {k: v for k, v in facts.items() if k != "flag"}
+        if "type" in spec:
+            spec["type"] = TYPES[spec["type"]]
+        default = default_of(f)
+        if not spec.get("required") and default is not dataclasses.MISSING:
+            spec["default"] = default
+        spec.update(overrides.get(f.name, {}))
+        p.add_argument(facts["flag"], **spec)

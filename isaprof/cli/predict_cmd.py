@@ -9,6 +9,7 @@ from typing import Any
 
 from isaprof import units
 from isaprof.cli import _args, profile_cmd
+from isaprof.config import BACKENDS, Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,17 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", metavar="TARGET", help=_args.TARGET_HELP)
     p.add_argument("--gpu", required=True, metavar="NAME", help="a key of reference/devices.toml, or cpu")
-    p.add_argument("--size", type=_args.size, required=True, metavar="HxW", help="input height x width")
-    _args.add_widths(p)
-    p.add_argument("--batch", type=_args.positive_int, default=1)
-    _args.add_options(p)
-    p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
-    p.add_argument(
-        "--backend", choices=profile_cmd.BACKENDS[:2], help="sdpa kernel counted (meta: math or flash)"
+    _args.add_schema_flags(
+        p,
+        Config,
+        skip={"device"},
+        backend=dict(choices=BACKENDS[:2], help="sdpa kernel counted (meta: math or flash)"),
     )
-    p.add_argument("--path", choices=profile_cmd.PATHS, default="reference")
-    p.add_argument("--dtype", choices=profile_cmd.DTYPES, default="float32")
-    p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument(
         "--tf32", action="store_true", help="float32 matrix ops on TF32 tensor cores (default: FP32)"
     )
@@ -53,7 +49,7 @@ def predict(args: argparse.Namespace, options: dict[str, Any], roofs: Any) -> di
     ``roofs``)."""
     from isaprof.roofline.bound import predict as bound_of
 
-    return bound_of(args.name, roofs, **_args.config_kwargs(args), **options)
+    return bound_of(args.name, roofs, **Config.from_args(args), **options)
 
 
 def table(r: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from isaprof import targets as blocks
 from isaprof import units
 from isaprof.cli import _args
-from isaprof.config import BACKENDS, DTYPES, LATENCY_PROTOCOLS, MODES, PATHS, normalize_device
+from isaprof.config import Config, RunSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,34 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Profile one block configuration and compare each measurement with its closed form.",
     )
     p.add_argument("name", metavar="TARGET", help=_args.TARGET_HELP)
-    p.add_argument("--size", type=_args.size, required=True, metavar="HxW", help="input height x width")
-    _args.add_widths(p)
-    p.add_argument("--batch", type=_args.positive_int, default=1)
-    _args.add_options(p)
-    p.add_argument("--impl", choices=("naive", "sdpa"), default="naive")
-    p.add_argument("--backend", choices=BACKENDS, help="sdpa kernel (default: per device)")
-    p.add_argument(
-        "--path", choices=PATHS, default="reference", help="reference block or its inference fast path"
-    )
-    p.add_argument("--device", type=_device, default="meta", metavar="DEVICE",
-                   help="meta (fake tensors, default), cpu, cuda or cuda:N")  # fmt: skip
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--mode", choices=MODES, default="inference")
-    p.add_argument("--latency", choices=(*LATENCY_PROTOCOLS, "none"), default="quick", help="cpu/cuda only")
+    _args.add_schema_flags(p, Config)
+    _args.add_schema_flags(p, RunSettings)
     p.add_argument("--json", action="store_true", help="print the record as JSON")
-    p.add_argument("--by-module", action="store_true",
-                   help="MACs and peak bytes per submodule too ('by_module' in JSON)")  # fmt: skip
     p.add_argument(
         "--force", action="store_true", help="cpu/cuda: run even if the predicted peak memory does not fit"
     )
     p.set_defaults(func=run)
-
-
-def _device(text: str) -> str:
-    try:
-        return normalize_device(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -85,11 +64,13 @@ def run(args: argparse.Namespace) -> int:
 
     # a bad option value is refused by the block's own constructor, on meta, inside profile (and the guard)
     options = block_options(args.name, args)
-    kwargs = dict(**_args.config_kwargs(args), latency=args.latency, by_module=args.by_module, **options)
+    # resolved once: the guard and the profile share it (one build on meta for the guard off meta, one
+    # build on the device for the profile)
+    config = blocks.configure(args.name, **Config.from_args(args), **options)
     if not args.force:
-        guard.check_fits(args.name, **kwargs)  # MemoryRefused (a ValueError: exit 2) before allocating
+        guard.check_fits(config)  # MemoryRefused (a ValueError: exit 2) before allocating
     with guard.addressable(args.size):
-        record = profile(args.name, **kwargs)
+        record = profile(config, **RunSettings.from_args(args).kwargs())
     print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
     if args.by_module and not args.json:
         from isaprof.measure.modules import ModuleBreakdown

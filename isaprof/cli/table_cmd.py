@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from isaprof.cli import _args
-from isaprof.config import DEVICES, DTYPES
+from isaprof.config import DEVICES, DTYPES, Config
 from isaprof.studies import table as tbl
 
 # The papers' settings where they differ from nothing: ISA's down_factor (8, 8) (openseg isa_block.py),
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     targets = list(dict.fromkeys(args.targets or isaprof.names()))
     options = {t: target_options(t, args) for t in targets}
-    common = _args.config_kwargs(args)  # size, widths, batch, device, dtype, mode
+    common = Config.from_args(args)  # size, widths, batch, device, dtype, mode
     measured = {t: measure(t, common, options[t], roofs) for t in targets}
     if tbl.BASELINE in measured:
         baseline = measured[tbl.BASELINE]
@@ -72,15 +72,9 @@ def run(args: argparse.Namespace) -> int:
         [measured[t] for t in targets], baseline, args.mode, latency=latency, bound=roofs is not None
     )
     setting = {
+        **common,  # the configuration flags this command has (Config.from_args)
         "size": list(args.size),
-        "channels": args.channels,
-        "key_channels": args.key_channels,
-        "value_channels": args.value_channels,
-        "batch": args.batch,
-        "device": args.device,
         "device_name": baseline.get("device_name") or "",
-        "dtype": args.dtype,
-        "mode": args.mode,
         "latency": latency,
         "gpu": args.gpu or "",
         "torch": baseline.get("torch") or "",

@@ -9,11 +9,14 @@ become one line too. The CLI (``profile``) and the sweep (recorded as ``oom``, p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from isaprof.config import CUDA_ONLY_BACKENDS, Config, RunSettings
 
 MARGIN = 0.8  # refuse when the predicted peak exceeds 80 % of the available memory (allocator, OS, rest)
 GiB = 1024**3
@@ -46,40 +49,49 @@ def available_bytes(device: str) -> int | None:
         return None
 
 
-RUN_SETTINGS = ("latency", "by_module")  # profile's keywords that are not part of the configuration
+RUN_SETTINGS = tuple(RunSettings.names())  # profile's keywords that are not part of the configuration
 
 
-def predicted_peak(name: str, **kwargs: Any) -> int:
-    """Peak bytes of ``profile(name, **kwargs)`` predicted on ``meta`` (kwargs as for profile; its run
-    settings, latency and by_module, play no part)."""
+def _config(block: Config | str, kwargs: dict[str, Any]) -> Config:
+    """The resolved configuration the guard and the profile share: ``block`` itself, or resolved once from
+    a target and profile's keyword form (its run settings play no part)."""
+    if isinstance(block, Config):
+        return block
+    from isaprof.targets import configure
+
+    return configure(block, **{k: v for k, v in kwargs.items() if k not in RUN_SETTINGS})
+
+
+def predicted_peak(block: Config | str, **kwargs: Any) -> int:
+    """Peak bytes of ``profile(block, **kwargs)`` predicted on ``meta`` (one build there): ``block`` a
+    :class:`Config`, or a target with profile's keyword form (its run settings play no part). A CUDA-only
+    sdpa kernel is predicted with the meta default instead."""
     from isaprof.profiling.profiler import meta_peak
 
-    config = {k: v for k, v in kwargs.items() if k not in RUN_SETTINGS}
-    with addressable(kwargs.get("size")):
-        try:
-            return meta_peak(name, **config)
-        except ValueError:
-            if config.get("backend") is None:
-                raise
-            return meta_peak(name, **{**config, "backend": None})  # a CUDA-only kernel
+    config = _config(block, kwargs)
+    if config.backend in CUDA_ONLY_BACKENDS:
+        config = dataclasses.replace(config, backend=None)
+    with addressable(config.size):
+        return meta_peak(config)
 
 
-def check_fits(name: str, **kwargs: Any) -> int | None:
+def check_fits(block: Config | str, **kwargs: Any) -> int | None:
     """Predicted peak bytes of the run, or :class:`MemoryRefused` if it would not fit on its device.
 
-    Meta runs allocate nothing: not checked (``None``).
+    ``block``: the resolved :class:`Config` the profile then runs (or a target with profile's keyword
+    form). Meta runs allocate nothing: not checked (``None``).
     """
-    device = str(kwargs.get("device", "meta"))
-    if device == "meta":
+    config = _config(block, kwargs)
+    if config.device == "meta":
         return None
-    free = available_bytes(device)
+    free = available_bytes(config.device)
     if free is None:
         return None
-    peak = predicted_peak(name, **kwargs)
+    peak = predicted_peak(config)
     if peak > MARGIN * free:
         raise MemoryRefused(
             f"predicted peak {peak / GiB:.1f} GiB does not fit in the {free / GiB:.1f} GiB available on "
-            f"{device} (limit {MARGIN:.0%} of it); --force runs it anyway"
+            f"{config.device} (limit {MARGIN:.0%} of it); --force runs it anyway"
         )
     return peak
 

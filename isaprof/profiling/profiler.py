@@ -24,7 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from isaprof import formulas
 from isaprof import targets as blocks
-from isaprof.config import Config, check_choice, normalize_latency, row
+from isaprof.config import Config, RunSettings, check_choice, row
 from isaprof.measure import (
     FlopCount,
     Latency,
@@ -125,7 +125,7 @@ class Record:
         ``module`` (dotted, root ``""``), ``depth``, ``metric`` (params, macs, self_macs, peak_bytes),
         ``measured`` and ``unit``. See :mod:`isaprof.measure.modules` for the attribution rules."""
         units = {"params": "count", "macs": "MAC", "self_macs": "MAC", "peak_bytes": "byte"}
-        base = self.config.columns(self.padded)
+        base = self.config.to_row(self.padded)
         return [
             {**base, "module": r.module, "depth": r.depth, "metric": m, "measured": getattr(r, m), "unit": u}
             for r in self.by_module or ()
@@ -136,7 +136,7 @@ class Record:
         """The ``isaprof profile --json`` object (raw numbers; ``latency_ms`` null on meta)."""
         fc = self.flop_count
         return {
-            "config": self.config.columns(self.padded),
+            "config": self.config.to_row(self.padded),
             "params": {"measured": self.params, "analytic": self.params_analytic},
             "macs": {
                 "measured": self.macs,
@@ -181,26 +181,22 @@ class Record:
         }
 
 
-def configure(block: Any, /, **kwargs: Any) -> Config:
-    """A validated :class:`Config` from a ``Config`` (returned as is, with no other argument allowed) or
-    from the keyword form of :meth:`Config.make` (``block``: any target, see :func:`profile`); also runs the
-    block's own constructor checks on ``meta`` (a bad ``factor`` speaks before any formula) and refuses
-    ``cuda`` without a CUDA device."""
+def prepare(block: Any, /, **kwargs: Any) -> Config:
+    """The configuration to run: a :class:`Config` (returned as is, with no other argument allowed) or the
+    keyword form (resolved by :func:`isaprof.targets.configure`), with ``cuda`` refused without a CUDA
+    device and the sdpa backend chosen (:func:`default_backend`). Nothing is built: the block's own
+    constructor checks (a bad ``factor``) speak at the one build, before any formula (:func:`profile`)."""
     if isinstance(block, Config):
         if kwargs:
             raise ValueError(f"give a Config or keyword arguments, not both (got {', '.join(kwargs)})")
         config = block
     else:
-        config = Config.make(block, **kwargs)
+        config = blocks.configure(block, **kwargs)
     if config.device_type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"CUDA requested but torch reports no CUDA device (torch {torch.__version__}); "
             "use --device meta or cpu"
         )
-    if blocks.spec(config.block).standard_contract:
-        with torch.device("meta"):  # the block's own checks (factor, recurrence, ...) speak before a formula
-            blocks.build(config.block, config.channels, config.key_channels, config.value_channels,
-                         impl=config.impl, **dict(config.options))  # fmt: skip
     return dataclasses.replace(config, backend=default_backend(config))
 
 
@@ -301,7 +297,7 @@ def profile(
 ) -> Record:
     """Profile one configuration: MACs, peak bytes, params, latency, each beside its closed form.
 
-    ``block``: the target with the keyword arguments of :meth:`Config.make` (``size``, ``channels``,
+    ``block``: the target with the keyword form of :func:`isaprof.targets.configure` (``size``, ``channels``,
     ``key_channels``, ``value_channels``, ``batch``, ``device``, ``dtype``, ``mode``, ``impl``, ``backend``,
     ``path`` and the target's options), or a :class:`Config` alone. A target is a registered name, an
     import path ``"pkg.module:Attr"`` (a class, or a function returning an ``nn.Module``; it receives
@@ -314,38 +310,49 @@ def profile(
     of its first call, workspace included). Bad input raises ``ValueError``; out-of-memory errors
     propagate as raised (see :func:`is_oom`).
 
+    Builds: the configuration is resolved once (no build) and the block is built once, on its device (on
+    ``meta`` inside fake tensors), before any formula, so its constructor's checks speak first; the
+    per-module breakdown reuses that build, but on cuda, where it is a CPU replay on fake tensors (one more
+    build, on meta). The CLI's memory guard, off meta, adds one build on meta to predict the peak: a real
+    run's module cannot be that prediction's (it holds real weights; the fake one cannot be moved).
+
     >>> rec = profile("dense", size=(16, 16), channels=32, device="meta")
     >>> rec.macs == rec.macs_analytic
     True
     """
-    latency = normalize_latency(latency)
+    settings = RunSettings(latency=latency, by_module=by_module)  # "none" -> None; bad names refused
     given = dict(size=size, channels=channels, key_channels=key_channels, value_channels=value_channels)
     config = {**{k: v for k, v in given.items() if v is not None}, **config}
     if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
         with blocks.registry.adopted(block) as name:
-            return profile(name, latency=latency, by_module=by_module, **config)
-    cfg = configure(block, **config)
+            return profile(name, **settings.kwargs(), **config)
+    cfg = prepare(block, **config)
     defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
-    cost = analytic_cost(cfg)
-    notes = list(cost.notes) if cost is not None else ["no closed-form formula for this target"]
-    if cfg.path == "fast" and cost is not None:
-        cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
-        notes.append(
-            "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
-        )
-    try:
-        measured = _measure(cfg, latency)
-    except RuntimeError as e:
-        if not defaulted or cfg.backend != "flash" or "no available kernel" not in str(e).lower():
-            clear = _unsupported_dtype(e, cfg)
-            if clear is None:
-                raise
-            raise clear from e
-        cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
+    # the one build: the block's own checks (factor, recurrence, ...) speak before any formula
+    with _placement(cfg) as (module, x, params):
         cost = analytic_cost(cfg)
-        notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
-        measured = _measure(cfg, latency)
-    params, flop_count, peak, lat, moved, cuda_predicted = measured
+        notes = list(cost.notes) if cost is not None else ["no closed-form formula for this target"]
+        if cfg.path == "fast" and cost is not None:
+            cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
+            notes.append(
+                "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
+            )
+        try:
+            measured = _measure(cfg, module, x, settings.latency)
+        except RuntimeError as e:
+            if not defaulted or cfg.backend != "flash" or "no available kernel" not in str(e).lower():
+                clear = _unsupported_dtype(e, cfg)
+                if clear is None:
+                    raise
+                raise clear from e
+            cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
+            cost = analytic_cost(cfg)
+            notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
+            measured = _measure(cfg, module, x, settings.latency)
+        modules = None
+        if settings.by_module:  # on cuda: a CPU replay on fake tensors (one more build, on meta)
+            modules = _by_module(cfg) if cfg.device_type == "cuda" else _breakdown(cfg, module, x)
+    flop_count, peak, lat, moved, cuda_predicted = measured
     return Record(
         config=cfg,
         padded=tuple(cost.padded) if cost is not None else None,
@@ -359,57 +366,61 @@ def profile(
         latency=lat,
         environment=environment(cfg.device),
         notes=tuple(notes),
-        by_module=_by_module(cfg) if by_module else None,
+        by_module=modules,
         bytes_moved=moved,
         peak_bytes_cuda_predicted=cuda_predicted,
         peak_tolerance=cost.peak_tolerance.get(cfg.mode) if cost is not None else None,
     )
 
 
+def _breakdown(config: Config, block: nn.Module, x: torch.Tensor) -> tuple[ModuleRow, ...]:
+    return breakdown(block, _with_backend(step(block, x, config.mode), config.backend)).rows
+
+
 def _by_module(config: Config) -> tuple[ModuleRow, ...]:
-    """The per-module breakdown of the configuration's step (on cuda: of a CPU replay, fake tensors)."""
-    if config.device_type == "cuda":
-        config = dataclasses.replace(config, device="meta")
+    """The per-module breakdown of the configuration's step, on fake tensors (a build of its own)."""
+    config = dataclasses.replace(config, device="meta")
     with _placement(config) as (block, x, _):
-        return breakdown(block, _with_backend(step(block, x, config.mode), config.backend)).rows
+        return _breakdown(config, block, x)
 
 
 def meta_peak(block: Any, /, **config: Any) -> int:
     """Peak bytes of one protocol step on fake tensors (``profile(..., device="meta").peak_bytes``), without
-    counting FLOPs or bytes moved: what the memory guard needs before a real run. ``config`` as for
-    :func:`profile`; its ``device`` is replaced by ``meta``."""
-    cfg = configure(block, **{**config, "device": "meta"})
+    counting FLOPs or bytes moved: what the memory guard needs before a real run. ``block``: a
+    :class:`Config` (its device replaced by ``meta``) or a target with the keyword form of :func:`profile`.
+    One build, on meta."""
+    cfg = block if isinstance(block, Config) else blocks.configure(block, **config)
+    cfg = prepare(dataclasses.replace(cfg, device="meta"))
     with _placement(cfg) as (module, x, _):
         return track_peak(_with_backend(step(module, x, cfg.mode), cfg.backend)).peak
 
 
 def _measure(
-    config: Config, latency: str | None
-) -> tuple[int, FlopCount, int, Latency | None, BytesMoved, int | None]:
-    """(params, FLOP count, peak bytes, latency, bytes moved, predicted CUDA peak) of the configuration,
-    following measure.step's protocol."""
+    config: Config, block: nn.Module, x: torch.Tensor, latency: str | None
+) -> tuple[FlopCount, int, Latency | None, BytesMoved, int | None]:
+    """(FLOP count, peak bytes, latency, bytes moved, predicted CUDA peak) of the configuration on its
+    placed block and input, following measure.step's protocol."""
     cuda_predicted = None
-    with _placement(config) as (block, x, params):
-        run = _with_backend(step(block, x, config.mode), config.backend)
-        if not blocks.spec(config.block).standard_contract:
-            run = _explained(run, config)
-        # peak first: a fast-path module allocates its reusable workspace on its first call
-        if config.device_type == "cuda":
-            peak = cuda_peak(run, config.device)
-        elif config.device == "meta":  # the CUDA caching allocator's figure, predicted in the same pass
-            model = CudaAllocatorModel(resident=[*module_to_order(block), x])
-            with model:
-                peak = track_peak(run).peak
-            cuda_predicted = model.result().peak
-        else:
+    run = _with_backend(step(block, x, config.mode), config.backend)
+    if not blocks.spec(config.block).standard_contract:
+        run = _explained(run, config)
+    # peak first: a fast-path module allocates its reusable workspace on its first call
+    if config.device_type == "cuda":
+        peak = cuda_peak(run, config.device)
+    elif config.device == "meta":  # the CUDA caching allocator's figure, predicted in the same pass
+        model = CudaAllocatorModel(resident=[*module_to_order(block), x])
+        with model:
             peak = track_peak(run).peak
-        traffic = TrafficCounter()  # bytes moved, in the FLOP-counting pass
-        with traffic:
-            flop_count = count_flops(run)
-        lat = None
-        if latency is not None and config.device != "meta":
-            lat = measure_latency(run, latency, config.device_type)
-    return params, flop_count, peak, lat, traffic.result(), cuda_predicted
+        cuda_predicted = model.result().peak
+    else:
+        peak = track_peak(run).peak
+    traffic = TrafficCounter()  # bytes moved, in the FLOP-counting pass
+    with traffic:
+        flop_count = count_flops(run)
+    lat = None
+    if latency is not None and config.device != "meta":
+        lat = measure_latency(run, latency, config.device_type)
+    return flop_count, peak, lat, traffic.result(), cuda_predicted
 
 
 def _explained(run: Callable[[], Any], config: Config) -> Callable[[], Any]:

@@ -14,25 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from isaprof.config import COLUMNS  # the tidy row schema, defined once (pure Python)
+from isaprof.config import COLUMNS, Config  # the tidy row schema, defined once (pure Python)
 from isaprof.results import reader as results
 
-# A configuration without its device, metric and environment: what a FLOP count and a latency share.
-CONFIG = [
-    "block",
-    "batch",
-    "channels",
-    "key_channels",
-    "value_channels",
-    "height",
-    "width",
-    "factor",
-    "recurrence",
-    "options",
-    "impl",
-    "dtype",
-    "mode",
-]
+# A configuration without where it ran (device, backend, path), its padded map, metric and environment:
+# what a FLOP count and a latency share.
+CONFIG = Config.column_names(placement=False, padded=False)
 # One line of a scaling figure: everything but the resolution (and ISA's factor, see `series`).
 SERIES = [
     "block",

@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isaprof.config import Config
+
 RESULTS = "results.csv"
-# The configuration columns: two rows describe the same configuration iff these agree.
-KEY_COLUMNS = (
-    "block batch channels key_channels value_channels height width options impl backend path "
-    "dtype device mode"
-).split()
+# The configuration columns: two rows describe the same configuration iff these agree (the schema's).
+KEY_COLUMNS = Config.key_names()
 STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
 FAILED = ("oom", "error")
 _NEEDED = ("block", "height", "width", "metric", "status")

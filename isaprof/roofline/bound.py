@@ -199,7 +199,7 @@ def count(target: Any, **config: Any) -> Counted:
     resident = (rec.params + c.batch * c.channels * c.height * c.width) * DTYPE_BYTES[c.dtype]
     return Counted(
         ops=tuple(OpCost(o.op, o.flops, o.bytes) for o in rec.bytes_moved.calls),
-        config=c.columns(rec.padded),
+        config=c.to_row(rec.padded),
         resident_bytes=resident,
         peak_bytes=rec.peak_bytes,
         peak_bytes_cuda=rec.peak_bytes_cuda_predicted,

@@ -65,8 +65,11 @@ class Case:
         options: tuple[tuple[str, Any], ...] = (),
     ) -> Case:
         """The case of ``block``/``impl`` at (``height``, ``width``) with ``options`` set explicitly."""
-        cfg = Config.make(block, size=(height, width), channels=channels, batch=batch, impl=impl,
-                          **dict(options))  # fmt: skip
+        from isaprof.targets import configure
+
+        cfg = configure(
+            block, size=(height, width), channels=channels, batch=batch, impl=impl, **dict(options)
+        )
         return cls(cfg, tuple(k for k, _ in options))
 
     @property

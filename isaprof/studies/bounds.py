@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from isaprof.config import CONFIG_COLUMNS
+from isaprof.config import CONFIG_COLUMNS, Config
 from isaprof.roofline import schema
 from isaprof.roofline.bound import Counted, count, cpu_roofs, gpu_roofs
 from isaprof.roofline.schema import Roofs
@@ -96,23 +96,10 @@ def _machine_cpu(results_dir: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 def _config_of(row: Mapping[str, str]) -> dict[str, Any]:
-    """``isaprof.profile`` keyword arguments of a results row."""
-    options = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(row["options"] or "{}").items()
-    }
-    return {
-        "size": (int(row["height"]), int(row["width"])),
-        "channels": int(row["channels"]),
-        "key_channels": int(row["key_channels"]) if row.get("key_channels") else None,
-        "value_channels": int(row["value_channels"]) if row.get("value_channels") else None,
-        "batch": int(row.get("batch") or 1),
-        "dtype": row["dtype"],
-        "mode": row["mode"],
-        "impl": row["impl"],
-        "backend": row.get("backend") or None,
-        "path": row.get("path") or "reference",
-        **options,
-    }
+    """``isaprof.profile`` keyword arguments of a results row (its block and device left out)."""
+    kwargs = Config.from_row(row).kwargs()
+    del kwargs["block"], kwargs["device"]
+    return kwargs
 
 
 def cpu_rows(results_dir: Path, machine: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -83,10 +83,10 @@ def default_grid(quick: bool = False) -> list[Config]:
             s.impls, SIZES[level], _option_variants(s.options, level), MODES
         ):
             for backend in _backends(impl):
-                grid.append(Config.make(name, size=size, channels=CHANNELS, batch=BATCH, impl=impl,
+                grid.append(blocks.configure(name, size=size, channels=CHANNELS, batch=BATCH, impl=impl,
                                         backend=backend, mode=mode, **opts))  # fmt: skip
         for impl, mode in itertools.product(s.impls, MODES):
-            grid.append(Config.make(name, size=(8, 8), channels=CHANNELS, key_channels=KEY_CHANNELS,
+            grid.append(blocks.configure(name, size=(8, 8), channels=CHANNELS, key_channels=KEY_CHANNELS,
                                     batch=BATCH, impl=impl, mode=mode))  # fmt: skip
     return grid
 
@@ -135,7 +135,7 @@ def check(
         try:
             if not isinstance(config, Config):  # the keyword form: {"block": ..., "size": ..., ...}
                 kw = dict(config)
-                config = Config.make(kw.pop("block", None) or kw.pop("name"), **kw)
+                config = blocks.configure(kw.pop("block", None) or kw.pop("name"), **kw)
             record = profile(config, latency=None)
         except Exception as e:  # noqa: BLE001 - any failure is a finding of the check
             found.append(Disagreement(config, "error", None, None, f"{type(e).__name__}: {_first_line(e)}"))

@@ -94,7 +94,7 @@ def factorize(
     (analytic only) measures nothing, so it cannot go with latency. ``progress``: a bar on stderr.
     """
     from isaprof.formulas import cost
-    from isaprof.targets import resolve_channels, spec
+    from isaprof.targets import configure, resolve_channels, spec
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -118,7 +118,7 @@ def factorize(
         candidates = tqdm(candidates, desc=desc, unit="factor", disable=not progress, file=sys.stderr)
     for ph, pw in candidates:
         opts = {**spec("isa").options, **options, "factor": (ph, pw)}
-        cfg = Config.make("isa", size=size, channels=channels, key_channels=ck, value_channels=cv,
+        cfg = configure("isa", size=size, channels=channels, key_channels=ck, value_channels=cv,
                           batch=batch, mode=mode, dtype=dtype, impl=impl, **opts)  # fmt: skip
         c = cost(cfg)
         macs = c.total_macs if mode == "inference" else c.total_train_macs

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from isaprof.config import REFERENCE
+from isaprof.config import KEY_COLUMNS, REFERENCE, Config
 
 ROOT = REFERENCE.parent
 SPEC = REFERENCE / "sweeps" / "cuda.toml"
@@ -104,21 +104,9 @@ def cli_json(argv: list[str]) -> dict[str, Any]:
 
 
 def config_argv(row: dict[str, str]) -> list[str]:
-    """The ``isaprof profile``/``predict`` arguments (without ``--device``) of a results row."""
-    argv = [row["block"], "--size", f"{row['height']}x{row['width']}", "--channels", row["channels"]]
-    for col, flag in (("key_channels", "--key-channels"), ("value_channels", "--value-channels")):
-        if row.get(col):
-            argv += [flag, row[col]]
-    argv += ["--batch", row.get("batch") or "1", "--impl", row["impl"], "--dtype", row["dtype"]]
-    argv += ["--mode", row["mode"]]
-    if row.get("factor"):
-        argv += ["--factor", row["factor"]]
-    if row.get("recurrence"):
-        argv += ["--recurrence", str(int(float(row["recurrence"])))]
-    for key, value in json.loads(row.get("options") or "{}").items():
-        if key not in ("factor", "recurrence"):
-            argv += ["--option", f"{key}={value!r}"]
-    return argv
+    """The ``isaprof profile``/``predict`` arguments (without ``--device`` and ``--backend``) of a results
+    row."""
+    return Config.from_row(row).to_argv(skip=("device", "backend"))
 
 
 def predict_row(row: dict[str, str], gpu: str | None, tf32: bool) -> dict[str, Any]:
@@ -170,8 +158,7 @@ def compare(rows: list[dict[str, str]], predict: Callable[[dict[str, str]], dict
     for r in rows:
         if r.get("device") != "cuda" or r.get("status") != "ok":
             continue
-        key = tuple(r.get(c, "") for c in ("block", "impl", "backend", "options", "height", "width"))
-        key += tuple(r.get(c, "") for c in ("batch", "channels", "dtype", "mode", "path"))
+        key = tuple(r.get(c, "") for c in KEY_COLUMNS)  # one configuration
         configs.setdefault(key, {})[r["metric"]] = r
     out = []
     for metrics in configs.values():

@@ -7,7 +7,16 @@ plots); a block outside the package registers itself with :func:`register` or an
 entry point.
 """
 
-from isaprof.targets.registry import BlockSpec, build, declare, names, register, resolve_channels, spec
+from isaprof.targets.registry import (
+    BlockSpec,
+    build,
+    configure,
+    declare,
+    names,
+    register,
+    resolve_channels,
+    spec,
+)
 
 _BOTH = ("naive", "sdpa")
 
@@ -94,4 +103,14 @@ for _head, (_block, _cls) in HEADS.items():
         listed=False,
     )
 
-__all__ = ["HEADS", "BlockSpec", "build", "declare", "names", "register", "resolve_channels", "spec"]
+__all__ = [
+    "HEADS",
+    "BlockSpec",
+    "build",
+    "configure",
+    "declare",
+    "names",
+    "register",
+    "resolve_channels",
+    "spec",
+]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from isaprof.config import check_positive
+from isaprof.config import Config, check_positive, needs_message, resolve_widths
 
 if TYPE_CHECKING:
     from torch import nn
@@ -90,6 +90,16 @@ class BlockSpec:
             return signature_options(self.cls, generic)
         except Exception:  # noqa: BLE001  an import path that does not import: build() says why
             return {}
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The options without a default (the user must give them)."""
+        return tuple(k for k, v in self.options.items() if v is REQUIRED)
+
+    @property
+    def open_options(self) -> bool:
+        """Whether the constructor takes any option (``**kwargs``)."""
+        return takes_any(self)
 
     @property
     def formula_name(self) -> str:
@@ -191,13 +201,25 @@ def resolve_channels(
     name: str, channels: int, key_channels: int | None, value_channels: int | None
 ) -> tuple[int, int]:
     """Fill in the block's default key/value widths and check all three are positive ints."""
-    s = spec(name)
     check_positive("channels", channels)
-    ck = s.default_key_channels(channels) if key_channels is None else key_channels
-    cv = s.default_value_channels(channels) if value_channels is None else value_channels
-    check_positive("key_channels", ck, hint=f" (channels={channels} gives {ck} by default)")
-    check_positive("value_channels", cv, hint=f" (channels={channels} gives {cv} by default)")
-    return ck, cv
+    return resolve_widths(spec(name), channels, key_channels, value_channels)
+
+
+def configure(block: str | Config, **kwargs: Any) -> Config:
+    """The validated :class:`~isaprof.config.Config` of a target and the keyword form (``size``,
+    ``channels``, ``key_channels``, ``value_channels``, ``batch``, ``device``, ``dtype``, ``mode``,
+    ``impl``, ``backend``, ``path`` and the target's options): the one place a target's name is resolved
+    to its description (:func:`spec`: impls, options and their defaults, default widths), handed to
+    :meth:`Config.make <isaprof.config.Config.make>`. ``block`` may be a Config: returned as is, or
+    re-validated with ``kwargs`` as changes (fields, ``size``, ``height``/``width`` or options by name).
+    Nothing is built or imported (no torch); ``ValueError`` in one line on bad input.
+
+    >>> configure("criss_cross", size=(97, 97), channels=512).key_channels
+    64
+    """
+    if isinstance(block, Config):
+        return block.replace(spec(block.block), **kwargs) if kwargs else block
+    return Config.make(spec(block), **kwargs)
 
 
 def build(
@@ -355,14 +377,6 @@ def _construct(s: BlockSpec, standard: dict[str, Any], options: dict[str, Any]) 
     if not _is_module(module):
         raise ValueError(f"target {s.name!r} returned {type(module).__name__}, expected an nn.Module")
     return module
-
-
-def needs_message(target: str, missing: list[str]) -> str:
-    """The one line for a constructor parameter without default that the user did not give."""
-    return (
-        f"target {target!r} needs option(s) {', '.join(missing)} (no default): "
-        f"give them as options (--option {missing[0]}=VALUE)"
-    )
 
 
 def _is_module(obj: Any) -> bool:

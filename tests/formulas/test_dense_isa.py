@@ -56,7 +56,9 @@ GRID += [(size, ck, cv, "sdpa", None) for size, ck, cv in [((7, 9), 4, 6), ((33,
 @pytest.mark.parametrize("name,opts", CASES, ids=lambda v: str(v))
 @pytest.mark.parametrize("size,ck,cv,impl,backend", GRID)
 def test_macs_and_params_exact(name, opts, size, ck, cv, impl, backend) -> None:
-    cfg = Config(name, 2, 8, ck, cv, *size, "float32", impl, backend, tuple(opts.items()))
+    cfg = Config(
+        name, 2, 8, ck, cv, *size, dtype="float32", impl=impl, backend=backend, options=tuple(opts.items())
+    )
     c = cost(cfg)
     for mode, analytic in (("inference", c.total_macs), ("train", c.total_train_macs)):
         macs, params = _measured_macs(name, opts, cfg, mode)

@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from isaprof.config import COLUMNS, Config
+from isaprof.config import COLUMNS
 from isaprof.profiling.profiler import default_backend, error_rows, is_oom, profile
 from isaprof.studies import check as grid_check
+from isaprof.targets import configure
 
 SMALL = dict(size=(6, 5), channels=8, batch=2)
 
@@ -139,7 +140,7 @@ def test_unknown_block_lists_known():
 
 def test_backend_resolution():
     def backend(impl: str, given: str | None, device: str, ck: int, cv: int) -> str | None:
-        cfg = Config.make("dense", size=(4, 4), channels=16, key_channels=ck, value_channels=cv,
+        cfg = configure("dense", size=(4, 4), channels=16, key_channels=ck, value_channels=cv,
                           impl=impl, backend=given, device=device)  # fmt: skip
         return default_backend(cfg)
 
@@ -154,7 +155,7 @@ def test_backend_resolution():
 
 def test_error_rows_and_oom():
     rows = error_rows(
-        Config.make("dense", size=(6, 5), channels=8, device="cpu"),
+        configure("dense", size=(6, 5), channels=8, device="cpu"),
         "oom",
         "CUDA out of memory.\nTried to allocate 2 GiB",
     )
@@ -172,7 +173,7 @@ def test_error_rows_and_oom():
     assert rows[0]["error"] == "CUDA out of memory. Tried to allocate 2 GiB"
     assert rows[1]["analytic"] == profile("dense", (6, 5), 8).macs_analytic  # formulas still answer
     with pytest.raises(ValueError, match="allowed: oom, error"):
-        error_rows(Config.make("dense", size=(6, 5), channels=8), "failed", "x")
+        error_rows(configure("dense", size=(6, 5), channels=8), "failed", "x")
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
     assert not is_oom(RuntimeError("shape mismatch"))

@@ -151,7 +151,7 @@ def measure(cfg: SweepConfig, profile_fn: ProfileFn, guard: bool = True) -> list
 
     try:
         if guard:
-            check_fits(cfg.block, **cfg.profile_kwargs())
+            check_fits(cfg.config)
         rows = list(profile_fn(cfg.block, **cfg.profile_kwargs()).rows())
     except MemoryRefused as e:  # predicted not to fit: recorded as oom without running it
         return failure_rows(cfg, "oom", f"not run: {e}".replace("; --force runs it anyway", ""))
@@ -173,13 +173,12 @@ def failure_rows(cfg: SweepConfig, status: str, message: str) -> list[dict[str, 
     """Rows saying that ``cfg`` failed with ``status`` and why:
     ``isaprof.profiling.profiler.error_rows`` (one per metric, analytic values kept), or, if the
     configuration itself is invalid, one :func:`failure_row`."""
-    from isaprof.config import Config
     from isaprof.profiling.profiler import error_rows
+    from isaprof.targets import configure
 
-    kwargs = cfg.profile_kwargs()
-    del kwargs["latency"]
+    kwargs = cfg.config.kwargs()
     try:
-        return error_rows(Config.make(cfg.block, **kwargs), status=status, message=message)
+        return error_rows(configure(**kwargs), status=status, message=message)
     except Exception:  # noqa: BLE001  an invalid configuration: record it anyway
         return [failure_row(cfg, status, message)]
 
@@ -189,7 +188,7 @@ def failure_row(cfg: SweepConfig, status: str, message: str) -> dict[str, Any]:
     from isaprof.config import COLUMNS
     from isaprof.measure.env import environment
 
-    values = {**cfg.config.columns(), **environment(cfg.device), "metric": "", "status": status,
+    values = {**cfg.config.to_row(), **environment(cfg.device), "metric": "", "status": status,
               "error": " ".join(message.split())}  # fmt: skip
     return {c: values.get(c) for c in COLUMNS}
 

@@ -31,32 +31,42 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-from isaprof.config import Config
+from isaprof.config import Config, RunSettings
 
 _OPTION_ALIASES = {"factors": "factor", "recurrences": "recurrence"}
-_GRID_KEYS = (
-    "name blocks sizes channels key_channels value_channels batch factors recurrences options target_options "
-    "impls backends devices skip_if_unavailable dtypes modes paths latency"
-).split()
+# A grid's keys: its label, each schema field's axis (isaprof.config.setting's ``grid``), the option
+# aliases and per-target options, then the sweep's own settings.
+_GRID_KEYS = [
+    "name",
+    *(f.metadata["grid"] for f in fields(Config) if f.metadata.get("grid")),
+    *_OPTION_ALIASES,
+    "target_options",
+    "skip_if_unavailable",
+    *(f.metadata["grid"] for f in fields(RunSettings) if f.metadata.get("grid")),
+]
 _PAIR = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
     """One point of a sweep: a :class:`~isaprof.config.Config` (everything that decides what is measured)
-    and the run settings beside it, which do not take part in equality: the latency protocol, whether an
-    absent device skips it (``optional``) and the grid it came from. The configuration's fields read
-    through (``point.block``, ``point.height``, ...)."""
+    and what does not take part in equality: its :class:`~isaprof.config.RunSettings` (the latency
+    protocol), whether an absent device skips it (``optional``) and the grid it came from. The
+    configuration's fields read through (``point.block``, ``point.height``, ...)."""
 
     config: Config
-    latency: str | None = field(default="quick", compare=False)
+    run: RunSettings = field(default_factory=RunSettings, compare=False)
     optional: bool = field(default=False, compare=False)  # skip (not fail) if the device is absent
     grid: str = field(default="", compare=False)
+
+    @property
+    def latency(self) -> str | None:
+        return self.run.latency
 
     def __getattr__(self, name: str) -> Any:
         if name == "config" or name.startswith("__"):  # unpickling: no config yet
@@ -64,10 +74,10 @@ class SweepConfig:
         return getattr(self.config, name)
 
     def profile_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``profile(self.block, **kwargs)``: the configuration and the protocol."""
+        """Keyword arguments for ``profile(self.block, **kwargs)``: the configuration and the run settings."""
         kwargs = self.config.kwargs()
         del kwargs["block"]
-        return {**kwargs, "latency": self.latency}
+        return {**kwargs, **self.run.kwargs()}
 
     def label(self) -> str:
         """Short one-line description (progress bar, --dry-run)."""
@@ -205,8 +215,10 @@ def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
             lists = [_option_values({**ax["options"], **own}[o], h, w) for o in opt_names]
             for backend, *values in product(ax["backends"] if impl == "sdpa" else [None], *lists):
                 opts = tuple(sorted({**s.options, **dict(zip(opt_names, values, strict=True))}.items()))
-                cfg = Config(s.name, b, c, ck, cv, h, w, dt, impl, backend, opts, path, dev, mode)
-                configs.append(SweepConfig(cfg, ax["latency"], ax["optional"] and dev != "meta", label))
+                cfg = Config(s.name, b, c, ck, cv, h, w, options=opts, impl=impl, backend=backend,
+                             path=path, dtype=dt, device=dev, mode=mode)  # fmt: skip
+                optional = ax["optional"] and dev != "meta"
+                configs.append(SweepConfig(cfg, RunSettings(latency=ax["latency"]), optional, label))
     return configs
 
 

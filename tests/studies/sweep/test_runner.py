@@ -51,7 +51,7 @@ class FakeProfile:
         self.delay = delay
 
     def __call__(self, name, *, size, channels, key_channels, value_channels, batch, device, dtype, mode,
-                 impl, backend, latency, path="reference", **options):  # fmt: skip
+                 impl, backend, latency, by_module=False, path="reference", **options):  # fmt: skip
         self.calls.append((name, size, mode, options.get("factor")))
         time.sleep(self.delay)
         err = self.fail.get((name, size[0], options.get("factor")))
