@@ -28,10 +28,15 @@ Where the prediction cannot be exact (each NB is a known gap, not a tolerance):
 * NB: a process that ran other work before has cached free blocks; which one a request reuses (and so
   whether it is split, rule 3) depends on that history. The model starts from an empty cache holding only
   the ``resident`` tensors (parameters, buffers, input) allocated in ``Module.to``'s order.
-* NB: cuDNN convolution workspaces (algorithm-dependent, allocated and freed inside one op) and the scratch
-  of the CUDA SDPA kernels (flash backward's fp32 ``dq`` accumulator and ``softmax_d``; the efficient
-  kernel's logsumexp padded to 32 queries) are not modelled: the meta path runs the CPU kernels, whose
-  outputs differ from CUDA's (the efficient kernel's padded logsumexp).
+6. Scratch of fused ops (:mod:`isaprof.measure.scratch`): the bytes a rule gives beyond an op's outputs are
+   one request through the allocator while the op runs, freed when it returns.
+
+* NB: the meta path runs the CPU kernels. Scratch rules of CPU-only kernels (``..._for_cpu``: per-thread
+  buffers) do not apply on CUDA and are listed in ``unmodelled`` instead; the CUDA SDPA kernels' scratch
+  (flash's split-KV accumulators and backward ``dq`` accumulator) has rules for CUDA tensors, which this
+  CPU replay does not see; cuDNN convolution workspaces (algorithm-dependent) are listed, not modelled.
+  ``_native_multi_head_attention`` is replayed with its CPU path (the (B h, N, N) scores), an upper bound
+  where the CUDA kernel takes its sdpa branch.
 * NB: ``expandable_segments`` and ``max_split_size_mb`` (non-default allocator settings) are not modelled.
 """
 
@@ -44,6 +49,7 @@ from typing import Any
 import torch
 
 from isaprof.measure.memory import MemoryPeak, StorageTracker, round_up
+from isaprof.measure.scratch import allocates_internally, op_name
 
 K_MIN_BLOCK = 512  # kMinBlockSize
 K_SMALL_SIZE = 1 << 20  # kSmallSize: largest small-pool request
@@ -185,9 +191,30 @@ class CudaAllocatorModel(StorageTracker):
             self.allocations += 1
             self._workspace = 0
 
+    def _scratch_of(self, func: Any, args: tuple, kwargs: dict, out: Any, new: Any) -> Any:
+        name = op_name(func)
+        if name.endswith(("_for_cpu", "_for_cpu_backward")) and allocates_internally(name, args):
+            self.unmodelled[name] += 1  # per-thread CPU buffers: no CUDA counterpart modelled
+            return None
+        return super()._scratch_of(func, args, kwargs, out, new)
+
+    def _hold(self, nbytes: Any) -> Any:
+        block, size = self.sim.malloc(nbytes)  # one request while the op runs (rule 6)
+        self.current += size
+        self._scratch_now = size
+        return block, size
+
+    def _release(self, token: Any) -> None:
+        block, size = token
+        self.sim.free(block)
+        self.current -= size
+        self._scratch_now = 0
+
     def result(self) -> MemoryPeak:
         """The prediction so far (bytes above what was resident before the call)."""
         peak = self.sim.peak - self._base
         return MemoryPeak(
-            peak, self.sim.allocated - self._base, self.allocated, self.allocations, K_MIN_BLOCK
-        )
+            peak, self.sim.allocated - self._base, self.allocated, self.allocations, K_MIN_BLOCK,
+            self.tensor_peak, self.scratch, dict(sorted(self.scratch_ops.items())),
+            dict(sorted(self.unmodelled.items())),
+        )  # fmt: skip

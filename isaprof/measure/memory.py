@@ -18,21 +18,28 @@ sees every aten op answers it predictably, identically for real CPU and fake ten
   made a 10k-op block take minutes);
 * the peak is sampled after each op's outputs exist.
 
-NB: scratch memory a kernel allocates and frees inside one op (e.g. the CPU flash-attention
-kernel's per-thread buffers, BLAS packing) is invisible at the dispatch level and not counted;
-the CUDA measurement includes it.
+Scratch of fused ops: memory a kernel allocates and frees inside one op (the (B h, N, N) scores of
+``nn.MultiheadAttention``'s fast path, the CPU flash kernel's per-thread buffers) is invisible at the
+dispatch level; :mod:`isaprof.measure.scratch` models it per op. At an op with a rule the tracker holds
+``held - outputs`` bytes of scratch while the op runs and samples the peak with it, then frees it:
+``peak`` includes it, ``tensor_peak`` is the tensors alone, ``scratch`` what was held at the peak. An op
+known to allocate internally without a rule (or whose rule cannot tell) is listed in ``unmodelled``, never
+silently zero. NB: buffers not taken from PyTorch's allocator (BLAS packing) are not counted.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from isaprof.measure.scratch import allocates_internally, held_bytes, op_name
 
 # CUDA caching allocator: blocks are multiples of 512 B (c10/cuda/CUDACachingAllocator.cpp, kMinBlockSize)
 CUDA_ROUND_BYTES = 512
@@ -50,6 +57,10 @@ class MemoryPeak:
     ``peak``: max live allocated bytes; ``end``: live at the end (e.g. output, gradients);
     ``allocated``: sum of all allocations (total traffic); ``allocations``: their number.
     ``round_to``: allocation rounding used (1 = exact storage bytes, 512 = CUDA caching allocator).
+    ``peak`` includes the modelled scratch of fused ops (:mod:`isaprof.measure.scratch`): ``scratch`` is
+    the scratch held at the peak, ``tensor_peak`` the peak of tensor storage alone; ``scratch_ops``: ops
+    whose scratch was modelled, ``unmodelled``: ops known to allocate internally without a rule
+    (``"aten.op"`` -> calls).
     """
 
     peak: int
@@ -57,6 +68,10 @@ class MemoryPeak:
     allocated: int
     allocations: int
     round_to: int
+    tensor_peak: int = 0
+    scratch: int = 0
+    scratch_ops: Mapping[str, int] = field(default_factory=dict)
+    unmodelled: Mapping[str, int] = field(default_factory=dict)
 
 
 class StorageTracker(TorchDispatchMode):
@@ -82,6 +97,11 @@ class StorageTracker(TorchDispatchMode):
         self._owner_of: dict[int, str] = {}  # storage cdata -> owner (only with ``owner``)
         self.live_by_owner: dict[str, int] = {}
         self.peak_by_owner: dict[str, int] = {}
+        self.tensor_peak = 0
+        self.scratch = 0  # scratch held at the peak
+        self._scratch_now = 0  # scratch held by the running op (while it is sampled)
+        self.scratch_ops: Counter[str] = Counter()
+        self.unmodelled: Counter[str] = Counter()
 
     def _size(self, storage: torch.UntypedStorage) -> int:
         return round_up(storage.nbytes(), self.round_to)
@@ -99,6 +119,7 @@ class StorageTracker(TorchDispatchMode):
         kwargs = kwargs or {}
         before = {s._cdata for s in _storages((args, kwargs))}
         out = func(*args, **kwargs)
+        new = 0  # bytes of the op's fresh storages (its outputs), as requested
         for s in _storages((out, args, kwargs)):
             key = s._cdata
             if key in self._live:  # resized in place (out= variants, resize_): update its size
@@ -111,6 +132,7 @@ class StorageTracker(TorchDispatchMode):
                         self._charge(self._owner_of[key], new - old)
             elif key not in before:  # a fresh storage: a new allocation
                 size = self._allocate(key, s.nbytes())
+                new += s.nbytes()
                 self._live[key] = size
                 weakref.finalize(s, self._free, key)
                 self.current += size
@@ -120,15 +142,54 @@ class StorageTracker(TorchDispatchMode):
                     self._owner_of[key] = who = self.owner()
                     self._charge(who, size)
         self._after_op(func)
+        scratch = self._scratch_of(func, args, kwargs, out, new)
+        if scratch is None:
+            self._sample(func)
+            return out
+        token = self._hold(scratch)  # live while the op runs: sampled with it, then freed
         self._sample(func)
+        self._release(token)
         return out
+
+    def _scratch_of(self, func: Any, args: tuple, kwargs: dict, out: Any, new: Any) -> Any:
+        """Bytes of scratch the op held beside its ``new`` output bytes (None: none or not modelled)."""
+        name = op_name(func)
+        if not allocates_internally(name, args):
+            return None
+        held = held_bytes(func, args, kwargs, out)
+        if held is None:
+            self.unmodelled[name] += 1
+            return None
+        self.scratch_ops[name] += 1
+        return torch.sym_max(held - new, 0)
+
+    def _hold(self, nbytes: Any) -> Any:
+        """Count ``nbytes`` of scratch as live (charged to the running owner); returns what to release."""
+        size = round_up(nbytes, self.round_to)
+        self.current += size
+        self._scratch_now = size
+        who = self.owner() if self.owner is not None else None
+        if who is not None:
+            self._charge(who, size)
+        return size, who
+
+    def _release(self, token: Any) -> None:
+        size, who = token
+        self.current -= size
+        self._scratch_now = 0
+        if who is not None:
+            self._charge(who, -size)
 
     def _sample(self, func: Any) -> None:
         """After each op: update the peak (a subclass may record the moment instead of comparing)."""
         if self.current > self.peak:
             self.peak = self.current
+            self.scratch = self._scratch_now
             if self.owner is not None:
                 self.peak_by_owner = {k: v for k, v in self.live_by_owner.items() if v}
+        tensors = self.current - self._scratch_now
+        if tensors > self.tensor_peak:
+            self.tensor_peak = tensors
 
     def _allocate(self, key: int, nbytes: int) -> int:
         """The bytes an allocation of ``nbytes`` counts for (a subclass may model an allocator)."""
@@ -139,7 +200,10 @@ class StorageTracker(TorchDispatchMode):
 
     def result(self) -> MemoryPeak:
         """The measurement so far."""
-        return MemoryPeak(self.peak, self.current, self.allocated, self.allocations, self.round_to)
+        return MemoryPeak(
+            self.peak, self.current, self.allocated, self.allocations, self.round_to, self.tensor_peak,
+            self.scratch, dict(sorted(self.scratch_ops.items())), dict(sorted(self.unmodelled.items())),
+        )  # fmt: skip
 
 
 def _storages(tree: Any) -> list[torch.UntypedStorage]:

@@ -28,6 +28,7 @@ from isaprof.config import Config, RunSettings, check_choice, row
 from isaprof.measure import (
     FlopCount,
     Latency,
+    MemoryPeak,
     count_flops,
     cuda_peak,
     environment,
@@ -79,6 +80,11 @@ class Record:
     bytes_moved: BytesMoved | None = None
     peak_bytes_cuda_predicted: int | None = None
     peak_tolerance: formulas.Tolerance | None = None  # the formula's named allowance on peak_bytes, if any
+    # peak_bytes includes the modelled scratch of fused ops (measure.scratch); the tensors alone, the ops
+    # whose scratch was modelled and those known to allocate inside without a rule ("aten.op" -> calls)
+    peak_bytes_tensors: int | None = None
+    scratch_ops: Mapping[str, int] = field(default_factory=dict)
+    unmodelled_ops: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def macs(self) -> int:
@@ -153,6 +159,9 @@ class Record:
             "uncounted_ops": dict(fc.uncounted),
             "peak_bytes": {
                 "measured": self.peak_bytes,
+                "tensors": self.peak_bytes_tensors,
+                "scratch_ops": dict(self.scratch_ops),
+                "unmodelled_ops": dict(self.unmodelled_ops),
                 "analytic": self.peak_bytes_analytic,
                 "cuda_predicted": self.peak_bytes_cuda_predicted,
                 "tolerance": (
@@ -352,7 +361,10 @@ def profile(
         modules = None
         if settings.by_module:  # on cuda: a CPU replay on fake tensors (one more build, on meta)
             modules = _by_module(cfg) if cfg.device_type == "cuda" else _breakdown(cfg, module, x)
-    flop_count, peak, lat, moved, cuda_predicted = measured
+    flop_count, memory, lat, moved, cuda_predicted = measured
+    if memory.unmodelled:
+        ops = ", ".join(f"{op} x{n}" for op, n in memory.unmodelled.items())
+        notes.append(f"memory allocated inside these ops is not modelled (peak may be low): {ops}")
     return Record(
         config=cfg,
         padded=tuple(cost.padded) if cost is not None else None,
@@ -361,7 +373,7 @@ def profile(
         flop_count=flop_count,
         macs_by_term=dict((cost.macs if cfg.mode == "inference" else cost.train_macs) if cost else {}),
         elementwise=dict(cost.elementwise) if cost is not None else {},
-        peak_bytes=peak,
+        peak_bytes=memory.peak,
         peak_bytes_analytic=cost.peak_bytes.get(cfg.mode) if cost is not None else None,
         latency=lat,
         environment=environment(cfg.device),
@@ -370,6 +382,9 @@ def profile(
         bytes_moved=moved,
         peak_bytes_cuda_predicted=cuda_predicted,
         peak_tolerance=cost.peak_tolerance.get(cfg.mode) if cost is not None else None,
+        peak_bytes_tensors=memory.tensor_peak,
+        scratch_ops=dict(memory.scratch_ops),
+        unmodelled_ops=dict(memory.unmodelled),
     )
 
 
@@ -397,9 +412,10 @@ def meta_peak(block: Any, /, **config: Any) -> int:
 
 def _measure(
     config: Config, block: nn.Module, x: torch.Tensor, latency: str | None
-) -> tuple[FlopCount, int, Latency | None, BytesMoved, int | None]:
-    """(FLOP count, peak bytes, latency, bytes moved, predicted CUDA peak) of the configuration on its
-    placed block and input, following measure.step's protocol."""
+) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None]:
+    """(FLOP count, memory peak, latency, bytes moved, predicted CUDA peak) of the configuration on its
+    placed block and input, following measure.step's protocol (on cuda the allocator's peak, with no
+    tensor/scratch split)."""
     cuda_predicted = None
     run = _with_backend(step(block, x, config.mode), config.backend)
     if not blocks.spec(config.block).standard_contract:
@@ -407,20 +423,21 @@ def _measure(
     # peak first: a fast-path module allocates its reusable workspace on its first call
     if config.device_type == "cuda":
         peak = cuda_peak(run, config.device)
+        memory = MemoryPeak(peak, 0, 0, 0, 512, tensor_peak=peak)
     elif config.device == "meta":  # the CUDA caching allocator's figure, predicted in the same pass
         model = CudaAllocatorModel(resident=[*module_to_order(block), x])
         with model:
-            peak = track_peak(run).peak
+            memory = track_peak(run)
         cuda_predicted = model.result().peak
     else:
-        peak = track_peak(run).peak
+        memory = track_peak(run)
     traffic = TrafficCounter()  # bytes moved, in the FLOP-counting pass
     with traffic:
         flop_count = count_flops(run)
     lat = None
     if latency is not None and config.device != "meta":
         lat = measure_latency(run, latency, config.device_type)
-    return flop_count, peak, lat, traffic.result(), cuda_predicted
+    return flop_count, memory, lat, traffic.result(), cuda_predicted
 
 
 def _explained(run: Callable[[], Any], config: Config) -> Callable[[], Any]:

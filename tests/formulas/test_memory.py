@@ -32,16 +32,17 @@ CASES = [
 
 
 def measured_peak(name, size, c, ck, cv, batch, impl, backend, mode, options) -> int:
-    """Tracked peak bytes of one protocol step on fake CPU tensors (the ``--device meta`` path)."""
+    """Tracked peak of tensor storage of one protocol step on fake CPU tensors (the ``--device meta`` path);
+    the formulas replay tensors, not the CPU flash kernel's per-thread scratch (measure.scratch)."""
     with torch.device("meta"):
         block = isaprof.build(name, c, ck, cv, impl=impl, **options)
     with FakeTensorMode(allow_non_fake_inputs=True):
         block = block.to_empty(device="cpu")
         run = step(block, torch.empty(batch, c, *size), mode)  # (B, C, H, W), fake
         if backend is None:
-            return track_peak(run).peak
+            return track_peak(run).tensor_peak
         with sdpa_kernel(KERNELS[backend]):
-            return track_peak(run).peak
+            return track_peak(run).tensor_peak
 
 
 def analytic_peak(name, size, c, ck, cv, batch, impl, backend, mode, options) -> int:

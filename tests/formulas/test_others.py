@@ -61,11 +61,11 @@ def test_formula_matches_counters_and_tracker(case: tuple[str, dict], shape: tup
     infer = step(module, x, "inference")
     infer()  # warm-up: first-call allocations (e.g. thread pools) are not the block's
     assert count_flops(infer).macs == c.total_macs
-    assert track_peak(infer).peak == c.peak_bytes["inference"]
+    assert track_peak(infer).tensor_peak == c.peak_bytes["inference"]
     train = step(module, x, "train")
     train()
     assert count_flops(train).macs == c.total_train_macs
-    assert track_peak(train).peak == c.peak_bytes["train"]
+    assert track_peak(train).tensor_peak == c.peak_bytes["train"]
 
 
 LARGE = [
@@ -86,10 +86,10 @@ def test_formula_matches_counters_on_fake_33x65(case: tuple[str, dict]) -> None:
         c = cost(cfg)
         infer = step(module, x, "inference")
         assert count_flops(infer).macs == c.total_macs
-        assert track_peak(infer).peak == c.peak_bytes["inference"]
+        assert track_peak(infer).tensor_peak == c.peak_bytes["inference"]
         train = step(module, x, "train")
         assert count_flops(train).macs == c.total_train_macs
-        assert track_peak(train).peak == c.peak_bytes["train"]
+        assert track_peak(train).tensor_peak == c.peak_bytes["train"]
 
 
 # Train peaks off the main grid, on fake tensors: B = 3, Ck = 1 (criss-cross energies lower to mul), Ck = 3,
@@ -115,7 +115,7 @@ TRAIN_EXTRA = [
 def test_train_peak_exact_on_fake(name: str, options: dict, shape: tuple[int, ...]) -> None:
     with FakeTensorMode(allow_non_fake_inputs=True):
         module, x, cfg = setup(name, options, shape)
-        assert track_peak(step(module, x, "train")).peak == cost(cfg).peak_bytes["train"]
+        assert track_peak(step(module, x, "train")).tensor_peak == cost(cfg).peak_bytes["train"]
 
 
 @pytest.mark.parametrize(
@@ -132,10 +132,10 @@ def test_formula_degenerate_sizes(name: str, options: dict, shape: tuple[int, ..
     c = cost(cfg)
     infer = step(module, x, "inference")
     assert count_flops(infer).macs == c.total_macs
-    assert track_peak(infer).peak == c.peak_bytes["inference"]
+    assert track_peak(infer).tensor_peak == c.peak_bytes["inference"]
     train = step(module, x, "train")
     assert count_flops(train).macs == c.total_train_macs
-    measured, analytic = track_peak(train).peak, c.peak_bytes["train"]
+    measured, analytic = track_peak(train).tensor_peak, c.peak_bytes["train"]
     if name == "criss_cross" and 1 in shape[2:]:  # H = 1: einsum lowers an aggregate to mul (see formula)
         assert 0 <= analytic / measured - 1 < DEGENERATE_TRAIN_TOLERANCE, (measured, analytic)
         assert c.peak_tolerance["train"].admits(measured, analytic)  # the same bound, as Cost carries it

@@ -43,7 +43,7 @@ def _measured(name, size, c, ck, cv, impl, mode, options) -> int:
         block = isaprof.build(name, c, ck, cv, impl=impl, **options)
     with FakeTensorMode(allow_non_fake_inputs=True):
         block = block.to_empty(device="cpu")
-        return track_peak(step(block, torch.empty(2, c, *size), mode)).peak  # (B, C, H, W), fake
+        return track_peak(step(block, torch.empty(2, c, *size), mode)).tensor_peak  # (B, C, H, W), fake
 
 
 # small maps, so that the output layer (after the attention) is the peak in some of them

@@ -17,7 +17,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from isaprof import targets as blocks
-from isaprof.measure import count_flops, step
+from isaprof.measure import count_flops, step, track_peak
 from isaprof.measure.flops import FORMULAS, KNOWN_FREE, is_free
 
 B, L, E, HEADS, F = 2, 5, 16, 2, 32
@@ -147,3 +147,19 @@ def test_no_builtin_block_leaves_anything_uncounted(name: str) -> None:
                 module = blocks.build(name, 16, impl=impl, **options)
                 res = count_flops(step(module, torch.empty(1, 16, 6, 8), mode))  # (B, C, H, W), fake
             assert res.uncounted == {}, (impl, mode, res.uncounted)
+
+
+@pytest.mark.parametrize(
+    ("make", "peak", "tensors"), [(_SelfAttention, 3840, 640 + 200), (_layer, 3840, 640)]
+)
+def test_fused_inference_peak_includes_its_scratch(make, peak: int, tensors: int) -> None:
+    """The fused ops allocate inside (measure.scratch); fp32, (B, L, E) = 2 * 5 * 16 * 4 = 640 B:
+    peak at the (B, L, 3E) projection beside the packed q, k, v: 6 * 640 = 3840 B, above q, k, v +
+    scores (B * 2 * L * L * 4 = 400) = 2320 and, with weights, q, k, v + scores + copy + output = 3600;
+    the feed-forward (640 + 2 * 5 * 32 * 4 + 640 = 2560) stays below. The tensors alone: the output
+    (+ the averaged weights, 200 B)."""
+    torch.manual_seed(0)
+    module, x = make(), torch.randn(B, L, E)
+    res = track_peak(step(module, x, "inference"))
+    assert (res.peak, res.tensor_peak) == (peak, tensors)
+    assert not res.unmodelled and len(res.scratch_ops) == 1
