@@ -92,7 +92,7 @@ class Config:
         cls,
         block: str,
         size: tuple[int, int],
-        channels: int,
+        channels: int | None = None,
         key_channels: int | None = None,
         value_channels: int | None = None,
         batch: int = 1,
@@ -106,11 +106,13 @@ class Config:
     ) -> Config:
         """Validate the keyword form users write and fill every default; ``ValueError`` on bad input.
 
-        ``device`` and ``dtype`` may also be ``torch.device`` / ``torch.dtype`` objects.
+        ``device`` and ``dtype`` may also be ``torch.device`` / ``torch.dtype`` objects; ``channels``
+        may be omitted for a target with a default input width (a network: 3).
         """
         from isaprof.targets import registry  # torch-free: names, options and default widths
 
         s = registry.spec(block)
+        channels = registry.default_channels(block, channels)
         ck, cv = registry.resolve_channels(block, channels, key_channels, value_channels)
         h, w = check_size(size)
         check_positive("batch", batch)
