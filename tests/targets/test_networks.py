@@ -334,6 +334,13 @@ def test_outputs_equal_mmsegs_under_the_same_weights():
     pytest.importorskip("mmseg")
     from mmseg.models import build_segmentor
 
+    try:  # mmseg 1.x builds through its registry once its modules are registered
+        from mmseg.utils import register_all_modules
+
+        register_all_modules()
+    except ImportError:
+        pass
+
     norm = {"type": "BN", "requires_grad": True}
     for family in NETWORKS:
         cfg = mmseg_config(family, norm)
