@@ -245,7 +245,8 @@ class Target(Protocol):
     """What a configuration needs of its target, resolved by the targets layer
     (:class:`isaprof.targets.BlockSpec` is one): its ``name`` (what rows record), the ``impls`` it offers,
     its ``options`` with their defaults (``required`` ones have none), whether it takes any option
-    (``open_options``: a ``**kwargs`` constructor), and its default key/value widths for ``channels``."""
+    (``open_options``: a ``**kwargs`` constructor), its default input width where it has one
+    (``default_channels``: a network takes an image, 3) and its default key/value widths for ``channels``."""
 
     name: str
     impls: tuple[str, ...]
@@ -258,6 +259,9 @@ class Target(Protocol):
 
     @property
     def open_options(self) -> bool: ...
+
+    @property
+    def default_channels(self) -> int | None: ...
 
     def default_key_channels(self, channels: int, /) -> int: ...
 
@@ -387,6 +391,8 @@ class Config:
             if kw in ("block", "**") or f.name in values:
                 continue
             value = given.get(kw, default_of(f))
+            if kw == "channels" and value in (MISSING, None) and target.default_channels is not None:
+                value = target.default_channels
             if value is MISSING:
                 raise ValueError(f"{kw} is required")
             if kw == "size":

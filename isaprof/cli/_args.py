@@ -59,9 +59,11 @@ TARGET_HELP = "a block name (`isaprof list`), or any nn.Module by import path pa
 
 
 def add_widths(p: argparse.ArgumentParser, *, channels_default: int | None = None) -> None:
-    """``--channels`` (required unless a default is given), ``--key-channels``, ``--value-channels``."""
+    """``--channels`` (required for a block unless a default is given here; a network's defaults to 3, its
+    image), ``--key-channels``, ``--value-channels``."""
     if channels_default is None:
-        p.add_argument("--channels", type=positive_int, required=True, metavar="C")
+        p.add_argument("--channels", type=positive_int, metavar="C",
+                       help="required for a block; a network's default is 3 (an image)")  # fmt: skip
     else:
         p.add_argument("--channels", type=positive_int, default=channels_default, metavar="C",
                        help=f"default {channels_default}")  # fmt: skip

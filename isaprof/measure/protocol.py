@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,10 @@ def step(module: nn.Module, x: Tensor, mode: str) -> Callable[[], Tensor]:
     * ``train``: ``module.train()``, ``x.requires_grad_()``, ``out = module(x)``,
       ``out.backward(torch.ones_like(out))``. Gradients from a previous call are set to ``None``
       first, so every call allocates its gradients afresh (no accumulation into old ``.grad``).
+      A module whose training forward returns several outputs (a dict or tuple of tensors: a
+      segmentation network's logits, one per loss) has them back-propagated together, each output
+      seeded with its loss weight times ones (``module.loss_weights[name]``, 1 where it names none):
+      the gradient of ``sum_k w_k * out_k.sum()``.
     """
     if mode == "inference":
         module.eval()
@@ -34,8 +39,29 @@ def step(module: nn.Module, x: Tensor, mode: str) -> Callable[[], Tensor]:
             module.zero_grad(set_to_none=True)
             x.grad = None
             out = module(x)
-            out.backward(torch.ones_like(out))
+            if isinstance(out, Tensor):
+                out.backward(torch.ones_like(out))
+            else:
+                outputs, seeds = weighted_seeds(module, out)
+                torch.autograd.backward(outputs, seeds)
             return out
 
         return train
     raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+
+
+def weighted_seeds(module: nn.Module, out: Any) -> tuple[list[Tensor], list[Tensor]]:
+    """The tensors of a dict / tuple / list output and their seed gradients, ``w * ones`` with ``w`` from
+    ``module.loss_weights`` (by key for a dict; 1 where absent). ``ValueError`` for anything else."""
+    weights: Mapping[str, float] = getattr(module, "loss_weights", None) or {}
+    if isinstance(out, Mapping):
+        items = [(weights.get(k, 1.0), v) for k, v in out.items()]
+    elif isinstance(out, (tuple, list)):
+        items = [(1.0, v) for v in out]
+    else:
+        raise ValueError(
+            f"train mode needs a tensor output (or a dict/tuple of them), got {type(out).__name__}"
+        )
+    if not items or not all(isinstance(v, Tensor) for _, v in items):
+        raise ValueError("train mode: every output of the module must be a tensor")
+    return [v for _, v in items], [torch.full_like(v, w) for w, v in items]

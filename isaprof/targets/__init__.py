@@ -103,8 +103,48 @@ for _head, (_block, _cls) in HEADS.items():
         listed=False,
     )
 
+# The segmentation networks of the papers (isaprof/targets/networks/), as mmsegmentation's *_r{50,101}-d8
+# configurations build them: targets by name (``isaprof.profile("isanet_r50_d8", size=(1024, 2048))``), not
+# among names(). Their input is an image (``channels`` defaults to 3); ``key_channels`` / ``value_channels``
+# are the attention widths inside the decode head (the head's width 512 where there is no attention).
+# Adding a network is one entry here (and, for a new family, its class in isaprof.targets.networks.zoo).
+NETWORKS = {  # name prefix -> (class in isaprof.targets.networks.zoo, key width, value width, impls, summary)
+    "fcn": ("FCN", 512, 512, ("naive",), "FCN head (two 3x3 convs + concat), FCN aux"),
+    "pspnet": ("PSPNet", 512, 512, ("naive",), "PSPNet pyramid pooling head (1, 2, 3, 6), FCN aux"),
+    "deeplabv3": ("DeepLabV3", 512, 512, ("naive",), "DeepLabV3 ASPP head (1, 12, 24, 36), FCN aux"),
+    "nonlocal": ("NonLocalNet", 256, 256, _BOTH, "NLHead: non-local block inside an FCN head, FCN aux"),
+    "danet": ("DANet", 64, 512, _BOTH, "DANet head: position + channel attention, FCN aux"),
+    "ccnet": ("CCNet", 64, 512, ("naive",), "CCNet head: criss-cross attention R = 2, FCN aux"),
+    "isanet": ("ISANet", 256, 512, _BOTH, "ISANet head: interlaced sparse attention 8x8, FCN aux"),
+    "ocrnet": ("OCRNet", 256, 256, _BOTH, "OCRNet cascade: FCN stage, then OCR head"),
+}
+DEPTHS = (50, 101)
+for _family, (_cls, _ck, _cv, _impls, _summary) in NETWORKS.items():
+    for _depth in DEPTHS:
+        declare(
+            f"{_family}_r{_depth}_d8",
+            f"isaprof.targets.networks.zoo:{_cls}",
+            summary=f"mmseg ResNetV1c-{_depth} D8 + {_summary}",
+            impls=_impls,
+            key_channels=lambda c, k=_ck: k,
+            value_channels=lambda c, v=_cv: v,
+            fully_connected=None,  # no structural claim: its output is a label map
+            source="built-in network",
+            listed=False,
+            preset={"depth": _depth},
+            channels=3,
+        )
+
+
+def network_names() -> list[str]:
+    """The sixteen network targets, in catalogue order (r50 then r101 of each family)."""
+    return [f"{f}_r{d}_d8" for f in NETWORKS for d in DEPTHS]
+
+
 __all__ = [
     "HEADS",
+    "NETWORKS",
+    "network_names",
     "BlockSpec",
     "build",
     "configure",

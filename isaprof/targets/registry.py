@@ -63,6 +63,10 @@ class BlockSpec:
         True  # in names() (tables, sweeps' "all", check, baseline); heads are reachable by name only
     )
     formula: str | None = None  # the registered name whose formula applies (None: this spec's name)
+    # Constructor keywords the catalogue fixes for this name (a network's ``depth``): passed by build, not
+    # options a user sets or sees.
+    preset: tuple[tuple[str, Any], ...] = ()
+    default_channels: int | None = None  # ``channels`` when none is given (networks: 3, an RGB image)
 
     @property
     def cls(self) -> type[nn.Module]:
@@ -82,14 +86,18 @@ class BlockSpec:
             return {}
         generic = not self.standard_contract
         if self.loaded is not None:
-            return signature_options(self.loaded, generic)
+            return self._unpreset(signature_options(self.loaded, generic))
         found = _source_options(self.target, generic)
         if found is not None:
-            return found
+            return self._unpreset(found)
         try:
-            return signature_options(self.cls, generic)
+            return self._unpreset(signature_options(self.cls, generic))
         except Exception:  # noqa: BLE001  an import path that does not import: build() says why
             return {}
+
+    def _unpreset(self, options: dict[str, Any]) -> dict[str, Any]:
+        fixed = dict(self.preset)
+        return {k: v for k, v in options.items() if k not in fixed}
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -131,16 +139,20 @@ def declare(
     impls: tuple[str, ...] = ("naive",),
     key_channels: Callable[[int], int] = lambda c: c // 2,
     value_channels: Callable[[int], int] = lambda c: c // 2,
-    fully_connected: bool | FullPredicate = True,
+    fully_connected: bool | FullPredicate | None = True,
     source: str = "built-in",
     listed: bool = True,
+    preset: dict[str, Any] | None = None,
+    channels: int | None = None,
 ) -> BlockSpec:
     """Register block ``name`` by import path ``"module:QualName"``; nothing is imported until it is built.
-    ``listed=False``: reachable by name, but not among :func:`names` (what "every block" means)."""
+    ``listed=False``: reachable by name, but not among :func:`names` (what "every block" means).
+    ``preset``: constructor keywords fixed for this name (not options); ``channels``: the default input
+    width (None: the user must give it)."""
     if name in _REGISTRY:
         raise ValueError(f"block {name!r} is registered twice")
     s = BlockSpec(name, target, summary, impls, key_channels, value_channels, fully_connected, source,
-                  listed=listed)  # fmt: skip
+                  listed=listed, preset=tuple((preset or {}).items()), default_channels=channels)  # fmt: skip
     _REGISTRY[name] = s
     return s
 
@@ -197,6 +209,17 @@ def spec(target: str) -> BlockSpec:
     )
 
 
+def default_channels(name: str, channels: int | None) -> int:
+    """``channels``, or the target's default input width when None (networks take an image: 3);
+    ``ValueError`` when the target has none (every block: its width is the user's to choose)."""
+    if channels is not None:
+        return channels
+    s = spec(name)
+    if s.default_channels is None:
+        raise ValueError(f"target {name!r} needs channels (--channels C): it has no default input width")
+    return s.default_channels
+
+
 def resolve_channels(
     name: str, channels: int, key_channels: int | None, value_channels: int | None
 ) -> tuple[int, int]:
@@ -224,7 +247,7 @@ def configure(block: str | Config, **kwargs: Any) -> Config:
 
 def build(
     name: str,
-    channels: int,
+    channels: int | None,
     key_channels: int | None = None,
     value_channels: int | None = None,
     *,
@@ -242,6 +265,7 @@ def build(
     torch.Size([2, 32, 16, 12])
     """
     s = spec(name)
+    channels = default_channels(name, channels)
     ck, cv = resolve_channels(name, channels, key_channels, value_channels)
     if impl not in s.impls:
         raise ValueError(f"block {name!r} has no impl {impl!r}; allowed: {', '.join(s.impls)}")
@@ -250,7 +274,7 @@ def build(
         allowed = ", ".join(f"{k}={v!r}" for k, v in s.options.items()) or "none"
         raise ValueError(f"block {name!r} has no option(s) {', '.join(unknown)}; allowed: {allowed}")
     if s.standard_contract:
-        return s.cls(channels, ck, cv, impl=impl, **options)
+        return s.cls(channels, ck, cv, impl=impl, **dict(s.preset), **options)
     return _construct(s, dict(channels=channels, key_channels=ck, value_channels=cv, impl=impl), options)
 
 
