@@ -298,7 +298,12 @@ class Config:
         grid="channels",
         read=int,
         check=_positive("channels"),
-        flag=dict(flag="--channels", type="positive_int", metavar="C", required=True),
+        flag=dict(
+            flag="--channels",
+            type="positive_int",
+            metavar="C",
+            help="the input's channels; required for a block, a network's default is 3 (an image)",
+        ),
     )
     key_channels: int = setting(
         grid="key_channels",
@@ -391,8 +396,12 @@ class Config:
             if kw in ("block", "**") or f.name in values:
                 continue
             value = given.get(kw, default_of(f))
-            if kw == "channels" and value in (MISSING, None) and target.default_channels is not None:
+            if kw == "channels" and value in (MISSING, None):
                 value = target.default_channels
+                if value is None:
+                    raise ValueError(
+                        f"target {target.name!r} needs channels (--channels C): it has no default input width"
+                    )
             if value is MISSING:
                 raise ValueError(f"{kw} is required")
             if kw == "size":
