@@ -342,13 +342,14 @@ def _key(values: dict[str, Any]) -> Key:
             except (json.JSONDecodeError, TypeError) as e:
                 raise ValueError(f"options {v!r} are not JSON") from e
         elif c == "path":
-            out.append(_cell(v) or "reference")  # rows written before paths existed are reference rows
+            out.append(cell_text(v) or "reference")  # rows written before paths existed are reference rows
         else:
-            out.append(_cell(v))
+            out.append(cell_text(v))
     return tuple(out)
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """How a value is written to a CSV cell (and compared in a key): ``str(value)``, None as empty."""
     return "" if value is None else str(value)
 
 

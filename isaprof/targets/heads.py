@@ -174,7 +174,7 @@ for _block, _cls in HEADS.values():
 
 def register_heads() -> list[str]:
     """The heads' target names. They are declared in the catalogue (:mod:`isaprof.targets`), reachable by name
-    (``isaprof.profile("isa_head", ...)``) but not among ``names()``; kept for callers of the first API."""
+    (``isaprof.profile("isa_head", ...)``) but not among ``names()``: nothing is registered here."""
     return list(HEADS)
 
 
