@@ -231,7 +231,7 @@ def build(
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _ADOPTED: dict[str, BlockSpec] = {}
 _PATHS: dict[str, BlockSpec] = {}
-# The entry-point group plugins declare: a public contract, kept from before the package was isaprof.targets
+# The entry-point group plugins declare (a public contract: plugins name it in their packaging metadata)
 PLUGIN_GROUP = "isaprof.blocks"
 PLUGIN_ERRORS: dict[str, str] = {}  # entry point -> one-line reason it could not be registered
 _PLUGINS_LOADED = False
