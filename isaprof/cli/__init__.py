@@ -19,10 +19,10 @@ from typing import NoReturn
 
 import isaprof
 
-# Subcommand modules, in the order ``--help`` lists them.
+# Subcommand modules (``isaprof.cli.<name>_cmd``), in the order ``--help`` lists them.
 SUBCOMMANDS = (
-    "profile", "formula", "predict", "table", "list", "check", "factorize", "sweep", "reproduce", "verify",
-    "baseline", "report", "machine",
+    "profile", "formula", "predict", "table", "list", "check", "factorize", "sweep", "reproduce", "heads",
+    "bounds", "verify", "baseline", "report", "machine", "gpu_check",
 )  # fmt: skip
 
 

@@ -49,6 +49,8 @@ class OpensegHead(nn.Module):
     + BN + ReLU. Without ``block`` only the 3x3 conv (+ BN + ReLU) runs.
     """
 
+    block_module = "block"  # the attention block's submodule name
+
     def __init__(self, in_channels: int, channels: int, block: nn.Module | None = None) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -65,6 +67,8 @@ class OpensegHead(nn.Module):
 
 class RCCAHead(nn.Module):
     """CCNet's ``RCCAModule``, no classifier: conva, R x criss-cross, convb, bottleneck on [x, out]."""
+
+    block_module = "cca"  # the attention block's submodule name
 
     def __init__(
         self, in_channels: int, channels: int, key_channels: int, recurrence: int, impl: str = "naive"
@@ -83,6 +87,8 @@ class RCCAHead(nn.Module):
 
 class FCNStyleHead(nn.Module):
     """mmseg's ``NLHead`` shape: convs[0] 3x3 in->C, ``block``, convs[1] 3x3 C->C, conv_cat on [x, out]."""
+
+    block_module = "block"  # the attention block's submodule name
 
     def __init__(self, in_channels: int, channels: int, block: nn.Module) -> None:
         super().__init__()
@@ -169,7 +175,7 @@ class NLHead(FCNStyleHead):
 # name -> (the block inside, the head class), from the catalogue's declaration
 HEADS: dict[str, tuple[str, type[nn.Module]]] = {n: (b, globals()[c]) for n, (b, c) in DECLARED.items()}
 for _block, _cls in HEADS.values():
-    _cls.inner_block = _block  # which submodule is "the block" (head_shares)
+    _cls.inner_block = _block  # the registered name of the block inside (its submodule: block_module)
 
 
 def register_heads() -> list[str]:
