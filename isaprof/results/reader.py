@@ -36,7 +36,6 @@ KEY_COLUMNS = (
     "dtype device mode"
 ).split()
 STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
-FAILED = ("oom", "error")
 _NEEDED = ("block", "height", "width", "metric", "status")
 _INTS = ("batch", "channels", "height", "width")
 _NUMBERS = ("measured", "analytic", "spread")

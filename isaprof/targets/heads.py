@@ -172,10 +172,9 @@ class NLHead(FCNStyleHead):
         super().__init__(in_channels or channels, channels, inner)
 
 
-# name -> (the block inside, the head class), from the catalogue's declaration
+# name -> (the block inside, the head class), from the catalogue's declaration; the block is the head's
+# submodule ``block_module``
 HEADS: dict[str, tuple[str, type[nn.Module]]] = {n: (b, globals()[c]) for n, (b, c) in DECLARED.items()}
-for _block, _cls in HEADS.values():
-    _cls.inner_block = _block  # the registered name of the block inside (its submodule: block_module)
 
 
 def register_heads() -> list[str]:
