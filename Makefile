@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 RESULTS ?= reports/data
 SWEEP ?= reference/sweeps/report.toml
-# The efficiency table at the papers' sizes (97x97: CCNet's 769x769 crop; 128x128: ISA's and OCR's), meta path
-TABLE_ARGS ?= --channels 512 --mode both --device meta --format json
+# The efficiency table at each of the papers' sizes and their width (reference/papers.toml), meta path
+PAPERS = $(BIN)/python -m isaprof.targets.papers
+TABLE_ARGS ?= --mode both --device meta --format json
 
 # torch: on a machine without an NVIDIA driver take the CPU build instead of PyPI's multi-GB CUDA build:
 # a local wheel if pip's find-links has one (torch alone with --no-index, then its dependencies from the
@@ -41,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check isaprof tests benchmarks
 
 # The main job: sweep (resumable: an interrupted run continues), reproduce the papers' figures, the
-# efficiency tables at the papers' sizes (two at once), latency bounds (GPUs at the papers' sizes, this CPU
+# efficiency tables at the papers' sizes (in parallel), latency bounds (GPUs at the papers' sizes, this CPU
 # beside the sweep's latencies), connectivity pictures, then the Markdown report.
 # `make report FRESH=1` re-measures from scratch, this host's roofs included (a cached roof measured while the
 # machine was busy would understate it, and every CPU bound beside the latencies would then be too low).
@@ -50,9 +51,9 @@ report: $(STAMP)
 	$(if $(FRESH),$(BIN)/isaprof machine --remeasure > /dev/null)
 	$(BIN)/isaprof sweep $(SWEEP) --out $(RESULTS)
 	$(BIN)/isaprof reproduce --out $(RESULTS)
-	$(BIN)/isaprof table --size 97x97 $(TABLE_ARGS) --out $(RESULTS)/table_97x97.json & p=$$!; \
-		$(BIN)/isaprof table --size 128x128 $(TABLE_ARGS) --out $(RESULTS)/table_128x128.json; s=$$?; \
-		wait $$p && exit $$s
+	c=$$($(PAPERS) channels) && pids= && for hw in $$($(PAPERS) sizes); do \
+		$(BIN)/isaprof table --size $$hw --channels $$c $(TABLE_ARGS) --out $(RESULTS)/table_$$hw.json & \
+		pids="$$pids $$!"; done; s=0; for p in $$pids; do wait $$p || s=1; done; exit $$s
 	$(BIN)/isaprof heads $(RESULTS)
 	$(BIN)/isaprof bounds $(RESULTS)
 	$(BIN)/isaprof formula --all --channels 512 --size 61x59 --also-size 64x64 --jobs 2 --json --out $(RESULTS)/derived.json > /dev/null

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from isaprof import units
 from isaprof.cli._args import positive_int, size
 
 
@@ -115,10 +116,8 @@ def _footer(args: argparse.Namespace, rows: list, best: str | None, mbest: str |
 
 def _cell(value: object, unit: str | None) -> str:
     """A table cell: ``-`` for not measured, numbers scaled for reading (k/M/G MAC, KiB/MiB, ms)."""
-    from isaprof.cli.profile_cmd import fmt
-
     if value is None:
         return "-"
     if unit is None:
         return str(value)
-    return fmt(value, unit).replace(" ", "")
+    return units.quantity(value, unit).replace(" ", "")

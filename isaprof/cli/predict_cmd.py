@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from isaprof import units
 from isaprof.cli import _args, profile_cmd
 
 
@@ -55,30 +56,27 @@ def predict(args: argparse.Namespace, options: dict[str, Any], roofs: Any) -> di
     return bound_of(args.name, roofs, **_args.config_kwargs(args), **options)
 
 
-def _rate(tflops: float) -> str:
-    """``67.0 TFLOP/s``, or ``148.2 GFLOP/s`` below one TFLOP/s (a CPU)."""
-    return f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{tflops * 1e3:.1f} GFLOP/s"
-
-
 def table(r: dict[str, Any]) -> str:
     """A readable summary of :func:`predict`'s object."""
-    fmt = profile_cmd.fmt
+    fmt = units.quantity
     c = r["config"]
     fits = {True: "yes", False: "NO", None: "unknown"}[r["fits"]]
     lines = [
         f"LOWER BOUND (not a measurement) for {c['block']} B={c['batch']} C={c['channels']} "
         f"{c['height']}x{c['width']} {c['dtype']} {c['mode']} impl={c['impl']} on {r['device']}",
-        f"roofs: {_rate(r['matrix_tflops'])} ({r['peak_used']}), {r['bandwidth_gbs']:.1f} GB/s; "
+        f"roofs: {units.si(r['matrix_tflops'] * 1e12, 'FLOP/s', 3)} ({r['peak_used']}), "
+        f"{units.si(r['bandwidth_gbs'] * 1e9, 'B/s', 3)}; "
         f"ridge {r['ridge_flop_per_byte']:.1f} FLOP/byte",
         f"work: {fmt(r['flops'], 'FLOP')}, {fmt(r['bytes_moved'], 'byte')} moved "
         f"(intensity {r['intensity_flop_per_byte']:.2f} FLOP/byte)",
-        f"bound: {r['bound_ms']:.4f} ms = {r['compute_ms']:.4f} ms compute-bound + "
-        f"{r['memory_ms']:.4f} ms memory-bound",
-        f"peak memory {fmt(r['peak_bytes'], 'byte')} of {fmt(r['memory_bytes'], 'byte')}: fits {fits}",
+        f"bound: {units.ms(r['bound_ms'])} = {units.ms(r['compute_ms'])} compute-bound + "
+        f"{units.ms(r['memory_ms'])} memory-bound",
+        f"peak memory {fmt(r['peak_bytes'], 'byte', empty='-')} of "
+        f"{fmt(r['memory_bytes'], 'byte', empty='-')}: fits {fits}",
         f"{'op':<46} {'calls':>5} {'bound ms':>10} {'compute':>10} {'memory':>10}",
     ]
     for op, v in r["by_op"].items():
-        times = f"{v['bound_ms']:>10.4f} {v['compute_ms']:>10.4f} {v['memory_ms']:>10.4f}"
+        times = " ".join(f"{units.sig(v[k]):>10}" for k in ("bound_ms", "compute_ms", "memory_ms"))
         lines.append(f"{op:<46} {v['calls']:>5} {times}")
     if r["uncounted_ops"]:
         lines.append(

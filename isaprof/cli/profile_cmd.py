@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from isaprof import targets as blocks
+from isaprof import units
 from isaprof.cli import _args
 from isaprof.config import BACKENDS, DTYPES, LATENCY_PROTOCOLS, MODES, PATHS, normalize_device
 
@@ -106,26 +107,6 @@ def uncounted_line(uncounted: dict[str, int]) -> str:
     return f"ops with no FLOP formula, counted as 0 MACs: {ops}"
 
 
-def fmt(value: float | None, unit: str) -> str:
-    """A number with the unit scaled for reading: k/M/G/T MAC, FLOP or op; KiB..TiB; ms; counts."""
-    if value is None:
-        return "-"
-    if unit in ("MAC", "FLOP", "op"):
-        return _scaled(value, 1000.0, ("", "k", "M", "G", "T", "P"), unit)
-    if unit == "byte":
-        return _scaled(value, 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB"), "")
-    if unit == "ms":
-        return f"{value:.3f} ms"
-    return f"{value:,}"
-
-
-def _scaled(value: float, base: float, prefixes: tuple[str, ...], unit: str) -> str:
-    i = 0
-    while abs(value) >= base and i < len(prefixes) - 1:
-        value, i = value / base, i + 1
-    return f"{value:.3f} {prefixes[i]}{unit}" if i else f"{value:g} {prefixes[0]}{unit}"
-
-
 def table(record: Any) -> str:
     """A readable table of a :class:`isaprof.profiling.profiler.Record`."""
     rows = record.rows()
@@ -145,7 +126,8 @@ def table(record: Any) -> str:
         diff = f"{(a - m) / m:+.2%}" if m and a is not None else "-"
         if r["metric"] == "latency_ms":
             diff = f"IQR {r['spread']:.3f}"
-        lines.append(f"{r['metric']:<12} {fmt(m, r['unit']):>20} {fmt(a, r['unit']):>20} {diff:>9}")
+        shown = (units.quantity(v, r["unit"], empty="-") for v in (m, a))
+        lines.append(f"{r['metric']:<12} {next(shown):>20} {next(shown):>20} {diff:>9}")
     ph, pw, h, w = c["padded_height"], c["padded_width"], c["height"], c["width"]
     if ph and int(ph) * int(pw) > 2 * h * w:  # padding beyond rounding up to the factor
         lines.append(

@@ -12,6 +12,7 @@ import dataclasses
 import json
 from typing import Any
 
+from isaprof import units
 from isaprof.cli._args import factor, positive_int, size
 from isaprof.targets import names, spec
 
@@ -117,14 +118,15 @@ def _as_json(r: Any) -> dict[str, Any]:
     return d
 
 
-def _fmt(values: tuple[float, ...]) -> str:
-    return " > ".join(f"{v:.3f}" for v in values) or "-"
+def _fractions(values: tuple[float, ...]) -> str:
+    """Connected fractions per stage, three decimals: ``0.250 > 1.000``; ``-`` when none."""
+    return " > ".join(units.fixed(v, 3) for v in values) or "-"
 
 
 def _runs(empirical: tuple[tuple[str, float], ...]) -> str:
     if len(empirical) == 1:
-        return f"{empirical[0][1]:.3f}"
-    return "; ".join(f"{label} {v:.3f}" for label, v in empirical) or "-"
+        return units.fixed(empirical[0][1], 3)
+    return "; ".join(f"{label} {units.fixed(v, 3)}" for label, v in empirical) or "-"
 
 
 def _table(results: list[Any]) -> str:
@@ -157,7 +159,7 @@ def _table(results: list[Any]) -> str:
                 r.block,
                 f"{r.size[0]}x{r.size[1]}",
                 opts,
-                _fmt(r.fractions),
+                _fractions(r.fractions),
                 paths,
                 str(r.stages_needed or "never"),
                 _runs(r.empirical),

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from isaprof.config import BACKENDS
 from isaprof.formulas.base import Cost
 
 SOFTMAX_OPS = 5
 BN_OPS = 2
 RELU_OPS = 1
 POOL2X2_OPS = 3
-SDPA_BACKENDS = (None, "math", "flash", "efficient", "cudnn")  # efficient, cudnn: CUDA fused kernels
+SDPA_BACKENDS = (None, *BACKENDS)  # None: PyTorch's choice; efficient, cudnn: CUDA fused kernels
 
 
 def conv1x1_params(cin: int, cout: int, *, bias: bool = True) -> int:

@@ -1,4 +1,5 @@
-"""Load saved results (tidy CSV, machine JSON) and pick the slices the report draws.
+"""Load saved results (tidy CSV) and pick the slices the report draws (``machine.json``: read through
+:mod:`isaprof.roofline.schema`).
 
 Reads files only: this module never builds or runs a model. Column names and units follow the tidy row
 schema of ``docs/ARCHITECTURE.md``; values stay raw (MACs, FLOPs, bytes, ms) until :mod:`.tables` formats.
@@ -8,10 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -95,58 +94,6 @@ def _latest_frame(path: Path) -> pd.DataFrame:
     writer.writerows(table.latest())
     buf.seek(0)
     return pd.read_csv(buf, keep_default_na=True, dtype={"factor": str, "options": str, "error": str})
-
-
-def read_machine(path: str | Path) -> dict[str, Any]:
-    """The sweep's ``machine.json`` (per-device matmul peak in GFLOP/s, environment); ``{}`` if absent."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        with path.open() as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun `isaprof sweep`") from None
-
-
-def matmul_peak_gflops(machine: dict[str, Any], device: str, dtype: str = "float32") -> float | None:
-    """The measured matmul peak of ``device`` in GFLOP/s, or ``None`` if the sweep did not record it.
-
-    ``dtype`` ``bfloat16``/``float16``: the bf16 peak where measured (CUDA), else ``None``. Accepts the
-    current ``{device: {"matmul_gflops": x}}`` and the older ``{device: {"matmul_peak_gflops": x}}``,
-    ``{"peak_gflops": {device: x}}`` and ``"machines"`` list of ``{"device": ..., "peak_gflops": x}``.
-    """
-    if dtype in ("bfloat16", "float16"):
-        return _roof(machine, device, ("matmul_bf16_gflops",))
-    return _roof(machine, device, ("matmul_gflops", "matmul_peak_gflops", "peak_gflops"))
-
-
-def bandwidth_gbs(machine: dict[str, Any], device: str) -> float | None:
-    """The measured memory bandwidth (STREAM) of ``device`` in GB/s (1e9 byte/s), or ``None``."""
-    return _roof(machine, device, ("bandwidth_gbs",))
-
-
-def _roof(machine: dict[str, Any], device: str, keys: tuple[str, ...]) -> float | None:
-    entry = machine.get(device)
-    for key in keys:
-        if isinstance(entry, dict) and entry.get(key):
-            return float(entry[key])
-        legacy = machine.get(key)
-        if isinstance(legacy, dict) and legacy.get(device):
-            return float(legacy[device])
-        for m in machine.get("machines", []):
-            if isinstance(m, dict) and m.get("device") == device and m.get(key):
-                return float(m[key])
-    return None
-
-
-def environment(machine: dict[str, Any]) -> dict[str, Any]:
-    """The environment recorded in ``machine.json`` (``"environment"``, or each machine's ``"env"``)."""
-    env = dict(machine.get("environment", {}))
-    for m in machine.get("machines", []):
-        for k, v in (m.get("env") or {}).items():
-            env.setdefault(k, v)
-    return env
 
 
 def ok(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The report's opening section: the efficiency table at the papers' two settings, then findings computed
 from the results folder (never typed): where each block becomes cheaper than dense, the best ISA factor at
-97x97 against (8, 8), which published claims hold here.
+the factor grid's size against (8, 8), which published claims hold here.
 
 Reads ``table_<H>x<W>.json`` (written by ``isaprof table ... --format json``), ``results.csv`` (sweep) and
 ``reproduction.csv`` (``isaprof reproduce``). Never runs a model.
@@ -15,13 +15,10 @@ import pandas as pd
 
 from isaprof.report import data, tables
 from isaprof.studies import table as tbl
+from isaprof.targets import papers
 
-# The papers' settings: (size, what it is). 97x97 = CCNet's feature map of a 769x769 crop (stride 8);
-# 128x128 = ISA's and OCR's complexity comparison (a 1024x1024 input at stride 8).
-SETTINGS = (
-    ((97, 97), "CCNet's feature map of a 769x769 crop (output stride 8)"),
-    ((128, 128), "ISA's and OCR's complexity comparison"),
-)
+# The papers' settings: (size, what it is), from reference/papers.toml.
+SETTINGS = tuple((s.size, s.what) for s in papers.SETTINGS)
 # What the findings compare with dense: (metric, mode, words).
 CROSSOVER = (
     ("macs", "inference", "FLOPs"),

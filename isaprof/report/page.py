@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from isaprof import units
 from isaprof.report import data, derived, efficiency, plots, tables
 from isaprof.report.bounds import bounds_section
 from isaprof.report.heads import heads_section
+from isaprof.roofline import schema
 
 HEATMAP_METRICS = (
     ("macs", "inference", "MACs", "GMAC", 1e9),
@@ -33,7 +35,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     df = data.read_results(results_dir / "results.csv")
-    machine = data.read_machine(results_dir / "machine.json")
+    machine = schema.read_machine(results_dir / schema.MACHINE)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(results_dir / "results.csv", out_dir / "tables" / "results.csv")
@@ -55,7 +57,8 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
     parts = [
         "# isaprof report",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from `{results_dir}` "
-        f"({len(df)} tidy rows, {df['block'].nunique()} blocks). FLOPs = 2 x MACs; memory in MiB (2^20 B); "
+        f"({units.plural(len(df), 'tidy row')}, {units.plural(df['block'].nunique(), 'block')}). "
+        "FLOPs = 2 x MACs; memory in MiB (2^20 B); "
         "peak memory = live tensor storage allocated during the call (parameters and input excluded).",
         efficiency.section(results_dir, df, notes),  # the efficiency table at the papers' sizes, first
         _scaling_section(df, out_dir, notes, svg),
@@ -237,8 +240,8 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
             "roofline: the results hold no bytes_moved rows, so no arithmetic intensity; the figure says so."
         )
     for device, sub in sorted(tp.groupby("device"), key=lambda kv: data.DEVICE_PREFERENCE.get(kv[0], 3)):
-        peak = data.matmul_peak_gflops(machine, device)
-        bw = data.bandwidth_gbs(machine, device)
+        peak = schema.matmul_peak_gflops(machine, device)
+        bw = schema.bandwidth_gbs(machine, device)
         if bw is None:
             notes.append(f"roofline ({device}): machine.json has no bandwidth_gbs, memory roof not drawn.")
         name = "roofline.png" if device == "cpu" else f"roofline_{device}.png"
@@ -361,7 +364,7 @@ def _failure_section(df: pd.DataFrame, out_dir: Path) -> str:
 
 
 def _environment_section(df: pd.DataFrame, machine: dict, results_dir: Path, out_dir: Path) -> str:
-    env = data.environment(machine)
+    env = schema.environment(machine)
     for col in ("torch", "device_name", "threads", "host"):
         vals = sorted(df[col].dropna().astype(str).unique())
         if vals and col not in env:
@@ -370,7 +373,7 @@ def _environment_section(df: pd.DataFrame, machine: dict, results_dir: Path, out
     if not stamps.empty:
         env["measured"] = f"{stamps.min()} .. {stamps.max()}"
     for dev in ("cpu", "cuda"):
-        peak = data.matmul_peak_gflops(machine, dev)
+        peak = schema.matmul_peak_gflops(machine, dev)
         if peak:
             env[f"{dev} fp32 matmul peak"] = f"{peak:.1f} GFLOP/s"
     lines = [
@@ -401,7 +404,7 @@ def _flow_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
             "size": ["{}x{}".format(*r["size"]) for r in rows],
             "options": [", ".join(f"{k}={v}" for k, v in r["options"].items()) or "defaults" for r in rows],
             "pairs reached per stage (structural)": [
-                " > ".join(f"{f:.3g}" for f in r["fractions"]) for r in rows
+                " > ".join(units.sig(f, 3, trim=True) for f in r["fractions"]) for r in rows
             ],
             "paths per pair": [f"{r['paths_min']}..{r['paths_max']}" for r in rows],
             "stages needed": [r["stages_needed"] if r["stages_needed"] else "never" for r in rows],

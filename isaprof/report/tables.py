@@ -11,9 +11,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from isaprof import units
 from isaprof.report import data
+from isaprof.roofline import schema
+from isaprof.studies.table import BASELINE  # the block every other is compared with
 
-BASELINE = "dense"
 TIE = 1e-3  # factors within 0.1% of the grid's minimum count as tied optima
 MIN_SPAN = 2.0  # a fitted exponent needs sizes spanning at least this factor in N
 # (metric, mode) pairs the scaling figures and tables cover, with a label and the unit they are drawn in.
@@ -215,9 +217,9 @@ def throughput(df: pd.DataFrame, machine: dict) -> pd.DataFrame:
     else:
         t = t.merge(_by_config(moved, "bytes_moved"), on=data.CONFIG, how="left")
     t["gflops"] = t["flops"] / (t["latency_ms"] / 1e3) / 1e9
-    peak = [data.matmul_peak_gflops(machine, d, dt) for d, dt in zip(t["device"], t["dtype"], strict=True)]
+    peak = [schema.matmul_peak_gflops(machine, d, dt) for d, dt in zip(t["device"], t["dtype"], strict=True)]
     t["peak_gflops"] = pd.to_numeric(pd.Series(peak, index=t.index, dtype=object), errors="coerce")
-    bw = [data.bandwidth_gbs(machine, d) for d in t["device"]]
+    bw = [schema.bandwidth_gbs(machine, d) for d in t["device"]]
     t["bandwidth_gbs"] = pd.to_numeric(pd.Series(bw, index=t.index, dtype=object), errors="coerce")
     t["fraction"] = t["gflops"] / t["peak_gflops"]
     t["intensity"] = t["flops"] / pd.to_numeric(t["bytes_moved"], errors="coerce")
@@ -246,7 +248,7 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
     return bad[cols].drop_duplicates().reset_index(drop=True)
 
 
-# --- formatting (the only place numbers become text) ---------------------------------------------------
+# --- formatting (through isaprof.units, the one number formatter) --------------------------------------
 
 _UNITS = {
     "macs": (1e9, "GMAC"),
@@ -261,13 +263,12 @@ def fmt(value: float | None, metric: str = "", digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or pd.isna(value):
         return ""
     scale, unit = _UNITS.get(metric, (1.0, ""))
-    x = value / scale
-    text = f"{x:,.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"  # 2,417 ms, not 2.42e+03 ms
-    return f"{text} {unit}".strip()
+    return f"{units.sig(value / scale, digits, trim=True)} {unit}".strip()  # 2,417 ms, not 2.42e+03 ms
 
 
 def markdown(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    """A GitHub Markdown table of ``df`` (floats with ``floatfmt``, NaN as empty)."""
+    """A GitHub Markdown table of ``df``: floats through :func:`isaprof.units.by_spec` with ``floatfmt``
+    (``".3g"``: 3 significant digits, an integer from 1,000 on; ``".2f"``; ``".1%"``), NaN as empty."""
     if df.empty:
         return "_(none)_"
     head = "| " + " | ".join(str(c) for c in df.columns) + " |"
@@ -277,7 +278,7 @@ def markdown(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
         cells = []
         for v in row:
             if isinstance(v, float):
-                cells.append("" if not math.isfinite(v) else format(v, floatfmt))
+                cells.append(units.by_spec(v, floatfmt))
             else:
                 cells.append("" if v is None or v is pd.NA else str(v).replace("|", "\\|"))
         body.append("| " + " | ".join(cells) + " |")

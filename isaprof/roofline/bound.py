@@ -10,7 +10,8 @@ measurement: it ignores launch overheads, caches (bytes are the compulsory traff
 ``compute_ms`` / ``memory_ms`` split ``bound_ms`` by which roof limits each call (their sum is ``bound_ms``);
 ``flops_ms`` / ``bytes_ms`` are the totals' own times (all FLOPs at peak, all bytes at bandwidth).
 
-Convolutions may have their own peak (``Roofs.conv_flops``): in float32 PyTorch runs matrix products on
+Convolutions may have their own peak (``Roofs.conv_flops``; :class:`Roofs` and the ``machine.json`` schema
+live in :mod:`isaprof.roofline.schema`): in float32 PyTorch runs matrix products on
 FP32 CUDA cores (``torch.backends.cuda.matmul.allow_tf32`` is False by default) but cuDNN convolutions on
 TF32 tensor cores (``torch.backends.cudnn.allow_tf32`` is True by default), so a float32 GPU bound divides
 convolution FLOPs by the TF32 peak: with the FP32 peak it would not be a bound.
@@ -26,11 +27,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from isaprof.roofline.schema import Roofs
+
 NOT_A_MEASUREMENT = "a lower bound from datasheet/measured roofs, not a measurement"
-# The ops cuDNN runs (forward and backward): in float32 on TF32 tensor cores by PyTorch's default.
-CONV_OPS = frozenset(
-    ("aten.convolution", "aten._convolution", "aten.cudnn_convolution", "aten.convolution_backward")
-)
 
 
 @dataclass(frozen=True)
@@ -41,30 +40,6 @@ class OpCost:
     flops: int
     bytes: int
     calls: int = 1
-
-
-@dataclass(frozen=True)
-class Roofs:
-    """A device's roofs: ``matrix_flops`` (FLOP/s of matrix ops in the dtype at hand, ``peak`` names which
-    peak), ``bandwidth`` (bytes/s), ``memory_bytes`` (None: unknown), ``conv_flops`` (FLOP/s of
-    :data:`CONV_OPS` where it differs from ``matrix_flops``, else None)."""
-
-    device: str
-    matrix_flops: float
-    bandwidth: float
-    peak: str
-    memory_bytes: int | None = None
-    conv_flops: float | None = None
-
-    def flops_of(self, op: str) -> float:
-        """The FLOP/s roof of ``op`` (``"aten.mm"``): ``conv_flops`` for convolutions if set."""
-        return self.conv_flops if self.conv_flops and op in CONV_OPS else self.matrix_flops
-
-    def __post_init__(self) -> None:
-        if not (self.matrix_flops > 0 and self.bandwidth > 0):
-            raise ValueError(
-                f"roofs of {self.device} must be positive: {self.matrix_flops}, {self.bandwidth}"
-            )
 
 
 @dataclass(frozen=True)
@@ -85,7 +60,7 @@ class Bound:
     @property
     def ridge(self) -> float:
         """The device's ridge point for matrix products in FLOP/byte (matrix peak / bandwidth)."""
-        return self.roofs.matrix_flops / self.roofs.bandwidth
+        return self.roofs.ridge
 
     def to_json(self, peak_bytes: int | None = None) -> dict[str, Any]:
         """The ``isaprof predict --json`` object; ``fits`` null when memory or the peak is unknown."""
@@ -93,10 +68,7 @@ class Bound:
         return {
             "what": NOT_A_MEASUREMENT,
             "device": self.roofs.device,
-            "peak_used": self.roofs.peak,
-            "matrix_tflops": self.roofs.matrix_flops / 1e12,
-            "conv_tflops": (self.roofs.conv_flops or self.roofs.matrix_flops) / 1e12,
-            "bandwidth_gbs": self.roofs.bandwidth / 1e9,
+            **self.roofs.columns(),
             "bound_ms": self.bound_ms,
             "compute_ms": self.compute_ms,
             "memory_ms": self.memory_ms,
@@ -163,14 +135,10 @@ def cpu_roofs(dtype: str = "float32", machine: Mapping[str, Any] | None = None) 
 
         machine = machine_roofs().get("cpu", {})
     try:
-        flops, bandwidth = float(machine["matmul_gflops"]) * 1e9, float(machine["bandwidth_gbs"]) * 1e9
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"machine roofs lack matmul_gflops / bandwidth_gbs: {dict(machine)!r}") from None
-    try:
         memory: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         memory = None
-    return Roofs("cpu (measured)", flops, bandwidth, "measured fp32 matmul peak (isaprof machine)", memory)
+    return Roofs.measured(machine, "cpu (measured)", "measured fp32 matmul peak (isaprof machine)", memory)
 
 
 def gpu_roofs(name: str, dtype: str = "float32", tf32: bool = False) -> Roofs:
@@ -179,15 +147,7 @@ def gpu_roofs(name: str, dtype: str = "float32", tf32: bool = False) -> Roofs:
     the GPU has them (PyTorch's defaults, see the module docstring)."""
     from isaprof.roofline import devices
 
-    d = devices.get(name)
-    if tf32 and dtype != "float32":
-        raise ValueError(f"--tf32 applies to float32 only, not {dtype}")
-    flops, which = d.matrix_peak(dtype, tf32)
-    conv = None
-    if dtype == "float32" and not tf32 and d.tf32_tflops:
-        conv, _ = d.matrix_peak(dtype, True)
-        which += "; convolutions on TF32 tensor cores (cuDNN's default)"
-    return Roofs(d.key, flops, d.bandwidth, f"{which}, {d.source}", d.memory_bytes, conv)
+    return devices.get(name).roofs(dtype, tf32)
 
 
 def roofs_for(device: str, dtype: str = "float32", tf32: bool = False) -> Roofs:

@@ -1,4 +1,5 @@
-"""The catalogue of GPUs (``reference/devices.toml``): datasheet roofs per device. No torch.
+"""The catalogue of GPUs (``reference/devices.toml``): datasheet figures per device, each turned into the
+one :class:`~isaprof.roofline.schema.Roofs` type by :meth:`Device.roofs`. No torch.
 
 Units: TFLOP/s, GB/s and GB as the catalogue stores them; :class:`Device` converts to FLOP/s and bytes.
 """
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from isaprof.config import REFERENCE
+from isaprof.roofline.schema import Roofs
 
 CATALOGUE = REFERENCE / "devices.toml"
 REQUIRED = ("name", "fp32_tflops", "bandwidth_gbs", "memory_gb", "source", "url")
@@ -49,6 +51,20 @@ class Device:
         if value is None:
             raise ValueError(f"{self.key} has no {choice[1]} (its datasheet lists none)")
         return value * 1e12, choice[1]
+
+    def roofs(self, dtype: str = "float32", tf32: bool = False) -> Roofs:
+        """The device's :class:`Roofs` for matrix ops in ``dtype`` (``ValueError`` if it has no such peak).
+        float32 without ``tf32``: matrix products on FP32 CUDA cores, convolutions on TF32 tensor cores
+        where the GPU has them (PyTorch's defaults: ``torch.backends.cudnn.allow_tf32`` is True,
+        ``torch.backends.cuda.matmul.allow_tf32`` False)."""
+        if tf32 and dtype != "float32":
+            raise ValueError(f"--tf32 applies to float32 only, not {dtype}")
+        flops, which = self.matrix_peak(dtype, tf32)
+        conv = None
+        if dtype == "float32" and not tf32 and self.tf32_tflops:
+            conv, _ = self.matrix_peak(dtype, True)
+            which += "; convolutions on TF32 tensor cores (cuDNN's default)"
+        return Roofs(self.key, flops, self.bandwidth, f"{which}, {self.source}", self.memory_bytes, conv)
 
     @property
     def bandwidth(self) -> float:

@@ -7,8 +7,8 @@ what it writes)::
 ``RESULTS_DIR/bounds.csv`` gets one tidy row per (scope, configuration, device, metric):
 
 * ``scope = "papers"``: every built-in block and implementation (``sdpa`` counted as the fused flash
-  kernel) at :data:`SIZES` (CCNet's 97x97, ISA's and OCR's 128x128), C = 512, B = 1, inference, in
-  :data:`DTYPES` on each GPU of :data:`GPUS`; metrics ``bound_ms``, ``compute_ms``, ``memory_ms`` (ms),
+  kernel) at :data:`SIZES` (the papers' feature maps, ``reference/papers.toml``), their C, B = 1, inference,
+  in :data:`DTYPES` on each GPU of :data:`GPUS`; metrics ``bound_ms``, ``compute_ms``, ``memory_ms`` (ms),
   ``flops`` (FLOP), ``bytes_moved`` (byte). A GPU without a peak for the dtype (V100: no BF16) gets one
   ``skipped`` row saying so.
 * ``scope = "cpu"``: each configuration with a ``latency_ms`` row on ``cpu`` in ``results.csv``, its
@@ -29,12 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from isaprof.config import CONFIG_COLUMNS
-from isaprof.roofline.bound import Counted, Roofs, count, cpu_roofs, gpu_roofs
+from isaprof.roofline import schema
+from isaprof.roofline.bound import Counted, count, cpu_roofs, gpu_roofs
+from isaprof.roofline.schema import Roofs
+from isaprof.targets import papers
 
 BOUNDS = "bounds.csv"
 GPUS = ("v100", "a100-80gb", "h100-sxm")
-SIZES = ((97, 97), (128, 128))  # CCNet's 769x769 crop / 8; ISA's and OCR's 1024x1024 / 8
-CHANNELS = 512
+SIZES = papers.SIZES  # the papers' feature maps (reference/papers.toml)
+CHANNELS = papers.CHANNELS
 DTYPES = ("float32", "bfloat16")
 ROOF_COLUMNS = ["peak_used", "matrix_tflops", "conv_tflops", "bandwidth_gbs", "roofs_from"]
 COLUMNS = ["scope", *[c for c in CONFIG_COLUMNS if c != "device"], "device", *ROOF_COLUMNS]
@@ -46,18 +49,9 @@ METRICS += (("flops", "FLOP"), ("bytes_moved", "byte"))
 def _rows(scope: str, counted: Counted, roofs: Roofs, roofs_from: str) -> list[dict[str, Any]]:
     """The metric rows of one configuration's bound on ``roofs``."""
     pred = counted.predict(roofs)
-    base = {"scope": scope, **{c: counted.config.get(c, "") for c in CONFIG_COLUMNS}, **_roofs(roofs)}
+    base = {"scope": scope, **{c: counted.config.get(c, "") for c in CONFIG_COLUMNS}, **roofs.columns()}
     base.update(device=roofs.device, roofs_from=roofs_from, spread="", status="ok", error="")
     return [{**base, "metric": m, "value": pred[m], "unit": u} for m, u in METRICS]
-
-
-def _roofs(roofs: Roofs) -> dict[str, Any]:
-    return {
-        "peak_used": roofs.peak,
-        "matrix_tflops": roofs.matrix_flops / 1e12,
-        "conv_tflops": (roofs.conv_flops or roofs.matrix_flops) / 1e12,
-        "bandwidth_gbs": roofs.bandwidth / 1e9,
-    }
 
 
 def papers_rows(gpus: Iterable[str] = GPUS) -> list[dict[str, Any]]:
@@ -88,10 +82,8 @@ def papers_rows(gpus: Iterable[str] = GPUS) -> list[dict[str, Any]]:
 
 def _machine_cpu(results_dir: Path) -> tuple[dict[str, Any] | None, str]:
     """The sweep's cpu roofs from ``machine.json`` if it holds both, else None (use the host cache)."""
-    path = results_dir / "machine.json"
-    machine = json.loads(path.read_text()) if path.is_file() else {}
-    cpu = machine.get("cpu")
-    if isinstance(cpu, dict) and cpu.get("matmul_gflops") and cpu.get("bandwidth_gbs"):
+    cpu = schema.device_roofs(schema.read_machine(results_dir / schema.MACHINE), "cpu")
+    if cpu is not None:
         return cpu, f"machine.json (recorded by the sweep; {cpu.get('device_name') or 'unnamed CPU'})"
     from isaprof.roofline.roofs import machine_roofs
 

@@ -18,23 +18,12 @@ from typing import Any
 
 from isaprof.config import MODES
 from isaprof.profiling.profiler import profile
+from isaprof.targets import papers
 from isaprof.targets.heads import HEADS
 
-# The papers' head configurations (B = 1, fp32, backbone output stride 8), with where each comes from.
-HEAD_CONFIGS: tuple[dict[str, Any], ...] = (
-    {"head": "isa_head", "size": (128, 128), "in_channels": 2048, "channels": 512, "key_channels": 256,
-     "value_channels": 512, "options": {"factor": (8, 8)},
-     "source": "ISANet (Huang et al. 2019) Table: 2048x128x128 input, openseg ISA_Module"},
-    {"head": "dense_head", "size": (128, 128), "in_channels": 2048, "channels": 512, "key_channels": 256,
-     "value_channels": 256, "options": {},
-     "source": "ISANet's self-attention baseline, openseg BaseOC_Module"},
-    {"head": "rcca_head", "size": (97, 97), "in_channels": 2048, "channels": 512, "key_channels": 64,
-     "value_channels": 512, "options": {"recurrence": 2},
-     "source": "CCNet (Huang et al. ICCV 2019): 769x769 crop / 8, R = 2, RCCAModule"},
-    {"head": "nl_head", "size": (97, 97), "in_channels": 2048, "channels": 512, "key_channels": 256,
-     "value_channels": 256, "options": {},
-     "source": "mmseg nonlocal_r50-d8 769x769 Cityscapes: NLHead, reduction 2"},
-)  # fmt: skip
+# The papers' head configurations (B = 1, fp32, backbone output stride 8), with where each comes from:
+# reference/papers.toml.
+HEAD_CONFIGS: tuple[dict[str, Any], ...] = papers.HEADS
 COLUMNS = [
     "head", "block", "mode", "metric", "unit", "head_value", "block_value", "share",
     "height", "width", "in_channels", "channels", "key_channels", "value_channels", "options", "source",

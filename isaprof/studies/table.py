@@ -23,10 +23,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from isaprof import units
 
 BASELINE = "dense"
 MODES = ("inference", "train", "both")
@@ -141,38 +142,15 @@ def _scaled(m: Mapping[str, Any]) -> dict[str, Any]:
 
 def fmt_value(column: str, value: Any) -> str:
     """A cost in its display unit: params with thousands separators, others 4 significant digits
-    (fixed-point, separators from 10,000 on); empty for ``None``."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    if column == "params":
-        return f"{int(value):,}"
-    x = float(value)
-    if abs(x) >= 10_000:
-        return f"{x:,.0f}"
-    return _fixed(x, 4)
-
-
-def _fixed(x: float, sig: int) -> str:
-    """``x`` to ``sig`` significant digits in fixed-point notation (no exponent)."""
-    if x == 0:
-        return "0"
-    decimals = max(0, sig - 1 - math.floor(math.log10(abs(x))))
-    return f"{x:.{decimals}f}"
+    (fixed-point, an integer with separators from 10,000 on); empty for ``None``."""
+    return units.integer(value) if column == "params" else units.sig(value, 4)
 
 
 def fmt_ratio(ratio: float | None, latex: bool = False) -> str:
-    """``0.1463`` -> ``"0.146x (85.4% saved)"``; above 1: ``"3.20x (220.0% more)"``; ``1`` -> ``"1x"``.
-    The ratio has :data:`RATIO_DIGITS` significant digits, the percentage :data:`SAVED_DECIMALS` decimals
-    (both from the unrounded ratio). ``latex``: ``$\\times$`` and ``\\%``."""
-    if ratio is None or not math.isfinite(ratio):
-        return ""
-    times, pct = (r"$\times$", r"\%") if latex else ("x", "%")
-    text = f"{_fixed(ratio, RATIO_DIGITS)}{times}"
-    if ratio == 1:
-        return text
-    change = (1 - ratio) * 100
-    word = "saved" if change > 0 else "more"
-    return f"{text} ({abs(change):.{SAVED_DECIMALS}f}{pct} {word})"
+    """``0.1463`` -> ``"0.146x (85.4% saved)"``; above 1: ``"3.20x (220.0% more)"``; ``1`` -> ``"1.00x"``
+    (:func:`isaprof.units.ratio` with :data:`RATIO_DIGITS` significant digits). ``latex``: ``$\\times$``
+    and ``\\%``."""
+    return units.ratio(ratio, RATIO_DIGITS, decimals=SAVED_DECIMALS, latex=latex)
 
 
 def label(row: Mapping[str, Any]) -> str:

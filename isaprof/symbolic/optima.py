@@ -21,6 +21,7 @@ import numpy as np
 import sympy
 
 from isaprof.symbolic.trace import H, W
+from isaprof.targets import papers
 
 P_h, P_w, Q_h, Q_w = (sympy.Symbol(n, integer=True, positive=True) for n in ("P_h", "P_w", "Q_h", "Q_w"))
 P = sympy.Symbol("P", positive=True)  # P = P_h * P_w, relaxed to a real number for the derivative
@@ -129,7 +130,7 @@ def best_factors(factored: sympy.Expr, size: tuple[int, int], tie: float = 0.0) 
     }
 
 
-def isa_optimum(channels: int, sizes: tuple[tuple[int, int], ...] = ((97, 97), (128, 128)),
+def isa_optimum(channels: int, sizes: tuple[tuple[int, int], ...] = papers.SIZES,
                 impl: str = "naive") -> dict[str, Any]:  # fmt: skip
     """The JSON of ``derived.json``'s ``isa_optimum``: the factored expression, the optimum over
     P = P_h P_w and the integer optimum at each of ``sizes`` (inference, batch 1, the block's widths)."""

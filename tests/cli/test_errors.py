@@ -140,7 +140,7 @@ def _results(d: Path, header_only: bool = True) -> Path:
     "setup, words",
     [
         (lambda d: _results(d, header_only=False), "results.csv is not a readable results table"),
-        (lambda d: (_results(d) / "machine.json").write_text("garbage"), "machine.json is not valid JSON"),
+        (lambda d: (_results(d) / "machine.json").write_text("garbage"), "machine.json:1: not valid JSON"),
         (
             lambda d: (_results(d) / "reproduction.csv").write_text("a,b\n1,2\n"),
             "lacks the columns id, ratio",

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from isaprof.roofline.bound import Bound, OpCost, Roofs, bound
+from isaprof.roofline.bound import Bound, OpCost, bound
+from isaprof.roofline.schema import Roofs
 
 # A toy device: 100 GFLOP/s matrix peak, 10 GB/s bandwidth (ridge 10 FLOP/byte), 1 GB memory.
 ROOFS = Roofs("toy", matrix_flops=100e9, bandwidth=10e9, peak="toy peak", memory_bytes=10**9)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from isaprof.roofline.bound import OpCost, Roofs, bound, gpu_roofs, predict
+from isaprof.roofline.bound import OpCost, bound, gpu_roofs, predict
+from isaprof.roofline.schema import Roofs
 from isaprof.studies import bounds
 
 SMALL = ["--size", "16x16", "--channels", "32"]

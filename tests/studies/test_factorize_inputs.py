@@ -32,7 +32,7 @@ def test_analytic_only_measures_nothing(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert fake.devices == [] and "None" not in out
     assert "best by macs: analytic 1x4, measured: not run (--analytic-only)" in out
-    assert "12.480kMAC " in out and "KiB" in out  # readable: 12480 MAC for 1x1 at 6x4, C = 8 (formula)
+    assert "12.48kMAC " in out and "KiB" in out  # readable: 12480 MAC for 1x1 at 6x4, C = 8 (formula)
 
 
 def test_latency_noise_flagged_and_progress_on_stderr(capsys, monkeypatch):
