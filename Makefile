@@ -54,8 +54,8 @@ report: $(STAMP)
 	c=$$($(PAPERS) channels) && pids= && for hw in $$($(PAPERS) sizes); do \
 		$(BIN)/isaprof table --size $$hw --channels $$c $(TABLE_ARGS) --out $(RESULTS)/table_$$hw.json & \
 		pids="$$pids $$!"; done; s=0; for p in $$pids; do wait $$p || s=1; done; exit $$s
-	$(BIN)/python -m isaprof.studies.heads $(RESULTS)
-	$(BIN)/python -m isaprof.studies.bounds $(RESULTS)
+	$(BIN)/isaprof heads $(RESULTS)
+	$(BIN)/isaprof bounds $(RESULTS)
 	$(BIN)/isaprof formula --all --channels 512 --size 61x59 --also-size 64x64 --jobs 2 --json --out $(RESULTS)/derived.json > /dev/null
 	$(BIN)/isaprof verify --size 12x10 --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
@@ -90,7 +90,7 @@ baseline-update: $(STAMP)
 # allocator peak and latency against the meta path's predictions. Runs with the machine's own Python as it is
 # (no venv, no network): make gpu-check PYTHON=python3. Without CUDA it skips its CUDA parts and exits 0.
 gpu-check:
-	PYTHONPATH=. $(PYTHON) -m isaprof.studies.gpu_check --out $(RESULTS)/cuda
+	PYTHONPATH=. $(PYTHON) -m isaprof gpu-check --out $(RESULTS)/cuda
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -1,5 +1,5 @@
 """The one configuration type: defaults, one-line validation, the keyword round trip, the row schema, and
-the Python API's device / dtype / latency spellings (issue 13)."""
+the Python API's device / dtype / latency spellings."""
 
 from __future__ import annotations
 

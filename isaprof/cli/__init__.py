@@ -19,10 +19,10 @@ from typing import NoReturn
 
 import isaprof
 
-# Subcommand modules, in the order ``--help`` lists them.
+# Subcommands, in the order ``--help`` lists them; ``gpu-check`` lives in ``isaprof.cli.gpu_check_cmd``.
 SUBCOMMANDS = (
-    "profile", "formula", "predict", "table", "list", "check", "factorize", "sweep", "reproduce", "verify",
-    "baseline", "report", "machine",
+    "profile", "formula", "predict", "table", "list", "check", "factorize", "sweep", "reproduce", "heads",
+    "bounds", "verify", "baseline", "report", "machine", "gpu-check",
 )  # fmt: skip
 
 
@@ -42,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"isaprof {isaprof.version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
+        path = f"isaprof.cli.{name.replace('-', '_')}_cmd"
         try:
-            module = importlib.import_module(f"isaprof.cli.{name}_cmd")
+            module = importlib.import_module(path)
         except ModuleNotFoundError as e:
-            if e.name != f"isaprof.cli.{name}_cmd":
+            if e.name != path:
                 raise
             continue
         module.register(sub)

@@ -119,7 +119,7 @@ def jacobian_support(
     union = np.zeros((h * w, h * w), dtype=bool)  # (N, N)
     extra = EXTRA_DRAWS if extra_draws is None else extra_draws
     done, grew = 0, True
-    with _one_thread():  # tiny ops: intra-op threads only add overhead (15x slower on a loaded 2-core box)
+    with one_thread():  # tiny ops: intra-op threads only add overhead (15x slower on a loaded 2-core box)
         # at least `draws`, then on while a draw still reaches new pairs (one unlucky draw can zero an entry)
         while done < draws or (grew and done < draws + extra):
             before = int(union.sum())
@@ -129,7 +129,8 @@ def jacobian_support(
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
+    """Run the body with one intra-op torch thread; the previous thread count is restored on exit."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -95,7 +95,7 @@ def pair_stats(stages: list[Stage], real: np.ndarray, identity: bool) -> PairSta
         return _cross_chain(stages, identity)
     if len(stages) == 1 and isinstance(stages[0], Neighbours):
         return _neighbours(stages[0], real, identity)
-    return _dense_chain(stages, real, identity)
+    return dense_chain_stats(stages, real, identity)
 
 
 def pull(stages: list[Stage], query: int) -> np.ndarray:
@@ -236,8 +236,10 @@ def _neighbours(s: Neighbours, real: np.ndarray, identity: bool) -> PairStats:
     return PairStats(connected / (n * n), connected, n * n, 0 if per_query.min() < n else 1, 1)
 
 
-def _dense_chain(stages: list[Stage], real: np.ndarray, identity: bool) -> PairStats:
-    """General fallback: product of dense (N, N) supports, small grids only."""
+def dense_chain_stats(stages: list[Stage], real: np.ndarray, identity: bool) -> PairStats:
+    """Exact :class:`PairStats` of any chain by the product of its dense (N, N) supports: the general
+    method :func:`pair_stats` falls back to (and the reference its faster special cases agree with);
+    O(N^3) time and O(N^2) memory, small grids only."""
     prod = support(stages[0])  # (N, N)
     for s in stages[1:]:
         prod = support(s) @ prod  # (N, N)

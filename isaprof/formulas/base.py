@@ -74,7 +74,7 @@ class Cost:
 
 
 Formula = Callable[[Config], Cost]
-_FORMULAS: dict[str, Formula] = {}
+REGISTRY: dict[str, Formula] = {}  # target name -> formula: @formula's and the entry points'
 
 
 PLUGIN_GROUP = "isaprof.formulas"  # entry points: target name = "module:function"
@@ -93,7 +93,7 @@ def formula(name: str) -> Callable[[Formula], Formula]:
     """
 
     def deco(fn: Formula) -> Formula:
-        _FORMULAS[name] = fn
+        REGISTRY[name] = fn
         return fn
 
     return deco
@@ -102,7 +102,7 @@ def formula(name: str) -> Callable[[Formula], Formula]:
 def find(name: str) -> Formula | None:
     """The formula registered for ``name`` (here or by an ``isaprof.formulas`` entry point), or None."""
     _load_plugins()
-    return _FORMULAS.get(name)
+    return REGISTRY.get(name)
 
 
 def cost(cfg: Config, name: str | None = None) -> Cost:
@@ -117,7 +117,7 @@ def cost(cfg: Config, name: str | None = None) -> Cost:
 
 def known() -> list[str]:
     _load_plugins()
-    return sorted(_FORMULAS)
+    return sorted(REGISTRY)
 
 
 def _load_plugins() -> None:
@@ -135,7 +135,7 @@ def _load_plugins() -> None:
         except Exception as e:  # noqa: BLE001  one broken plugin must not break the others
             PLUGIN_ERRORS[ep.name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
             continue
-        _FORMULAS.setdefault(ep.name, fn)
+        REGISTRY.setdefault(ep.name, fn)
 
 
 def reset_plugins() -> None:

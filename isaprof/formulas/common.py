@@ -31,7 +31,6 @@ BN_OPS = 2
 RELU_OPS = 1
 POOL2X2_OPS = 3
 SDPA_BACKENDS = (None, *BACKENDS)  # None: PyTorch's choice; efficient, cudnn: CUDA fused kernels
-PEAK_BYTES_TODO = "peak_bytes not derived yet for this block: Cost.peak_bytes is empty"
 
 
 def conv1x1_params(cin: int, cout: int, *, bias: bool = True) -> int:

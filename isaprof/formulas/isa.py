@@ -142,7 +142,7 @@ def isa_inference_peak(cfg: Config) -> fp.Moment:
     for i, (name, maps, m, shapes) in enumerate(
         (("long-range", n * ph * pw, qh * qw, r1), ("short-range", n * qh * qw, ph * pw, r2))
     ):
-        s = stage_spec(cfg, maps, m, masked, _nhwc(shapes))
+        s = stage_spec(cfg, maps, m, masked, channels_last_regroup(shapes))
         found += [
             fp.Moment(f"{name} {x.name}", x.live, x.movable).plus({"stage input": inputs[i]})
             for x in stage_inference_moments(s)
@@ -154,7 +154,7 @@ def isa_inference_peak(cfg: Config) -> fp.Moment:
     return fp.peak_set(x.plus(masks) for x in found)
 
 
-def _nhwc(shapes: tuple) -> bool:
+def channels_last_regroup(shapes: tuple) -> bool:
     """Whether a stage input regrouped by ``shapes`` (see `memory.regroup`) is a channels-last view."""
     strides = fm.regroup_strides(shapes)
     return strides is not None and fm.is_channels_last(shapes[3], strides)
@@ -183,8 +183,8 @@ def isa_train_peak(cfg: Config) -> fp.Moment:
     full = n * c * qh * ph * qw * pw * b
     r1, r2, r3 = _regroups(n, c, qh, qw, ph, pw)
     specs = [
-        stage_spec(cfg, n * ph * pw, qh * qw, masked, _nhwc(r1)),
-        stage_spec(cfg, n * qh * qw, ph * pw, masked, _nhwc(r2)),
+        stage_spec(cfg, n * ph * pw, qh * qw, masked, channels_last_regroup(r1)),
+        stage_spec(cfg, n * qh * qw, ph * pw, masked, channels_last_regroup(r2)),
     ]
     prefixes = ("long-range ", "short-range ")
     found: list[fp.Moment] = []

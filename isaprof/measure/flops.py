@@ -204,7 +204,7 @@ class FlopCount:
         object.__setattr__(self, "macs", self.flops // 2)
 
 
-class _UncountedRecorder(TorchDispatchMode):
+class UncountedRecorder(TorchDispatchMode):
     """Counts the calls of every dispatched op that has no formula in ``registry``, is not free
     (:func:`is_free`) and is matmul-like by name or takes a floating tensor of >= 2 dimensions."""
 
@@ -251,7 +251,7 @@ def count_flops(fn: Callable[[], Any]) -> FlopCount:
     reported in ``uncounted`` (see :class:`FlopCount`). Works on real and fake tensors.
     """
     counter = flop_counter_mode()
-    recorder = _UncountedRecorder(counter.flop_registry)
+    recorder = UncountedRecorder(counter.flop_registry)
     with recorder, counter:
         fn()
     by_op = {str(op.__name__): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}

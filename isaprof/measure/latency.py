@@ -62,11 +62,11 @@ def measure_latency(fn: Callable[[], Any], protocol: str = "quick", device: str 
             fn()
             times.append(benchmark_timer() - start)
         calls = runs
-    median, iqr = _median_iqr(times)
+    median, iqr = median_iqr(times)
     return Latency(median * 1e3, iqr * 1e3, calls, warmup, threads, device, protocol)
 
 
-def _median_iqr(times: list[float]) -> tuple[float, float]:
+def median_iqr(times: list[float]) -> tuple[float, float]:
     """Median and inter-quartile range (75th - 25th percentile, linear interpolation) of ``times``."""
     if len(times) < 2:
         return times[0], 0.0

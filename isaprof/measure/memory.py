@@ -41,9 +41,6 @@ from torch.utils._pytree import tree_leaves
 
 from isaprof.measure.scratch import allocates_internally, held_bytes, op_name
 
-# CUDA caching allocator: blocks are multiples of 512 B (c10/cuda/CUDACachingAllocator.cpp, kMinBlockSize)
-CUDA_ROUND_BYTES = 512
-
 
 def round_up(nbytes: int, multiple: int) -> int:
     """``nbytes`` rounded up to a multiple of ``multiple`` (0 stays 0: empty tensors allocate nothing)."""

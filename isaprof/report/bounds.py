@@ -1,7 +1,7 @@
 """The "latency lower bounds" section: every block's roofline bound on catalogued GPUs at the papers'
 sizes, and on this CPU beside the measured latency.
 
-Reads ``RESULTS_DIR/bounds.csv`` (written by ``python -m isaprof.studies.bounds RESULTS_DIR``); torch-free.
+Reads ``RESULTS_DIR/bounds.csv`` (written by ``isaprof bounds RESULTS_DIR``); torch-free.
 """
 
 from __future__ import annotations
@@ -105,9 +105,7 @@ def cpu_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def bounds_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     """Markdown for the section ('' with a note when ``bounds.csv`` is missing)."""
-    df = data.side_table(
-        results_dir, BOUNDS_FILE, REQUIRED, "python -m isaprof.studies.bounds", out_dir, notes
-    )
+    df = data.side_table(results_dir, BOUNDS_FILE, REQUIRED, "isaprof bounds", out_dir, notes)
     if df is None:
         return ""
     df["value"] = pd.to_numeric(df["value"], errors="coerce")

@@ -1,6 +1,6 @@
 """The "blocks in their heads" section: each block's share of its head's FLOPs and peak memory.
 
-Reads ``RESULTS_DIR/heads.csv`` (written by ``python -m isaprof.studies.heads RESULTS_DIR``); torch-free.
+Reads ``RESULTS_DIR/heads.csv`` (written by ``isaprof heads RESULTS_DIR``); torch-free.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def shares_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def heads_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     """Markdown for the section ('' with a note when ``heads.csv`` is missing)."""
-    df = data.side_table(results_dir, HEADS_FILE, REQUIRED, "python -m isaprof.studies.heads", out_dir, notes)
+    df = data.side_table(results_dir, HEADS_FILE, REQUIRED, "isaprof heads", out_dir, notes)
     if df is None:
         return ""
     for col in ("head_value", "block_value", "share"):

@@ -35,7 +35,6 @@ RESULTS = "results.csv"
 # The configuration columns: two rows describe the same configuration iff these agree (the schema's).
 KEY_COLUMNS = Config.key_names()
 STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
-FAILED = ("oom", "error")
 _NEEDED = ("block", "height", "width", "metric", "status")
 _INTS = ("batch", "channels", "height", "width")
 _NUMBERS = ("measured", "analytic", "spread")
@@ -341,13 +340,14 @@ def _key(values: dict[str, Any]) -> Key:
             except (json.JSONDecodeError, TypeError) as e:
                 raise ValueError(f"options {v!r} are not JSON") from e
         elif c == "path":
-            out.append(_cell(v) or "reference")  # rows written before paths existed are reference rows
+            out.append(cell_text(v) or "reference")  # rows written before paths existed are reference rows
         else:
-            out.append(_cell(v))
+            out.append(cell_text(v))
     return tuple(out)
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """How a value is written to a CSV cell (and compared in a key): ``str(value)``, None as empty."""
     return "" if value is None else str(value)
 
 

@@ -35,8 +35,8 @@ from isaprof.results.reader import (
     KEY_COLUMNS,
     RESULTS,
     Key,
-    _cell,
     canonical_options,
+    cell_text,
     config_key,
     read_rows,
     read_table,
@@ -115,7 +115,7 @@ def append(
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, restval="", extrasaction="ignore", lineterminator="\n")
         for row in rows:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
+            writer.writerow({k: cell_text(v) for k, v in row.items()})
         data = (head + buf.getvalue()).encode()
         while data:
             data = data[os.write(fd, data) :]

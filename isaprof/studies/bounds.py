@@ -2,7 +2,7 @@
 the latencies the sweep measured. A measuring step (it counts on fake tensors; the report only reads
 what it writes)::
 
-    python -m isaprof.studies.bounds RESULTS_DIR [--gpus v100,a100-80gb,h100-sxm]
+    isaprof bounds RESULTS_DIR [--gpus v100,a100-80gb,h100-sxm]
 
 ``RESULTS_DIR/bounds.csv`` gets one tidy row per (scope, configuration, device, metric):
 
@@ -22,10 +22,7 @@ Each row carries the roofs it used (``peak_used``, ``matrix_tflops``, ``conv_tfl
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -154,22 +151,3 @@ def measure_bounds(
         w.writerows(rows)
     tmp.replace(path)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m isaprof.studies.bounds", description=__doc__.split("\n\n")[0])
-    p.add_argument("results_dir", help="the results folder (reads results.csv, machine.json)")
-    p.add_argument("--gpus", default=",".join(GPUS), help="catalogue keys, comma-separated")
-    args = p.parse_args(argv)
-    t0 = time.perf_counter()
-    try:
-        path = measure_bounds(args.results_dir, [g for g in args.gpus.split(",") if g.strip()])
-    except ValueError as e:
-        print(f"isaprof.studies.bounds: {e}", file=sys.stderr)
-        return 2
-    print(f"{path} ({time.perf_counter() - t0:.1f} s)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,16 +1,17 @@
-"""The real-GPU check in one command: ``make gpu-check`` (issue 12, item 7).
+"""The real-GPU check in one command: ``make gpu-check``.
 
     make gpu-check PYTHON=python3
-    PYTHONPATH=. python3 -m isaprof.studies.gpu_check --out reports/data/cuda   # the same
+    PYTHONPATH=. python3 -m isaprof gpu-check --out reports/data/cuda   # the same
 
 1. the ``gpu``-marked tests (if pytest is importable);
 2. a small CUDA sweep (``reference/sweeps/cuda.toml``: dense, isa, criss_cross, non_local at 64x64 and
    128x128, fp32 and bf16, inference and train) into OUT, naming the device (``OUT/device.json``);
-3. for each measured configuration, the predictions of the meta path beside the measurement:
-   ``max_memory_allocated`` delta against ``isaprof profile --device meta --json``'s
-   ``peak_bytes.cuda_predicted`` (goal: within 2%), and the median latency against
-   ``isaprof predict --gpu <this GPU> --json``'s ``bound_ms`` (a lower bound: the latency must not be
-   below it). Written to ``OUT/comparison.csv`` and ``OUT/comparison.json``.
+3. for each measured configuration, the predictions of the meta path beside the measurement: one
+   :func:`isaprof.roofline.bound.count` (``isaprof.profile`` on meta) gives both the CUDA allocator's
+   predicted peak (``max_memory_allocated`` delta against ``peak_bytes.cuda_predicted``, goal: within
+   2%) and the latency lower bound on this GPU's catalogued roofs (``bound_ms``, as ``isaprof predict``
+   prints it: the median latency must not be below it). Written to ``OUT/comparison.csv`` and
+   ``OUT/comparison.json``.
 
 Runs with the GPU machine's own Python as it is: the standard library, torch and this working tree
 (``PYTHONPATH=.``); pytest for step 1 only; tqdm, fvcore, pandas, submitit and tomllib are not needed.
@@ -20,16 +21,14 @@ tests' (0: they skip). Exit 1 if a gpu test fails; the comparison's misses are f
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
-import io
 import json
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -87,57 +86,50 @@ def catalogue_key(device_name: str) -> str | None:
     return None
 
 
-def cli_json(argv: list[str]) -> dict[str, Any]:
-    """``isaprof ARGV`` in this process, its stdout parsed as JSON; ``RuntimeError`` (one line) on failure."""
-    from isaprof.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:  # argparse: an unknown subcommand or flag
-            code = int(e.code or 0)
-    if code != 0:
-        msg = (err.getvalue().strip().splitlines() or [f"exit {code}"])[-1]
-        raise RuntimeError(msg)
-    return json.loads(out.getvalue())
+def profile_kwargs(row: Mapping[str, str]) -> dict[str, Any]:
+    """The ``isaprof.profile`` keyword arguments of a tidy results row (:meth:`Config.from_row`), its block
+    and device left out."""
+    kwargs = Config.from_row(row).kwargs()
+    del kwargs["block"], kwargs["device"]
+    return kwargs
 
 
-def config_argv(row: dict[str, str]) -> list[str]:
-    """The ``isaprof profile``/``predict`` arguments (without ``--device`` and ``--backend``) of a results
-    row."""
-    return Config.from_row(row).to_argv(skip=("device", "backend"))
+def predict_row(row: Mapping[str, str], gpu: str | None, tf32: bool) -> dict[str, Any]:
+    """Predictions for one configuration, counted once on meta (:func:`isaprof.roofline.bound.count`):
+    ``cuda_predicted`` (bytes), ``bound_ms`` and ``bound_peak_used`` on ``gpu``'s catalogued roofs (TF32
+    for float32 with ``tf32``), ``error`` (what could not be predicted, else empty). A CUDA-only sdpa
+    kernel cannot run on meta: its peak is not predicted and its bound is that of the meta default kernel.
+    """
+    from isaprof.roofline.bound import count, roofs_for
 
-
-def predict_row(row: dict[str, str], gpu: str | None, tf32: bool) -> dict[str, Any]:
-    """Predictions for one configuration: ``cuda_predicted`` (bytes), ``bound_ms``, ``bound_peak_used``,
-    ``error`` (what could not be predicted, else empty)."""
-    argv = config_argv(row)
-    backend = ["--backend", row["backend"]] if row.get("impl") == "sdpa" and row.get("backend") else []
+    config = profile_kwargs(row)
     out: dict[str, Any] = {"cuda_predicted": None, "bound_ms": None, "bound_peak_used": "", "error": ""}
     errors = []
+    counted = None
     try:
-        doc = cli_json(["profile", *argv, *backend, "--device", "meta", "--json"])
-        peak = doc.get("peak_bytes")
-        out["cuda_predicted"] = peak.get("cuda_predicted") if isinstance(peak, dict) else None
+        counted = count(row["block"], **config)
+        out["cuda_predicted"] = counted.peak_bytes_cuda
         if out["cuda_predicted"] is None:
-            errors.append("profile --json has no peak_bytes.cuda_predicted")
-    except RuntimeError as e:
-        errors.append(f"profile: {e}")
+            errors.append("profile: no peak_bytes.cuda_predicted")
+    except Exception as e:  # noqa: BLE001 - what stopped one configuration is its finding
+        errors.append(f"profile: {_one_line(e)}")
+        if config["backend"] is not None:
+            with contextlib.suppress(Exception):
+                counted = count(row["block"], **{**config, "backend": None})
     if gpu is None:
         errors.append("this GPU is not in reference/devices.toml: no bound")
-    else:
-        extra = ["--tf32"] if tf32 and row["dtype"] == "float32" else []
+    elif counted is not None:
         try:
-            try:
-                doc = cli_json(["predict", *argv, *backend, "--gpu", gpu, *extra, "--json"])
-            except RuntimeError:
-                doc = cli_json(["predict", *argv, "--gpu", gpu, *extra, "--json"])  # no --backend there
-            out["bound_ms"], out["bound_peak_used"] = doc.get("bound_ms"), doc.get("peak_used", "")
-        except RuntimeError as e:
-            errors.append(f"predict: {e}")
+            pred = counted.predict(roofs_for(gpu, row["dtype"], tf32 and row["dtype"] == "float32"))
+            out["bound_ms"], out["bound_peak_used"] = pred["bound_ms"], pred.get("peak_used", "")
+        except Exception as e:  # noqa: BLE001 - no peak for the dtype, no catalogue reader (tomllib), ...
+            errors.append(f"predict: {_one_line(e)}")
     out["error"] = "; ".join(errors)
     return out
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
 
 
 def _num(v: Any) -> float | None:
@@ -235,32 +227,24 @@ def sweep(out: Path, budget_s: float) -> tuple[int, int]:
     return done, 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m isaprof.studies.gpu_check", description=__doc__.splitlines()[0]
-    )
-    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "data" / "cuda")
-    ap.add_argument("--gpu", help="reference/devices.toml key of this GPU (default: from its name)")
-    ap.add_argument("--no-tests", action="store_true", help="skip the gpu-marked tests")
-    ap.add_argument(
-        "--budget-s", type=float, default=240.0, help="seconds for the sweep, roofs included (default 240)"
-    )
-    args = ap.parse_args(argv)
+def check(out: Path, gpu: str | None = None, tests: bool = True, budget_s: float = 240.0) -> int:
+    """The whole check (module docstring) into ``out``; ``gpu``: this GPU's ``reference/devices.toml`` key
+    (default: from its name). Returns the exit status: 1 if a gpu-marked test failed, else 0."""
     t0 = time.perf_counter()
     import torch
 
     cuda = torch.cuda.is_available()
     print(f"gpu-check: torch {torch.__version__}, python {sys.version.split()[0]}, CUDA available: {cuda}")
     if cuda:
-        args.out.mkdir(parents=True, exist_ok=True)
-    status = 0 if args.no_tests else run_tests(args.out if cuda else None)
+        out.mkdir(parents=True, exist_ok=True)
+    status = run_tests(out if cuda else None) if tests else 0
     if not cuda:
         print(
             "gpu-check: no CUDA device here: the CUDA sweep and the comparison are skipped, nothing written"
         )
         return status
     name = torch.cuda.get_device_name()
-    gpu = args.gpu or catalogue_key(name)
+    gpu = gpu or catalogue_key(name)
     tf32 = bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
     device = {
         "device_name": name,
@@ -271,34 +255,38 @@ def main(argv: list[str] | None = None) -> int:
         "tf32_allowed": tf32,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    print(f"gpu-check: {name} (catalogue: {gpu or 'not catalogued'}); sweep into {args.out}")
-    done, left = sweep(args.out, args.budget_s)
+    print(f"gpu-check: {name} (catalogue: {gpu or 'not catalogued'}); sweep into {out}")
+    done, left = sweep(out, budget_s)
     from isaprof.studies.sweep import read_rows
 
-    rows = compare(read_rows(args.out), lambda r: predict_row(r, gpu, tf32))
+    rows = compare(read_rows(out), lambda r: predict_row(r, gpu, tf32))
     device.update(configurations=done, left=left, seconds=round(time.perf_counter() - t0, 1))
-    (args.out / "device.json").write_text(json.dumps(device, indent=1) + "\n")
-    with (args.out / "comparison.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    (args.out / "comparison.json").write_text(json.dumps({"device": device, "rows": rows}, indent=1) + "\n")
-    within = [r for r in rows if r["peak_within_goal"]]
-    holds = [r for r in rows if r["bound_holds"]]
-    print(
-        f"gpu-check: {len(rows)} configurations compared: peak within {PEAK_GOAL:.0%} of cuda_predicted "
-        f"in {len(within)}, latency >= bound in {len(holds)}; wrote {args.out}/comparison.csv "
-        f"({time.perf_counter() - t0:.0f} s)"
-    )
-    for r in rows:
-        if r["peak_within_goal"] is False or r["bound_holds"] is False or r["error"]:
-            what = f"{r['block']} [{r['impl']}] {r['height']}x{r['width']} {r['dtype']} {r['mode']}"
-            print(
-                f"  {what}: peak error {r['peak_error']}, "
-                f"latency/bound {r['latency_over_bound']} {r['error']}"
-            )
+    write(out, device, rows)
+    print(summary(rows, out, time.perf_counter() - t0))
     return status
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def write(out: Path, device: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """``out/device.json``, ``out/comparison.csv`` (:data:`COLUMNS`) and ``out/comparison.json``."""
+    (out / "device.json").write_text(json.dumps(device, indent=1) + "\n")
+    with (out / "comparison.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    (out / "comparison.json").write_text(json.dumps({"device": device, "rows": rows}, indent=1) + "\n")
+
+
+def summary(rows: list[dict[str, Any]], out: Path, seconds: float) -> str:
+    """How many configurations met the peak goal and the bound, then one line per one that did not."""
+    within = [r for r in rows if r["peak_within_goal"]]
+    holds = [r for r in rows if r["bound_holds"]]
+    lines = [
+        f"gpu-check: {len(rows)} configurations compared: peak within {PEAK_GOAL:.0%} of cuda_predicted "
+        f"in {len(within)}, latency >= bound in {len(holds)}; wrote {out}/comparison.csv ({seconds:.0f} s)"
+    ]
+    for r in rows:
+        if r["peak_within_goal"] is False or r["bound_holds"] is False or r["error"]:
+            what = f"{r['block']} [{r['impl']}] {r['height']}x{r['width']} {r['dtype']} {r['mode']}"
+            ratio = r["latency_over_bound"]
+            lines.append(f"  {what}: peak error {r['peak_error']}, latency/bound {ratio} {r['error']}")
+    return "\n".join(lines)

@@ -73,7 +73,12 @@ def measure(make: Callable[[], nn.Module], shape: tuple[int, ...], mode: str) ->
 
 def affinity_bytes(spec: dict[str, Any]) -> tuple[float, str]:
     """Bytes of the softmax affinities a block forms: recorded on fake tensors, or N (H + W - 1) x 4 for
-    criss-cross (its joint softmax does not go through ``attend``), with how we got it."""
+    criss-cross (its joint softmax does not go through ``attend``), with how we got it.
+
+    One inference forward under :func:`~isaprof.targets.blocks.common.record_attention`, not through
+    :func:`isaprof.profile`: the maps are not a metric of a profile, which runs the step once per
+    measurement (peak, FLOPs), and the recorder recomputes each affinity, an extra matmul a profile would
+    count."""
     h, w = spec["size"]
     if spec["block"] == "criss_cross":
         return float(h * w * (h + w - 1) * 4 * spec.get("recurrence", 1)), "from shapes"

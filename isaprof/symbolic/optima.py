@@ -39,7 +39,7 @@ def factored_macs(channels: int, key_channels: int | None = None, value_channels
     import isaprof.targets.blocks.isa as isa_block
     from isaprof import targets as blocks
     from isaprof.measure.protocol import step
-    from isaprof.symbolic.trace import _count_symbolic, translate
+    from isaprof.symbolic.trace import count_flops_symbolic, translate
 
     with torch.device("meta"):
         module = blocks.build("isa", channels, key_channels, value_channels, impl=impl)
@@ -63,7 +63,7 @@ def factored_macs(channels: int, key_channels: int | None = None, value_channels
         unittest.mock.patch.object(isa_block, "check_factor", tuple),  # symbolic P_h, P_w are not ints
     ):
         x = torch.empty(1, channels, sym["P_h"] * sym["Q_h"], sym["P_w"] * sym["Q_w"])  # (1, C, H, W)
-        (total, uncounted) = _count_symbolic(step(module, x, mode))
+        (total, uncounted) = count_flops_symbolic(step(module, x, mode))
     if uncounted:
         raise ValueError(f"isa: op aten.{uncounted[0]} multiplies matrices but has no FLOP formula")
     expr = total.node.expr if isinstance(total, torch.SymInt) else sympy.sympify(total)

@@ -10,7 +10,7 @@ expressions. The peak is the ``Max`` of the moments, reduced:
 1. moments that are nowhere the largest on a grid of sizes (``[2, R]^2`` plus a few large maps) are
    dropped; what is left is ``Max(a, b, ...)``;
 2. that ``Max`` goes through the same guard minimisation and simplification as the MAC expression
-   (:func:`isaprof.symbolic.trace._finish`): where one moment is the largest at every size of the region
+   (:func:`isaprof.symbolic.trace.closed_form`): where one moment is the largest at every size of the region
    the ``Max`` becomes that moment; where the order of two moments changes with the size (the comparison
    cannot be decided for all H, W), the ``Max`` stays and the reason names the two moments and a size where
    each is the larger;
@@ -38,15 +38,15 @@ from isaprof.symbolic.trace import (
     Factory,
     H,
     NotSymbolic,
+    SizeGrid,
     W,
-    _finish,
-    _Grid,
-    _guards,
-    _region,
-    _simplify,
-    _symbolic_run,
+    allowed_region,
+    closed_form,
     leading_term,
     numeric_count,
+    recorded_guards,
+    simplify_on,
+    symbolic_run,
     translate,
 )
 
@@ -93,7 +93,7 @@ def _record(fn: Callable[[], Any]) -> list[tuple[str, Any]]:
     return moments
 
 
-def _values(expr: sympy.Expr, grid: _Grid, extra: list[tuple[int, int]]) -> np.ndarray:
+def _values(expr: sympy.Expr, grid: SizeGrid, extra: list[tuple[int, int]]) -> np.ndarray:
     on_grid = grid.eval(expr)
     f = sympy.lambdify((H, W), expr, modules=["math", {"Max": max, "Min": min}])
     return np.concatenate([on_grid.astype(float), [float(f(h, w)) for h, w in extra]])
@@ -110,7 +110,10 @@ def _crossing(a: sympy.Expr, b: sympy.Expr) -> str:
 
 
 def _beyond_grid(
-    derived: Derived, winners: list[sympy.Expr], truth: Callable[[tuple[int, ...]], int | None], grid: _Grid
+    derived: Derived,
+    winners: list[sympy.Expr],
+    truth: Callable[[tuple[int, ...]], int | None],
+    grid: SizeGrid,
 ) -> Derived:
     """``derived`` with the moments put back that the grid simplification dropped but that are the
     largest at a large probe (a moment growing faster that overtakes past the grid, e.g. ISA's attention
@@ -123,8 +126,8 @@ def _beyond_grid(
     ]  # fmt: skip
     if not missing:
         return derived
-    region = _region(derived.valid_when, grid)  # each put back simplified on the same region
-    expr = sympy.Max(expr, *(_simplify(c, region, grid) if region.any() else c for c in missing))
+    region = allowed_region(derived.valid_when, grid)  # each put back simplified on the same region
+    expr = sympy.Max(expr, *(simplify_on(c, region, grid) if region.any() else c for c in missing))
     for h, w in subs_ok:
         want, got = truth((h, w)), expr.subs({H: h, W: w})
         if want is None or got != want:
@@ -154,7 +157,7 @@ def derive_peak(
 
     numeric = truth(tuple(size))
     try:
-        moments, env, names = _symbolic_run(factory, channels, size, 1, mode, False, _record)
+        moments, env, names = symbolic_run(factory, channels, size, 1, mode, False, _record)
         exprs = [(op, sympy.expand(translate(e, names))) for op, e in moments]
     except NotSymbolic as e:
         return PeakDerivation(None, f"symbolic run stopped: {e}", numeric, 0, 0)
@@ -164,7 +167,7 @@ def derive_peak(
     unique: dict[sympy.Expr, str] = {}
     for op, e in exprs:
         unique.setdefault(e, op)
-    grid = _Grid((H, W), max(GRID_MIN, 2 * max(size)))
+    grid = SizeGrid((H, W), max(GRID_MIN, 2 * max(size)))
     keep = np.all([v >= 2 for v in grid.values], axis=0)
     cand = list(unique)
     table = np.array([_values(e, grid, list(LARGE)) for e in cand])  # (moments, points)
@@ -173,7 +176,7 @@ def derive_peak(
     winners = [i for i in range(len(cand)) if np.any(table[i] >= top)]  # the largest somewhere
     raw = sympy.Max(*(cand[i] for i in winners))
     try:
-        derived = _finish(raw, _guards(env, names), (H, W), size, truth)
+        derived = closed_form(raw, recorded_guards(env, names), (H, W), size, truth)
     except ValueError as e:  # the numeric check disagreed
         return PeakDerivation(
             None, f"not confirmed numerically: {e}"[:300], numeric, len(exprs), len(winners)

@@ -45,7 +45,6 @@ from isaprof.measure.protocol import step
 from isaprof.measure.traffic import count_bytes_moved
 
 H, W, B = (sympy.Symbol(n, integer=True, positive=True) for n in ("H", "W", "B"))
-SYMBOLS = {"H": H, "W": W, "B": B}
 GRID_MIN = 32  # the guard / simplification grid is [1, R]^2 with R = max(GRID_MIN, 2 * traced size)
 BATCHES = (1, 2, 3)  # the batch values of the grid when B is a symbol
 
@@ -155,14 +154,6 @@ def translate(expr: Any, names: dict[sympy.Symbol, sympy.Symbol]) -> sympy.Basic
 # ---- the symbolic run ----
 
 
-@dataclass
-class _Trace:
-    flops: sympy.Expr
-    bytes_moved: sympy.Expr | None
-    guards: list[sympy.Basic]
-    symbols: tuple[sympy.Symbol, ...]
-
-
 def _decompositions() -> dict[Any, Callable[..., Any]]:
     import torch._refs as refs
 
@@ -206,7 +197,7 @@ def _input(
     return fake.from_tensor(torch.empty(batch, channels, *size), symbolic_context=ctx)
 
 
-def _symbolic_run(
+def symbolic_run(
     factory: Factory,
     channels: int,
     size: tuple[int, int],
@@ -215,7 +206,12 @@ def _symbolic_run(
     batch_symbol: bool,
     measure: Callable[[Callable[[], Any]], Any],
 ) -> tuple[Any, ShapeEnv, dict[sympy.Symbol, sympy.Symbol]]:
-    """Run ``measure(step)`` once on the symbolic input; returns (its result, shape env, symbol names)."""
+    """Run ``measure(step)`` once on a fake ``(batch, channels, *size)`` input whose H and W (and B, with
+    ``batch_symbol``) are dynamic sizes; ``step`` is the ``mode`` protocol step of ``factory()``.
+
+    Returns ``measure``'s result (expressions in torch's size symbols), the shape env holding the guards
+    torch recorded, and the map from torch's symbols to ``H``, ``W`` (``B``) for :func:`translate`.
+    ``NotSymbolic`` naming the op where the run stopped or whose output shape is data-dependent."""
     with torch.device("meta"):
         module = factory()
     env = ShapeEnv(duck_shape=False)
@@ -255,11 +251,11 @@ def _expr(value: Any) -> Any:
     return value.node.expr if isinstance(value, torch.SymInt) else value
 
 
-def _count_symbolic(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
+def count_flops_symbolic(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
     """FLOPs of ``fn()`` as torch's expression (never through ``int()``, which would specialise), and the
     matmul-like ops that have no formula."""
     counter = _flops.flop_counter_mode()  # isaprof's formulas (fused attention ops) as a custom mapping
-    recorder = _flops._UncountedRecorder(counter.flop_registry)
+    recorder = _flops.UncountedRecorder(counter.flop_registry)
     with recorder, counter:
         fn()
     total: Any = 0
@@ -268,7 +264,9 @@ def _count_symbolic(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
     return total, tuple(sorted(recorder.calls))
 
 
-def _guards(env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol]) -> list[sympy.Basic]:
+def recorded_guards(env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol]) -> list[sympy.Basic]:
+    """The guards torch recorded in ``env`` during :func:`symbolic_run`, translated (:func:`translate`),
+    without duplicates, constants, and guards on data-dependent sizes."""
     found, seen = [], set()
     for g in env.guards:
         try:
@@ -308,8 +306,11 @@ def numeric_count(
 # ---- grid evaluation ----
 
 
-class _Grid:
-    """Integer sizes (H, W[, B]) as numpy arrays, and vectorised evaluation of expressions on them."""
+class SizeGrid:
+    """Integer sizes (H, W[, B]) as numpy arrays, and vectorised evaluation of expressions on them.
+
+    ``symbols`` orders the axes; H and W run over ``[1, top]``, B over :data:`BATCHES`. ``values[k]`` holds
+    every point's value of ``symbols[k]`` (one entry per point of the grid, in ``meshgrid`` order)."""
 
     def __init__(self, symbols: tuple[sympy.Symbol, ...], top: int) -> None:
         axes = [np.arange(1, top + 1) if s is not B else np.array(BATCHES) for s in symbols]
@@ -318,6 +319,7 @@ class _Grid:
         self.values = [m.ravel().astype(np.int64) for m in mesh]
 
     def eval(self, expr: sympy.Basic) -> np.ndarray:
+        """``expr`` at every point (float64; a relation gives booleans)."""
         if expr is sympy.true or expr is sympy.false:
             return np.full(self.values[0].shape, bool(expr))
         vmax, vmin = sympy.Function("vmax"), sympy.Function("vmin")
@@ -332,6 +334,7 @@ class _Grid:
         return np.broadcast_to(np.asarray(out), self.values[0].shape)
 
     def point(self, i: int) -> tuple[int, ...]:
+        """The sizes of point ``i``, in the order of ``symbols``."""
         return tuple(int(v[i]) for v in self.values)
 
 
@@ -346,7 +349,7 @@ def _at(point: tuple[int, ...], symbols: tuple[sympy.Symbol, ...]) -> tuple[tupl
 def _minimise(
     expr: sympy.Expr,
     guards: list[sympy.Basic],
-    grid: _Grid,
+    grid: SizeGrid,
     truth: Callable[[tuple[int, ...]], int | None],
 ) -> list[sympy.Basic]:
     """The guards that change ``expr`` (module docstring, step 2), by counterexample: for each guard, probe
@@ -388,7 +391,7 @@ def _minimise(
     return [guards[i] for i in sorted(kept)]
 
 
-def _probes(region: np.ndarray, grid: _Grid) -> list[int]:
+def _probes(region: np.ndarray, grid: SizeGrid) -> list[int]:
     """Two sizes of ``region`` to test a guard at: the smallest (by H W) with every size >= 2 (torch's own
     assumption) where there is one, and one of median H W."""
     idx = np.flatnonzero(region)
@@ -399,14 +402,15 @@ def _probes(region: np.ndarray, grid: _Grid) -> list[int]:
     return sorted({int(idx[order[0]]), int(idx[order[len(order) // 2]])})
 
 
-def _region(guards: Iterable[sympy.Basic], grid: _Grid) -> np.ndarray:
+def allowed_region(guards: Iterable[sympy.Basic], grid: SizeGrid) -> np.ndarray:
+    """Boolean mask of the points of ``grid`` where every one of ``guards`` holds."""
     mask = np.ones(grid.values[0].shape, dtype=bool)
     for g in guards:
         mask &= grid.eval(g).astype(bool)
     return mask
 
 
-def _simplify(expr: sympy.Expr, region: np.ndarray, grid: _Grid) -> sympy.Expr:
+def simplify_on(expr: sympy.Expr, region: np.ndarray, grid: SizeGrid) -> sympy.Expr:
     """Replace floor/ceiling/Mod/Max/Min sub-expressions by a constant or their argument where ``expr``
     stays the same on ``region`` (module docstring, step 3)."""
     kinds = (sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max, sympy.Min)
@@ -440,7 +444,7 @@ def _simplify(expr: sympy.Expr, region: np.ndarray, grid: _Grid) -> sympy.Expr:
     return sympy.expand(expr)
 
 
-def _describe(guards: list[sympy.Basic], expr: sympy.Expr, grid: _Grid) -> list[sympy.Basic]:
+def _describe(guards: list[sympy.Basic], expr: sympy.Expr, grid: SizeGrid) -> list[sympy.Basic]:
     """Each kept guard in simpler words where an equivalent one (on the grid) is found: divisibility by the
     denominators inside floors/ceilings, lower bounds."""
     dens = sorted(
@@ -513,19 +517,24 @@ def leading_term(expr: sympy.Expr) -> tuple[sympy.Expr | None, sympy.Rational | 
 # ---- public entry points ----
 
 
-def _finish(
+def closed_form(
     raw: sympy.Expr,
     guards: list[sympy.Basic],
     symbols: tuple[sympy.Symbol, ...],
     size: tuple[int, int],
     truth: Callable[[tuple[int, ...]], int | None],
 ) -> Derived:
-    grid = _Grid(symbols, max(GRID_MIN, 2 * max(size)))
+    """``raw`` (an expression in ``symbols``, traced at ``size``) reduced to a :class:`Derived`: its
+    ``guards`` minimised, the expression simplified on the region they allow, the kept guards described
+    in simpler words, its leading term, and the whole confirmed against ``truth`` (the numeric count at a
+    point, None outside the module's domain) at up to five sizes (module docstring, steps 2 to 4).
+    ``ValueError`` naming the first size where a numeric run disagrees."""
+    grid = SizeGrid(symbols, max(GRID_MIN, 2 * max(size)))
     implicit = [H >= 2, W >= 2] + ([B >= 2] if B in symbols else [])  # torch specialises sizes 0 and 1
     candidates = [g for g in guards if g not in implicit] + implicit  # torch's own assumptions last
     kept = _minimise(raw, candidates, grid, truth)
-    region = _region(kept, grid)
-    expr = _simplify(sympy.expand(raw), region, grid) if region.any() else sympy.expand(raw)
+    region = allowed_region(kept, grid)
+    expr = simplify_on(sympy.expand(raw), region, grid) if region.any() else sympy.expand(raw)
     kept = _minimise(expr, kept, grid, truth)  # the simpler expression may need fewer
     valid = _describe(kept, expr, grid)
     leading, exponent, square = leading_term(expr)
@@ -583,9 +592,9 @@ def derive(
     symbols = (B, H, W) if batch_symbol else (H, W)
 
     def run(measure: Callable[[Callable[[], Any]], Any]) -> tuple[Any, ShapeEnv, dict]:
-        return _symbolic_run(factory, channels, size, batch, mode, batch_symbol, measure)
+        return symbolic_run(factory, channels, size, batch, mode, batch_symbol, measure)
 
-    (total, uncounted), env, names = run(_count_symbolic)
+    (total, uncounted), env, names = run(count_flops_symbolic)
     if uncounted:
         raise NotSymbolic(f"op aten.{uncounted[0]} multiplies matrices but has no FLOP formula")
     macs_raw = sympy.expand(translate(total, names) / 2)
@@ -603,7 +612,7 @@ def derive(
 
         return truth
 
-    macs = _finish(macs_raw, _guards(env, names), symbols, size, truth_of("macs"))
+    macs = closed_form(macs_raw, recorded_guards(env, names), symbols, size, truth_of("macs"))
     notes: list[str] = []
     moved = None
     if bytes_moved:
@@ -615,7 +624,9 @@ def derive(
                     "bytes moved: the counter turned the sizes into ints (specialised); no closed form"
                 )
             else:
-                moved = _finish(raw, _guards(env2, names2), symbols, size, truth_of("bytes_moved"))
+                moved = closed_form(
+                    raw, recorded_guards(env2, names2), symbols, size, truth_of("bytes_moved")
+                )
         except ValueError as e:
             notes.append(f"bytes moved: {e}")
     return Derivation(macs, moved, tuple(str(s) for s in symbols), size, tuple(notes))

@@ -49,6 +49,8 @@ class OpensegHead(nn.Module):
     + BN + ReLU. Without ``block`` only the 3x3 conv (+ BN + ReLU) runs.
     """
 
+    block_module = "block"  # the attention block's submodule name
+
     def __init__(self, in_channels: int, channels: int, block: nn.Module | None = None) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -65,6 +67,8 @@ class OpensegHead(nn.Module):
 
 class RCCAHead(nn.Module):
     """CCNet's ``RCCAModule``, no classifier: conva, R x criss-cross, convb, bottleneck on [x, out]."""
+
+    block_module = "cca"  # the attention block's submodule name
 
     def __init__(
         self, in_channels: int, channels: int, key_channels: int, recurrence: int, impl: str = "naive"
@@ -83,6 +87,8 @@ class RCCAHead(nn.Module):
 
 class FCNStyleHead(nn.Module):
     """mmseg's ``NLHead`` shape: convs[0] 3x3 in->C, ``block``, convs[1] 3x3 C->C, conv_cat on [x, out]."""
+
+    block_module = "block"  # the attention block's submodule name
 
     def __init__(self, in_channels: int, channels: int, block: nn.Module) -> None:
         super().__init__()
@@ -166,15 +172,14 @@ class NLHead(FCNStyleHead):
         super().__init__(in_channels or channels, channels, inner)
 
 
-# name -> (the block inside, the head class), from the catalogue's declaration
+# name -> (the block inside, the head class), from the catalogue's declaration; the block is the head's
+# submodule ``block_module``
 HEADS: dict[str, tuple[str, type[nn.Module]]] = {n: (b, globals()[c]) for n, (b, c) in DECLARED.items()}
-for _block, _cls in HEADS.values():
-    _cls.inner_block = _block  # which submodule is "the block" (head_shares)
 
 
 def register_heads() -> list[str]:
     """The heads' target names. They are declared in the catalogue (:mod:`isaprof.targets`), reachable by name
-    (``isaprof.profile("isa_head", ...)``) but not among ``names()``; kept for callers of the first API."""
+    (``isaprof.profile("isa_head", ...)``) but not among ``names()``: nothing is registered here."""
     return list(HEADS)
 
 

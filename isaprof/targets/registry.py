@@ -180,11 +180,6 @@ def register(
     return deco
 
 
-def unregister(name: str) -> None:
-    """Remove ``name`` (tests, plugin reloads); unknown names are ignored."""
-    _REGISTRY.pop(name, None)
-
-
 def names(everything: bool = False) -> list[str]:
     """Registered block names (built-in, then plugins), in registration order; with ``everything``, also
     the targets reachable by name only (the published heads)."""
@@ -282,8 +277,7 @@ def build(
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _ADOPTED: dict[str, BlockSpec] = {}
 _PATHS: dict[str, BlockSpec] = {}
-_REQUIRED = "<required>"  # an option without a default: the user must give it
-# The entry-point group plugins declare: a public contract, kept from before the package was isaprof.targets
+# The entry-point group plugins declare (a public contract: plugins name it in their packaging metadata)
 PLUGIN_GROUP = "isaprof.blocks"
 PLUGIN_ERRORS: dict[str, str] = {}  # entry point -> one-line reason it could not be registered
 _PLUGINS_LOADED = False

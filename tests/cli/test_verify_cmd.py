@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 from isaprof import targets as blocks
@@ -23,8 +22,12 @@ def test_exit_one_where_advertised_fully_connected_is_not(capsys, monkeypatch):
     assert main(["verify", "criss_cross", "--size", "4x4", "--recurrence", "1"]) == 0
     assert "not advertised" in capsys.readouterr().out
     # ...and a block whose claim is wrong (here: a registry entry claiming R = 1 suffices) fails with exit 1
-    wrong = dataclasses.replace(blocks.spec("criss_cross"), fully_connected=True)
-    monkeypatch.setitem(blocks.registry._REGISTRY, "criss_cross", wrong)
+    claims = blocks.registry.BlockSpec.advertises_full
+    monkeypatch.setattr(
+        blocks.registry.BlockSpec,
+        "advertises_full",
+        lambda s, options, size: True if s.name == "criss_cross" else claims(s, options, size),
+    )
     assert main(["verify", "criss_cross", "--size", "4x4", "--recurrence", "1"]) == 1
     out = capsys.readouterr().out
     assert "criss_cross" in out and "NOT fully connected" in out

@@ -11,7 +11,7 @@ import torch
 
 from isaprof.flow import verify
 from isaprof.flow.composite import attention_map, isa_composite
-from isaprof.flow.empirical import _one_thread, jacobian_support, position_jacobian, redraw
+from isaprof.flow.empirical import jacobian_support, one_thread, position_jacobian, redraw
 from isaprof.flow.structural import structure, support_matrix
 from isaprof.targets import build
 
@@ -131,7 +131,7 @@ def test_position_jacobian_matches_autograd_jacobian():
     block = build("isa", channels=C, factor=(2, 3)).double()
     redraw(block, torch.Generator().manual_seed(3))
     x = torch.randn(1, C, 4, 5, dtype=torch.float64)  # padded to 4x6
-    with _one_thread():
+    with one_thread():
         ref = torch.autograd.functional.jacobian(block, x, vectorize=True)  # (1, C, 4, 5, 1, C, 4, 5)
     ref = ref.reshape(C, 20, C, 20).abs().sum(dim=(0, 2))  # (N, N)
     np.testing.assert_allclose(position_jacobian(block, x, chunk=37), ref.numpy(), rtol=1e-12, atol=1e-14)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from isaprof.flow.stages import Cross, Neighbours, Partition, _dense_chain, pair_stats
+from isaprof.flow.stages import Cross, Neighbours, Partition, dense_chain_stats, pair_stats
 from isaprof.flow.structural import analyse, isa_layout, reach, structure
 from isaprof.targets.blocks.isa import isa_geometry
 
@@ -21,7 +21,7 @@ ISA_CASES = [
 
 def _brute(s) -> list:
     """Prefix statistics by dense (N, N) boolean products: the reference for every fast path."""
-    return [_dense_chain(list(s.stages[: k + 1]), s.real, s.residual) for k in range(len(s.stages))]
+    return [dense_chain_stats(list(s.stages[: k + 1]), s.real, s.residual) for k in range(len(s.stages))]
 
 
 @pytest.mark.parametrize("size,factor", ISA_CASES)
@@ -158,10 +158,10 @@ def test_fast_paths_match_dense_on_random_partitions():
     for _ in range(20):
         stages = [Partition(str(p), rng.integers(0, 4, 30), rng.random(30) < 0.7) for p in range(3)]
         for k in (1, 2, 3):
-            assert pair_stats(stages[:k], real, True) == _dense_chain(stages[:k], real, True)
+            assert pair_stats(stages[:k], real, True) == dense_chain_stats(stages[:k], real, True)
     nb = Neighbours("n", rng.integers(0, 30, (30, 5)))
-    assert pair_stats([nb], real, True) == _dense_chain([nb], real, True)
-    assert pair_stats([Cross("c", 5, 6)] * 2, np.ones(30, bool), False) == _dense_chain(
+    assert pair_stats([nb], real, True) == dense_chain_stats([nb], real, True)
+    assert pair_stats([Cross("c", 5, 6)] * 2, np.ones(30, bool), False) == dense_chain_stats(
         [Cross("c", 5, 6)] * 2, np.ones(30, bool), False
     )
 

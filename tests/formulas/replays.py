@@ -19,7 +19,7 @@ from isaprof.formulas import memory as fm
 from isaprof.formulas.base import Config
 from isaprof.formulas.channelized_axial import chunks
 from isaprof.formulas.dense import stage_spec
-from isaprof.formulas.isa import _nhwc, factor_of, isa_geometry
+from isaprof.formulas.isa import channels_last_regroup, factor_of, isa_geometry
 from isaprof.formulas.memory import contiguous_strides, view_copies
 from isaprof.formulas.non_local import INDEX_BYTES, keys
 from isaprof.formulas.sparse_nonlocal import samples
@@ -367,7 +367,7 @@ def isa_peak(cfg: Config, train: bool) -> Trace:
     r1 = ((n, c, hp, wp), (n, c, qh, ph, qw, pw), (0, 3, 5, 1, 2, 4), (n * ph * pw, c, qh, qw))
     r2 = ((n * ph * pw, c, qh, qw), (n, ph, pw, c, qh, qw), (0, 4, 5, 3, 1, 2), (n * qh * qw, c, ph, pw))
     r3 = ((n * qh * qw, c, ph, pw), (n, qh, qw, c, ph, pw), (0, 3, 1, 4, 2, 5), (n, c, hp, wp))
-    nhwc = [_nhwc(r) for r in (r1, r2)]
+    nhwc = [channels_last_regroup(r) for r in (r1, r2)]
     specs = [
         stage_spec(cfg, n * ph * pw, qh * qw, masked, nhwc[0]),
         stage_spec(cfg, n * qh * qw, ph * pw, masked, nhwc[1]),

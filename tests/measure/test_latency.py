@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from isaprof.measure import environment, measure_latency
-from isaprof.measure.latency import Latency, _median_iqr
+from isaprof.measure.latency import Latency, median_iqr
 
 
 def test_quick_latency_fields():
@@ -28,8 +28,8 @@ def test_fixed_protocol_runs_exactly():
 
 
 def test_median_iqr_and_noisy_flag():
-    assert _median_iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == (3.0, 2.0)
-    assert _median_iqr([2.0]) == (2.0, 0.0)
+    assert median_iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == (3.0, 2.0)
+    assert median_iqr([2.0]) == (2.0, 0.0)
     assert Latency(10.0, 2.0, 5, 1, 1, "cpu", "quick").noisy
     assert not Latency(10.0, 0.5, 5, 1, 1, "cpu", "quick").noisy
 

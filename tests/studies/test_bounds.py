@@ -1,5 +1,5 @@
 """Latency bounds: the keyword API behind `isaprof predict` and `isaprof table --gpu`, the convolution roof,
-the measuring step (python -m isaprof.studies.bounds), the report section, and bound <= measured on this
+the measuring step (`isaprof bounds`), the report section, and bound <= measured on this
 CPU."""
 
 from __future__ import annotations
@@ -82,8 +82,10 @@ def small_papers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bounds, "CHANNELS", 16)
 
 
-def test_measuring_step_rows(tmp_path: Path, small_papers: None):
-    path = bounds.measure_bounds(_results(tmp_path, "5.0"), gpus=["v100", "h100-sxm"])
+def test_measuring_step_rows(tmp_path: Path, small_papers: None, capsys: pytest.CaptureFixture[str]):
+    code, out, _ = _cli(capsys, "bounds", str(_results(tmp_path, "5.0")), "--gpus", "v100,h100-sxm")
+    path = tmp_path / "bounds.csv"
+    assert code == 0 and out.startswith(f"{path} (")
     rows = list(csv.DictReader(path.open()))
     assert set(rows[0]) == set(bounds.COLUMNS)
     papers = [r for r in rows if r["scope"] == "papers"]
@@ -116,8 +118,8 @@ def test_measuring_step_rows(tmp_path: Path, small_papers: None):
 
 
 def test_measuring_step_unknown_gpu_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert bounds.main([str(tmp_path), "--gpus", "v100,b999"]) == 2
-    err = capsys.readouterr().err
+    code, _, err = _cli(capsys, "bounds", str(tmp_path), "--gpus", "v100,b999")
+    assert code == 2
     assert err.count("\n") == 1 and "unknown GPU 'b999'" in err and not (tmp_path / "bounds.csv").exists()
 
 
@@ -144,7 +146,7 @@ def test_report_section_without_file_is_a_note(tmp_path: Path):
     from isaprof.report.bounds import bounds_section
 
     notes: list[str] = []
-    assert bounds_section(tmp_path, tmp_path, notes) == "" and "python -m isaprof.studies.bounds" in notes[0]
+    assert bounds_section(tmp_path, tmp_path, notes) == "" and f"`isaprof bounds {tmp_path}`" in notes[0]
 
 
 @pytest.mark.timing  # asserts a timed measurement: not in `make test`; `make bench-bounds` runs it

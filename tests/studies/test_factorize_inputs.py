@@ -1,4 +1,4 @@
-"""factorize, check and reproduce say what they do (issue 13): analytic-only measures nothing,
+"""factorize, check and reproduce say what they do: analytic-only measures nothing,
 progress bars on stderr, noisy latencies flagged, readable numbers, no ``None``."""
 
 from __future__ import annotations

@@ -1,11 +1,17 @@
-"""``make gpu-check`` (isaprof.studies.gpu_check): its CPU rehearsal here, its comparison logic, its gpu
-tests."""
+"""``make gpu-check`` (``isaprof gpu-check``, isaprof.studies.gpu_check): its CPU rehearsal here, its
+comparison logic, its gpu tests."""
 
 from __future__ import annotations
+
+import contextlib
+import io
+import json
+from typing import Any
 
 import pytest
 import torch
 
+from isaprof.cli import main
 from isaprof.studies import gpu_check as gpucheck
 from isaprof.studies.sweep import load, read_rows, run_sweep
 from isaprof.studies.sweep.spec import expand
@@ -39,7 +45,7 @@ def test_catalogue_key(name: str, key: str | None) -> None:
 
 
 def test_cpu_rehearsal_skips_cuda_parts(tmp_path, capsys) -> None:
-    assert gpucheck.main(["--no-tests", "--out", str(tmp_path / "cuda")]) == 0
+    assert main(["gpu-check", "--no-tests", "--out", str(tmp_path / "cuda")]) == 0
     out = capsys.readouterr().out
     if not torch.cuda.is_available():
         assert "no CUDA device here" in out and not (tmp_path / "cuda").exists()
@@ -74,21 +80,41 @@ def test_compare_arithmetic() -> None:
 
 
 def test_predictions_from_real_sweep_rows(tmp_path) -> None:
-    """A real (cpu) sweep row relabelled cuda: the arguments rebuilt from it are ones `profile` accepts;
-    what cannot be predicted (no cuda_predicted, no predict subcommand yet) is said, not raised."""
+    """A real (cpu) sweep row relabelled cuda: the arguments rebuilt from it are ones `profile` accepts,
+    and one count on meta gives both predictions."""
     cfg = expand([dict(blocks=["isa"], sizes=["8x8"], channels=[8], factors=["2x2"], devices=["cpu"],
                        impls=["naive"], modes=["inference"], latency="none")])  # fmt: skip
     run_sweep(cfg, tmp_path, progress=False, machine=False)
     rows = [{**r, "device": "cuda"} for r in read_rows(tmp_path)]
-    assert "--factor" in gpucheck.config_argv(rows[0])
+    assert gpucheck.profile_kwargs(rows[0])["factor"] == (2, 2)
     got = gpucheck.compare(rows, lambda r: gpucheck.predict_row(r, "h200", tf32=False))
     assert len(got) == 1 and got[0]["block"] == "isa"
     assert "profile:" not in got[0]["error"]  # profile on meta ran with the rebuilt arguments
     assert got[0]["peak_cuda_predicted"] is not None or "cuda_predicted" in got[0]["error"]
+    assert got[0]["bound_ms"] > 0 and got[0]["error"] == ""
+
+
+def test_what_cannot_be_predicted_is_said_not_raised() -> None:
+    row = dict(block="isa", impl="sdpa", backend="efficient", options='{"factor": [2, 2]}', height="8",
+               width="8", batch="1", channels="8", dtype="float32", mode="inference")  # fmt: skip
+    got = gpucheck.predict_row(row, None, tf32=False)
+    assert got["cuda_predicted"] is None and got["bound_ms"] is None
+    assert "profile: ValueError:" in got["error"] and "not in reference/devices.toml" in got["error"]
+    # a CUDA-only kernel is not counted on meta; the bound is that of the meta default kernel
+    got = gpucheck.predict_row(row, "h200", tf32=False)
+    assert got["cuda_predicted"] is None and got["bound_ms"] > 0 and got["error"].startswith("profile:")
+
+
+def cli_json(argv: list[str]) -> dict[str, Any]:
+    """``isaprof ARGV`` in this process, its stdout parsed as JSON (exit status 0 asserted)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    return json.loads(out.getvalue())
 
 
 def _profile_json(*argv: str) -> dict:
-    return gpucheck.cli_json(["profile", "dense", "--size", "16x16", "--channels", "32", *argv, "--json"])
+    return cli_json(["profile", "dense", "--size", "16x16", "--channels", "32", *argv, "--json"])
 
 
 @pytest.mark.gpu
@@ -109,8 +135,8 @@ def test_latency_not_below_bound() -> None:
     if gpu is None:
         pytest.skip(f"{torch.cuda.get_device_name()} is not catalogued")
     argv = ["dense", "--size", "64x64", "--channels", "512"]
-    doc = gpucheck.cli_json(["profile", *argv, "--device", "cuda", "--json"])
-    bound = gpucheck.cli_json(["predict", *argv, "--gpu", gpu, "--tf32", "--json"])["bound_ms"]
+    doc = cli_json(["profile", *argv, "--device", "cuda", "--json"])
+    bound = cli_json(["predict", *argv, "--gpu", gpu, "--tf32", "--json"])["bound_ms"]
     assert doc["latency_ms"] + doc["latency_iqr_ms"] >= bound
 
 

@@ -1,4 +1,5 @@
-"""blocks.heads (the published heads), head_shares (heads.csv) and the report's heads section."""
+"""targets.heads (the published heads), studies.heads (heads.csv, `isaprof heads`) and the report's heads
+section."""
 
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def test_head_is_block_plus_its_convs(name: str) -> None:
     assert head.in_channels == CIN
     assert head(x).shape == (B, C, H, W)
     assert _params(head) == _params(block) + EXTRA_PARAMS[name]
+    assert head.get_submodule(head.block_module).block_name == inner  # what studies.heads attributes
     head_macs = count_flops(step(head, x, "inference")).macs
     block_macs = count_flops(step(block, torch.randn(B, C, H, W), "inference")).macs
     assert head_macs == block_macs + EXTRA_MACS[name]
@@ -68,8 +70,7 @@ def test_default_in_channels_keeps_the_block_contract() -> None:
         build_head("nope", C)
 
 
-def test_register_heads_makes_them_targets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # leave the session's registry alone
+def test_register_heads_makes_them_targets() -> None:
     assert register_heads() == list(HEADS) and register_heads() == list(HEADS)  # idempotent
     s = registry.spec("isa_head")
     assert s.impls == registry.spec("isa").impls
@@ -98,9 +99,26 @@ def test_head_share_rows_and_csv(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "tables" / "heads.csv").is_file()
 
 
+def test_heads_command_writes_heads_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from isaprof.cli import main
+    from isaprof.studies import heads
+
+    cfg = {"head": "nl_head", "size": (H, W), "in_channels": CIN, "channels": C, "key_channels": 4,
+           "value_channels": 4, "options": {}, "source": "test"}  # fmt: skip
+    monkeypatch.setattr(heads, "HEAD_CONFIGS", (cfg,))
+    assert main(["heads", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "heads.csv")
+    df = pd.read_csv(tmp_path / "heads.csv")
+    assert list(df["mode"]) == ["inference"] * 3 + ["train"] * 3 and set(df["block"]) == {"non_local"}
+    assert (df["share"] > 0).all() and (df["share"] <= 1).all()
+
+
 def test_heads_section_missing_or_bad(tmp_path: Path) -> None:
     notes: list[str] = []
     assert heads_section(tmp_path, tmp_path, notes) == "" and "heads.csv" in notes[0]
+    assert f"`isaprof heads {tmp_path}`" in notes[0]  # the command that writes it
     (tmp_path / "heads.csv").write_text("head,block\nx,y\n")
     with pytest.raises(ValueError, match="lacks the columns"):
         heads_section(tmp_path, tmp_path, notes)

@@ -141,7 +141,7 @@ def test_a_formula_registered_from_outside_fills_the_analytic_column(mine):
         rec = isaprof.profile(target, **SMALL)
         assert rec.macs_analytic == rec.macs and rec.params_analytic == rec.params
     finally:
-        formulas.base._FORMULAS.pop(target)
+        formulas.base.REGISTRY.pop(target)
 
 
 @pytest.mark.parametrize(
