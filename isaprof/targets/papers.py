@@ -45,19 +45,12 @@ def load(path: Path | str = PAPERS) -> dict[str, Any]:
 
 
 def _head(entry: dict[str, Any], feature_map: dict[str, Any]) -> dict[str, Any]:
-    """A ``[[head]]`` entry as :mod:`isaprof.studies.heads` takes it: sizes and pairs as tuples, the
-    feature map's widths filled in."""
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.get("options", {}).items()}
-    return {
-        "head": entry["head"],
-        "size": tuple(entry["size"]),
-        "in_channels": entry.get("in_channels", feature_map["in_channels"]),
-        "channels": entry.get("channels", feature_map["channels"]),
-        "key_channels": entry["key_channels"],
-        "value_channels": entry["value_channels"],
-        "options": options,
-        "source": entry["source"],
-    }
+    """A ``[[head]]`` entry as :mod:`isaprof.studies.heads` takes it: lists as tuples (options' too), the
+    feature map's ``in_channels`` / ``channels`` filled in where the entry leaves them."""
+    out = {k: feature_map[k] for k in ("in_channels", "channels")}
+    out.update({k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()})
+    out["options"] = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.get("options", {}).items()}
+    return out
 
 
 _DOC = load()

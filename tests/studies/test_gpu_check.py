@@ -96,7 +96,8 @@ def test_predictions_from_real_sweep_rows(tmp_path) -> None:
 
 def test_what_cannot_be_predicted_is_said_not_raised() -> None:
     row = dict(block="isa", impl="sdpa", backend="efficient", options='{"factor": [2, 2]}', height="8",
-               width="8", batch="1", channels="8", dtype="float32", mode="inference")  # fmt: skip
+               width="8", batch="1", channels="8", key_channels="4", value_channels="4", dtype="float32",
+               mode="inference")  # fmt: skip
     got = gpucheck.predict_row(row, None, tf32=False)
     assert got["cuda_predicted"] is None and got["bound_ms"] is None
     assert "profile: ValueError:" in got["error"] and "not in reference/devices.toml" in got["error"]

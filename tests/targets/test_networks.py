@@ -158,10 +158,10 @@ def test_sixteen_networks_declared_by_name_not_among_the_blocks():
 
 
 def test_channels_default_to_an_image_for_networks_only():
-    cfg = isaprof.Config.make("ccnet_r50_d8", size=(64, 64))
+    cfg = isaprof.configure("ccnet_r50_d8", size=(64, 64))
     assert (cfg.channels, cfg.key_channels, cfg.value_channels) == (3, 64, 512)
     with pytest.raises(ValueError, match="needs channels"):
-        isaprof.Config.make("isa", size=(64, 64))
+        isaprof.configure("isa", size=(64, 64))
 
 
 def test_a_network_without_attention_refuses_a_key_width():
