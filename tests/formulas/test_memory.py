@@ -10,7 +10,7 @@ import isaprof
 from isaprof.formulas import Config, cost
 from isaprof.formulas.memory import is_channels_last, permute_reshape_copies, view_copies
 from isaprof.measure import step, track_peak
-from tests.formulas.replays import Trace
+from tests.formulas.replays.trace import Trace
 
 IMPLS = [("naive", None), ("sdpa", "math"), ("sdpa", "flash")]
 MODES = ["inference", "train"]

@@ -153,18 +153,12 @@ def test_sparse_nonlocal_inference_peak_set_is_exact_with_unit_widths(size, ck, 
 
 def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
     # pure Python, no torch: the closed-form peak sets against the event replay of the same code
-    # (tests/formulas/replays.py, pinned to the tracker by the measured tests) over odd sizes, widths 1,
+    # (tests/formulas/replays/, pinned to the tracker by the measured tests) over odd sizes, widths 1,
     # fp16, every kernel and ISA factor
     import itertools
 
-    from tests.formulas import replays as fr
+    from tests.formulas.replays import INFERENCE as replay
 
-    replay = {
-        "dense": lambda c: fr.dense_peak(c, False).peak,
-        "isa": lambda c: fr.isa_peak(c, False).peak,
-        "axial": lambda c: fr.axial_peak(c, False).peak,
-        "non_local": lambda c: fr.non_local_peak(c, False).peak,
-    }
     kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
     options = {
         "dense": [()],
@@ -182,24 +176,23 @@ def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
             if dict(opts).get("sub_sample") and min(h, w) < 2:
                 continue
             cfg = Config(name, 2, 8, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
-            assert cost(cfg).peak_bytes["inference"] == replay[name](cfg), cfg
+            assert cost(cfg).peak_bytes["inference"] == replay[name](cfg).peak, cfg
             n += 1
     assert n > 500
 
 
 # ---- train: the closed-form train peak sets (isaprof.formulas.train_sets) ----
 
-TRAIN_SETS = {  # block -> (its formulas module, closed-form train peak set, replay in formula_replays.py)
-    "dense": ("dense", "dense_train_peak", "dense_peak"),
-    "isa": ("isa", "isa_train_peak", "isa_peak"),
-    "axial": ("axial", "axial_train_peak", "axial_peak"),
-    "non_local": ("non_local", "non_local_train_peak", "non_local_peak"),
-    "sparse_nonlocal": ("sparse_nonlocal", "sparse_train_peak_set", "sparse_train_peak"),
-    "criss_cross": ("criss_cross", "criss_cross_train_peak_set", "criss_cross_train_peak"),
-    "linear": ("linear", "linear_train_peak_set", "linear_train_peak"),
-    "channelized_axial": ("channelized_axial", "caa_train_peak_set", "caa_train_peak"),
+TRAIN_SETS = {  # block -> closed-form train peak set in isaprof.formulas.<block> (replay: replays.TRAIN)
+    "dense": "dense_train_peak",
+    "isa": "isa_train_peak",
+    "axial": "axial_train_peak",
+    "non_local": "non_local_train_peak",
+    "sparse_nonlocal": "sparse_train_peak_set",
+    "criss_cross": "criss_cross_train_peak_set",
+    "linear": "linear_train_peak_set",
+    "channelized_axial": "caa_train_peak_set",
 }
-REPLAY_TAKES_MODE = {"dense", "isa", "axial", "non_local"}  # the others' replays are train-only
 NO_IMPL = {"criss_cross", "linear", "channelized_axial"}  # blocks without an attention impl option
 TRAIN_OPTIONS = {
     "dense": [()],
@@ -221,10 +214,9 @@ def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
     import importlib
     import itertools
 
-    from tests.formulas import replays as fr
+    from tests.formulas.replays import TRAIN
 
-    module, closed, replay = TRAIN_SETS[name]
-    mod = importlib.import_module(f"isaprof.formulas.{module}")
+    closed = getattr(importlib.import_module(f"isaprof.formulas.{name}"), TRAIN_SETS[name])
     kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
     n = 0
     for (h, w), (ck, cv), (impl, backend), dtype, c, batch in itertools.product(
@@ -241,8 +233,8 @@ def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
             if dict(opts).get("sub_sample") and min(h, w) < 2:
                 continue
             cfg = Config(name, batch, c, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
-            peak = getattr(mod, closed)(cfg)
-            replayed = getattr(fr, replay)(*((cfg, True) if name in REPLAY_TAKES_MODE else (cfg,))).peak
+            peak = closed(cfg)
+            replayed = TRAIN[name](cfg).peak
             assert peak.bytes == replayed == cost(cfg).peak_bytes["train"], cfg
             assert peak.bytes == sum(peak.live.values()) and peak.movable_bytes <= peak.bytes
             n += 1
