@@ -1,4 +1,4 @@
-"""Packaging (issue 13): tomli declared where tomllib is missing and the fallback works; no registry host
+"""Packaging: tomli declared where tomllib is missing and the fallback works; no registry host
 named in the Makefile; README says build() returns a module in train mode."""
 
 from __future__ import annotations

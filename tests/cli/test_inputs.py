@@ -1,4 +1,4 @@
-"""Refuse what cannot fit before trying it, one line for every bad input (issue 13)."""
+"""Refuse what cannot fit before trying it, one line for every bad input."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Peak sets (isaprof.formulas.peak): the closed-form peak holds when the code frees its locals earlier.
 
-The harmless change of issue 10, ``del value, query, key`` right after the attention in
+A harmless change, ``del value, query, key`` right after the attention in
 ``SelfAttention2D.forward`` (and ``del theta, phi, g`` in ``non_local``), changes no output and no MAC;
 it may lower a peak reached after the attention. The formula must still agree: exactly where its peak
 set holds no movable local, else within its named ``stage locals`` tolerance, and never above."""

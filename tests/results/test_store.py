@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silent (issue 13): one reader of results.csv for sweep and report, claims so
+"""Nothing lost, nothing silent: one reader of results.csv for sweep and report, claims so
 that concurrent runs share the work, exit status of a sweep with failures, devices skipped."""
 
 from __future__ import annotations

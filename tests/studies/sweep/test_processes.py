@@ -1,4 +1,4 @@
-"""Real processes (issue 13): two concurrent sweeps share the work; workers die with their parent.
+"""Real processes: two concurrent sweeps share the work; workers die with their parent.
 
 Each test starts isaprof sweeps as subprocesses on a small meta grid and bounds every wait.
 """
