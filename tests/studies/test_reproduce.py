@@ -15,8 +15,6 @@ import pytest
 from isaprof.cli import main
 from isaprof.studies import reproduce as rp
 
-pytestmark = pytest.mark.xdist_group("reproduce")  # one worker: the module-scoped run happens once
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:

@@ -17,8 +17,6 @@ import isaprof
 from isaprof.cli import main
 from isaprof.studies import table as tbl
 
-# one xdist worker for the module: its module-scoped table is computed once
-pytestmark = pytest.mark.xdist_group("table")
 SMALL = ["--size", "16x16", "--channels", "32"]
 TARGETS = ["isa", "dense", "criss_cross"]
 
