@@ -24,7 +24,7 @@ endif
 
 STAMP := $(VENV)/.isaprof-installed
 
-.PHONY: install test lint report bench bench-compare bench-quick bench-bounds baseline-check baseline-update gpu-check clean
+.PHONY: install test test-slow lint report bench bench-compare bench-quick bench-bounds baseline-check baseline-update gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Unit tests on every core (pytest-xdist, options in pyproject.toml); test-slow: the tests marked slow
+# (published sizes, subprocess sweeps), which the default run deselects and CI runs as its own step.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check isaprof tests benchmarks
@@ -66,19 +71,19 @@ report: $(STAMP)
 # bench-quick: every 32x32 benchmark run once, so that a broken benchmark fails CI.
 BENCH_QUICK := --benchmark-min-rounds=1 --benchmark-max-time=0 --benchmark-warmup=off
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-autosave
+	$(BIN)/python -m pytest benchmarks -n 0 --benchmark-autosave
 
 bench-compare: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-autosave --benchmark-compare \
+	$(BIN)/python -m pytest benchmarks -n 0 --benchmark-autosave --benchmark-compare \
 		--benchmark-compare-fail=median:20%; s=$$?; $(BIN)/python benchmarks/ratios.py || s=1; exit $$s
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --bench-no-costs -k 32x32 $(BENCH_QUICK)
+	$(BIN)/python -m pytest benchmarks -n 0 -q -p no:cacheprovider --bench-no-costs -k 32x32 $(BENCH_QUICK)
 
 # Latency is never asserted in `make test`: the one check that needs a clock (measured latency >= the
 # roofline bound on this CPU, tests/studies/test_bounds.py) runs here.
 bench-bounds: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m timing tests/studies/test_bounds.py
+	$(BIN)/python -m pytest -n 0 -q -p no:cacheprovider -m timing tests/studies/test_bounds.py
 
 baseline-check: $(STAMP)
 	$(BIN)/isaprof baseline check
