@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 RESULTS ?= reports/data
 SWEEP ?= reference/sweeps/report.toml
 # The efficiency table at each of the papers' sizes and their width (reference/papers.toml), meta path
-PAPERS = $(BIN)/python -m isaprof.targets.papers
+PAPERS = $(BIN)/python -m isaprof.papers
 TABLE_ARGS ?= --mode both --device meta --format json
 
 # torch: on a machine without an NVIDIA driver take the CPU build instead of PyPI's multi-GB CUDA build:

@@ -275,7 +275,7 @@ def test_mmseg_state_dict_renames_only_the_reused_blocks():
     assert nl["decode_head.cca.gamma"].shape == (1,)
 
 
-# -- published sizes (seconds each): `make test-slow` (pytest -m slow) -----------------------------------------------
+# -- published sizes (seconds each): `make test-slow` (pytest -m slow) ---------------
 
 
 @pytest.mark.parametrize("argv", [
