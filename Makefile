@@ -9,15 +9,16 @@ SWEEP ?= reference/sweeps/report.toml
 PAPERS = $(BIN)/python -m isaprof.papers
 TABLE_ARGS ?= --mode both --device meta --format json
 
-# torch: on a machine without an NVIDIA driver take the CPU build instead of PyPI's multi-GB CUDA build:
+# torch: on a machine without an NVIDIA driver take the CPU build instead of the multi-GB CUDA build:
 # a local wheel if pip's find-links has one (torch alone with --no-index, then its dependencies from the
-# usual index), else the +cpu build from PyTorch's CPU index (its dependencies from pip's own index);
-# with a driver, PyPI's default (CUDA) build.
-# Override either way: make test TORCH_INSTALL='pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
+# usual index), else the +cpu build from the index named by TORCH_CPU_INDEX (PyTorch's CPU wheel index:
+# set it on such a machine), else pip's default build. With a driver, pip's default (CUDA) build.
+# Override either way: make test TORCH_INSTALL='.venv/bin/pip install torch==2.13.0 --index-url URL'
+TORCH_CPU_INDEX ?=
 ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
 TORCH_INSTALL ?= ( $(BIN)/pip install -q --no-deps --no-index torch==$(TORCH_VERSION) 2>/dev/null \
 	&& $(BIN)/pip install -q torch==$(TORCH_VERSION) ) \
-	|| $(BIN)/pip install -q torch==$(TORCH_VERSION)+cpu --extra-index-url https://download.pytorch.org/whl/cpu
+	|| $(if $(TORCH_CPU_INDEX),$(BIN)/pip install -q torch==$(TORCH_VERSION)+cpu --extra-index-url $(TORCH_CPU_INDEX),$(BIN)/pip install -q torch==$(TORCH_VERSION))
 else
 TORCH_INSTALL ?= $(BIN)/pip install -q torch==$(TORCH_VERSION)
 endif
