@@ -50,8 +50,10 @@ WINOGRAD_TILE = 4  # output tile m of F(m x m, r x r): the largest in the librar
 WINOGRAD_KERNELS = ((3, 3), (5, 5))  # cuDNN: WINOGRAD 3x3, WINOGRAD_NONFUSED 3x3 and 5x5
 GAUSS_MULTIPLIES = 3  # real multiplications per complex product (Gauss's trick), each one FMA
 MATMUL_OPS = frozenset(("aten.mm", "aten.bmm", "aten.addmm", "aten.baddbmm", "aten.matmul", "aten.linear"))
-CUDNN_DOC = ("cuDNN API reference, cudnnConvolutionForward, its table of supported configurations per "
-             "algorithm (https://docs.nvidia.com/deeplearning/cudnn/latest/api/cudnn-cnn-library.html)")
+CUDNN_DOC = (
+    "cuDNN API reference, cudnnConvolutionForward, its table of supported configurations per "
+    "algorithm (https://docs.nvidia.com/deeplearning/cudnn/latest/api/cudnn-cnn-library.html)"
+)
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def _row(table: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
 def bound(ops: Iterable[OpCost], roofs: Roofs, library: str | None = None, cache_bytes: int = 0) -> Bound:
     """Sum over op calls of max(FLOPs / peak, bytes / bandwidth), split by the limiting roof. FLOPs are those
     of the cheapest algorithm ``library`` may run the call with (:func:`cheapest`; default: ``direct`` on a
-    CPU's roofs, else ``cudnn``); ``l2_bound_ms`` with bytes less ``2 x cache_bytes`` per call (not below 0)."""
+    CPU's roofs, else ``cudnn``); ``l2_bound_ms``: with bytes less ``2 x cache_bytes`` per call (>= 0)."""
     if library is None:
         library = DIRECT if roofs.device.startswith("cpu") else CUDNN
     compute = memory = flop_time = eff_time = l2_time = 0.0
