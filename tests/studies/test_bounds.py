@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -253,8 +252,7 @@ def test_gpu_latency_section_without_file_is_a_note(tmp_path: Path):
     assert gpu_latency_section(tmp_path, tmp_path, notes) == "" and "isaprof bounds" in notes[0]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ISAPROF_TEST_SLOW"), reason="published sizes: ISAPROF_TEST_SLOW=1")
+@pytest.mark.slow  # published sizes, ~3 minutes: `make test-slow`
 def test_v100_bound_is_below_every_published_time():
     rows = bounds.latency_rows()
     totals = [r for r in rows if r["class"] == "total"]
