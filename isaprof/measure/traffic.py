@@ -126,6 +126,9 @@ def conv_shape(args: tuple, out: Any) -> ConvShape | None:
         x, w, _, stride, padding, dilation, transposed, _, groups = args[:9]
         if x.dim() != 4 or not isinstance(out, torch.Tensor):
             return None
+        sizes = (*x.shape, *w.shape, *out.shape, *stride, *padding, *dilation, groups)
+        if not all(isinstance(v, int) for v in sizes):  # symbolic: int() would specialise (guard) the symbol
+            return None
         n, c, h, wd = (int(v) for v in x.shape)
         _, co, ho, wo = (int(v) for v in out.shape)
         return ConvShape(n, c, h, wd, co, ho, wo, (int(w.shape[2]), int(w.shape[3])),
