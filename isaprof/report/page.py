@@ -18,6 +18,7 @@ from isaprof import units
 from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select
 from isaprof.report import data, derived, efficiency, plots, tables
 from isaprof.report.bounds import bounds_section
+from isaprof.report.gpu_latency import gpu_latency_section
 from isaprof.report.heads import heads_section
 from isaprof.roofline import schema
 
@@ -62,6 +63,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         heads_section(results_dir, out_dir, notes),
         _throughput_section(df, machine, out_dir, notes),
         bounds_section(results_dir, out_dir, notes),
+        gpu_latency_section(results_dir, out_dir, notes),
         _cuda_section(results_dir, out_dir),
         _flow_section(results_dir, out_dir, notes),
         _failure_section(df, out_dir),
