@@ -37,7 +37,7 @@ KEY_COLUMNS = Config.key_names()
 STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
 _NEEDED = ("block", "height", "width", "metric", "status")
 _INTS = ("batch", "channels", "height", "width")
-_NUMBERS = ("measured", "analytic", "spread")
+_NUMBERS = ("measured", "analytic", "spread", "samples")
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?$")
 
 Key = tuple[str, ...]
