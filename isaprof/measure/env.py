@@ -32,7 +32,10 @@ def cpu_name() -> str:
 def device_name(device: str) -> str:
     """Human name of ``device``: the CUDA device name, the CPU model, or ``"meta"`` (fake tensors)."""
     if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device) if torch.cuda.is_available() else "cuda (unavailable)"
+        try:
+            return torch.cuda.get_device_name(device) if torch.cuda.is_available() else "cuda (unavailable)"
+        except (AssertionError, RuntimeError):  # a build without CUDA, or no driver
+            return "cuda (unavailable)"
     if device == "meta":
         return "meta"
     return cpu_name()
