@@ -259,6 +259,18 @@ def _placement(config: Config) -> Iterator[tuple[nn.Module, torch.Tensor, int]]:
     yield _on_path(block, config.path), x, _count_params(block)
 
 
+@contextlib.contextmanager
+def protocol_step(config: Config) -> Iterator[Callable[[], Any]]:
+    """The configuration's protocol step (what :func:`profile` times), built and placed once, as a
+    callable: for timing several configurations interleaved (:func:`isaprof.measure.latency.compare_latency`).
+    ``config``: a record's configuration (its sdpa backend as profile ran it); a real device only."""
+    if config.device == "meta":
+        raise ValueError("a protocol step to time needs a real device (cpu, cuda), not meta")
+    with _placement(config) as (module, x, _):
+        run = _with_backend(step(module, x, config.mode), config.backend)
+        yield run if blocks.spec(config.block).standard_contract else _explained(run, config)
+
+
 def input_shape(config: Config, block: nn.Module) -> tuple[int, int, int, int]:
     """(B, C_in, H, W): ``C_in`` is the module's ``in_channels`` where it declares one (a head fed by a
     2048-wide backbone), else the configuration's ``channels``."""
