@@ -157,7 +157,7 @@ CONFIGS = "configs"  # a measurement's {mode: Config} as profiled (not a table c
 
 
 def time_interleaved(
-    measured: dict[str, dict[str, Any]], baseline: dict[str, Any], device: str, mode: str
+    measured: dict[str, dict[str, Any]], baseline: dict[str, Any], device: str, modes: str
 ) -> None:
     """Add each measurement's latency (median, IQR, samples, flags) per mode, each target timed interleaved
     with dense on the same input (:func:`isaprof.measure.latency.compare_latency`: A, B, A, B, ...), with
@@ -167,7 +167,7 @@ def time_interleaved(
     from isaprof.measure.latency import compare_latency, measure_latency
     from isaprof.profiling.profiler import is_oom, protocol_step
 
-    for mode in tbl.modes_of(mode):
+    for mode in tbl.modes_of(modes):
         base_cfg = baseline.get(CONFIGS, {}).get(mode)
         if base_cfg is None:
             continue
