@@ -157,15 +157,18 @@ def measure_latency(
     protocol: str = "quick",
     device: str = "cpu",
     *,
+    budget_s: float | None = None,
     clock: Clock | None = None,
     probe: Callable[[], float] | None = None,
 ) -> Latency:
     """Time ``fn()`` with ``protocol`` (``"fixed"`` or ``"quick"``) using all torch threads.
 
     ``clock``: seconds (default: :func:`device_clock`); ``probe``: seconds of a fixed workload, called
-    before and after (default: :func:`matmul_probe` of ``device``; tests inject both).
+    before and after (default: :func:`matmul_probe` of ``device``; tests inject both); ``budget_s``: see
+    :func:`compare_latency`.
     """
-    return compare_latency({"fn": fn}, protocol, device, clock=clock, probe=probe).latencies["fn"]
+    comparison = compare_latency({"fn": fn}, protocol, device, budget_s=budget_s, clock=clock, probe=probe)
+    return comparison.latencies["fn"]
 
 
 def compare_latency(
@@ -174,6 +177,7 @@ def compare_latency(
     device: str = "cpu",
     *,
     baseline: str | None = None,
+    budget_s: float | None = None,
     clock: Clock | None = None,
     probe: Callable[[], float] | None = None,
 ) -> Comparison:
@@ -181,7 +185,8 @@ def compare_latency(
     from its last warm-up call), then ``samples`` rounds, each timing one sample of every callable, the
     order rotated by one each round (A B C, B C A, C A B, ...). Each callable's ratio to ``baseline``
     (default: the first) is taken per round. The matmul probe runs before the first and after the last
-    round; its change goes to every :class:`Latency`."""
+    round; its change goes to every :class:`Latency`. ``budget_s``: replaces the protocol's time budget of
+    the samples (more calls per sample, never more or fewer samples)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown latency protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
     if not fns:
@@ -191,6 +196,7 @@ def compare_latency(
     if baseline not in fns:
         raise ValueError(f"baseline {baseline!r} is none of {', '.join(names)}")
     warmup, samples, budget = PROTOCOLS[protocol]
+    budget = budget_s if budget_s is not None else budget
     clock = clock or device_clock(device)
     if probe is None and device != "meta":
         probe = matmul_probe(device, clock)
