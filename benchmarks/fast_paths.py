@@ -3,15 +3,16 @@
     python benchmarks/fast_paths.py                       # all cases, writes results/fast_paths.csv
     python benchmarks/fast_paths.py --only isa --compile  # + torch.compile (compile time excluded)
 
-Figure of merit: ``rate = F / t`` where F is the FLOP count of the *reference* form (FlopCounterMode on
-the naive reference module, inference, FLOPs = 2 x MACs) and t the median latency of the variant
+Figure of merit: ``rate = F / t`` where F is the FLOP count of the *reference* form (FlopCounterMode on the
+naive reference module, inference, FLOPs = 2 x MACs) and t the median latency of the variant
 (:func:`isaprof.measure.latency.compare_latency`: every variant timed interleaved, at least 7 samples;
 ``vs_naive`` is the per-round ratio to naive with its IQR); ``fraction = rate / peak``, with ``peak`` the
 fp32 matmul roof of :mod:`isaprof.roofline.roofs` (largest median rate over its GEMM shapes, the blocks' own
-among them: a square 2048^3 product alone is beaten by the blocks' smaller, cache-resident GEMMs) measured in the same run, right
-before every timing (the machine may be shared: ``fraction`` uses the largest sample of the run,
-``local_fraction`` the sample taken just before that timing, under the same load). A rate above the peak by
-more than both IQRs is reported and the script exits 1: it is a bug in the peak, not a fast block.
+among them: a square 2048^3 product alone is beaten by the blocks' smaller, cache-resident GEMMs) measured
+in the same run, right before each case's interleaved timing (the machine may be shared: ``fraction`` uses
+the largest sample of the run, ``local_fraction`` the sample taken just before that timing, under the same
+load). A rate above the peak by more than both IQRs is reported and the script exits 1: it is a bug in the
+peak, not a fast block.
 Every variant computes the same function (tests/targets/test_fast.py).
 Variants: ``naive`` and ``sdpa`` (reference impls), ``fast`` (fast_inference), ``fast+compile``.
 """
