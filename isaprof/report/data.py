@@ -183,10 +183,14 @@ def latency_machines(df: pd.DataFrame) -> list[tuple[str, str, str, int]]:
         return []
     groups = lat.groupby(["device", "machine"], dropna=False)
     out = [
-        (str(dev), str(mach) if isinstance(mach, str) else "", ", ".join(sorted(set(g["device_name"].astype(str)))),
-         len(g))
+        (
+            str(dev),
+            mach if isinstance(mach, str) else "",
+            ", ".join(sorted(set(g["device_name"].astype(str)))),
+            len(g),
+        )
         for (dev, mach), g in groups
-    ]  # fmt: skip
+    ]
     return sorted(out, key=lambda t: (DEVICE_PREFERENCE.get(t[0], 3), -t[3], t[1]))
 
 

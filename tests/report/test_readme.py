@@ -48,8 +48,9 @@ def test_provenance_names_the_cpu_model_and_the_machine_id() -> None:
     lat = df["metric"] == "latency_ms"
     df.loc[lat, "machine"], df.loc[lat, "samples"], df.loc[lat, "flags"] = "node A", 7, ""
     df.loc[lat & (df["block"] == "dense"), "flags"] = "noisy"
-    machine = {"machines": [{"device": "cpu", "machine": "node A", "matmul_gflops": 50.0, "bandwidth_gbs": 5.0,
-                             "device_name": "toy CPU"}], "cpu": {"matmul_gflops": 300.0, "bandwidth_gbs": 9.0}}  # fmt: skip
+    entry = {"device": "cpu", "machine": "node A", "matmul_gflops": 50.0, "bandwidth_gbs": 5.0}
+    entry["device_name"] = "toy CPU"
+    machine = {"machines": [entry], "cpu": {"matmul_gflops": 300.0, "bandwidth_gbs": 9.0}}
     view, notes = data.roofs_for_latencies(machine, df)
     assert view["cpu"]["matmul_gflops"] == 50.0 and not notes  # the latencies' own machine's roofs
     text = page.provenance(df, view)
