@@ -3,11 +3,18 @@
 Each figure is readable on its own: title, axis labels with units, a legend outside the axes. One palette
 (:data:`STYLES`) keyed by block name gives a block the same colour and marker in every figure; the impl is the
 fill (naive filled, sdpa hollow, fast half); a curve hidden under another is drawn slightly to its right.
+
+A figure whose inputs did not change is not drawn again (:func:`unchanged`): each PNG carries the hash of
+the data, the arguments and this module's source in its ``isaprof-inputs`` text chunk.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import matplotlib
 import matplotlib.colors
@@ -57,15 +64,66 @@ def marker(block: str) -> str:
     return style(block)[1]
 
 
+F = TypeVar("F", bound=Callable[..., Path])
+KEY = "isaprof-inputs"  # the PNG text chunk holding the inputs' hash
+_SOURCE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()
+_current: dict[str, str] = {}  # path -> hash of the figure being drawn
+
+
+def inputs_hash(name: str, *args: Any, **kwargs: Any) -> str:
+    """SHA-1 of a figure's inputs: its function's name, its arguments (a DataFrame by its columns and
+    every cell's text) and this module's source (a change of drawing code draws again)."""
+    h = hashlib.sha1(f"{name}\0{_SOURCE}".encode())
+    for v in (*args, *sorted(kwargs.items())):
+        if isinstance(v, pd.DataFrame):
+            h.update(v.to_csv(index=False).encode())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()
+
+
+def stored_hash(path: Path) -> str | None:
+    """The ``isaprof-inputs`` chunk of the PNG at ``path`` (None: absent or unreadable)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.text.get(KEY)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - any unreadable file is simply drawn again
+        return None
+
+
+def unchanged(fn: F) -> F:
+    """Draw ``fn(data, path, ...)`` only when the PNG at ``path`` was not drawn from the same inputs
+    (:func:`inputs_hash`); an SVG asked for and absent draws again."""
+
+    @functools.wraps(fn)
+    def wrapper(first: Any, path: str | Path, *args: Any, **kwargs: Any) -> Path:
+        path = Path(path)
+        key = inputs_hash(fn.__name__, first, *args, **kwargs)
+        svg_missing = kwargs.get("svg") and not path.with_suffix(".svg").is_file()
+        if path.is_file() and not svg_missing and stored_hash(path) == key:
+            return path
+        _current[str(path)] = key
+        try:
+            return fn(first, path, *args, **kwargs)
+        finally:
+            _current.pop(str(path), None)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _save(fig: plt.Figure, path: Path, svg: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    meta = {KEY: _current[str(path)]} if str(path) in _current else {}
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None, **meta})
     if svg:
         fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+@unchanged
 def scaling(
     rows: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float, svg: bool = False
 ) -> Path:
@@ -153,6 +211,7 @@ def _size_ticks(ax: plt.Axes, rows: pd.DataFrame) -> None:
         ax.set_xlabel("positions N = H x W (log)")
 
 
+@unchanged
 def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float) -> Path:
     """ISA cost over the factor grid (P_h rows, P_w columns), analytic (x) and measured (o) optimum."""
     phs, pws = sorted(grid["ph"].unique()), sorted(grid["pw"].unique())
@@ -202,6 +261,7 @@ def _two_five(v: float, _: int) -> str:
     return f"{v:g}" if np.isclose(lead, 2) or np.isclose(lead, 5) else ""
 
 
+@unchanged
 def roofline(
     tp: pd.DataFrame,
     path: str | Path,
