@@ -149,6 +149,11 @@ def scaling(
         has_formula = g["analytic"].notna().sum() >= 2
         if has_formula:  # the formula as a dashed curve, measured points as markers on top
             ax.plot(n * shift, g["analytic"].to_numpy() / scale, "--", linewidth=1.2, color=c, alpha=0.8)
+        spread = pd.to_numeric(g["spread"], errors="coerce").to_numpy() / scale if "spread" in g else None
+        if spread is not None and np.isfinite(spread).any():  # a timed metric: its IQR as an error bar
+            half = np.nan_to_num(spread) / 2  # drawn median +- IQR/2 (the IQR's width, centred)
+            ax.errorbar(n * shift, y, yerr=[np.minimum(half, y * 0.999), half], fmt="none", ecolor=c,
+                        elinewidth=1.0, capsize=3, alpha=0.8)  # fmt: skip
         ax.plot(
             n * shift,
             y,
@@ -242,14 +247,21 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
         source = grid["analytic_from"].iloc[0] if "analytic_from" in grid else ""
         ana = "analytic optimum" + (" (MACs formula)" if source == "macs" else "")
         ax.scatter([aj], [ai], marker="x", s=160, color="red")
-        ax.scatter([mj], [mi], marker="o", s=260, facecolors="none", edgecolors="orange", linewidths=2)
-        title += f"\nred x: {ana}; orange o: measured optimum"
+        best = np.nanmin(z)  # every factor tied with the measured minimum (within 0.1%), not just one
+        ties = [(i, j) for i in range(len(phs)) for j in range(len(pws)) if z[i, j] <= best * (1 + 1e-3)]
+        ties = ties or [(mi, mj)]
+        ax.scatter([j for _, j in ties], [i for i, _ in ties], marker="o", s=260, facecolors="none",
+                   edgecolors="orange", linewidths=2)  # fmt: skip
+        tied = f" ({len(ties)} tied within 0.1%)" if len(ties) > 1 else ""
+        title += f"\nred x: {ana}; orange o: measured optimum{tied}"
     ax.set_xticks(range(len(pws)), [str(p) for p in pws])
     ax.set_yticks(range(len(phs)), [str(p) for p in phs])
     ax.set_xlabel("P_w (column factor)")
     ax.set_ylabel("P_h (row factor)")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label=f"measured {unit}" + (" (log colour scale)" if norm else ""))
+    bar = fig.colorbar(im, ax=ax, label=f"measured {unit}" + (" (log colour scale)" if norm else ""))
+    bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.4g}"))
+    bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.4g}"))
     return _save(fig, Path(path), svg=False)
 
 
