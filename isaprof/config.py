@@ -643,9 +643,13 @@ class RunSettings:
 CONFIG_COLUMNS = Config.column_names()  # the configuration columns of a tidy row
 KEY_COLUMNS = Config.key_names()  # the columns that identify a configuration (the store's key)
 SIZE_FIELDS = [f.name for f in fields(Config) if keyword_of(f) == "size"]  # height, width: ``size``'s fields
-# The tidy row schema (docs/ARCHITECTURE.md), in order: configuration, metric, environment.
-METRIC_COLUMNS = "metric measured analytic unit spread status error".split()
-ENV_COLUMNS = "torch isaprof device_name threads host timestamp".split()
+# The tidy row schema (docs/ARCHITECTURE.md), in order: configuration, metric, environment. ``spread``: the
+# IQR of a timed ``measured`` (its median), ``samples`` the samples behind both, ``flags`` the measurement's
+# warnings ("noisy", "contended"); all three empty for exact counts. ``machine``: what machine-dependent
+# figures are keyed by (isaprof.measure.env.machine_id). A store written before a column existed reads
+# with that column empty.
+METRIC_COLUMNS = "metric measured analytic unit spread samples flags status error".split()
+ENV_COLUMNS = "torch isaprof device_name threads host machine timestamp".split()
 COLUMNS = CONFIG_COLUMNS + METRIC_COLUMNS + ENV_COLUMNS
 UNITS = {
     "params": "count",
@@ -679,6 +683,8 @@ def row(
     env: Mapping[str, Any],
     padded: tuple[int, int] | None = None,
     spread: Any = None,
+    samples: int | None = None,
+    flags: str = "",
     status: str = "ok",
     error: str = "",
 ) -> dict[str, Any]:
@@ -692,6 +698,8 @@ def row(
         "analytic": analytic,
         "unit": UNITS[metric],
         "spread": spread,
+        "samples": samples,
+        "flags": flags,
         "status": status,
         "error": " ".join(str(error).split()),
         **{k: env.get(k) for k in ENV_COLUMNS},

@@ -119,12 +119,17 @@ class Record:
         ]
         if self.bytes_moved is not None:
             metrics.append(("bytes_moved", self.bytes_moved.total, None, None))
-        if self.latency is not None:
-            metrics.append(("latency_ms", self.latency.median_ms, None, self.latency.iqr_ms))
-        return [
+        out = [
             row(self.config, m, meas, ana, env=self.environment, padded=self.padded, spread=spread)
             for m, meas, ana, spread in metrics
         ]
+        lat = self.latency
+        if lat is not None:
+            out.append(
+                row(self.config, "latency_ms", lat.median_ms, None, env=self.environment, padded=self.padded,
+                    spread=lat.iqr_ms, samples=lat.samples, flags=lat.flags())
+            )  # fmt: skip
+        return out
 
     def module_rows(self) -> list[dict[str, Any]]:
         """Tidy rows of the per-module breakdown (empty without one): the configuration columns, then
@@ -183,6 +188,9 @@ class Record:
             "latency_ms": self.latency.median_ms if self.latency else None,
             "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,
             "latency_noisy": self.latency.noisy if self.latency else None,
+            "latency_samples": self.latency.samples if self.latency else None,
+            "latency_calls_per_sample": self.latency.number if self.latency else None,
+            "latency_contended": self.latency.contended if self.latency else None,
             "elementwise": {"analytic": self.elementwise_analytic, "by_term": dict(self.elementwise)},
             "environment": dict(self.environment),
             "notes": list(self.notes),
@@ -249,6 +257,18 @@ def _placement(config: Config) -> Iterator[tuple[nn.Module, torch.Tensor, int]]:
     block = blocks.build(*args, impl=config.impl, **opts).to(device=config.device, dtype=dtype)
     x = torch.randn(input_shape(config, block), dtype=dtype, device=config.device)  # (B, C_in, H, W)
     yield _on_path(block, config.path), x, _count_params(block)
+
+
+@contextlib.contextmanager
+def protocol_step(config: Config) -> Iterator[Callable[[], Any]]:
+    """The configuration's protocol step (what :func:`profile` times), built and placed once, as a
+    callable: for timing several configurations interleaved (:func:`isaprof.measure.latency.compare_latency`).
+    ``config``: a record's configuration (its sdpa backend as profile ran it); a real device only."""
+    if config.device == "meta":
+        raise ValueError("a protocol step to time needs a real device (cpu, cuda), not meta")
+    with _placement(config) as (module, x, _):
+        run = _with_backend(step(module, x, config.mode), config.backend)
+        yield run if blocks.spec(config.block).standard_contract else _explained(run, config)
 
 
 def input_shape(config: Config, block: nn.Module) -> tuple[int, int, int, int]:

@@ -36,7 +36,7 @@ RESULTS = "results.csv"
 KEY_COLUMNS = Config.key_names()
 _NEEDED = ("block", "height", "width", "metric", "status")
 _INTS = ("batch", "channels", "height", "width")
-_NUMBERS = ("measured", "analytic", "spread")
+_NUMBERS = ("measured", "analytic", "spread", "samples")
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?$")
 
 Key = tuple[str, ...]

@@ -141,8 +141,14 @@ def papers_rows(gpus: Iterable[str] = GPUS) -> list[dict[str, Any]]:
 
 
 def _machine_cpu(results_dir: Path) -> tuple[dict[str, Any] | None, str]:
-    """The sweep's cpu roofs from ``machine.json`` if it holds both, else None (use the host cache)."""
-    cpu = schema.device_roofs(schema.read_machine(results_dir / schema.MACHINE), "cpu")
+    """This machine's cpu roofs from ``machine.json`` (its entry for this machine id: bounds beside the
+    latencies measured here; a file written before machine ids: its cpu entry), else the machine's cache
+    of ``isaprof machine``."""
+    from isaprof.measure.env import machine_id
+
+    data = schema.read_machine(results_dir / schema.MACHINE)
+    keyed = any(m.get("machine") for m in data["machines"] if isinstance(m, dict))
+    cpu = schema.machine_entry(data, "cpu", machine_id("cpu")) if keyed else schema.device_roofs(data, "cpu")
     if cpu is not None:
         return cpu, f"machine.json (recorded by the sweep; {cpu.get('device_name') or 'unnamed CPU'})"
     from isaprof.roofline.roofs import machine_roofs
