@@ -341,6 +341,8 @@ def _key(values: dict[str, Any]) -> Key:
                 raise ValueError(f"options {v!r} are not JSON") from e
         elif c == "path":
             out.append(cell_text(v) or "reference")  # rows written before paths existed are reference rows
+        elif c == "layout":
+            out.append(cell_text(v) or "map")  # rows written before layouts existed took a map
         else:
             out.append(cell_text(v))
     return tuple(out)

@@ -110,6 +110,9 @@ def append(
             head = ",".join(cols) + "\n"
         else:
             cols = _check_header(path, cols)
+            if "layout" not in cols and any(r.get("layout", "map") != "map" for r in rows):
+                raise ValueError(f"{path}:1 has no layout column, so it holds map inputs only: "
+                                 "choose another --out directory for tokens")  # fmt: skip
             if os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it (the reader skips it)
                 head = "\n"
         buf = io.StringIO()
@@ -200,13 +203,14 @@ def _alive(c: dict[str, Any], now: float) -> bool:
 
 def _check_header(path: Path, cols: list[str]) -> list[str]:
     """The columns to write into the existing file: ``cols``, or the file's own header when it is an older
-    schema that lacks only environment columns added since (a store stays appendable across versions)."""
+    schema that lacks only environment columns, or the layout column, added since (a store stays appendable
+    across versions)."""
     with path.open(newline="", errors="replace") as f:
         header = next(csv.reader(f), [])
     if header == cols:
         return cols
-    if set(header) <= set(cols) and set(KEY_COLUMNS) <= set(header) and "metric" in header:
-        return header
+    if set(header) <= set(cols) and set(KEY_COLUMNS) - {"layout"} <= set(header) and "metric" in header:
+        return header  # without "layout": rows of a map input (append refuses tokens rows there)
     raise ValueError(
         f"{path}:1 has columns {header}, but this isaprof writes {cols}: choose another --out directory"
     )
