@@ -41,13 +41,11 @@ def add_output(p: argparse.ArgumentParser) -> None:
     )
 
 
-def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Block options from ``--factor``, ``--recurrence`` and ``--option``; ``ValueError`` if the block
-    has no such option (the registry's ``spec(name).options`` decides)."""
-    target = blocks.spec(name)
-    known = target.options  # ValueError if an import path does not import (which, and why)
+def parse_options(texts: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` words as a dict, each VALUE a Python literal (a bare word: a string);
+    ``ValueError`` for a malformed word or a key given twice."""
     options: dict[str, Any] = {}
-    for text in args.option:
+    for text in texts:
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--option must look like KEY=VALUE, got {text!r}")
@@ -57,6 +55,15 @@ def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
             options[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             options[key.strip()] = value.strip()  # a bare word: a string
+    return options
+
+
+def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Block options from ``--factor``, ``--recurrence`` and ``--option``; ``ValueError`` if the block
+    has no such option (the registry's ``spec(name).options`` decides)."""
+    target = blocks.spec(name)
+    known = target.options  # ValueError if an import path does not import (which, and why)
+    options = parse_options(args.option)
     for opt in ("factor", "recurrence"):
         value = getattr(args, opt, None)
         if value is None:

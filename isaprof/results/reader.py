@@ -115,7 +115,10 @@ def read_table(out: str | Path, *, warn: bool = True) -> Table:
         if not data.strip():
             return Table(path, [])
         first = data.split(b"\n", 1)[0]
-        header = next(csv.reader([first.decode("utf-8", errors="surrogateescape").rstrip("\r")]), [])
+        try:
+            header = next(csv.reader([first.decode("utf-8", errors="surrogateescape").rstrip("\r")]), [])
+        except csv.Error:  # not CSV at all (random bytes): not a results table, said below
+            header = []
         missing = [c for c in _NEEDED if c not in header]
         if missing or _bad_text(header):
             what = f"lacks column(s) {', '.join(missing)}" if missing else "is not readable text"
