@@ -49,6 +49,8 @@ CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
 # "reference": the block as the papers' code computes it; "fast": isaprof.targets.fast.fast_inference of it
 # (same outputs, BN folded, GEMM layouts, sdpa core; inference only).
 PATHS = ("reference", "fast")
+# The input's layout: "map" (B, C, H, W), or "tokens" (B, N, C) with N = H * W (a transformer's sequence).
+LAYOUTS = ("map", "tokens")
 LATENCY_PROTOCOLS = ("quick", "fixed")  # a run setting, not part of a Config; "none" or None skips
 
 _DEVICE = re.compile(r"^(meta|cpu|cuda)(:\d+)?$")
@@ -282,7 +284,8 @@ class Config:
     ``value_channels``: resolved widths; ``options``: every block option with defaults filled in, as
     sorted ``(name, value)`` pairs (hashable: two spellings of one configuration compare equal);
     ``backend``: the sdpa kernel (``None`` for ``naive``, or for ``sdpa`` until the device's default is
-    chosen at run time); ``device``: ``meta``, ``cpu``, ``cuda`` or ``cuda:N``. The fields are in the
+    chosen at run time); ``device``: ``meta``, ``cpu``, ``cuda`` or ``cuda:N``; ``layout``: the input as a
+    map ``(B, C, H, W)`` or as tokens ``(B, H*W, C)``. The fields are in the
     order of the tidy row's columns; the first seven may be given positionally.
     """
 
@@ -371,6 +374,16 @@ class Config:
     )
     mode: str = setting(
         "inference", grid="modes", check=_choice("mode", MODES), flag=dict(flag="--mode", choices=MODES)
+    )
+    layout: str = setting(
+        "map",
+        grid="layouts",
+        check=_choice("layout", LAYOUTS),
+        flag=dict(
+            flag="--layout",
+            choices=LAYOUTS,
+            help="the input: map (B, C, H, W), or tokens (B, N, C) with N = H*W (default: map)",
+        ),
     )
 
     # -- building ---------------------------------------------------------------------------------------
@@ -557,7 +570,8 @@ class Config:
         impl += "" if self.path == "reference" else f" [{self.path}]"
         return (
             f"{self.block} {self.height}x{self.width} C={self.channels} B={self.batch} {impl} "
-            f"{self.device} {self.dtype} {self.mode}{' ' + opts if opts else ''}"
+            f"{self.device} {self.dtype} {self.mode}{' tokens' if self.layout == 'tokens' else ''}"
+            f"{' ' + opts if opts else ''}"
         )
 
 
@@ -715,6 +729,7 @@ __all__ = [
     "DTYPES",
     "DTYPE_BYTES",
     "KEY_COLUMNS",
+    "LAYOUTS",
     "MODES",
     "PATHS",
     "RunSettings",

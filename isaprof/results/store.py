@@ -234,13 +234,14 @@ def _upgrade(path: Path, cols: list[str]) -> None:
 
 def _check_header(path: Path, cols: list[str]) -> list[str]:
     """The columns to write into the existing file: ``cols``, or the file's own header when it is an older
-    schema that lacks only environment columns added since (a store stays appendable across versions)."""
+    schema that lacks only environment columns, or the layout column, added since (a store stays appendable
+    across versions)."""
     with path.open(newline="", errors="replace") as f:
         header = next(csv.reader(f), [])
     if header == cols:
         return cols
-    if set(header) <= set(cols) and set(KEY_COLUMNS) <= set(header) and "metric" in header:
-        return header
+    if set(header) <= set(cols) and set(KEY_COLUMNS) - {"layout"} <= set(header) and "metric" in header:
+        return header  # without "layout": rows of a map input (append refuses tokens rows there)
     raise ValueError(
         f"{path}:1 has columns {header}, but this isaprof writes {cols}: choose another --out directory"
     )

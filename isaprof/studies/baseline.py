@@ -39,9 +39,9 @@ VARIANTS: dict[str, tuple[Any, ...]] = {"factor": ((4, 4), (8, 4)), "recurrence"
 # input, non-local's sub-sampled keys.
 ODD_EXTRAS: tuple[dict[str, Any], ...] = ({"masked": True, "factor": (4, 4)}, {"sub_sample": True})
 # A case's description: its configuration but the block's default widths, what the run reports (backend)
-# and what every case shares or is measured across (path, dtype, device, both modes).
+# and what every case shares or is measured across (path, dtype, device, both modes, a map input).
 DESCRIBED = select(
-    KEY_COLUMNS, "key_channels", "value_channels", "backend", "path", "dtype", "device", "mode",
+    KEY_COLUMNS, "key_channels", "value_channels", "backend", "path", "dtype", "device", "mode", "layout",
     first=("block", "impl"),
 )  # fmt: skip
 # Set on every case of a block having the option: channelized axial's 16 query chunks make ~2x the

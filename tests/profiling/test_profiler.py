@@ -33,7 +33,7 @@ def test_rows_follow_the_schema():
         COLUMNS
         == (  # docs/ARCHITECTURE.md, "Tidy result rows"
             "block batch channels key_channels value_channels height width padded_height padded_width "
-            "factor recurrence options impl backend path dtype device mode "
+            "factor recurrence options impl backend path dtype device mode layout "
             "metric measured analytic unit spread samples flags status error "
             "torch isaprof device_name threads host machine timestamp"
         ).split()

@@ -51,7 +51,8 @@ class FakeProfile:
         self.delay = delay
 
     def __call__(self, name, *, size, channels, key_channels, value_channels, batch, device, dtype, mode,
-                 impl, backend, latency, by_module=False, path="reference", **options):  # fmt: skip
+                 impl, backend, latency, by_module=False, path="reference", layout="map",
+                 **options):  # fmt: skip
         self.calls.append((name, size, mode, options.get("factor")))
         time.sleep(self.delay)
         err = self.fail.get((name, size[0], options.get("factor")))
@@ -63,7 +64,8 @@ class FakeProfile:
             padded_width=size[1], factor="{}x{}".format(*options["factor"]) if "factor" in options else None,
             recurrence=options.get("recurrence"),
             options=json.dumps(dict(reversed(options.items()))),  # key order differs from the sweep's
-            impl=impl, backend=backend, path=path, dtype=dtype, device=device, mode=mode, status="ok",
+            impl=impl, backend=backend, path=path, dtype=dtype, device=device, mode=mode, layout=layout,
+            status="ok",
             error=None,
             torch="x", device_name="fake", threads=1, host="h", timestamp="t",
         )  # fmt: skip
