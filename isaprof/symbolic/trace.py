@@ -24,10 +24,11 @@ MACs = FLOPs / 2. Peak memory: :func:`derive_peak` (the storage tracker under th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,10 @@ import numpy as np
 import sympy
 import torch
 from torch import nn
+from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -163,21 +166,115 @@ def _decompositions() -> dict[Any, Callable[..., Any]]:
 _DECOMPOSE = _decompositions()
 
 
+def _output_size(x: torch.Tensor, size: Any, scales: Any) -> tuple[list[Any], list[float | None]]:
+    """``(output size, scales)`` of a resize of ``x`` by ``size`` or ``scales`` per spatial dim, as ATen's
+    ``compute_output_size`` (aten/src/ATen/native/UpSample.cpp) has it: ``floor(size * scale)``,
+    here on symbolic sizes (an integral scale stays an exact product)."""
+    dims = x.dim() - 2
+    if size is not None:
+        return list(size), [None] * dims
+    out: list[Any] = []
+    for n, s in zip(x.shape[2:], scales, strict=True):
+        out.append(n * int(s) if float(s).is_integer() else torch.sym_int(n * s))
+    return out, list(scales)
+
+
+_LINEAR = ("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d", "upsample_bicubic2d",
+           "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa")  # fmt: skip
+_NEAREST = ("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+            "_upsample_nearest_exact2d", "_upsample_nearest_exact3d")  # fmt: skip
+
+
+def _resize(name: str, kernel: Any, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch._C._nn.<name>`` taking the ``.vec`` arguments (an output size or scale factors) on symbolic
+    sizes: the output size computed here, then the kernel overload that takes it; any other call form
+    goes to ``original``."""
+    linear = name in _LINEAR
+
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        n = 3 if linear else 2  # (size, [align_corners,] scale_factors)
+        if kwargs or len(args) != n or not isinstance(x, torch.Tensor):
+            return original(x, *args, **kwargs)
+        size, scales = args[0], args[-1]
+        if not (size is None or scales is None) or isinstance(scales, float):
+            return original(x, *args, **kwargs)
+        osize, sc = _output_size(x, size, scales)
+        return kernel(x, osize, args[1], *sc) if linear else kernel(x, osize, *sc)
+
+    run.__name__ = name
+    return run
+
+
+@contextlib.contextmanager
+def _symbolic_resizes() -> Iterator[None]:
+    """``F.interpolate`` on symbolic sizes. It calls ``torch._C._nn.upsample_*`` with an output size or
+    scale factors (the ``.vec`` overloads), whose C++ composite wants concrete ints; inside this context
+    those functions compute the output size on the symbolic sizes and call the kernel overload that takes
+    it (the op a numeric run dispatches too, so counts, bytes and peaks are the real kernel's). Torch's
+    Python dispatcher would decompose the kernel itself into index arithmetic instead."""
+    saved: dict[str, Any] = {}
+    try:
+        for name in _LINEAR + _NEAREST:
+            original = getattr(torch._C._nn, name, None)
+            kernel = getattr(torch.ops.aten, name, None)
+            if original is None or kernel is None:
+                continue
+            saved[name] = original
+            setattr(torch._C._nn, name, _resize(name, kernel.default, original))
+        yield
+    finally:
+        for name, original in saved.items():
+            setattr(torch._C._nn, name, original)
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", None) or str(func)
+    module = getattr(func, "__module__", None) or "torch"
+    return f"{module}.{name}"
+
+
+class _Functions(TorchFunctionMode):
+    """Names the torch function that raised before any aten op of its own ran (a C++ composite that wants
+    concrete ints) as the culprit of :class:`_LastOp`."""
+
+    def __init__(self, ops: _LastOp) -> None:
+        super().__init__()
+        self.ops = ops
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        seen = self.ops.count
+        try:
+            return func(*args, **(kwargs or {}))
+        except Exception:
+            if self.ops.culprit is None or self.ops.count == seen:  # nothing of its own ran: this one
+                self.ops.culprit = _op_name(func)
+            raise
+
+
 class _LastOp(TorchDispatchMode):
-    """Remembers the aten op being run (to name the one that stopped a symbolic run) and the first op
-    whose output has a data-dependent size."""
+    """Remembers the aten op that raised (``culprit``, to name the op that stopped a symbolic run), the
+    number of ops run, and the first op whose output has a data-dependent size."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.last = "?"
+        self.count = 0
+        self.culprit: str | None = None
         self.data_dependent: str | None = None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.last = str(func.overloadpacket.__name__)
-        if func in _DECOMPOSE:  # a composite kernel that wants concrete ints: its Python reference instead
-            out = _DECOMPOSE[func](*args, **(kwargs or {}))
-        else:
-            out = func(*args, **(kwargs or {}))
+        self.count += 1
+        self.culprit = None  # a failure caught by the module itself does not count
+        name = f"aten.{func.overloadpacket.__name__}"
+        try:
+            with enable_python_dispatcher():  # fake tensors' meta kernels call ops on symbolic sizes
+                if func in _DECOMPOSE:  # a composite kernel that wants concrete ints: its Python reference
+                    out = _DECOMPOSE[func](*args, **(kwargs or {}))
+                else:
+                    out = func(*args, **(kwargs or {}))
+        except Exception:
+            if self.culprit is None:
+                self.culprit = name
+            raise
         if self.data_dependent is None:
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor) and any(
@@ -185,7 +282,7 @@ class _LastOp(TorchDispatchMode):
                     and any(str(x).startswith("u") for x in s.node.expr.free_symbols)
                     for s in t.shape
                 ):  # fmt: skip
-                    self.data_dependent = self.last
+                    self.data_dependent = name
         return out
 
 
@@ -229,7 +326,7 @@ def symbolic_run(
     try:
         with fake:
             fn = step(module, x, mode)
-            with last:
+            with last, _Functions(last), _symbolic_resizes():
                 result = measure(fn)
     except NotSymbolic:
         raise
@@ -237,13 +334,12 @@ def symbolic_run(
         raise
     except Exception as e:  # noqa: BLE001 - whatever stopped torch, named by the op it stopped at
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise NotSymbolic(
-            f"op aten.{last.last} cannot run on symbolic sizes: {type(e).__name__}: {first}"
-        ) from None
+        culprit = last.culprit or "before any aten op"
+        raise NotSymbolic(f"op {culprit} cannot run on symbolic sizes: {type(e).__name__}: {first}") from None
     finally:
         quiet.setLevel(level)
     if last.data_dependent is not None:
-        raise NotSymbolic(f"op aten.{last.data_dependent} has a data-dependent output shape")
+        raise NotSymbolic(f"op {last.data_dependent} has a data-dependent output shape")
     return result, env, names
 
 
