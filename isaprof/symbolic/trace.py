@@ -265,12 +265,15 @@ class _LastOp(TorchDispatchMode):
         self.count += 1
         self.culprit = None  # a failure caught by the module itself does not count
         name = f"aten.{func.overloadpacket.__name__}"
+        kernel = _DECOMPOSE.get(func, func)  # a composite that wants concrete ints: its Python reference
         try:
-            with enable_python_dispatcher():  # fake tensors' meta kernels call ops on symbolic sizes
-                if func in _DECOMPOSE:  # a composite kernel that wants concrete ints: its Python reference
-                    out = _DECOMPOSE[func](*args, **(kwargs or {}))
-                else:
-                    out = func(*args, **(kwargs or {}))
+            try:
+                out = kernel(*args, **(kwargs or {}))
+            except RuntimeError as e:
+                if "expected to contain only concrete integers" not in str(e):
+                    raise
+                with enable_python_dispatcher():  # a meta kernel calling a C++ composite: the Python one
+                    out = kernel(*args, **(kwargs or {}))
         except Exception:
             if self.culprit is None:
                 self.culprit = name
@@ -434,6 +437,18 @@ class SizeGrid:
         return tuple(int(v[i]) for v in self.values)
 
 
+def holds(guards: Iterable[sympy.Basic], values: dict[sympy.Symbol, int]) -> bool | None:
+    """Whether every one of ``guards`` holds at ``values``; None where one cannot be evaluated there (a
+    ``Mod`` or division by a size expression that is zero at that point): such a point is skipped."""
+    try:
+        results = [g.subs(values) for g in guards]
+    except (ZeroDivisionError, TypeError, ValueError):
+        return None
+    if any(r not in (sympy.true, sympy.false) and not isinstance(r, bool) for r in results):
+        return None  # nan, zoo or an unevaluated relation
+    return all(bool(r) for r in results)
+
+
 def _at(point: tuple[int, ...], symbols: tuple[sympy.Symbol, ...]) -> tuple[tuple[int, int], int]:
     vals = dict(zip(symbols, point, strict=True))
     return (vals[H], vals[W]), vals.get(B, 0)
@@ -540,15 +555,36 @@ def simplify_on(expr: sympy.Expr, region: np.ndarray, grid: SizeGrid) -> sympy.E
     return sympy.expand(expr)
 
 
+def ceiling_form(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with each ``Mod(k s, m)`` (``s`` a symbol, ``k = -1 mod m``: the padding ``-s % m``) written
+    ``m ceiling(s / m) - s`` where that makes it shorter: ``1536 (H + Mod(3 H, 4)) (W + Mod(3 W, 4))``
+    expanded becomes ``24576 ceiling(H/4) ceiling(W/4)``. An identity: equal at every size."""
+    reps = {}
+    for a in expr.atoms(sympy.Mod):
+        p, m = a.args
+        k, s = p.as_coeff_Mul()
+        if m.is_Integer and m > 1 and s.is_Symbol and k.is_Integer and (k + 1) % m == 0:
+            reps[a] = m * sympy.ceiling(s / m) - s
+    if not reps:
+        return expr
+    new = sympy.expand(expr.xreplace(reps))
+    return new if sympy.count_ops(new) < sympy.count_ops(expr) else expr
+
+
 def _describe(guards: list[sympy.Basic], expr: sympy.Expr, grid: SizeGrid) -> list[sympy.Basic]:
     """Each kept guard in simpler words where an equivalent one (on the grid) is found: divisibility by the
-    denominators inside floors/ceilings, lower bounds."""
+    denominators inside floors/ceilings and the moduli of ``Mod``, lower bounds."""
     dens = sorted(
         {
             int(d)
             for a in itertools.chain(*(e.atoms(sympy.floor, sympy.ceiling) for e in [expr, *guards]))
             for d in [sympy.fraction(sympy.together(a.args[0]))[1]]
             if d.is_Integer and d > 1
+        }
+        | {
+            int(a.args[1])
+            for a in itertools.chain(*(e.atoms(sympy.Mod) for e in [expr, *guards]))
+            if a.args[1].is_Integer and a.args[1] > 1
         }
     )  # fmt: skip
     out: list[sympy.Basic] = []
@@ -631,6 +667,7 @@ def closed_form(
     kept = _minimise(raw, candidates, grid, truth)
     region = allowed_region(kept, grid)
     expr = simplify_on(sympy.expand(raw), region, grid) if region.any() else sympy.expand(raw)
+    expr = ceiling_form(expr)
     kept = _minimise(expr, kept, grid, truth)  # the simpler expression may need fewer
     valid = _describe(kept, expr, grid)
     leading, exponent, square = leading_term(expr)
@@ -657,10 +694,13 @@ def _confirm(
     for h, w in tries:
         point = tuple({H: h, W: w, B: 2}[s] for s in symbols)
         subs = dict(zip(symbols, point, strict=True))
-        if not all(bool(g.subs(subs)) for g in valid) or point in done:
+        if not holds(valid, subs) or point in done:
+            continue
+        try:
+            got = expr.subs(subs)
+        except (ZeroDivisionError, TypeError, ValueError):  # not defined at this point: skipped
             continue
         want = truth(point)
-        got = expr.subs(subs)
         if want is None or got != want:
             raise ValueError(f"derived {expr} is {got} at {point} where a numeric run counts {want}")
         done.append(point)
