@@ -748,7 +748,10 @@ def derive(
 
         return truth
 
-    macs = closed_form(macs_raw, recorded_guards(env, names), symbols, size, truth_of("macs"))
+    try:
+        macs = closed_form(macs_raw, recorded_guards(env, names), symbols, size, truth_of("macs"))
+    except (NotImplementedError, TypeError, ZeroDivisionError, RecursionError) as e:
+        raise NotSymbolic(f"SymPy could not reduce the MAC expression: {type(e).__name__}: {e}") from None
     notes: list[str] = []
     moved = None
     if bytes_moved:
@@ -765,4 +768,6 @@ def derive(
                 )
         except ValueError as e:
             notes.append(f"bytes moved: {e}")
+        except (NotImplementedError, TypeError, ZeroDivisionError, RecursionError) as e:
+            notes.append(f"bytes moved: SymPy could not reduce the expression: {type(e).__name__}: {e}")
     return Derivation(macs, moved, tuple(str(s) for s in symbols), size, tuple(notes))
