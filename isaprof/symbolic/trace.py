@@ -732,7 +732,8 @@ def derive(
 
     (total, uncounted), env, names = run(count_flops_symbolic)
     if uncounted:
-        raise NotSymbolic(f"op aten.{uncounted[0]} multiplies matrices but has no FLOP formula")
+        op = uncounted[0] if uncounted[0].startswith("aten.") else f"aten.{uncounted[0]}"
+        raise NotSymbolic(f"op {op} multiplies matrices but has no FLOP formula")
     macs_raw = sympy.expand(translate(total, names) / 2)
     cache: dict[tuple[str, tuple[int, ...]], int | None] = {}
 
