@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -642,6 +642,7 @@ class RunSettings:
 
 CONFIG_COLUMNS = Config.column_names()  # the configuration columns of a tidy row
 KEY_COLUMNS = Config.key_names()  # the columns that identify a configuration (the store's key)
+SIZE_FIELDS = [f.name for f in fields(Config) if keyword_of(f) == "size"]  # height, width: ``size``'s fields
 # The tidy row schema (docs/ARCHITECTURE.md), in order: configuration, metric, environment.
 METRIC_COLUMNS = "metric measured analytic unit spread status error".split()
 ENV_COLUMNS = "torch isaprof device_name threads host timestamp".split()
@@ -655,7 +656,18 @@ UNITS = {
     "bytes_moved": "byte",
     "latency_ms": "ms",
 }
-STATUSES = ("ok", "oom", "error", "skipped")
+STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
+
+
+def select(columns: Iterable[str], *left_out: str, first: Iterable[str] = ()) -> list[str]:
+    """A table's choice of configuration columns: ``first`` in that order, then the other ``columns`` in
+    their (schema) order but ``left_out``, so that a field added to the schema joins every selection.
+    ``ValueError`` naming a name that is none of ``columns`` (a renamed or removed field)."""
+    columns, first = list(columns), list(first)
+    unknown = [c for c in (*first, *left_out) if c not in columns]
+    if unknown:
+        raise ValueError(f"no configuration column(s) {', '.join(unknown)}; the columns: {' '.join(columns)}")
+    return first + [c for c in columns if c not in first and c not in left_out]
 
 
 def row(
@@ -698,6 +710,8 @@ __all__ = [
     "MODES",
     "PATHS",
     "RunSettings",
+    "SIZE_FIELDS",
+    "STATUSES",
     "Target",
     "UNITS",
     "check_choice",
@@ -705,5 +719,6 @@ __all__ = [
     "normalize_latency",
     "resolve_widths",
     "row",
+    "select",
     "setting",
 ]

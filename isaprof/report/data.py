@@ -10,28 +10,31 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 
-from isaprof.config import COLUMNS, Config  # the tidy row schema, defined once (pure Python)
+from isaprof.config import (  # the tidy row schema, defined once (pure Python)
+    COLUMNS,
+    KEY_COLUMNS,
+    SIZE_FIELDS,
+    Config,
+    select,
+)
 from isaprof.results import reader as results
 
 # A configuration without where it ran (device, backend, path), its padded map, metric and environment:
 # what a FLOP count and a latency share.
 CONFIG = Config.column_names(placement=False, padded=False)
-# One line of a scaling figure: everything but the resolution (and ISA's factor, see `series`).
-SERIES = [
-    "block",
-    "impl",
-    "backend",
-    "batch",
-    "channels",
-    "key_channels",
-    "value_channels",
-    "dtype",
-    "device",
-]
+# What names a row of a table or a line of a figure: ``block [impl/backend]``.
+LABEL = ["block", "impl"]
+LINE = [*LABEL, "backend"]
+# One line of a scaling figure: every key column but the resolution it varies (and the options, grouped
+# last, see `series`), the label's first.
+SERIES = select(KEY_COLUMNS, *SIZE_FIELDS, "options", first=LINE)
+# The configuration's text columns (every field not read as an integer).
+TEXT = [f.name for f in fields(Config) if f.metadata["read"] is not int]
 DEVICE_PREFERENCE = {"cuda": 0, "cpu": 1, "meta": 2}
 
 
@@ -53,7 +56,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
-    for col in ("factor", "options", "backend", "error", "device", "impl", "dtype"):
+    for col in ("factor", "error", *TEXT):
         df[col] = df[col].fillna("").astype(str)
     # The report shows a fast-path row as its own impl, "fast" (it runs sdpa whatever the reference impl):
     # every table and figure then keeps it apart from the reference form without knowing about paths.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from isaprof import units
+from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select
 from isaprof.report import data, derived, efficiency, plots, tables
 from isaprof.report.bounds import bounds_section
 from isaprof.report.heads import heads_section
@@ -39,18 +40,10 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(results_dir / "results.csv", out_dir / "tables" / "results.csv")
-    wide_index = [
-        "block",
-        "impl",
-        "backend",
-        "device",
-        "mode",
-        "batch",
-        "channels",
-        "height",
-        "width",
-        "options",
-    ]
+    # one row per configuration: its key columns (the widths, path and dtype left out of this table)
+    wide_index = select(
+        KEY_COLUMNS, "key_channels", "value_channels", "path", "dtype", first=[*data.LINE, "device", "mode"]
+    )
     wide = data.ok(df).pivot_table(index=wide_index, columns="metric", values="measured", aggfunc="first")
     wide.reset_index().to_csv(out_dir / "tables" / "measured_wide.csv", index=False)  # one row per config
     notes: list[str] = []
@@ -288,7 +281,7 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
                 "count or a roof is wrong (" + ", ".join(sorted(set(above["block"]))) + ")."
             )
     shown = tp[
-        ["block", "factor", "recurrence", "impl", "device", "mode", "height", "width", "flops", "latency_ms"]
+        ["block", "factor", "recurrence", "impl", "device", "mode", *SIZE_FIELDS, "flops", "latency_ms"]
         + ["gflops", "fraction", "intensity", "bound_by", "bound_gflops", "roof_fraction"]
     ]
     shown = shown.assign(
@@ -343,7 +336,7 @@ def _cuda_section(results_dir: Path, out_dir: Path) -> str:
         peak_measured=[tables.fmt(v, "peak_bytes") for v in cmp["peak_measured"]],
         peak_cuda_predicted=[tables.fmt(v, "peak_bytes") for v in cmp["peak_cuda_predicted"]],
     )
-    cols = ["block", "impl", "size", "dtype", "mode", "peak_measured", "peak_cuda_predicted", "peak_error"]
+    cols = [*data.LABEL, "size", "dtype", "mode", "peak_measured", "peak_cuda_predicted", "peak_error"]
     cols += ["latency_ms", "bound_ms", "latency_over_bound", "error"]
     lines.append(tables.markdown(shown[[c for c in cols if c in shown]]))
     return "\n\n".join(lines)

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select  # noqa: E402
 from isaprof.report import data, tables  # noqa: E402
 
 # One palette keyed by block name: the same colour and marker for a block in every figure.
@@ -253,7 +254,10 @@ def roofline(
     if ridge:
         ax.axvline(ridge, color="grey", linestyle=":", linewidth=1, label=f"ridge at {ridge:.1f} FLOP/byte")
     dtypes = pts["dtype"].nunique() > 1
-    for (block, impl, mode, dtype, _), g in pts.groupby(["block", "impl", "mode", "dtype", "options"]):
+    # a series: one configuration over the sizes (its key columns but the resolution), the legend's first
+    keys = select([c for c in KEY_COLUMNS if c in pts], *SIZE_FIELDS, first=[*data.LABEL, "mode", "dtype"])
+    for _, g in pts.groupby(keys, dropna=False):
+        block, impl, mode, dtype = g.iloc[0][[*data.LABEL, "mode", "dtype"]]
         g = g.sort_values("height")
         c, mk = style(block)  # the report's one palette: a block looks the same in every figure
         ax.plot(g["intensity"], g["gflops"], color=c, linewidth=0.6, alpha=0.5)

@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isaprof.config import Config
+from isaprof.config import STATUSES, Config
 
 RESULTS = "results.csv"
 # The configuration columns: two rows describe the same configuration iff these agree (the schema's).
 KEY_COLUMNS = Config.key_names()
-STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
 _NEEDED = ("block", "height", "width", "metric", "status")
 _INTS = ("batch", "channels", "height", "width")
 _NUMBERS = ("measured", "analytic", "spread")
