@@ -20,6 +20,7 @@ from isaprof.config import (  # the tidy row schema, defined once (pure Python)
     KEY_COLUMNS,
     SIZE_FIELDS,
     Config,
+    default_of,
     select,
 )
 from isaprof.results import reader as results
@@ -35,6 +36,8 @@ LINE = [*LABEL, "backend"]
 SERIES = select(KEY_COLUMNS, *SIZE_FIELDS, "options", first=LINE)
 # The configuration's text columns (every field not read as an integer).
 TEXT = [f.name for f in fields(Config) if f.metadata["read"] is not int]
+# The text fields with a default (``layout``: map): what a side table written before the field existed holds.
+FIELD_DEFAULTS = {f.name: default_of(f) for f in fields(Config) if isinstance(default_of(f), str)}
 DEVICE_PREFERENCE = {"cuda": 0, "cpu": 1, "meta": 2}
 
 
@@ -163,12 +166,16 @@ def side_table(
 ) -> pd.DataFrame | None:
     """A measuring step's CSV beside the results (``heads.csv``, ``bounds.csv``, ...), copied into
     ``out_dir/tables``; None with a note naming ``made_by`` (the command that writes it) when absent;
-    ``ValueError`` naming the file when it lacks a ``required`` column. Cells stay text (no NaN)."""
+    ``ValueError`` naming the file when it lacks a ``required`` column (a configuration column with a
+    default, added after the file was written, reads as that default). Cells stay text (no NaN)."""
     path = Path(results_dir) / name
     if not path.is_file():
         notes.append(f"{Path(name).stem}: no {name} in {results_dir} (`{made_by} {results_dir}`).")
         return None
     df = pd.read_csv(path, keep_default_na=False)
+    for name_, default in FIELD_DEFAULTS.items():  # a configuration field newer than the file: its default
+        if name_ in required and name_ not in df.columns:
+            df[name_] = default
     missing = required - set(df.columns)
     if missing:
         raise ValueError(f"{path} lacks the columns {', '.join(sorted(missing))}; rewrite it with {made_by}")

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import matplotlib
 import matplotlib.colors
+import matplotlib.lines
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -287,8 +288,9 @@ def roofline(
     moved), under the compute roof (``peak_gflops``) and the memory roof (``bandwidth_gbs`` x intensity).
 
     ``tp``: :func:`tables.throughput` rows of that device. Colour and marker = block (the report's palette),
-    the impl in the label; filled = inference, open = train; size grows with resolution; a thin line joins
-    a series' sizes. Without intensities (no ``bytes_moved`` rows) the figure says so and draws no points;
+    fill = impl (:data:`FILLS`), connector solid = inference, dashed = train; size grows with resolution; a
+    block's variants (ISA's factors) are labelled at their largest size. The legend has one entry per block,
+    impl and mode. Without intensities (no ``bytes_moved`` rows) the figure says so and draws no points;
     without a bandwidth it draws the compute roof only and says that the memory roof is missing. The legend
     sits outside the axes.
     """
@@ -326,25 +328,36 @@ def roofline(
     if ridge:
         ax.axvline(ridge, color="grey", linestyle=":", linewidth=1, label=f"ridge at {ridge:.1f} FLOP/byte")
     dtypes = pts["dtype"].nunique() > 1
-    # a series: one configuration over the sizes (its key columns but the resolution), the legend's first
+    # a series: one configuration over the sizes (its key columns but the resolution). The legend stays
+    # short: one entry per block (colour and marker), one per impl (fill), one per mode (connector);
+    # a block's variants (ISA's factors) are labelled directly at their largest size.
     keys = select([c for c in KEY_COLUMNS if c in pts], *SIZE_FIELDS, first=[*data.LABEL, "mode", "dtype"])
+    smallest = pts["height"].min()
     for _, g in pts.groupby(keys, dropna=False):
         block, impl, mode, dtype = g.iloc[0][[*data.LABEL, "mode", "dtype"]]
         g = g.sort_values("height")
         c, mk = style(block)  # the report's one palette: a block looks the same in every figure
-        ax.plot(g["intensity"], g["gflops"], color=c, linewidth=0.6, alpha=0.5)
-        ax.scatter(
-            g["intensity"],
-            g["gflops"],
-            s=18 + 30 * np.log2(g["height"] / pts["height"].min() + 1),
-            marker=mk,
-            facecolors=c if mode == "inference" else "none",
-            edgecolors=c if mode == "train" else "k",
-            linewidths=0.8 if mode == "train" else 0.3,
-            label=" ".join(
-                p for p in (block, data.variant(g), f"[{impl}]", mode, dtype if dtypes else "") if p
-            ),
-        )
+        ax.plot(g["intensity"], g["gflops"], color=c, linewidth=0.6, alpha=0.5,
+                linestyle="-" if mode == "inference" else "--")  # fmt: skip
+        for xi, yi, h in zip(g["intensity"], g["gflops"], g["height"], strict=True):
+            size = 4 + 2.2 * np.log2(h / smallest + 1)  # marker size grows with resolution
+            ax.plot([xi], [yi], linestyle="none", marker=mk, markersize=size, color=c,
+                    fillstyle=FILLS.get(impl, "full"), markeredgecolor=c, markeredgewidth=0.8)  # fmt: skip
+        tag = " ".join(p for p in (data.variant(g), dtype if dtypes else "") if p)
+        if tag:
+            ax.annotate(tag, (g["intensity"].iloc[-1], g["gflops"].iloc[-1]), fontsize=6, color=c,
+                        xytext=(4, 2), textcoords="offset points")  # fmt: skip
+    handles = [matplotlib.lines.Line2D([], [], color="k", linewidth=2, label="roofs (memory, compute)")]
+    for block in dict.fromkeys(pts["block"]):
+        c, mk = style(block)
+        handles.append(matplotlib.lines.Line2D([], [], linestyle="none", marker=mk, color=c, label=block))
+    for impl in dict.fromkeys(pts["impl"]):
+        fill = FILLS.get(impl, "full")
+        handles.append(matplotlib.lines.Line2D([], [], linestyle="none", marker="o", color="grey",
+                                               fillstyle=fill, label=f"[{impl}]"))  # fmt: skip
+    if pts["mode"].nunique() > 1:
+        handles += [matplotlib.lines.Line2D([], [], color="grey", linestyle=ls, label=m)
+                    for m, ls in (("inference", "-"), ("train", "--"))]  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     top = max(peak_gflops or 0.0, pts["gflops"].max())
@@ -359,6 +372,7 @@ def roofline(
         title += "\n(no memory roof: machine.json has no bandwidth_gbs; rerun `isaprof sweep`)"
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="marker size grows with "
-              "resolution;\nfilled: inference, open: train", title_fontsize=7)  # fmt: skip
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              title="marker size grows with resolution;\nISA's factor labelled at its largest size",
+              title_fontsize=7)  # fmt: skip
     return _save(fig, Path(path), svg=False)
