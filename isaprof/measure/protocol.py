@@ -1,4 +1,4 @@
-"""The measurement protocol of docs/ARCHITECTURE.md as one callable: what "inference" and "train" run."""
+"""The measurement protocol of docs/ARCHITECTURE.md as one callable: what the three modes run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from isaprof.config import MODES
 
 
-def step(module: nn.Module, x: Tensor, mode: str) -> Callable[[], Tensor]:
+def step(module: nn.Module, x: Tensor, mode: str, options: Any = None) -> Callable[[], Tensor]:
     """A callable running one protocol step of ``module`` on ``x``; it returns the output.
 
     * ``inference``: ``module.eval()``, ``torch.no_grad()``, forward once.
@@ -22,7 +22,14 @@ def step(module: nn.Module, x: Tensor, mode: str) -> Callable[[], Tensor]:
       segmentation network's logits, one per loss) has them back-propagated together, each output
       seeded with its loss weight times ones (``module.loss_weights[name]``, 1 where it names none):
       the gradient of ``sum_k w_k * out_k.sum()``.
+    * ``step``: one training iteration with loss, optimizer and resident state
+      (:class:`isaprof.measure.step.TrainingStep` with ``options``, a
+      :class:`~isaprof.measure.step.StepOptions`; default: today's PyTorch); it returns the detached loss.
     """
+    if mode == "step":
+        from isaprof.measure.step import TrainingStep, resolve  # the step imports this module's layer
+
+        return TrainingStep(module, x, options if options is not None else resolve())
     if mode == "inference":
         module.eval()
 

@@ -38,6 +38,7 @@ from isaprof.measure import (
 )
 from isaprof.measure.cuda_memory import CudaAllocatorModel, module_to_order
 from isaprof.measure.modules import ModuleRow, breakdown
+from isaprof.measure.step import StepMemory, StepOptions, TrainingStep, measure_step, resolve
 from isaprof.measure.traffic import BytesMoved, TrafficCounter
 
 TORCH_DTYPES = {
@@ -85,6 +86,9 @@ class Record:
     peak_bytes_tensors: int | None = None
     scratch_ops: Mapping[str, int] = field(default_factory=dict)
     unmodelled_ops: Mapping[str, int] = field(default_factory=dict)
+    # mode "step": the step's memory in absolute bytes (peak_bytes is then the peak above its resident state
+    # and peak_bytes_cuda_predicted the absolute max_memory_allocated)
+    step_memory: StepMemory | None = None
 
     @property
     def macs(self) -> int:
@@ -186,7 +190,22 @@ class Record:
             "elementwise": {"analytic": self.elementwise_analytic, "by_term": dict(self.elementwise)},
             "environment": dict(self.environment),
             "notes": list(self.notes),
+            **self.step_json(),
             **({"by_module": [r.as_dict() for r in self.by_module]} if self.by_module is not None else {}),
+        }
+
+    def step_json(self) -> dict[str, Any]:
+        """Mode "step"'s keys of the JSON object (none in other modes): ``peak_bytes_total`` (tensor bytes
+        at the peak, resident state included), ``peak_bytes_parts``, ``peak_bytes_cuda_predicted``
+        (absolute ``max_memory_allocated``) and ``peak_bytes_cuda_reserved_predicted``."""
+        m = self.step_memory
+        if m is None:
+            return {}
+        return {
+            "peak_bytes_total": m.total,
+            "peak_bytes_parts": m.parts(),
+            "peak_bytes_cuda_predicted": m.cuda_allocated,
+            "peak_bytes_cuda_reserved_predicted": m.cuda_reserved,
         }
 
 
@@ -329,12 +348,13 @@ def profile(
     >>> rec.macs == rec.macs_analytic
     True
     """
-    settings = RunSettings(latency=latency, by_module=by_module)  # "none" -> None; bad names refused
+    step_kw = {k: config.pop(k) for k in list(config) if k in RunSettings.names()}
+    settings = RunSettings(latency=latency, by_module=by_module, **step_kw)  # bad values refused
     given = dict(size=size, channels=channels, key_channels=key_channels, value_channels=value_channels)
     config = {**{k: v for k, v in given.items() if v is not None}, **config}
     if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
         with blocks.registry.adopted(block) as name:
-            return profile(name, **settings.kwargs(), **config)
+            return profile(name, **{k: v for k, v in settings.kwargs().items() if v is not None}, **config)
     cfg = prepare(block, **config)
     defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
     # the one build: the block's own checks (factor, recurrence, ...) speak before any formula
@@ -346,8 +366,13 @@ def profile(
             notes.append(
                 "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
             )
+        options = resolve(**settings.step_settings()) if cfg.mode == "step" else None
+        if options is not None:
+            notes.append(f"step settings ({options.describe()})")
+            if cost is not None:  # the formulas cover the module's inference and train passes only
+                cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
         try:
-            measured = _measure(cfg, module, x, settings.latency)
+            measured = _measure(cfg, module, x, settings.latency, options)
         except RuntimeError as e:
             if not defaulted or cfg.backend != "flash" or "no available kernel" not in str(e).lower():
                 clear = _unsupported_dtype(e, cfg)
@@ -357,11 +382,11 @@ def profile(
             cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
             cost = analytic_cost(cfg)
             notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
-            measured = _measure(cfg, module, x, settings.latency)
+            measured = _measure(cfg, module, x, settings.latency, options)
         modules = None
         if settings.by_module:  # on cuda: a CPU replay on fake tensors (one more build, on meta)
             modules = _by_module(cfg) if cfg.device_type == "cuda" else _breakdown(cfg, module, x)
-    flop_count, memory, lat, moved, cuda_predicted = measured
+    flop_count, memory, lat, moved, cuda_predicted, step_memory = measured
     if memory.unmodelled:
         ops = ", ".join(f"{op} x{n}" for op, n in memory.unmodelled.items())
         notes.append(f"memory allocated inside these ops is not modelled (peak may be low): {ops}")
@@ -371,7 +396,7 @@ def profile(
         params=params,
         params_analytic=cost.params if cost is not None else None,
         flop_count=flop_count,
-        macs_by_term=dict((cost.macs if cfg.mode == "inference" else cost.train_macs) if cost else {}),
+        macs_by_term=dict(_macs_terms(cost, cfg.mode)),
         elementwise=dict(cost.elementwise) if cost is not None else {},
         peak_bytes=memory.peak,
         peak_bytes_analytic=cost.peak_bytes.get(cfg.mode) if cost is not None else None,
@@ -385,7 +410,16 @@ def profile(
         peak_bytes_tensors=memory.tensor_peak,
         scratch_ops=dict(memory.scratch_ops),
         unmodelled_ops=dict(memory.unmodelled),
+        step_memory=step_memory,
     )
+
+
+def _macs_terms(cost: formulas.Cost | None, mode: str) -> Mapping[str, int]:
+    """The formula's MACs of the mode (none for mode "step": the loss and the update are not in it, and
+    the batch has no gradient)."""
+    if cost is None or mode == "step":
+        return {}
+    return cost.macs if mode == "inference" else cost.train_macs
 
 
 def _breakdown(config: Config, block: nn.Module, x: torch.Tensor) -> tuple[ModuleRow, ...]:
@@ -407,15 +441,39 @@ def meta_peak(block: Any, /, **config: Any) -> int:
     cfg = block if isinstance(block, Config) else blocks.configure(block, **config)
     cfg = prepare(dataclasses.replace(cfg, device="meta"))
     with _placement(cfg) as (module, x, _):
+        if cfg.mode == "step":  # the whole step: its resident state too
+            return measure_step(TrainingStep(module, x, resolve()), cuda=False).total
         return track_peak(_with_backend(step(module, x, cfg.mode), cfg.backend)).peak
 
 
+def step_memory(block: Any, /, **config: Any) -> StepMemory:
+    """The memory of one training step on fake tensors (``profile(..., mode="step").step_memory``) without
+    counting FLOPs: what a batch search needs. ``block``: a :class:`Config` (device and mode replaced by
+    ``meta`` and ``step``) with mode-"step" settings as keywords (``recipe``, ``optimizer``, ...), or a
+    target with the keyword form of :func:`profile`. One build, on meta."""
+    step_kw = {k: config.pop(k) for k in list(config) if k in RunSettings.names()}
+    settings = RunSettings(latency=None, **step_kw)
+    cfg = block if isinstance(block, Config) else blocks.configure(block, **config)
+    if isinstance(block, Config) and config:
+        raise ValueError(f"give a Config or keyword arguments, not both (got {', '.join(config)})")
+    cfg = prepare(dataclasses.replace(cfg, device="meta", mode="step"))
+    with _placement(cfg) as (module, x, _):
+        train = TrainingStep(module, x, resolve(**settings.step_settings()))
+        return measure_step(train, _with_backend(train, cfg.backend), cuda=True)
+
+
 def _measure(
-    config: Config, block: nn.Module, x: torch.Tensor, latency: str | None
-) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None]:
-    """(FLOP count, memory peak, latency, bytes moved, predicted CUDA peak) of the configuration on its
-    placed block and input, following measure.step's protocol (on cuda the allocator's peak, with no
-    tensor/scratch split)."""
+    config: Config,
+    block: nn.Module,
+    x: torch.Tensor,
+    latency: str | None,
+    options: StepOptions | None = None,
+) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None, StepMemory | None]:
+    """(FLOP count, memory peak, latency, bytes moved, predicted CUDA peak, step memory) of the
+    configuration on its placed block and input, following measure.step's protocol (on cuda the
+    allocator's peak, with no tensor/scratch split)."""
+    if config.mode == "step":
+        return _measure_step(config, block, x, latency, options or resolve())
     cuda_predicted = None
     run = _with_backend(step(block, x, config.mode), config.backend)
     if not blocks.spec(config.block).standard_contract:
@@ -437,7 +495,41 @@ def _measure(
     lat = None
     if latency is not None and config.device != "meta":
         lat = measure_latency(run, latency, config.device_type)
-    return flop_count, memory, lat, traffic.result(), cuda_predicted
+    return flop_count, memory, lat, traffic.result(), cuda_predicted, None
+
+
+def _measure_step(
+    config: Config, block: nn.Module, x: torch.Tensor, latency: str | None, options: StepOptions
+) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None, StepMemory]:
+    """Mode "step" (:mod:`isaprof.measure.step`): on meta and cpu the CUDA allocator replayed over two
+    steps, then one step tracked exactly; on cuda the device's ``max_memory_allocated`` of a third step
+    (absolute); then FLOPs and bytes moved of one more step, and latency off meta."""
+    train = TrainingStep(block, x, options)
+    run = _with_backend(train, config.backend)
+    if not blocks.spec(config.block).standard_contract:
+        run = _explained(run, config)
+    if config.device_type == "cuda":
+        step_memory = measure_step(train, run, cuda=False)
+        torch.cuda.synchronize(config.device)
+        torch.cuda.reset_peak_memory_stats(config.device)
+        run()
+        torch.cuda.synchronize(config.device)
+        step_memory = dataclasses.replace(
+            step_memory,
+            cuda_allocated=torch.cuda.max_memory_allocated(config.device),
+            cuda_reserved=torch.cuda.max_memory_reserved(config.device),
+        )
+    else:
+        step_memory = measure_step(train, run, cuda=True)
+    m = step_memory
+    memory = MemoryPeak(m.peak, 0, 0, 0, 1, m.tensor_peak, m.scratch, m.scratch_ops, m.unmodelled)
+    traffic = TrafficCounter()
+    with traffic:
+        flop_count = count_flops(run)
+    lat = None
+    if latency is not None and config.device != "meta":
+        lat = measure_latency(run, latency, config.device_type)
+    return flop_count, memory, lat, traffic.result(), m.cuda_allocated, step_memory
 
 
 def _explained(run: Callable[[], Any], config: Config) -> Callable[[], Any]:
