@@ -42,7 +42,9 @@ REFERENCE = Path(__file__).resolve().parent.parent / "reference"
 DEVICES = ("meta", "cpu", "cuda")  # "cuda:N" is accepted too and picks GPU N
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
-MODES = ("inference", "train", "step")  # step: one training iteration, loss and optimizer included
+MODES = ("inference", "train")  # the module's own passes: what formulas and the studies' grids cover
+# and "step": one training iteration, loss, optimizer and resident state included (isaprof.measure.training)
+ALL_MODES = (*MODES, "step")
 IMPLS = ("naive", "sdpa")  # what the built-in blocks offer; a target's own list is in its description
 BACKENDS = ("math", "flash", "efficient", "cudnn")  # sdpa kernels
 CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
@@ -50,7 +52,7 @@ CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
 # (same outputs, BN folded, GEMM layouts, sdpa core; inference only).
 PATHS = ("reference", "fast")
 LATENCY_PROTOCOLS = ("quick", "fixed")  # a run setting, not part of a Config; "none" or None skips
-# mode "step" (run settings, isaprof.measure.step): the optimizer, and the presets of published runs' settings
+# mode "step" (run settings, isaprof.measure.training): the optimizers, the presets of published runs
 OPTIMIZERS = ("sgd", "adamw", "none")
 RECIPES = ("mmseg-2020",)
 
@@ -389,7 +391,10 @@ class Config:
         ),
     )
     mode: str = setting(
-        "inference", grid="modes", check=_choice("mode", MODES), flag=dict(flag="--mode", choices=MODES)
+        "inference",
+        grid="modes",
+        check=_choice("mode", ALL_MODES),
+        flag=dict(flag="--mode", choices=ALL_MODES),
     )
 
     # -- building ---------------------------------------------------------------------------------------
@@ -622,7 +627,7 @@ class RunSettings:
     ``by_module``: also break MACs and peak bytes down per submodule; mode ``step``'s settings (the
     optimizer, gradients kept between steps, the foreach update, data-parallel buckets in MiB, softmax
     saving its input, a ``recipe``; None: the recipe's or today's PyTorch default, see
-    :mod:`isaprof.measure.step`). Derived like :class:`Config`."""
+    :mod:`isaprof.measure.training`). Derived like :class:`Config`."""
 
     latency: str | None = setting(
         "quick",
@@ -641,7 +646,7 @@ class RunSettings:
         ),
     )
 
-    # -- mode "step" (isaprof.measure.step): None = the recipe's value, or today's PyTorch without one ---
+    # -- mode "step" (isaprof.measure.training): None = the recipe's value, or today's PyTorch without one ---
     optimizer: str | None = setting(
         None,
         columns=(),
@@ -711,7 +716,8 @@ class RunSettings:
                 object.__setattr__(self, f.name, check(getattr(self, f.name)))
 
     def step_settings(self) -> dict[str, Any]:
-        """The mode-"step" settings given (None left out), as :func:`isaprof.measure.step.resolve` takes."""
+        """The mode-"step" settings given (None left out), as :func:`isaprof.measure.training.resolve` takes
+        them."""
         names = ("optimizer", "keep_grads", "foreach", "bucket_mib", "softmax_saves_input", "recipe")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
@@ -777,6 +783,7 @@ def row(
 
 
 __all__ = [
+    "ALL_MODES",
     "BACKENDS",
     "COLUMNS",
     "CONFIG_COLUMNS",

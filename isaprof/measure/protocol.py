@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from isaprof.config import MODES
+from isaprof.config import ALL_MODES, MODES  # noqa: F401 - MODES re-exported by isaprof.measure
 
 
 def step(module: nn.Module, x: Tensor, mode: str, options: Any = None) -> Callable[[], Tensor]:
@@ -23,11 +23,11 @@ def step(module: nn.Module, x: Tensor, mode: str, options: Any = None) -> Callab
       seeded with its loss weight times ones (``module.loss_weights[name]``, 1 where it names none):
       the gradient of ``sum_k w_k * out_k.sum()``.
     * ``step``: one training iteration with loss, optimizer and resident state
-      (:class:`isaprof.measure.step.TrainingStep` with ``options``, a
-      :class:`~isaprof.measure.step.StepOptions`; default: today's PyTorch); it returns the detached loss.
+      (:class:`isaprof.measure.training.TrainingStep` with ``options``, a
+      :class:`~isaprof.measure.training.StepOptions`; default: today's PyTorch); it returns the detached loss.
     """
     if mode == "step":
-        from isaprof.measure.step import TrainingStep, resolve  # the step imports this module's layer
+        from isaprof.measure.training import TrainingStep, resolve  # the step imports this module's layer
 
         return TrainingStep(module, x, options if options is not None else resolve())
     if mode == "inference":
@@ -54,7 +54,7 @@ def step(module: nn.Module, x: Tensor, mode: str, options: Any = None) -> Callab
             return out
 
         return train
-    raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(ALL_MODES)}")
 
 
 def weighted_seeds(module: nn.Module, out: Any) -> tuple[list[Tensor], list[Tensor]]:

@@ -38,8 +38,8 @@ from isaprof.measure import (
 )
 from isaprof.measure.cuda_memory import CudaAllocatorModel, module_to_order
 from isaprof.measure.modules import ModuleRow, breakdown
-from isaprof.measure.step import StepMemory, StepOptions, TrainingStep, measure_step, resolve
 from isaprof.measure.traffic import BytesMoved, TrafficCounter
+from isaprof.measure.training import StepMemory, StepOptions, TrainingStep, measure_step, resolve
 
 TORCH_DTYPES = {
     "float32": torch.float32,
@@ -501,7 +501,7 @@ def _measure(
 def _measure_step(
     config: Config, block: nn.Module, x: torch.Tensor, latency: str | None, options: StepOptions
 ) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None, StepMemory]:
-    """Mode "step" (:mod:`isaprof.measure.step`): on meta and cpu the CUDA allocator replayed over two
+    """Mode "step" (:mod:`isaprof.measure.training`): on meta and cpu the CUDA allocator replayed over two
     steps, then one step tracked exactly; on cuda the device's ``max_memory_allocated`` of a third step
     (absolute); then FLOPs and bytes moved of one more step, and latency off meta."""
     train = TrainingStep(block, x, options)
