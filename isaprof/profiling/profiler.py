@@ -446,11 +446,12 @@ def meta_peak(block: Any, /, **config: Any) -> int:
         return track_peak(_with_backend(step(module, x, cfg.mode), cfg.backend)).peak
 
 
-def step_memory(block: Any, /, **config: Any) -> StepMemory:
+def step_memory(block: Any, /, options: StepOptions | None = None, **config: Any) -> StepMemory:
     """The memory of one training step on fake tensors (``profile(..., mode="step").step_memory``) without
     counting FLOPs: what a batch search needs. ``block``: a :class:`Config` (device and mode replaced by
     ``meta`` and ``step``) with mode-"step" settings as keywords (``recipe``, ``optimizer``, ...), or a
-    target with the keyword form of :func:`profile`. One build, on meta."""
+    target with the keyword form of :func:`profile`; ``options``: resolved settings instead. One build, on
+    meta."""
     step_kw = {k: config.pop(k) for k in list(config) if k in RunSettings.names()}
     settings = RunSettings(latency=None, **step_kw)
     cfg = block if isinstance(block, Config) else blocks.configure(block, **config)
@@ -458,7 +459,7 @@ def step_memory(block: Any, /, **config: Any) -> StepMemory:
         raise ValueError(f"give a Config or keyword arguments, not both (got {', '.join(config)})")
     cfg = prepare(dataclasses.replace(cfg, device="meta", mode="step"))
     with _placement(cfg) as (module, x, _):
-        train = TrainingStep(module, x, resolve(**settings.step_settings()))
+        train = TrainingStep(module, x, options or resolve(**settings.step_settings()))
         return measure_step(train, _with_backend(train, cfg.backend), cuda=True)
 
 
