@@ -4,6 +4,7 @@ the CLI's fit verdict."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from torch import nn
@@ -65,3 +66,16 @@ def test_cli_gpu_verdict(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*argv, "--gpu", "v100"]) == 0
     text = capsys.readouterr().out
     assert "fits: yes" in text and "largest batch:" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("ISAPROF_TEST_SLOW"), reason="published sizes: ISAPROF_TEST_SLOW=1")
+@pytest.mark.parametrize("size,batch,classes", [((512, 1024), 2, 19), ((512, 512), 4, 150)])
+def test_every_network_runs_in_step_mode(size: tuple[int, int], batch: int, classes: int) -> None:
+    from isaprof import targets
+
+    networks = [n for n in targets.names() if targets.spec(n).default_channels == 3]
+    assert len(networks) == 16
+    for name in networks:
+        m = step_memory(name, size=size, batch=batch, num_classes=classes)
+        assert m.cuda_allocated >= m.total > m.resident_total > 0, name
