@@ -6,25 +6,26 @@ TORCH_VERSION ?= 2.13.0
 RESULTS ?= reports/data
 SWEEP ?= reference/sweeps/report.toml
 # The efficiency table at each of the papers' sizes and their width (reference/papers.toml), meta path
-PAPERS = $(BIN)/python -m isaprof.targets.papers
+PAPERS = $(BIN)/python -m isaprof.papers
 TABLE_ARGS ?= --mode both --device meta --format json
 
-# torch: on a machine without an NVIDIA driver take the CPU build instead of PyPI's multi-GB CUDA build:
+# torch: on a machine without an NVIDIA driver take the CPU build instead of the multi-GB CUDA build:
 # a local wheel if pip's find-links has one (torch alone with --no-index, then its dependencies from the
-# usual index), else the +cpu build from PyTorch's CPU index (its dependencies from pip's own index);
-# with a driver, PyPI's default (CUDA) build.
-# Override either way: make test TORCH_INSTALL='pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
+# usual index), else the +cpu build from the index named by TORCH_CPU_INDEX (PyTorch's CPU wheel index:
+# set it on such a machine), else pip's default build. With a driver, pip's default (CUDA) build.
+# Override either way: make test TORCH_INSTALL='.venv/bin/pip install torch==2.13.0 --index-url URL'
+TORCH_CPU_INDEX ?=
 ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
 TORCH_INSTALL ?= ( $(BIN)/pip install -q --no-deps --no-index torch==$(TORCH_VERSION) 2>/dev/null \
 	&& $(BIN)/pip install -q torch==$(TORCH_VERSION) ) \
-	|| $(BIN)/pip install -q torch==$(TORCH_VERSION)+cpu --extra-index-url https://download.pytorch.org/whl/cpu
+	|| $(if $(TORCH_CPU_INDEX),$(BIN)/pip install -q torch==$(TORCH_VERSION)+cpu --extra-index-url $(TORCH_CPU_INDEX),$(BIN)/pip install -q torch==$(TORCH_VERSION))
 else
 TORCH_INSTALL ?= $(BIN)/pip install -q torch==$(TORCH_VERSION)
 endif
 
 STAMP := $(VENV)/.isaprof-installed
 
-.PHONY: install test lint report bench bench-compare bench-quick bench-bounds baseline-check baseline-update gpu-check clean
+.PHONY: install test test-slow lint report bench bench-compare bench-quick bench-bounds baseline-check baseline-update gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +35,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Unit tests on every core (pytest-xdist, options in pyproject.toml); test-slow: the tests marked slow
+# (published sizes, subprocess sweeps), which the default run deselects and CI runs as its own step.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check isaprof tests benchmarks
@@ -66,19 +72,19 @@ report: $(STAMP)
 # bench-quick: every 32x32 benchmark run once, so that a broken benchmark fails CI.
 BENCH_QUICK := --benchmark-min-rounds=1 --benchmark-max-time=0 --benchmark-warmup=off
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-autosave
+	$(BIN)/python -m pytest benchmarks -n 0 --benchmark-autosave
 
 bench-compare: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-autosave --benchmark-compare \
+	$(BIN)/python -m pytest benchmarks -n 0 --benchmark-autosave --benchmark-compare \
 		--benchmark-compare-fail=median:20%; s=$$?; $(BIN)/python benchmarks/ratios.py || s=1; exit $$s
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --bench-no-costs -k 32x32 $(BENCH_QUICK)
+	$(BIN)/python -m pytest benchmarks -n 0 -q -p no:cacheprovider --bench-no-costs -k 32x32 $(BENCH_QUICK)
 
 # Latency is never asserted in `make test`: the one check that needs a clock (measured latency >= the
 # roofline bound on this CPU, tests/studies/test_bounds.py) runs here.
 bench-bounds: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m timing tests/studies/test_bounds.py
+	$(BIN)/python -m pytest -n 0 -q -p no:cacheprovider -m timing tests/studies/test_bounds.py
 
 baseline-check: $(STAMP)
 	$(BIN)/isaprof baseline check

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "isaprof"
 LAYERS = (
     "config",
     "units",
+    "papers",
     "results",
     "formulas",
     "targets",

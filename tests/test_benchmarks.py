@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,11 @@ QUICK = ["--benchmark-min-rounds=1", "--benchmark-max-time=0", "--benchmark-warm
 
 
 def _pytest(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    # -n 0 and no xdist worker variables: one process, as `make bench-quick` runs it (pytest-benchmark turns
+    # itself off under xdist, and tells a worker by PYTEST_XDIST_WORKER, inherited from this test's worker)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_quick_mode_collects_everything_runs_and_records_costs(tmp_path: Path) -> None:

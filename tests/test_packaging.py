@@ -31,10 +31,15 @@ def test_sweep_spec_read_with_tomli_when_tomllib_is_missing(monkeypatch, capsys)
     assert "needs tomli: pip install tomli" in capsys.readouterr().err
 
 
-def test_makefile_names_no_package_registry_host():
-    text = (ROOT / "Makefile").read_text()
-    hosts = set(re.findall(r"https?://([^/\s'\"]+)", text))
-    assert hosts <= {"download.pytorch.org"}, hosts  # PyTorch's own wheel index only
+def test_no_package_registry_host_is_named():
+    """Indexes are the user's to name (TORCH_CPU_INDEX, TORCH_INSTALL); the repository names none."""
+    for name in ("Makefile", "README.md", "pyproject.toml", ".ci/run"):
+        text = (ROOT / name).read_text()
+        hosts = set(re.findall(r"https?://([^/\s'\")>]+)", text))
+        assert not {h for h in hosts if "pytorch.org" in h or "pypi" in h or "pythonhosted" in h}, (
+            name,
+            hosts,
+        )
 
 
 def test_readme_build_example_shows_eval():

@@ -5,7 +5,7 @@ The peaks of both modes are closed-form peak sets (:mod:`isaprof.formulas.peak`,
 ``isaprof.measure.memory.StorageTracker`` does: every op output with a fresh storage is one allocation,
 views and in-place ops allocate nothing, a storage is freed when its last reference dies (Python locals,
 autograd's saved tensors, gradient buffers), and the peak is sampled after each op's outputs exist. The
-allocation-event replay they were derived from lives on in tests/formulas/replays.py, the reference they
+allocation-event replay they were derived from lives on in tests/formulas/replays/, the reference they
 are cross-checked against on many shapes. Pure Python (no torch, nothing of isaprof outside
 ``isaprof.formulas``). All sizes in bytes.
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from isaprof import papers
 from isaprof.report import data, tables
 from isaprof.studies import table as tbl
-from isaprof.targets import papers
 
 # The papers' settings: (size, what it is), from reference/papers.toml.
 SETTINGS = tuple((s.size, s.what) for s in papers.SETTINGS)

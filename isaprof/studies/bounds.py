@@ -27,11 +27,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from isaprof import papers
 from isaprof.config import CONFIG_COLUMNS, Config
 from isaprof.roofline import schema
 from isaprof.roofline.bound import Counted, count, cpu_roofs, gpu_roofs
 from isaprof.roofline.schema import Roofs
-from isaprof.targets import papers
 
 BOUNDS = "bounds.csv"
 GPUS = ("v100", "a100-80gb", "h100-sxm")

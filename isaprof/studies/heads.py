@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from isaprof import papers
 from isaprof.config import MODES
 from isaprof.profiling.profiler import profile
-from isaprof.targets import papers
 from isaprof.targets.heads import HEADS
 
 # The papers' head configurations (B = 1, fp32, backbone output stride 8), with where each comes from:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import sympy
 
+from isaprof import papers
 from isaprof.symbolic.trace import H, W
-from isaprof.targets import papers
 
 P_h, P_w, Q_h, Q_w = (sympy.Symbol(n, integer=True, positive=True) for n in ("P_h", "P_w", "Q_h", "Q_w"))
 P = sympy.Symbol("P", positive=True)  # P = P_h * P_w, relaxed to a real number for the derivative

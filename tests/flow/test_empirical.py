@@ -5,11 +5,14 @@ Small maps, few channels, float64. Each ``verify`` call differentiates 3 paramet
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 
-from isaprof.flow import verify
+from isaprof.cli import main
+from isaprof.flow import empirical, verify
 from isaprof.flow.composite import attention_map, isa_composite
 from isaprof.flow.empirical import jacobian_support, one_thread, position_jacobian, redraw
 from isaprof.flow.structural import structure, support_matrix
@@ -158,3 +161,29 @@ def test_empirical_skipped_on_large_maps():
     r = verify("isa", (32, 32), factor=(4, 4))
     assert r.empirical == () and r.agree is None and r.ok
     assert any("skipped" in n for n in r.notes)
+
+
+# ---- verify --empirical from the command line: no false FAIL from an unlucky draw; too large refused first
+
+
+def test_one_draw_never_gives_a_false_fail(capsys):
+    # ISA at 8x8 is fully connected; the first draw (seed 0) zeroes one long-range Jacobian entry
+    assert main(["verify", "isa", "--size", "8x8", "--empirical", "--draws", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and " yes " in out and "ok" in out
+
+
+def test_thin_evidence_is_inconclusive_not_fail(capsys, monkeypatch):
+    monkeypatch.setattr(empirical, "EXTRA_DRAWS", 0)  # no draw past the first: the union still grows
+    assert main(["verify", "isa", "--size", "8x8", "--empirical", "--draws", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "inconclusive" in out
+    assert "long_range alone: inconclusive: 1 pairs not yet reached empirically after 1 draws" in out
+
+
+def test_factor_too_large_refused_before_any_jacobian(capsys):
+    start = time.perf_counter()
+    assert main(["verify", "isa", "--size", "8x8", "--factor", "99x99"]) == 2
+    assert time.perf_counter() - start < 5  # refused before computing 1.9 GB of Jacobians (26-50 s)
+    err = capsys.readouterr().err
+    assert "compares grids of 9801 positions" in err and len(err.splitlines()) == 1

@@ -9,6 +9,7 @@ QK^T 6*6*4 = 144, AV 144 -> 864 MACs.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from isaprof.formulas.isa import isa_geometry
 from isaprof.measure.flops import count_flops
 from isaprof.measure.protocol import step
 from isaprof.targets import build
+from tests.formulas import config
 
 BACKENDS = {None: None, "math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION}
 CASES = [
@@ -56,8 +58,17 @@ GRID += [(size, ck, cv, "sdpa", None) for size, ck, cv in [((7, 9), 4, 6), ((33,
 @pytest.mark.parametrize("name,opts", CASES, ids=lambda v: str(v))
 @pytest.mark.parametrize("size,ck,cv,impl,backend", GRID)
 def test_macs_and_params_exact(name, opts, size, ck, cv, impl, backend) -> None:
-    cfg = Config(
-        name, 2, 8, ck, cv, *size, dtype="float32", impl=impl, backend=backend, options=tuple(opts.items())
+    cfg = config(
+        name,
+        size,
+        batch=2,
+        channels=8,
+        key_channels=ck,
+        value_channels=cv,
+        dtype="float32",
+        impl=impl,
+        backend=backend,
+        options=tuple(opts.items()),
     )
     c = cost(cfg)
     for mode, analytic in (("inference", c.total_macs), ("train", c.total_train_macs)):
@@ -66,7 +77,7 @@ def test_macs_and_params_exact(name, opts, size, ck, cv, impl, backend) -> None:
 
 
 def test_hand_computed_dense() -> None:
-    c = cost(Config("dense", 1, 8, 4, 4, 2, 3))
+    c = cost(config("dense", (2, 3), batch=1, channels=8, key_channels=4, value_channels=4))
     # N = 6 positions; query and key: two 1x1 convs each, 6 * (8*4 + 4*4) = 288
     expected = {"query_conv": 288, "key_conv": 288, "value_conv": 192, "out_conv": 192, "qk": 144, "av": 144}
     assert dict(c.macs) == expected
@@ -79,8 +90,8 @@ def test_hand_computed_dense() -> None:
 
 
 def test_fused_backward_follows_torch_convention() -> None:
-    math = cost(Config("dense", 1, 8, 4, 4, 2, 3, impl="sdpa", backend="math"))
-    fused = cost(Config("dense", 1, 8, 4, 4, 2, 3, impl="sdpa", backend="flash"))
+    cfg = config("dense", (2, 3), batch=1, channels=8, key_channels=4, value_channels=4, impl="sdpa")
+    math, fused = (cost(replace(cfg, backend=backend)) for backend in ("math", "flash"))
     assert math.train_macs["attention"] == 3 * 288  # forward + 4 bmm's of the backward
     assert fused.train_macs["attention"] == 288 + 3 * 144 + 2 * 144  # recompute QK^T, dP, dV, dQ, dK
 
@@ -90,18 +101,18 @@ def test_isa_geometry_and_padded_size() -> None:
     assert isa_geometry(7, 9, (3, 5)) == (3, 2, 1, 1, 0, 1)
     assert isa_geometry(8, 8, (8, 8)) == (1, 1, 0, 0, 0, 0)
     assert isa_geometry(4, 4, (8, 8)) == (1, 1, 2, 2, 2, 2)  # a factor larger than the map pads
-    assert cost(Config("isa", 1, 8, 4, 4, 33, 65, options=(("factor", (8, 8)),))).padded == (40, 72)
+    cfg = config("isa", (33, 65), batch=1, channels=8, key_channels=4, value_channels=4)
+    assert cost(replace(cfg, options=(("factor", (8, 8)),))).padded == (40, 72)
 
 
 def test_isa_macs_match_the_paper_form() -> None:
     """Undivided map, attention: (HW)^2 (Ck+Cv) / (P_h P_w) + HW P_h P_w (Ck+Cv) (ISA paper Sec. 3.3)."""
     h, w, ph, pw, ck, cv = 16, 24, 4, 6, 4, 4
-    c = cost(Config("isa", 1, 8, ck, cv, h, w, options=(("factor", (ph, pw)),)))
+    cfg = config("isa", (h, w), batch=1, channels=8, key_channels=ck, value_channels=cv)
+    c = cost(replace(cfg, options=(("factor", (ph, pw)),)))
     attention = sum(v for k, v in c.macs.items() if k.endswith(("qk", "av")))
     assert attention == (h * w) ** 2 * (ck + cv) // (ph * pw) + h * w * ph * pw * (ck + cv)
-    assert (
-        cost(Config("isa", 1, 8, ck, cv, h, w, options=(("factor", (4, 6)), ("masked", True)))).macs == c.macs
-    )
+    assert cost(replace(cfg, options=(("factor", (4, 6)), ("masked", True)))).macs == c.macs
 
 
 def test_bad_backend() -> None:
@@ -110,5 +121,6 @@ def test_bad_backend() -> None:
     with pytest.raises(ValueError, match=r"unknown sdpa backend 'flashy'"):
         fc.attention_kernel("sdpa", "flashy", 4, 4)
     assert fc.attention_kernel("sdpa", "efficient", 4, 6) == "fused"  # CUDA kernels, counted like flash
+    bad = (("factor", (0, 2)),)
     with pytest.raises(ValueError, match=r"factor must be two positive integers"):
-        cost(Config("isa", 1, 8, 4, 4, 8, 8, options=(("factor", (0, 2)),)))
+        cost(config("isa", (8, 8), batch=1, channels=8, key_channels=4, value_channels=4, options=bad))

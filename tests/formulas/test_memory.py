@@ -1,16 +1,19 @@
 """Closed-form peak bytes (isaprof.formulas) against the storage tracker on fake tensors: exact equality for
 every block with a formula-side peak (dense, isa, axial, non_local) x impl x mode, plus hand-checked terms."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import isaprof
-from isaprof.formulas import Config, cost
+from isaprof.formulas import cost
 from isaprof.formulas.memory import is_channels_last, permute_reshape_copies, view_copies
 from isaprof.measure import step, track_peak
-from tests.formulas.replays import Trace
+from tests.formulas import config
+from tests.formulas.replays.trace import Trace
 
 IMPLS = [("naive", None), ("sdpa", "math"), ("sdpa", "flash")]
 MODES = ["inference", "train"]
@@ -47,7 +50,17 @@ def measured_peak(name, size, c, ck, cv, batch, impl, backend, mode, options) ->
 
 def analytic_peak(name, size, c, ck, cv, batch, impl, backend, mode, options) -> int:
     opts = tuple(sorted(options.items()))
-    cfg = Config(name, batch, c, ck, cv, *size, impl=impl, backend=backend, options=opts)
+    cfg = config(
+        name,
+        size,
+        batch=batch,
+        channels=c,
+        key_channels=ck,
+        value_channels=cv,
+        impl=impl,
+        backend=backend,
+        options=opts,
+    )
     return cost(cfg).peak_bytes[mode]
 
 
@@ -73,25 +86,29 @@ def test_dense_naive_inference_by_hand():
     # out-of-place scale) logits and scaled logits (2 GiB) live beside value, query, key (N * 768 * 4 B).
     n = 128 * 128
     assert n * n * 4 == 2**30
-    peak = cost(Config("dense", 1, 512, 256, 256, 128, 128)).peak_bytes["inference"]
+    peak = cost(
+        config("dense", (128, 128), batch=1, channels=512, key_channels=256, value_channels=256)
+    ).peak_bytes["inference"]
     assert peak == 2 * 2**30 + n * 3 * 256 * 4
 
 
 @pytest.mark.parametrize("name", ["dense", "non_local"])
 def test_train_peak_dominated_by_three_affinities(name):
     n = 64 * 64  # softmax output, d_attn and d_softmax (B, N, N) are live at the softmax backward
-    peak = cost(Config(name, 1, 64, 32, 32, 64, 64)).peak_bytes["train"]
+    cfg = config(name, (64, 64), batch=1, channels=64, key_channels=32, value_channels=32)
+    peak = cost(cfg).peak_bytes["train"]
     assert 3 * n * n * 4 < peak < 3 * n * n * 4 * 1.1
-    flash = cost(Config(name, 1, 64, 32, 32, 64, 64, impl="sdpa", backend="flash")).peak_bytes["train"]
+    flash = cost(replace(cfg, impl="sdpa", backend="flash")).peak_bytes["train"]
     assert flash < n * n * 4  # the fused kernel never materialises an (N, N) buffer
 
 
 def test_isa_and_axial_attention_terms():
     # ISA 64x64, factor 8x8: 64 long-range maps of 64 positions, each (64, 64) logits: 64^3 * 4 B per buffer.
-    isa = cost(Config("isa", 1, 64, 32, 32, 64, 64, options=(("factor", (8, 8)),))).peak_bytes
-    dense = cost(Config("dense", 1, 64, 32, 32, 64, 64)).peak_bytes
+    cfg = config("dense", (64, 64), batch=1, channels=64, key_channels=32, value_channels=32)
+    isa = cost(replace(cfg, block="isa", options=(("factor", (8, 8)),))).peak_bytes
+    dense = cost(cfg).peak_bytes
     assert 2 * 64**3 * 4 < isa["inference"] < dense["inference"] / 16
-    axial = cost(Config("axial", 1, 64, 32, 32, 64, 64)).peak_bytes  # 64 rows of (64, 64) logits
+    axial = cost(replace(cfg, block="axial")).peak_bytes  # 64 rows of (64, 64) logits
     assert 2 * 64**3 * 4 < axial["inference"] < dense["inference"] / 16
 
 

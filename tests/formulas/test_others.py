@@ -8,16 +8,19 @@ held to ``criss_cross.DEGENERATE_TRAIN_TOLERANCE`` (reason beside the constant).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from isaprof.formulas import Config, cost
+from isaprof.formulas import cost
 from isaprof.formulas.criss_cross import DEGENERATE_TRAIN_TOLERANCE
 from isaprof.measure.flops import count_flops, fvcore_count
 from isaprof.measure.memory import track_peak
 from isaprof.measure.protocol import step
 from isaprof.targets import build, resolve_channels
+from tests.formulas import config
 
 # (batch, channels, H, W): the brief's 7x9, a square, B = 1 and B > 1 (einsum / matmul copy their operands
 # only for B > 1). 33x65 runs on fake tensors (same counts and bytes, no arithmetic) in its own test.
@@ -43,7 +46,16 @@ def setup(name: str, options: dict, shape: tuple[int, int, int, int]):
     ck, cv = resolve_channels(name, c, opts.pop("key_channels", None), opts.pop("value_channels", None))
     torch.manual_seed(0)
     module = build(name, c, ck, cv, impl=impl, **opts)
-    cfg = Config(name, b, c, ck, cv, h, w, impl=impl, options=tuple(sorted(opts.items())))
+    cfg = config(
+        name,
+        (h, w),
+        batch=b,
+        channels=c,
+        key_channels=ck,
+        value_channels=cv,
+        impl=impl,
+        options=tuple(sorted(opts.items())),
+    )
     return module, torch.randn(b, c, h, w), cfg
 
 
@@ -145,22 +157,31 @@ def test_formula_degenerate_sizes(name: str, options: dict, shape: tuple[int, ..
 
 def test_criss_cross_closed_form() -> None:
     # B=2, C=16, Ck=2, 7x9 (N=63), R=2: 2 * [126*16*20 + 126*16*2 + 126*16*16] = 2 * 76608
-    c = cost(Config("criss_cross", 2, 16, 2, 16, 7, 9, options=(("recurrence", 2),)))
+    c = cost(
+        config(
+            "criss_cross",
+            (7, 9),
+            batch=2,
+            channels=16,
+            key_channels=2,
+            value_channels=16,
+            options=(("recurrence", 2),),
+        )
+    )
     assert c.macs == {"qkv_conv": 80640, "energy": 8064, "aggregate": 64512}
     assert c.total_train_macs == 3 * 153216
     assert c.params == 2 * (16 * 2 + 2) + 16 * 16 + 16 + 1 == 341
 
 
 def test_sparse_nonlocal_k_is_clamped_to_positions() -> None:
-    dense = cost(Config("sparse_nonlocal", 1, 16, 8, 8, 4, 5, options=(("k", 20),)))
-    over = cost(Config("sparse_nonlocal", 1, 16, 8, 8, 4, 5, options=(("k", 1000),)))
+    cfg = config("sparse_nonlocal", (4, 5), batch=1, channels=16, key_channels=8, value_channels=8)
+    dense, over = (cost(replace(cfg, options=(("k", k),))) for k in (20, 1000))
     assert dense == over and dense.macs["qk"] == 20 * 20 * 8
 
 
 def test_channelized_axial_groups_lower_inference_peak_only() -> None:
-    one, many = (
-        cost(Config("channelized_axial", 2, 16, 2, 16, 12, 12, options=(("groups", g),))) for g in (1, 12)
-    )
+    cfg = config("channelized_axial", (12, 12), batch=2, channels=16, key_channels=2, value_channels=16)
+    one, many = (cost(replace(cfg, options=(("groups", g),))) for g in (1, 12))
     assert one.macs == many.macs
     assert many.peak_bytes["inference"] < one.peak_bytes["inference"] / 4
 

@@ -10,10 +10,11 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import isaprof
-from isaprof.formulas import Config, Tolerance, cost
+from isaprof.formulas import Tolerance, cost
 from isaprof.formulas.peak import LOCALS, moment, peak_set, tolerance
 from isaprof.measure import step, track_peak
 from isaprof.targets.blocks import common, non_local
+from tests.formulas import config
 
 
 def _stage_forward_early_free(self, x, key_mask=None):
@@ -64,7 +65,16 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1][0]}x{c[1][1]}-{len(c[5])}")
 def test_formula_survives_early_free(monkeypatch, case, impl, mode):
     name, size, c, ck, cv, options = case
-    cfg = Config(name, 2, c, ck, cv, *size, impl=impl, options=tuple(sorted(options.items())))
+    cfg = config(
+        name,
+        size,
+        batch=2,
+        channels=c,
+        key_channels=ck,
+        value_channels=cv,
+        impl=impl,
+        options=tuple(sorted(options.items())),
+    )
     analytic, tol = cost(cfg).peak_bytes[mode], cost(cfg).peak_tolerance.get(mode)
     assert _measured(name, size, c, ck, cv, impl, mode, options) == analytic  # the code as it is: exact
     monkeypatch.setattr(common.SelfAttention2D, "forward", _stage_forward_early_free)
@@ -78,7 +88,9 @@ def test_formula_survives_early_free(monkeypatch, case, impl, mode):
 
 def test_early_free_lowers_a_post_attention_peak_within_the_tolerance(monkeypatch):
     # isa 8x8 factor 2x2, naive: the peak is the short-range output layer beside value, query, key
-    cfg = Config("isa", 2, 32, 16, 16, 8, 8, options=(("factor", (2, 2)),))
+    cfg = config(
+        "isa", (8, 8), batch=2, channels=32, key_channels=16, value_channels=16, options=(("factor", (2, 2)),)
+    )
     analytic, tol = cost(cfg).peak_bytes["inference"], cost(cfg).peak_tolerance["inference"]
     assert tol.bytes == 2 * 64 * (16 + 2 * 16) * 4  # B N' (Cv + 2 Ck) b
     monkeypatch.setattr(common.SelfAttention2D, "forward", _stage_forward_early_free)
@@ -89,7 +101,7 @@ def test_early_free_lowers_a_post_attention_peak_within_the_tolerance(monkeypatc
 def test_peak_set_names_the_dense_logits():
     # dense naive inference, N = 32 x 32: the peak set is the (B, N, N) logits and their scaled copy
     # beside value, query and key; the tolerance is None (the locals are needed at that moment)
-    cfg = Config("dense", 1, 64, 32, 32, 32, 32)
+    cfg = config("dense", (32, 32), batch=1, channels=64, key_channels=32, value_channels=32)
     from isaprof.formulas.dense import dense_inference_peak
 
     peak = dense_inference_peak(cfg)
@@ -144,7 +156,16 @@ def test_check_accepts_a_peak_within_its_named_tolerance_only():
 )
 def test_sparse_nonlocal_inference_peak_set_is_exact_with_unit_widths(size, ck, cv, impl, k):
     # the peak set reuses non-local's attention moments: exact also where a width or K is 1 (views, no copies)
-    cfg = Config("sparse_nonlocal", 2, 16, ck, cv, *size, impl=impl, options=(("k", k),))
+    cfg = config(
+        "sparse_nonlocal",
+        size,
+        batch=2,
+        channels=16,
+        key_channels=ck,
+        value_channels=cv,
+        impl=impl,
+        options=(("k", k),),
+    )
     assert (
         _measured("sparse_nonlocal", size, 16, ck, cv, impl, "inference", {"k": k})
         == (cost(cfg).peak_bytes["inference"])
@@ -153,18 +174,12 @@ def test_sparse_nonlocal_inference_peak_set_is_exact_with_unit_widths(size, ck, 
 
 def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
     # pure Python, no torch: the closed-form peak sets against the event replay of the same code
-    # (tests/formulas/replays.py, pinned to the tracker by the measured tests) over odd sizes, widths 1,
+    # (tests/formulas/replays/, pinned to the tracker by the measured tests) over odd sizes, widths 1,
     # fp16, every kernel and ISA factor
     import itertools
 
-    from tests.formulas import replays as fr
+    from tests.formulas.replays import INFERENCE as replay
 
-    replay = {
-        "dense": lambda c: fr.dense_peak(c, False).peak,
-        "isa": lambda c: fr.isa_peak(c, False).peak,
-        "axial": lambda c: fr.axial_peak(c, False).peak,
-        "non_local": lambda c: fr.non_local_peak(c, False).peak,
-    }
     kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
     options = {
         "dense": [()],
@@ -181,25 +196,35 @@ def test_inference_peak_sets_equal_the_event_replay_on_many_shapes():
         for opts in options[name]:
             if dict(opts).get("sub_sample") and min(h, w) < 2:
                 continue
-            cfg = Config(name, 2, 8, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
-            assert cost(cfg).peak_bytes["inference"] == replay[name](cfg), cfg
+            cfg = config(
+                name,
+                (h, w),
+                batch=2,
+                channels=8,
+                key_channels=ck,
+                value_channels=cv,
+                dtype=dtype,
+                impl=impl,
+                backend=backend,
+                options=opts,
+            )
+            assert cost(cfg).peak_bytes["inference"] == replay[name](cfg).peak, cfg
             n += 1
     assert n > 500
 
 
 # ---- train: the closed-form train peak sets (isaprof.formulas.train_sets) ----
 
-TRAIN_SETS = {  # block -> (its formulas module, closed-form train peak set, replay in formula_replays.py)
-    "dense": ("dense", "dense_train_peak", "dense_peak"),
-    "isa": ("isa", "isa_train_peak", "isa_peak"),
-    "axial": ("axial", "axial_train_peak", "axial_peak"),
-    "non_local": ("non_local", "non_local_train_peak", "non_local_peak"),
-    "sparse_nonlocal": ("sparse_nonlocal", "sparse_train_peak_set", "sparse_train_peak"),
-    "criss_cross": ("criss_cross", "criss_cross_train_peak_set", "criss_cross_train_peak"),
-    "linear": ("linear", "linear_train_peak_set", "linear_train_peak"),
-    "channelized_axial": ("channelized_axial", "caa_train_peak_set", "caa_train_peak"),
+TRAIN_SETS = {  # block -> closed-form train peak set in isaprof.formulas.<block> (replay: replays.TRAIN)
+    "dense": "dense_train_peak",
+    "isa": "isa_train_peak",
+    "axial": "axial_train_peak",
+    "non_local": "non_local_train_peak",
+    "sparse_nonlocal": "sparse_train_peak_set",
+    "criss_cross": "criss_cross_train_peak_set",
+    "linear": "linear_train_peak_set",
+    "channelized_axial": "caa_train_peak_set",
 }
-REPLAY_TAKES_MODE = {"dense", "isa", "axial", "non_local"}  # the others' replays are train-only
 NO_IMPL = {"criss_cross", "linear", "channelized_axial"}  # blocks without an attention impl option
 TRAIN_OPTIONS = {
     "dense": [()],
@@ -221,10 +246,9 @@ def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
     import importlib
     import itertools
 
-    from tests.formulas import replays as fr
+    from tests.formulas.replays import TRAIN
 
-    module, closed, replay = TRAIN_SETS[name]
-    mod = importlib.import_module(f"isaprof.formulas.{module}")
+    closed = getattr(importlib.import_module(f"isaprof.formulas.{name}"), TRAIN_SETS[name])
     kernels = [("naive", None), ("sdpa", None), ("sdpa", "math"), ("sdpa", "flash")]
     n = 0
     for (h, w), (ck, cv), (impl, backend), dtype, c, batch in itertools.product(
@@ -240,9 +264,20 @@ def test_train_peak_sets_equal_the_event_replay_on_many_shapes(name):
         for opts in TRAIN_OPTIONS[name]:
             if dict(opts).get("sub_sample") and min(h, w) < 2:
                 continue
-            cfg = Config(name, batch, c, ck, cv, h, w, dtype=dtype, impl=impl, backend=backend, options=opts)
-            peak = getattr(mod, closed)(cfg)
-            replayed = getattr(fr, replay)(*((cfg, True) if name in REPLAY_TAKES_MODE else (cfg,))).peak
+            cfg = config(
+                name,
+                (h, w),
+                batch=batch,
+                channels=c,
+                key_channels=ck,
+                value_channels=cv,
+                dtype=dtype,
+                impl=impl,
+                backend=backend,
+                options=opts,
+            )
+            peak = closed(cfg)
+            replayed = TRAIN[name](cfg).peak
             assert peak.bytes == replayed == cost(cfg).peak_bytes["train"], cfg
             assert peak.bytes == sum(peak.live.values()) and peak.movable_bytes <= peak.bytes
             n += 1
@@ -254,7 +289,7 @@ def test_dense_train_peak_set_names_the_softmax_backward():
     # beside the saved activations; exact (no tolerance: every local is saved by autograd there)
     from isaprof.formulas.dense import dense_train_peak
 
-    cfg = Config("dense", 1, 8, 8, 8, 16, 16)
+    cfg = config("dense", (16, 16), batch=1, channels=8, key_channels=8, value_channels=8)
     peak = dense_train_peak(cfg)
     n, lg = 256, 256 * 256 * 4
     assert peak.name == "attention backward: d_softmax"
@@ -269,7 +304,9 @@ def test_isa_train_peak_set_is_the_long_range_softmax_backward():
     # after the short-range stage's backward released its saved activations
     from isaprof.formulas.isa import isa_train_peak
 
-    cfg = Config("isa", 1, 8, 8, 8, 32, 32, options=(("factor", (2, 2)),))
+    cfg = config(
+        "isa", (32, 32), batch=1, channels=8, key_channels=8, value_channels=8, options=(("factor", (2, 2)),)
+    )
     peak = isa_train_peak(cfg)
     lg = 4 * 256 * 256 * 4
     assert peak.name == "long-range attention backward: d_softmax"

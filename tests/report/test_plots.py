@@ -9,10 +9,10 @@ import pytest
 
 from isaprof.report import write_report
 from isaprof.results.reader import KEY_COLUMNS
-from tests.report.test_page import _write, synthetic
+from tests.report.synthetic import synthetic, write_results
 
 # dense moves 4 N^2 bytes for 128 N^2 FLOPs: intensity 32 FLOP/byte; isa 10 N^1.5 bytes for 128 N^1.5
-# FLOPs: 12.8 FLOP/byte (synthetic costs of test_report: FLOPs = 2 x MACs).
+# FLOPs: 12.8 FLOP/byte (synthetic costs of tests/report/synthetic.py: FLOPs = 2 x MACs).
 # criss_cross gets none (its synthetic latency is not physical): it must drop out of the bound table.
 MOVED = {"dense": lambda n: 4 * n**2, "isa": lambda n: 10 * n**1.5}
 
@@ -38,7 +38,7 @@ def _tp(page: Path) -> pd.DataFrame:
 
 def test_roofline_bound_and_fractions(tmp_path: Path) -> None:
     machine = {"cpu": {"matmul_gflops": 200.0, "bandwidth_gbs": 10.0}}
-    page = write_report(_write(tmp_path, with_traffic(), machine), tmp_path / "out")
+    page = write_report(write_results(tmp_path, with_traffic(), machine), tmp_path / "out")
     tp = _tp(page)
     d = tp[(tp["block"] == "dense") & (tp["height"] == 128)].iloc[0]
     # 128 GFLOP/s achieved; memory roof 10 GB/s x 32 FLOP/byte = 320 > 200: compute-bound, 128/200
@@ -61,13 +61,13 @@ def test_roofline_bound_and_fractions(tmp_path: Path) -> None:
 
 def test_a_run_above_its_bound_is_called_out(tmp_path: Path) -> None:
     machine = {"cpu": {"matmul_gflops": 200.0, "bandwidth_gbs": 2.0}}  # dense bound 2 x 32 = 64 < 128
-    page = write_report(_write(tmp_path, with_traffic(), machine), tmp_path / "out")
+    page = write_report(write_results(tmp_path, with_traffic(), machine), tmp_path / "out")
     assert "beat their roofline bound beyond the latency IQR" in page.read_text()
 
 
 def test_old_results_without_bytes_moved_say_so(tmp_path: Path) -> None:
     machine = {"peak_gflops": {"cpu": 50.0}}  # an old machine.json: no bandwidth either
-    page = write_report(_write(tmp_path, synthetic(), machine), tmp_path / "out")
+    page = write_report(write_results(tmp_path, synthetic(), machine), tmp_path / "out")
     text = page.read_text()
     assert "no bytes_moved rows" in text and "no bandwidth_gbs" in text
     tp = _tp(page)
@@ -80,7 +80,7 @@ def test_cuda_section_absent_then_present(tmp_path: Path) -> None:
     import csv
     import json
 
-    res = _write(tmp_path, synthetic())
+    res = write_results(tmp_path, synthetic())
     assert "No CUDA measurement was made" in write_report(res, tmp_path / "out").read_text()
     (res / "cuda").mkdir()
     rows = [

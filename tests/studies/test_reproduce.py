@@ -5,19 +5,30 @@ One full run (fake tensors only: about 7 s of CPU) is shared by the tests of thi
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 from pathlib import Path
 
 import pytest
 
+from isaprof.cli import main
 from isaprof.studies import reproduce as rp
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
-    path = rp.reproduce(tmp_path_factory.mktemp("rep"), device="meta", training=False)  # networks: slow
-    with path.open() as f:
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """``isaprof reproduce --out DIR`` (meta, the default) once for the module: DIR and its stdout lines."""
+    out, printed = tmp_path_factory.mktemp("rep"), io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["reproduce", "--out", str(out), "--no-training"]) == 0  # networks: the slow test
+    return out, printed.getvalue().splitlines()
+
+
+@pytest.fixture(scope="module")
+def table(run: tuple[Path, list[str]]) -> dict[str, dict[str, str]]:
+    with (run[0] / "reproduction.csv").open() as f:
         return {r["id"]: r for r in csv.DictReader(f)}
 
 
@@ -57,6 +68,15 @@ def test_ratios_in_same_run(table: dict[str, dict[str, str]]) -> None:
     assert float(table["ccnet-memory-ratio"]["ours"]) == pytest.approx(nl / cc, rel=1e-5)
     f_nl, f_cc = float(table["ccnet-nl-flops"]["ours"]), float(table["ccnet-cc-flops"]["ours"])
     assert float(table["ccnet-flops-reduction"]["ours"]) == pytest.approx(100 * (1 - f_cc / f_nl), rel=1e-5)
+
+
+def test_prints_its_summary(run: tuple[Path, list[str]], table: dict[str, dict[str, str]]) -> None:
+    out_dir, out = run
+    rows = list(table.values())
+    matched = sum(abs(float(r["ratio"]) - 1) <= 0.01 for r in rows)
+    assert out[0] == f"{len(rows)} published figures: {matched} match within 1%, {len(rows) - matched} do not"
+    assert len(out) == 1 + (len(rows) - matched) + 1 and out[-1] == f"table: {out_dir / 'reproduction.csv'}"
+    assert any(line.startswith("  ccnet-nl-memory: ours ") and "(ratio 0.497)" in line for line in out)
 
 
 def test_bad_input(tmp_path: Path) -> None:

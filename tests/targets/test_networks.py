@@ -4,7 +4,6 @@ derived term by term from its code; training and test outputs at small sizes; th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -276,7 +275,7 @@ def test_mmseg_state_dict_renames_only_the_reused_blocks():
     assert nl["decode_head.cca.gamma"].shape == (1,)
 
 
-# -- published sizes (seconds each): `ISAPROF_TEST_SLOW=1 pytest -m slow` ----------------------------------
+# -- published sizes (seconds each): `make test-slow` (pytest -m slow) ---------------
 
 
 @pytest.mark.parametrize("argv", [
@@ -284,7 +283,6 @@ def test_mmseg_state_dict_renames_only_the_reused_blocks():
     ["predict", "isanet_r50_d8", "--size", "1024x2048", "--gpu", "v100", "--json"],
 ])  # fmt: skip
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ISAPROF_TEST_SLOW"), reason="published sizes: ISAPROF_TEST_SLOW=1")
 def test_cityscapes_size_answers_in_seconds_without_channels(argv):
     start = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "isaprof", *argv], capture_output=True, text=True, cwd=REPO)
@@ -299,7 +297,6 @@ def test_cityscapes_size_answers_in_seconds_without_channels(argv):
 
 @pytest.mark.parametrize("name", network_names())
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ISAPROF_TEST_SLOW"), reason="published sizes: ISAPROF_TEST_SLOW=1")
 def test_every_network_profiles_at_published_sizes(name):
     whole = isaprof.profile(name, size=(1024, 2048), device="meta", latency=None)
     assert whole.params == PARAMS[name] and whole.macs > 0
@@ -311,7 +308,6 @@ def test_every_network_profiles_at_published_sizes(name):
 
 @pytest.mark.parametrize("family", list(NETWORKS))
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ISAPROF_TEST_SLOW"), reason="real CPU runs: ISAPROF_TEST_SLOW=1")
 def test_real_training_step_and_test_path_on_cpu(family):
     from isaprof.measure.protocol import step
 

@@ -121,7 +121,12 @@ def test_select_filters_and_rejects_absent_values():
 
 
 def test_shards_partition_the_sweep():
-    cfgs = [SweepConfig(Config("dense", 1, 8, 4, 4, i, i)) for i in range(1, 12)]
+    cfgs = [
+        SweepConfig(
+            Config(block="dense", batch=1, channels=8, key_channels=4, value_channels=4, height=i, width=i)
+        )
+        for i in range(1, 12)
+    ]
     parts = [shard(cfgs, k, 3) for k in (1, 2, 3)]
     assert sorted((c for p in parts for c in p), key=cfgs.index) == cfgs  # disjoint, complete
     assert [len(p) for p in parts] == [4, 4, 3]

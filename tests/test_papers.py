@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from isaprof.targets import papers
+from isaprof import papers
 from tests import REPO
 
 # A literal naming a paper's feature map: (97, 97) / [128, 128] or CCNet's 769 crop.
@@ -46,7 +46,7 @@ def test_the_studies_and_the_report_read_them_from_there() -> None:
     assert bounds.SIZES is papers.SIZES and bounds.CHANNELS == papers.CHANNELS
     assert efficiency.SETTINGS == tuple((s.size, s.what) for s in papers.SETTINGS)
     makefile = (REPO / "Makefile").read_text()
-    assert "-m isaprof.targets.papers" in makefile and "$(PAPERS) sizes" in makefile
+    assert "-m isaprof.papers" in makefile and "$(PAPERS) sizes" in makefile
     assert "97x97" not in makefile.split("TABLE_ARGS")[1]  # the recipe reads the sizes, it does not list them
 
 
@@ -72,7 +72,7 @@ def test_no_module_restates_the_papers_sizes() -> None:
 
 
 def test_cli_and_bad_file(tmp_path: Path) -> None:
-    run = [sys.executable, "-m", "isaprof.targets.papers"]
+    run = [sys.executable, "-m", "isaprof.papers"]
     res = subprocess.run([*run, "sizes"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 0 and res.stdout.split() == ["97x97", "128x128"]
     res = subprocess.run([*run, "bogus"], capture_output=True, text=True, cwd=REPO, timeout=60)

@@ -1,8 +1,8 @@
 """The papers' settings (``reference/papers.toml``), read once: the feature-map sizes and widths the ISA,
 OCR and CCNet papers compare blocks on, and their published heads. No torch.
 
-    python -m isaprof.targets.papers sizes     # 97x97 128x128 (the Makefile's efficiency tables)
-    python -m isaprof.targets.papers channels  # 512
+    python -m isaprof.papers sizes     # 97x97 128x128 (the Makefile's efficiency tables)
+    python -m isaprof.papers channels  # 512
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     elif argv == ["channels"]:
         print(CHANNELS)
     else:
-        print("usage: python -m isaprof.targets.papers {sizes|channels}", file=sys.stderr)
+        print("usage: python -m isaprof.papers {sizes|channels}", file=sys.stderr)
         return 2
     return 0
 
