@@ -732,8 +732,8 @@ class RunSettings:
         return cls(**{k: getattr(namespace, k) for k in cls.names() if hasattr(namespace, k)})
 
     def kwargs(self) -> dict[str, Any]:
-        """The keyword form ``profile`` takes."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The keyword form ``profile`` takes (mode "step"'s settings only where given)."""
+        return {"latency": self.latency, "by_module": self.by_module, **self.step_settings()}
 
 
 CONFIG_COLUMNS = Config.column_names()  # the configuration columns of a tidy row

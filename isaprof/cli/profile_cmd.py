@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.gpu is not None and config.mode != "step":
         raise ValueError("--gpu answers whether a training step fits: give --mode step")
     with guard.addressable(args.size):
-        record = profile(config, **{k: v for k, v in settings.kwargs().items() if v is not None})
+        record = profile(config, **settings.kwargs())
     verdict = fit(record, args.gpu, settings) if args.gpu is not None else None
     if args.json:
         print(json.dumps({**record.to_json(), **({"gpu": verdict} if verdict else {})}, indent=2))
@@ -106,7 +106,7 @@ def fit(record: Any, gpu: str, settings: RunSettings) -> dict[str, Any]:
 
     device = devices.get(gpu)
     capacity = int(device.memory_gb * 1e9)
-    step = {k: v for k, v in settings.kwargs().items() if k in settings.step_settings()}
+    step = settings.step_settings()
     config = record.config
 
     def reserved(batch: int) -> int:

@@ -354,7 +354,7 @@ def profile(
     config = {**{k: v for k, v in given.items() if v is not None}, **config}
     if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
         with blocks.registry.adopted(block) as name:
-            return profile(name, **{k: v for k, v in settings.kwargs().items() if v is not None}, **config)
+            return profile(name, **settings.kwargs(), **config)
     cfg = prepare(block, **config)
     defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
     # the one build: the block's own checks (factor, recurrence, ...) speak before any formula

@@ -72,10 +72,17 @@ def test_cli_gpu_verdict(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.skipif(not os.environ.get("ISAPROF_TEST_SLOW"), reason="published sizes: ISAPROF_TEST_SLOW=1")
 @pytest.mark.parametrize("size,batch,classes", [((512, 1024), 2, 19), ((512, 512), 4, 150)])
 def test_every_network_runs_in_step_mode(size: tuple[int, int], batch: int, classes: int) -> None:
-    from isaprof import targets
+    from isaprof.targets import network_names
 
-    networks = [n for n in targets.names() if targets.spec(n).default_channels == 3]
+    networks = network_names()
     assert len(networks) == 16
     for name in networks:
         m = step_memory(name, size=size, batch=batch, num_classes=classes)
         assert m.cuda_allocated >= m.total > m.resident_total > 0, name
+
+
+def test_run_settings_pass_through_an_instance_target() -> None:
+    rec = profile(
+        Logits(), size=(8, 8), channels=3, device="cpu", mode="step", latency=None, optimizer="none"
+    )
+    assert rec.latency is None and rec.step_memory.resident["optimizer_state"] == 0
