@@ -47,11 +47,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check isaprof tests benchmarks
 	$(BIN)/ruff format --check isaprof tests benchmarks
 
+# Runs a statement with isaprof.report.readme imported as r (README's generated figures, stable files)
+READMEPY = $(BIN)/python -c "import sys, isaprof.report.readme as r; exec(sys.argv[1])"
+
 # The main job: sweep (resumable: an interrupted run continues), reproduce the papers' figures, the
 # efficiency tables at the papers' sizes (in parallel), latency bounds (GPUs at the papers' sizes, this CPU
 # beside the sweep's latencies), connectivity pictures, then the Markdown report.
-# `make report FRESH=1` re-measures from scratch, this host's roofs included (a cached roof measured while the
-# machine was busy would understate it, and every CPU bound beside the latencies would then be too low).
+# Machine-dependent figures are keyed by the machine id (CPU model name, cores, threads, torch build;
+# ISAPROF_MACHINE_ID where set): on another machine a plain `make report` re-measures the latency rows and
+# roofs (the exact meta rows are reused) and the report names the CPU they come from. A second run with
+# nothing changed changes no file (no run timings or write times in the committed files).
+# `make report FRESH=1` re-measures from scratch, this machine's roofs included (a cached roof measured while
+# the machine was busy would understate it, and every CPU bound beside the latencies would then be too low).
 report: $(STAMP)
 	$(if $(FRESH),rm -rf $(RESULTS))
 	$(if $(FRESH),$(BIN)/isaprof machine --remeasure > /dev/null)
@@ -62,10 +69,12 @@ report: $(STAMP)
 		pids="$$pids $$!"; done; s=0; for p in $$pids; do wait $$p || s=1; done; exit $$s
 	$(BIN)/isaprof heads $(RESULTS)
 	$(BIN)/isaprof bounds $(RESULTS)
-	$(BIN)/isaprof formula --all --channels 512 --size 61x59 --also-size 64x64 --jobs 2 --json --out $(RESULTS)/derived.json > /dev/null
+	$(BIN)/isaprof formula --all --channels 512 --size 61x59 --also-size 64x64 --jobs 2 --json --out $(RESULTS)/derived.json.new > /dev/null
+	$(READMEPY) "r.keep_unless_changed('$(RESULTS)/derived.json.new', '$(RESULTS)/derived.json')"
 	$(BIN)/isaprof verify --size 12x10 --json > $(RESULTS)/verify.json || true
 	$(BIN)/isaprof verify --figure reports/connectivity.png > /dev/null
 	$(BIN)/isaprof report $(RESULTS) --out reports
+	$(READMEPY) "sys.exit(r.main(['reports/tables/performance.md', 'README.md']))"
 
 # Timing benchmarks (pytest-benchmark). bench: run and save; bench-compare: run, compare medians with the last
 # saved run (fail past 20%) and gate the same-run ratios block/dense (benchmarks/ratios.py, noise-robust);

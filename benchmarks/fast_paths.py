@@ -3,14 +3,16 @@
     python benchmarks/fast_paths.py                       # all cases, writes results/fast_paths.csv
     python benchmarks/fast_paths.py --only isa --compile  # + torch.compile (compile time excluded)
 
-Figure of merit: ``rate = F / t`` where F is the FLOP count of the *reference* form (FlopCounterMode on
-the naive reference module, inference, FLOPs = 2 x MACs) and t the median latency (``torch.utils.benchmark``)
-of the variant; ``fraction = rate / peak``, with ``peak`` the fp32 matmul roof of
-:mod:`isaprof.roofline.roofs` (largest median rate over its GEMM shapes, the blocks' own among them: a square
-2048^3 product alone is beaten by the blocks' smaller, cache-resident GEMMs) measured in the same run, right
-before every timing (the machine may be shared: ``fraction`` uses the largest sample of the run,
-``local_fraction`` the sample taken just before that timing, under the same load). A rate above the peak by
-more than both IQRs is reported and the script exits 1: it is a bug in the peak, not a fast block.
+Figure of merit: ``rate = F / t`` where F is the FLOP count of the *reference* form (FlopCounterMode on the
+naive reference module, inference, FLOPs = 2 x MACs) and t the median latency of the variant
+(:func:`isaprof.measure.latency.compare_latency`: every variant timed interleaved, at least 7 samples;
+``vs_naive`` is the per-round ratio to naive with its IQR); ``fraction = rate / peak``, with ``peak`` the
+fp32 matmul roof of :mod:`isaprof.roofline.roofs` (largest median rate over its GEMM shapes, the blocks' own
+among them: a square 2048^3 product alone is beaten by the blocks' smaller, cache-resident GEMMs) measured
+in the same run, right before each case's interleaved timing (the machine may be shared: ``fraction`` uses
+the largest sample of the run, ``local_fraction`` the sample taken just before that timing, under the same
+load). A rate above the peak by more than both IQRs is reported and the script exits 1: it is a bug in the
+peak, not a fast block.
 Every variant computes the same function (tests/targets/test_fast.py).
 Variants: ``naive`` and ``sdpa`` (reference impls), ``fast`` (fast_inference), ``fast+compile``.
 """
@@ -20,15 +22,16 @@ from __future__ import annotations
 import argparse
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils import benchmark
 
 import isaprof.targets as blocks
 from isaprof.measure.flops import flop_counter_mode
+from isaprof.measure.latency import Comparison, compare_latency
 from isaprof.roofline.roofs import matmul_samples
 from isaprof.targets.fast import fast_inference
 
@@ -79,12 +82,18 @@ def reference_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def median_ms(fn: torch.nn.Module, x: torch.Tensor, min_run_time: float) -> tuple[float, float]:
-    """(median, IQR) in ms of ``fn(x)`` under no_grad, after one warm-up call."""
-    with torch.no_grad():
-        fn(x)
-        m = benchmark.Timer("fn(x)", globals={"fn": fn, "x": x}).blocked_autorange(min_run_time=min_run_time)
-    return m.median * 1e3, m.iqr * 1e3
+def interleaved(mods: dict[str, torch.nn.Module], x: torch.Tensor, min_run_time: float) -> Comparison:
+    """Every variant's ``fn(x)`` under no_grad, timed interleaved (isaprof's protocol: at least 7 samples,
+    ``min_run_time`` seconds of samples per variant), with its ratio to ``naive`` per round."""
+
+    def call(mod: torch.nn.Module) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.no_grad():
+                return mod(x)
+
+        return run
+
+    return compare_latency({n: call(m) for n, m in mods.items()}, "quick", budget_s=min_run_time)
 
 
 def variants(case: Case, compile: bool) -> dict[str, torch.nn.Module]:
@@ -110,14 +119,17 @@ def run_case(case: Case, compile: bool, min_run_time: float) -> list[dict[str, A
     mods = variants(case, compile)
     flops = reference_flops(mods["naive"], x)
     rows = []
-    for name, mod in mods.items():
+    compile_s = 0.0
+    if "fast+compile" in mods:
         t0 = time.perf_counter()
-        if name == "fast+compile":
-            with torch.no_grad():
-                mod(x)  # compile outside the timing
-        compile_s = time.perf_counter() - t0 if name == "fast+compile" else 0.0
-        peak, peak_iqr = matmul_peak()
-        med, iqr = median_ms(mod, x, min_run_time)
+        with torch.no_grad():
+            mods["fast+compile"](x)  # compile outside the timing
+        compile_s = time.perf_counter() - t0
+    peak, peak_iqr = matmul_peak()
+    cmp = interleaved(mods, x, min_run_time)  # every variant in one interleaved run: same load on each
+    for name in mods:
+        lat, ratio = cmp.latencies[name], cmp.ratios[name]
+        med, iqr = lat.median_ms, lat.iqr_ms
         rate = flops / (med / 1e3) / 1e9
         rate_iqr = rate * iqr / med  # first order: d(F/t) = F dt / t^2
         row = dict(
@@ -127,7 +139,8 @@ def run_case(case: Case, compile: bool, min_run_time: float) -> list[dict[str, A
             ref_gflop=flops / 1e9, median_ms=med, iqr_ms=iqr, gflops=rate, gflops_iqr=rate_iqr,
             local_peak_gflops=peak, local_peak_iqr=peak_iqr,
             local_fraction=rate / peak,
-            compile_s=compile_s,
+            vs_naive=ratio.median, vs_naive_iqr=ratio.iqr, samples=lat.samples, flags=lat.flags(),
+            compile_s=compile_s if name == "fast+compile" else 0.0,
         )  # fmt: skip
         rows.append(row)
         print(f"{case.block:18s} {case.height:4d}x{case.width:<4d} {name:13s} {med:10.1f} ms  "

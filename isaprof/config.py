@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -51,6 +51,8 @@ CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
 # "reference": the block as the papers' code computes it; "fast": isaprof.targets.fast.fast_inference of it
 # (same outputs, BN folded, GEMM layouts, sdpa core; inference only).
 PATHS = ("reference", "fast")
+# The input's layout: "map" (B, C, H, W), or "tokens" (B, N, C) with N = H * W (a transformer's sequence).
+LAYOUTS = ("map", "tokens")
 LATENCY_PROTOCOLS = ("quick", "fixed")  # a run setting, not part of a Config; "none" or None skips
 # mode "step" (run settings, isaprof.measure.training): the optimizers, the presets of published runs
 OPTIMIZERS = ("sgd", "adamw", "none")
@@ -303,7 +305,8 @@ class Config:
     ``value_channels``: resolved widths; ``options``: every block option with defaults filled in, as
     sorted ``(name, value)`` pairs (hashable: two spellings of one configuration compare equal);
     ``backend``: the sdpa kernel (``None`` for ``naive``, or for ``sdpa`` until the device's default is
-    chosen at run time); ``device``: ``meta``, ``cpu``, ``cuda`` or ``cuda:N``. The fields are in the
+    chosen at run time); ``device``: ``meta``, ``cpu``, ``cuda`` or ``cuda:N``; ``layout``: the input as a
+    map ``(B, C, H, W)`` or as tokens ``(B, H*W, C)``. The fields are in the
     order of the tidy row's columns; the first seven may be given positionally.
     """
 
@@ -395,6 +398,16 @@ class Config:
         grid="modes",
         check=_choice("mode", ALL_MODES),
         flag=dict(flag="--mode", choices=ALL_MODES),
+    )
+    layout: str = setting(
+        "map",
+        grid="layouts",
+        check=_choice("layout", LAYOUTS),
+        flag=dict(
+            flag="--layout",
+            choices=LAYOUTS,
+            help="the input: map (B, C, H, W), or tokens (B, N, C) with N = H*W (default: map)",
+        ),
     )
 
     # -- building ---------------------------------------------------------------------------------------
@@ -581,7 +594,8 @@ class Config:
         impl += "" if self.path == "reference" else f" [{self.path}]"
         return (
             f"{self.block} {self.height}x{self.width} C={self.channels} B={self.batch} {impl} "
-            f"{self.device} {self.dtype} {self.mode}{' ' + opts if opts else ''}"
+            f"{self.device} {self.dtype} {self.mode}{' tokens' if self.layout == 'tokens' else ''}"
+            f"{' ' + opts if opts else ''}"
         )
 
 
@@ -738,9 +752,14 @@ class RunSettings:
 
 CONFIG_COLUMNS = Config.column_names()  # the configuration columns of a tidy row
 KEY_COLUMNS = Config.key_names()  # the columns that identify a configuration (the store's key)
-# The tidy row schema (docs/ARCHITECTURE.md), in order: configuration, metric, environment.
-METRIC_COLUMNS = "metric measured analytic unit spread status error".split()
-ENV_COLUMNS = "torch isaprof device_name threads host timestamp".split()
+SIZE_FIELDS = [f.name for f in fields(Config) if keyword_of(f) == "size"]  # height, width: ``size``'s fields
+# The tidy row schema (docs/ARCHITECTURE.md), in order: configuration, metric, environment. ``spread``: the
+# IQR of a timed ``measured`` (its median), ``samples`` the samples behind both, ``flags`` the measurement's
+# warnings ("noisy", "contended"); all three empty for exact counts. ``machine``: what machine-dependent
+# figures are keyed by (isaprof.measure.env.machine_id). A store written before a column existed reads
+# with that column empty.
+METRIC_COLUMNS = "metric measured analytic unit spread samples flags status error".split()
+ENV_COLUMNS = "torch isaprof device_name threads host machine timestamp".split()
 COLUMNS = CONFIG_COLUMNS + METRIC_COLUMNS + ENV_COLUMNS
 UNITS = {
     "params": "count",
@@ -751,7 +770,18 @@ UNITS = {
     "bytes_moved": "byte",
     "latency_ms": "ms",
 }
-STATUSES = ("ok", "oom", "error", "skipped")
+STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
+
+
+def select(columns: Iterable[str], *left_out: str, first: Iterable[str] = ()) -> list[str]:
+    """A table's choice of configuration columns: ``first`` in that order, then the other ``columns`` in
+    their (schema) order but ``left_out``, so that a field added to the schema joins every selection.
+    ``ValueError`` naming a name that is none of ``columns`` (a renamed or removed field)."""
+    columns, first = list(columns), list(first)
+    unknown = [c for c in (*first, *left_out) if c not in columns]
+    if unknown:
+        raise ValueError(f"no configuration column(s) {', '.join(unknown)}; the columns: {' '.join(columns)}")
+    return first + [c for c in columns if c not in first and c not in left_out]
 
 
 def row(
@@ -763,6 +793,8 @@ def row(
     env: Mapping[str, Any],
     padded: tuple[int, int] | None = None,
     spread: Any = None,
+    samples: int | None = None,
+    flags: str = "",
     status: str = "ok",
     error: str = "",
 ) -> dict[str, Any]:
@@ -776,6 +808,8 @@ def row(
         "analytic": analytic,
         "unit": UNITS[metric],
         "spread": spread,
+        "samples": samples,
+        "flags": flags,
         "status": status,
         "error": " ".join(str(error).split()),
         **{k: env.get(k) for k in ENV_COLUMNS},
@@ -792,11 +826,14 @@ __all__ = [
     "DTYPES",
     "DTYPE_BYTES",
     "KEY_COLUMNS",
+    "LAYOUTS",
     "MODES",
     "OPTIMIZERS",
     "PATHS",
     "RECIPES",
     "RunSettings",
+    "SIZE_FIELDS",
+    "STATUSES",
     "Target",
     "UNITS",
     "check_choice",
@@ -804,5 +841,6 @@ __all__ = [
     "normalize_latency",
     "resolve_widths",
     "row",
+    "select",
     "setting",
 ]

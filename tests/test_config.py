@@ -13,9 +13,13 @@ import torch
 
 import isaprof
 from isaprof.cli import _args
-from isaprof.config import COLUMNS, UNITS, Config, RunSettings, row, setting
+from isaprof.config import COLUMNS, SIZE_FIELDS, STATUSES, UNITS, Config, RunSettings, row, select, setting
 from isaprof.profiling import guard
+from isaprof.report import bounds as report_bounds
+from isaprof.report import data as report_data
+from isaprof.results import reader
 from isaprof.results.reader import config_key, row_key
+from isaprof.studies import baseline, gpu_check, heads
 from isaprof.targets import configure, spec
 from tests import REPO
 
@@ -85,19 +89,6 @@ def test_profile_takes_a_config_alone():
 
 # -- one schema: every list of configuration fields is derived from the dataclass -------------------------
 SCHEMA_NAMES = {f.name for f in dataclasses.fields(Config)} | {"size"}  # "size": height and width's keyword
-# Literals that select and order the columns of one table or figure (or hold a data file's own entries),
-# not the configuration's schema, per module: how many there are today. Each is a display choice a new
-# field does not have to join; the count keeps new ones out.
-DISPLAY_SELECTIONS = {
-    "report/bounds.py": 1,  # the columns bounds.csv must have
-    "report/data.py": 2,  # a scaling figure's series; the text columns filled empty
-    "report/page.py": 3,  # the wide table's index; the roofline and GPU-check tables' columns
-    "report/plots.py": 1,  # the roofline figure's groups
-    "report/tables.py": 4,  # the factor-sweep and failure tables' columns
-    "studies/baseline.py": 1,  # a baseline case's description in reference/baseline.json
-    "studies/gpu_check.py": 1,  # gpu_check.csv's columns
-    "studies/heads.py": 6,  # the papers' head settings and heads.csv's columns
-}
 
 
 def _is_split(node: ast.AST) -> bool:
@@ -139,8 +130,7 @@ def test_no_module_but_config_lists_five_configuration_fields():
             hits = _field_literals(ast.parse(path.read_text(), filename=str(path)))
             if hits:
                 found[rel] = hits
-    extra = {m: h for m, h in found.items() if len(h) > DISPLAY_SELECTIONS.get(m, 0)}
-    assert not extra, f"derive these from isaprof.config (dataclasses.fields): {extra}"
+    assert not found, f"derive these from isaprof.config (dataclasses.fields, select): {found}"
     # the scan sees what it must: config.py itself holds the one list (the tidy row's other columns aside)
     assert _field_literals(ast.parse("KEYS = ['block', 'batch', 'channels', 'height', 'width']"))
 
@@ -197,6 +187,36 @@ def test_rows_of_the_committed_results_read_back_to_their_configuration():
         Config.from_row({**rows[0], "channels": ""})
     with pytest.raises(ValueError, match="column 'options'"):
         Config.from_row({**rows[0], "options": "{not json"})
+
+
+def test_select_orders_leaves_out_and_names_an_unknown_column():
+    assert SIZE_FIELDS == ["height", "width"] and STATUSES is reader.STATUSES
+    keys = Config.key_names()
+    got = select(keys, "key_channels", "value_channels", "path", "dtype", first=["block", "impl", "device"])
+    assert got[:3] == ["block", "impl", "device"] and got[3:] == [
+        k
+        for k in keys
+        if k not in {"block", "impl", "device", "key_channels", "value_channels", "path", "dtype"}
+    ]
+    assert (
+        select(StepConfig.key_names(), *SIZE_FIELDS, first=["mode"])[-1] == "optimizer"
+    )  # a new field joins
+    with pytest.raises(ValueError, match="no configuration column.s. optimiser"):
+        select(keys, "optimiser")
+    with pytest.raises(ValueError, match="no configuration column.s. size"):
+        select(keys, first=["size"])
+
+
+def test_tables_keep_their_columns_and_a_new_field_splits_the_groups():
+    """The side tables' columns as written; selections derived from the schema."""
+    assert gpu_check.COLUMNS[:9] == "block impl backend factor recurrence height width dtype mode".split()
+    assert heads.COLUMNS[8:] == [
+        "height", "width", "in_channels", "channels", "key_channels", "value_channels", "options", "source",
+    ]  # fmt: skip
+    assert baseline.DESCRIBED == ["block", "impl", "batch", "channels", "height", "width", "options"]
+    assert report_data.SERIES[:3] == ["block", "impl", "backend"]
+    assert not {"height", "width", "options"} & set(report_data.SERIES)
+    assert {"scope", *Config.key_names(), "metric", "value"} <= report_bounds.REQUIRED
 
 
 def test_run_settings_are_a_schema_too():

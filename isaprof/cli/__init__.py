@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
+    from isaprof.targets.registry import importable_cwd
+
+    importable_cwd()  # `isaprof profile mine:Block` finds ./mine.py, as `python -m` would
     parser = build_parser()
     args = parser.parse_args(_negative_values(sys.argv[1:] if argv is None else argv))
     try:

@@ -18,6 +18,7 @@ from typing import Any
 from isaprof import targets as blocks
 from isaprof.cli import _args
 from isaprof.cli.profile_cmd import block_options
+from isaprof.config import LAYOUTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where the MACs at --size hold only under divisibility or equality conditions, "
                    "derive again at this size and keep the result with fewer")  # fmt: skip
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
+    p.add_argument("--layout", choices=LAYOUTS, default="map",
+                   help="the input: map (B, C, H, W), or tokens (B, N, C) with N = H*W")  # fmt: skip
     p.add_argument("--batch-symbol", action="store_true", help="B as a symbol too (else B = 1)")
     p.add_argument("--no-peak", dest="peak", action="store_false",
                    help="skip peak memory (by default also derived: a closed form where the storage "
@@ -65,19 +68,24 @@ def derive_one(factory: Callable[[], Any], args: argparse.Namespace) -> tuple[di
     from isaprof.symbolic.trace import derive
 
     start = time.perf_counter()
-    d = derive(factory, args.channels, args.size, mode=args.mode, batch_symbol=args.batch_symbol)
+    layout = getattr(args, "layout", "map")
+    d = derive(
+        factory, args.channels, args.size, mode=args.mode, batch_symbol=args.batch_symbol, layout=layout
+    )
     again = getattr(args, "also_size", None)
     if again and _conditions(d.macs.valid_when):  # a narrow region at --size: try the other size
-        d2 = derive(factory, args.channels, again, mode=args.mode, batch_symbol=args.batch_symbol)
+        d2 = derive(
+            factory, args.channels, again, mode=args.mode, batch_symbol=args.batch_symbol, layout=layout
+        )
         if len(_conditions(d2.macs.valid_when)) < len(_conditions(d.macs.valid_when)):
             d = d2
     obj = d.to_json()
     obj["traced_at"] = "x".join(map(str, d.traced_at))
     if args.peak and not args.batch_symbol:  # the tracker's peak in H, W (batch 1), or why not
-        peak, at = derive_peak(factory, args.channels, args.size, mode=args.mode), args.size
+        peak, at = derive_peak(factory, args.channels, args.size, mode=args.mode, layout=layout), args.size
         narrow = peak.derived is not None and _conditions(peak.derived.valid_when)
         if again and narrow:
-            peak2 = derive_peak(factory, args.channels, again, mode=args.mode)
+            peak2 = derive_peak(factory, args.channels, again, mode=args.mode, layout=layout)
             if peak2.derived is not None and len(_conditions(peak2.derived.valid_when)) < len(narrow):
                 peak, at = peak2, again
         obj["peak_bytes"] = {**peak.to_json(), "traced_at": "x".join(map(str, at))}
@@ -92,6 +100,10 @@ def _conditions(valid_when: Any) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     if args.all == bool(args.name):
         raise ValueError("give one block name or --all")
+    if args.layout == "tokens" and (args.all or blocks.spec(args.name).standard_contract):
+        what = "every registered block" if args.all else f"block {args.name!r}"
+        raise ValueError(f"{what} takes a map (B, C, H, W); layout 'tokens' (B, N, C) is for modules "
+                         "that take a sequence")  # fmt: skip
     if not args.all:
         factory = factory_for(args.name, args, args.impl)
         obj, d, secs = derive_one(factory, args)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from isaprof.roofline.roofs import cache_path, machine_roofs
 
     roofs = machine_roofs(remeasure=args.remeasure)
+    cached = _cached(cache_path(), roofs)
+    if not cached:  # stderr: stdout stays valid JSON under --json
+        print(f"isaprof machine: warning: could not write the host cache {cache_path()} (read-only?): "
+              "these roofs were measured but not cached", file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps(roofs, indent=1))
         return 0
@@ -51,5 +57,14 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"    {s['kernel']:5s} {s['dtype']:8s} {s['shape']:32s} {s['rate']:9.1f} {unit}  {s['why']}"
             )
-    print(f"(cached in {cache_path()}; --remeasure to measure again)")
+    if cached:
+        print(f"(cached in {cache_path()}; --remeasure to measure again)")
     return 0
+
+
+def _cached(path: Path, roofs: dict) -> bool:
+    """Whether the host cache at ``path`` holds ``roofs`` (a read-only cache keeps the old figures)."""
+    try:
+        return json.loads(path.read_text()) == json.loads(json.dumps(roofs))
+    except (OSError, ValueError):
+        return False

@@ -74,6 +74,15 @@ def table(r: dict[str, Any]) -> str:
     for op, v in r["by_op"].items():
         times = " ".join(f"{units.sig(v[k]):>10}" for k in ("bound_ms", "compute_ms", "memory_ms"))
         lines.append(f"{op:<46} {v['calls']:>5} {times}")
+    if r.get("by_class"):
+        lines.append(f"op classes ({r['algorithms']} rules; L2-proof bound {units.ms(r['l2_bound_ms'])}): "
+                     "each bounded under the cheapest algorithm its library may pick")  # fmt: skip
+        lines.append(f"{'class':<14} {'calls':>5} {'bound ms':>10} {'FLOP':>10} {'as run':>10}  assumption")
+        for cls, v in r["by_class"].items():
+            flops = " ".join(f"{units.si(v[k], '', 3):>10}" for k in ("flops", "effective_flops"))
+            lines.append(
+                f"{cls:<14} {v['calls']:>5} {units.sig(v['bound_ms']):>10} {flops}  {v['assumption']}"
+            )
     if r["uncounted_ops"]:
         lines.append(
             f"WARNING: matrix ops with no FLOP formula (bounded by bytes only): {r['uncounted_ops']}"

@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="TARGET", help=_args.TARGET_HELP)
     _args.add_schema_flags(p, Config)
     _args.add_schema_flags(p, RunSettings)
+    add_output(p)
     p.add_argument(
         "--gpu",
         metavar="NAME",
@@ -35,28 +36,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Block options from ``--factor``, ``--recurrence`` and ``--option``; ``ValueError`` if the block
-    has no such option (the registry's ``spec(name).options`` decides)."""
-    known = blocks.spec(name).options
+def add_output(p: argparse.ArgumentParser) -> None:
+    """``--output KEY``: the entry of a dict / tuple output that train mode back-propagates."""
+    p.add_argument(
+        "--output",
+        metavar="KEY",
+        help="a module returning a dict or tuple: the entry train mode back-propagates (a key or an "
+        "index; default: the sum of its floating tensor outputs)",
+    )
+
+
+def parse_options(texts: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` words as a dict, each VALUE a Python literal (a bare word: a string);
+    ``ValueError`` for a malformed word or a key given twice."""
     options: dict[str, Any] = {}
-    for text in args.option:
+    for text in texts:
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--option must look like KEY=VALUE, got {text!r}")
+        if key.strip() in options:
+            raise ValueError(f"--option {key.strip()} is given twice")
         try:
             options[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             options[key.strip()] = value.strip()  # a bare word: a string
+    return options
+
+
+def block_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Block options from ``--factor``, ``--recurrence`` and ``--option``; ``ValueError`` if the block
+    has no such option (the registry's ``spec(name).options`` decides)."""
+    target = blocks.spec(name)
+    known = target.options  # ValueError if an import path does not import (which, and why)
+    options = parse_options(args.option)
     for opt in ("factor", "recurrence"):
-        value = getattr(args, opt)
+        value = getattr(args, opt, None)
         if value is None:
             continue
-        if opt not in known:
+        if opt in options:
+            raise ValueError(f"--{opt} and --option {opt}=... both give {opt}: give it once")
+        if opt not in known and not target.open_options:
             having = [n for n in blocks.names() if opt in blocks.spec(n).options]
             raise ValueError(f"--{opt} applies only to blocks with a {opt} option ({', '.join(having)})")
         options[opt] = value
-    unknown = sorted(set(options) - set(known))
+    unknown = [] if target.open_options else sorted(set(options) - set(known))
     if unknown:
         allowed = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
         raise ValueError(f"block {name!r} has no option(s) {', '.join(unknown)}; allowed: {allowed}")
@@ -78,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if args.gpu is not None and config.mode != "step":
         raise ValueError("--gpu answers whether a training step fits: give --mode step")
     with guard.addressable(args.size):
-        record = profile(config, **settings.kwargs())
+        record = profile(config, **settings.kwargs(), output=args.output)
+    for line in record.warnings:  # stderr (and the record's notes): stdout stays valid JSON under --json
+        print(f"isaprof profile: warning: {line}", file=sys.stderr)
     verdict = fit(record, args.gpu, settings) if args.gpu is not None else None
     if args.json:
         print(json.dumps({**record.to_json(), **({"gpu": verdict} if verdict else {})}, indent=2))
@@ -143,6 +168,21 @@ def uncounted_line(uncounted: dict[str, int]) -> str:
     return f"ops with no FLOP formula, counted as 0 MACs: {ops}"
 
 
+def widths(record: Any) -> str:
+    """``B=.. C=.. Ck=.. Cv=..`` as the module took them: ``C`` the input's real width (a module's
+    ``in_channels`` wins over ``--channels``), ``Ck``/``Cv`` only where its constructor takes them."""
+    cfg = record.config
+    shape = record.input_shape
+    c = (shape[2] if cfg.layout == "tokens" else shape[1]) if shape else cfg.channels
+    s = blocks.spec(cfg.block)
+    kv = "".join(
+        f" {label}={getattr(cfg, name)}"
+        for label, name in (("Ck", "key_channels"), ("Cv", "value_channels"))
+        if s.takes(name)
+    )
+    return f"B={cfg.batch} C={c}{kv}"
+
+
 def table(record: Any) -> str:
     """A readable table of a :class:`isaprof.profiling.profiler.Record`."""
     rows = record.rows()
@@ -150,10 +190,9 @@ def table(record: Any) -> str:
     opts = "" if c["options"] == "{}" else f" options={c['options']}"
     padded = f" (computed on {c['padded_height']}x{c['padded_width']})" if c["padded_height"] else ""
     head = (
-        f"{c['block']}  B={c['batch']} C={c['channels']} Ck={c['key_channels']} Cv={c['value_channels']}  "
-        f"{c['height']}x{c['width']}{padded}{opts}\n"
+        f"{c['block']}  {widths(record)}  {c['height']}x{c['width']}{padded}{opts}\n"
         f"impl={c['impl']} backend={c['backend'] or '-'} path={c['path']} "
-        f"{c['dtype']} {c['device']} {c['mode']}  "
+        f"{c['dtype']} {c['device']} {c['mode']}{' tokens (B, N, C)' if c['layout'] == 'tokens' else ''}  "
         f"[{c['device_name']}, torch {c['torch']}, {c['threads']} threads]"
     )
     lines = [head, f"{'metric':<12} {'measured':>20} {'analytic':>20} {'diff':>9}"]

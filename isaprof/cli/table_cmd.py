@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     else:  # dense on the same input, for the ratios only (no row)
         baseline = measure(tbl.BASELINE, common, {})
     latency = args.device != "meta"
+    if latency:
+        time_interleaved(measured, baseline, common["device"], args.mode)
     cols = tbl.columns(args.mode, latency=latency, bound=roofs is not None)
     rows = tbl.rows(
         [measured[t] for t in targets], baseline, args.mode, latency=latency, bound=roofs is not None
@@ -119,11 +121,12 @@ def measure(
     """
     import isaprof
 
-    out: dict[str, Any] = {"target": target, "options": options, "status": "ok", "error": ""}
+    out: dict[str, Any] = {"target": target, "options": options, "status": "ok", "error": "", CONFIGS: {}}
     base = {k: v for k, v in common.items() if k != "mode"}
     try:
         for mode in tbl.modes_of(common["mode"]):
-            rec = isaprof.profile(target, mode=mode, **base, **options)
+            rec = isaprof.profile(target, mode=mode, latency="none", **base, **options)
+            out[CONFIGS][mode] = rec.config  # timed later, interleaved with dense (time_interleaved)
             config = rec.to_json()["config"]
             out.update(
                 key_channels=config.get("key_channels"),
@@ -134,9 +137,6 @@ def measure(
             )
             out[f"flops_{mode}"] = 2 * rec.macs  # FLOPs = 2 x MACs
             out[f"peak_bytes_{mode}"] = rec.peak_bytes
-            if rec.latency is not None:
-                out[f"latency_ms_{mode}"] = rec.latency.median_ms
-                out[f"latency_iqr_ms_{mode}"] = rec.latency.iqr_ms
         if roofs is not None:
             from isaprof.roofline.bound import predict
 
@@ -151,3 +151,50 @@ def measure(
         out["status"] = "oom" if is_oom(e) else "error"
         out["error"] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
     return out
+
+
+CONFIGS = "configs"  # a measurement's {mode: Config} as profiled (not a table column)
+
+
+def time_interleaved(
+    measured: dict[str, dict[str, Any]], baseline: dict[str, Any], device: str, modes: str
+) -> None:
+    """Add each measurement's latency (median, IQR, samples, flags) per mode, each target timed interleaved
+    with dense on the same input (:func:`isaprof.measure.latency.compare_latency`: A, B, A, B, ...), with
+    the per-round ratio to dense (``latency_ratio_<mode>``, its IQR ``latency_ratio_iqr_<mode>``); dense
+    itself from its pairing with the first other target, or alone. A target that fails while timed gets
+    its row's status and message."""
+    from isaprof.measure.latency import compare_latency, measure_latency
+    from isaprof.profiling.profiler import is_oom, protocol_step
+
+    for mode in tbl.modes_of(modes):
+        base_cfg = baseline.get(CONFIGS, {}).get(mode)
+        if base_cfg is None:
+            continue
+        for m in [baseline, *(m for m in measured.values() if m is not baseline)]:
+            cfg = m.get(CONFIGS, {}).get(mode)
+            if cfg is None or m.get("status") != "ok" or f"latency_ms_{mode}" in m:
+                continue
+            try:
+                if m is baseline:
+                    with protocol_step(cfg) as run:
+                        _store(m, mode, measure_latency(run, "quick", device))
+                    continue
+                with protocol_step(base_cfg) as dense, protocol_step(cfg) as run:
+                    cmp = compare_latency({tbl.BASELINE: dense, "target": run}, "quick", device)
+                _store(m, mode, cmp.latencies["target"], cmp.ratios["target"])
+            except ValueError:
+                raise
+            except Exception as e:  # noqa: BLE001 - its row says why; the others still print
+                m["status"] = "oom" if is_oom(e) else "error"
+                m["error"] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
+
+
+def _store(m: dict[str, Any], mode: str, lat: Any, ratio: Any = None) -> None:
+    m[f"latency_ms_{mode}"] = lat.median_ms
+    m[f"latency_iqr_ms_{mode}"] = lat.iqr_ms
+    m[f"latency_samples_{mode}"] = lat.samples
+    m[f"latency_flags_{mode}"] = lat.flags()
+    if ratio is not None:
+        m[f"latency_ratio_{mode}"] = ratio.median
+        m[f"latency_ratio_iqr_{mode}"] = ratio.iqr

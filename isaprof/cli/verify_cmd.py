@@ -14,6 +14,7 @@ from typing import Any
 
 from isaprof import units
 from isaprof.cli._args import factor, positive_int, size
+from isaprof.config import LAYOUTS
 from isaprof.targets import names, spec
 
 DEFAULT_SIZE = (8, 8)
@@ -37,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--recurrence", type=positive_int, help="criss-cross recurrence R; default: the block's own"
     )
     p.add_argument("--masked", action="store_true", help="ISA: exclude padded positions as keys")
+    p.add_argument("--channels", type=positive_int, metavar="C",
+                   help="input channels of the Jacobian check (default 8)")  # fmt: skip
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a target's option, VALUE a Python literal (repeatable)")  # fmt: skip
+    p.add_argument("--layout", choices=LAYOUTS, default="map",
+                   help="the input: map (B, C, H, W), or tokens (B, N, C) with N = H*W")  # fmt: skip
     emp = p.add_mutually_exclusive_group()
     emp.add_argument(
         "--empirical",
@@ -69,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         if not args.names:
             return 0
-    from isaprof.flow import verify
+    from isaprof.flow import CHANNELS, verify
 
     blocks = args.names or names()
     for name in blocks:
-        spec(name)  # ValueError naming the known blocks
+        _ = spec(name).options  # ValueError naming the known blocks, or why an import path does not import
     _check_options_apply(blocks, args)
     results = [
         verify(
@@ -81,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             args.size or DEFAULT_SIZE,
             empirical=args.empirical,
             draws=args.draws,
+            channels=args.channels or CHANNELS,
+            layout=args.layout,
             **_options(name, args),
         )
         for name in blocks
@@ -94,8 +103,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """The command-line options that block ``name`` takes."""
+    from isaprof.cli.profile_cmd import parse_options
+
     given = {"factor": args.factor, "recurrence": args.recurrence, "masked": args.masked or None}
-    return {k: v for k, v in given.items() if v is not None and k in spec(name).options}
+    s = spec(name)
+    named = {k: v for k, v in given.items() if v is not None and k in s.options}
+    extra = parse_options(args.option)
+    unknown = [] if s.open_options else sorted(set(extra) - set(s.options))
+    if unknown:
+        allowed = ", ".join(f"{k}={v!r}" for k, v in s.options.items()) or "none"
+        raise ValueError(f"target {name!r} has no option(s) {', '.join(unknown)}; allowed: {allowed}")
+    twice = sorted(set(named) & set(extra))
+    if twice:
+        raise ValueError(f"--{twice[0]} and --option {twice[0]}=... both give {twice[0]}: give it once")
+    return {**named, **extra}
 
 
 def _check_options_apply(blocks: list[str], args: argparse.Namespace) -> None:

@@ -92,13 +92,25 @@ def verify(
     channels: int = CHANNELS,
     draws: int = 3,
     seed: int = 0,
+    layout: str = "map",
     **options: Any,
 ) -> VerifyResult:
     """Structural and (where small enough, or ``empirical=True``) empirical connectivity of one block.
 
     ``size``: (H, W) of the input map; ``options``: the block's own options (``factor``, ``recurrence``...).
     ``empirical=None`` runs the Jacobian check only up to ``EMPIRICAL_MAX_POSITIONS`` positions.
+    ``layout="tokens"``: the module takes ``(B, H*W, C)`` and returns ``(B, H*W, C')`` (a module outside
+    the registry; position ``p = h * W + w`` is token ``p``). ``ValueError`` in one line for a module
+    whose output is not one tensor of its input's layout.
     """
+    from isaprof.config import LAYOUTS, check_choice
+
+    check_choice("layout", layout, LAYOUTS)
+    if layout == "tokens" and spec(name).standard_contract:
+        raise ValueError(
+            f"block {name!r} takes a map (B, C, H, W); layout 'tokens' (B, N, C) is for modules that take "
+            "a sequence"
+        )
     advertised = spec(name).advertises_full(options, size)  # ValueError listing the known blocks if unknown
     s = structure(name, size, **options)
     h, w = s.size if s is not None else size
@@ -114,7 +126,9 @@ def verify(
     if run_emp and s is not None:
         _check_comparable(s, size)  # refuse before the (slow, memory-hungry) Jacobians, not after
     emp, agree = (
-        ([], None) if not run_emp else _empirical(name, s, (h, w), channels, draws, seed, options, notes)
+        ([], None)
+        if not run_emp
+        else _empirical(name, s, (h, w), channels, draws, seed, options, notes, layout)
     )
     return VerifyResult(
         block=name,
@@ -135,6 +149,38 @@ def verify(
     )
 
 
+def checked_forward(name: str, layout: str, size: tuple[int, int]) -> Any:
+    """``forward(module, x)`` for a module outside the registry, on the map ``x`` (B, C, H, W) the
+    Jacobian check differentiates: fed as tokens ``(B, H*W, C)`` for ``layout="tokens"`` and its tokens
+    read back as a ``(B, C', N, 1)`` map; ``ValueError`` in one line when the forward fails or its output
+    is not one tensor of the input's layout."""
+    import torch
+
+    h, w = size
+    shown = "(B, N, C)" if layout == "tokens" else "(B, C, H, W)"
+
+    def forward(module: Any, x: Any) -> Any:
+        inp = x.flatten(2).transpose(1, 2) if layout == "tokens" else x  # (B, N, C) or (B, C, H, W)
+        try:
+            out = module(inp)
+        except Exception as e:  # noqa: BLE001  the user's forward: one line, which and why
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            other, its = ("tokens", "(B, N, C)") if layout == "map" else ("map", "(B, C, H, W)")
+            raise ValueError(
+                f"forward of {name!r} on an input of shape {shown} = {tuple(inp.shape)} failed: "
+                f"{type(e).__name__}: {text} (if it takes {its}, use --layout {other})"
+            ) from None
+        rank = 3 if layout == "tokens" else 4
+        if not isinstance(out, torch.Tensor) or out.dim() != rank or out.shape[0] != inp.shape[0]:
+            got = f"tensor {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"verify needs {name!r} to map {shown} to one tensor of the same layout; it returned {got}"
+            )
+        return out.transpose(1, 2).unsqueeze(-1) if layout == "tokens" else out  # (B, C', N, 1)
+
+    return forward
+
+
 def _check_comparable(s: Any, size: tuple[int, int]) -> None:
     """``ValueError`` if the structural support the Jacobians are compared with would be too large."""
     from isaprof.flow.stages import DENSE_LIMIT, grid_size
@@ -148,7 +194,15 @@ def _check_comparable(s: Any, size: tuple[int, int]) -> None:
 
 
 def _empirical(
-    name: str, s: Any, size: tuple[int, int], channels: int, draws: int, seed: int, options: dict, notes: list
+    name: str,
+    s: Any,
+    size: tuple[int, int],
+    channels: int,
+    draws: int,
+    seed: int,
+    options: dict,
+    notes: list,
+    layout: str = "map",
 ) -> tuple[list[tuple[str, float]], bool | None]:
     """Jacobian support of every run; compare each with the structural support of the same stages."""
     key_channels = max(spec(name).default_key_channels(channels), MIN_KEY_CHANNELS)
@@ -159,7 +213,8 @@ def _empirical(
     n_stages = len(s.stages) if s is not None else 1
     out, agree = [], None if s is None else True
     for run in runs(name if s is not None else "", n_stages, make):
-        emp = jacobian_support(run.make, size, channels, draws=draws, seed=seed)
+        forward = None if spec(name).standard_contract else checked_forward(name, layout, size)
+        emp = jacobian_support(run.make, size, channels, draws=draws, seed=seed, forward=forward)
         sup = emp.support  # (N, N)
         out.append((run.label, float(sup.mean())))
         if s is None:

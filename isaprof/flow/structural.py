@@ -94,7 +94,7 @@ def structure(name: str, size: tuple[int, int], **options: Any) -> Structure | N
 
     h, w = _check_size(size)
     allowed = spec(name).options  # ValueError naming the known blocks if unknown
-    unknown = sorted(set(options) - set(allowed))
+    unknown = [] if spec(name).open_options else sorted(set(options) - set(allowed))
     if unknown:
         listed = ", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "none"
         raise ValueError(f"block {name!r} has no option(s) {', '.join(unknown)}; allowed: {listed}")

@@ -23,7 +23,8 @@ the count is the compulsory traffic, a lower bound on what the kernel really mov
 
 Each call's FLOPs (``torch.utils.flop_counter``'s registry, the formulas ``count_flops`` uses, CPU fused
 attention included) are recorded beside its bytes, so a roofline bound can be taken op by op
-(:mod:`isaprof.roofline.bound`).
+(:mod:`isaprof.roofline.bound`); a convolution call also records its geometry (:class:`ConvShape`), which
+decides the algorithms a library may run it with.
 """
 
 from __future__ import annotations
@@ -98,13 +99,55 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 
 @dataclass(frozen=True)
+class ConvShape:
+    """Geometry of one 2-D convolution call (``aten.convolution``): batch, input channels, input map
+    (``height`` x ``width``), output channels, output map, ``kernel`` / ``stride`` / ``padding`` /
+    ``dilation`` as (h, w), ``groups`` and ``transposed``."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    out_height: int
+    out_width: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    transposed: bool
+
+
+def conv_shape(args: tuple, out: Any) -> ConvShape | None:
+    """The :class:`ConvShape` of an ``aten.convolution`` call (its positional schema: input, weight, bias,
+    stride, padding, dilation, transposed, output_padding, groups), None unless 2-D with integer sizes."""
+    try:
+        x, w, _, stride, padding, dilation, transposed, _, groups = args[:9]
+        if x.dim() != 4 or not isinstance(out, torch.Tensor):
+            return None
+        sizes = (*x.shape, *w.shape, *out.shape, *stride, *padding, *dilation, groups)
+        if not all(isinstance(v, int) for v in sizes):  # symbolic: int() would specialise (guard) the symbol
+            return None
+        n, c, h, wd = (int(v) for v in x.shape)
+        _, co, ho, wo = (int(v) for v in out.shape)
+        return ConvShape(n, c, h, wd, co, ho, wo, (int(w.shape[2]), int(w.shape[3])),
+                         (int(stride[0]), int(stride[1])), (int(padding[0]), int(padding[1])),
+                         (int(dilation[0]), int(dilation[1])), int(groups), bool(transposed))  # fmt: skip
+    except (TypeError, ValueError, IndexError, RuntimeError):  # symbolic sizes, other arities
+        return None
+
+
+@dataclass(frozen=True)
 class OpCall:
-    """One op call: ``op`` (``"aten.mm"``), bytes ``read`` and ``written``, ``flops`` (0 without formula)."""
+    """One op call: ``op`` (``"aten.mm"``), bytes ``read`` and ``written``, ``flops`` (0 without formula);
+    ``conv``: the geometry of a convolution call, else None."""
 
     op: str
     read: int
     written: int
     flops: int
+    conv: ConvShape | None = None
 
     @property
     def bytes(self) -> int:
@@ -187,7 +230,8 @@ class TrafficCounter(TorchDispatchMode):
             return out
         formula = FLOP_FORMULAS.get(func._overloadpacket)
         flops = formula(*args, **kwargs, out_val=out) if formula is not None else 0  # int, or SymInt
-        self.calls.append(OpCall(name, read, written, flops))
+        conv = conv_shape(args, out) if func._overloadpacket is aten.convolution else None
+        self.calls.append(OpCall(name, read, written, flops, conv))
         return out
 
     def result(self) -> BytesMoved:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -79,7 +80,8 @@ def check_fits(block: Config | str, **kwargs: Any) -> int | None:
     """Predicted peak bytes of the run, or :class:`MemoryRefused` if it would not fit on its device.
 
     ``block``: the resolved :class:`Config` the profile then runs (or a target with profile's keyword
-    form). Meta runs allocate nothing: not checked (``None``).
+    form). Meta runs allocate nothing: not checked (``None``); nor a module fake tensors cannot run (a
+    data-dependent output shape: a warning, ``None``).
     """
     config = _config(block, kwargs)
     if config.device == "meta":
@@ -87,7 +89,17 @@ def check_fits(block: Config | str, **kwargs: Any) -> int | None:
     free = available_bytes(config.device)
     if free is None:
         return None
-    peak = predicted_peak(config)
+    from isaprof.profiling.profiler import FakeTensorLimit  # torch is needed to predict anyway
+
+    try:
+        peak = predicted_peak(config)
+    except FakeTensorLimit as e:  # the module needs real data: run it unguarded, and say so
+        warnings.warn(
+            f"{config.block!r} {e.reason}: fake tensors cannot predict its peak, so it runs without the "
+            "memory guard",
+            stacklevel=2,
+        )
+        return None
     if peak > MARGIN * free:
         raise MemoryRefused(
             f"predicted peak {peak / GiB:.1f} GiB does not fit in the {free / GiB:.1f} GiB available on "

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+    UnsupportedOperatorException,
+)
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from isaprof import formulas
@@ -86,6 +91,11 @@ class Record:
     peak_bytes_tensors: int | None = None
     scratch_ops: Mapping[str, int] = field(default_factory=dict)
     unmodelled_ops: Mapping[str, int] = field(default_factory=dict)
+    # what the module was fed ((B, C, H, W) or (B, N, C)) and what came out (described, one line); the
+    # notes that are warnings (a module that does not keep its input's layout), also among the notes
+    input_shape: tuple[int, ...] | None = None
+    output: str | None = None
+    warnings: tuple[str, ...] = ()
     # mode "step": the step's memory in absolute bytes (peak_bytes is then the peak above its resident state
     # and peak_bytes_cuda_predicted the absolute max_memory_allocated)
     step_memory: StepMemory | None = None
@@ -123,12 +133,17 @@ class Record:
         ]
         if self.bytes_moved is not None:
             metrics.append(("bytes_moved", self.bytes_moved.total, None, None))
-        if self.latency is not None:
-            metrics.append(("latency_ms", self.latency.median_ms, None, self.latency.iqr_ms))
-        return [
+        out = [
             row(self.config, m, meas, ana, env=self.environment, padded=self.padded, spread=spread)
             for m, meas, ana, spread in metrics
         ]
+        lat = self.latency
+        if lat is not None:
+            out.append(
+                row(self.config, "latency_ms", lat.median_ms, None, env=self.environment, padded=self.padded,
+                    spread=lat.iqr_ms, samples=lat.samples, flags=lat.flags())
+            )  # fmt: skip
+        return out
 
     def module_rows(self) -> list[dict[str, Any]]:
         """Tidy rows of the per-module breakdown (empty without one): the configuration columns, then
@@ -187,9 +202,15 @@ class Record:
             "latency_ms": self.latency.median_ms if self.latency else None,
             "latency_iqr_ms": self.latency.iqr_ms if self.latency else None,
             "latency_noisy": self.latency.noisy if self.latency else None,
+            "latency_samples": self.latency.samples if self.latency else None,
+            "latency_calls_per_sample": self.latency.number if self.latency else None,
+            "latency_contended": self.latency.contended if self.latency else None,
             "elementwise": {"analytic": self.elementwise_analytic, "by_term": dict(self.elementwise)},
             "environment": dict(self.environment),
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "input_shape": list(self.input_shape) if self.input_shape is not None else None,
+            "output": self.output,
             **self.step_json(),
             **({"by_module": [r.as_dict() for r in self.by_module]} if self.by_module is not None else {}),
         }
@@ -262,20 +283,81 @@ def _placement(config: Config) -> Iterator[tuple[nn.Module, torch.Tensor, int]]:
         with FakeTensorMode(allow_non_fake_inputs=True):
             block = block.to_empty(device="cpu")
             params = _count_params(block)
-            x = torch.empty(input_shape(config, block), dtype=dtype)  # (B, C_in, H, W), fake
+            x = torch.empty(input_shape(config, block), dtype=dtype)  # (B, C_in, H, W) or (B, N, C_in)
             yield _on_path(block, config.path), x, params
         return
     block = blocks.build(*args, impl=config.impl, **opts).to(device=config.device, dtype=dtype)
-    x = torch.randn(input_shape(config, block), dtype=dtype, device=config.device)  # (B, C_in, H, W)
+    x = torch.randn(input_shape(config, block), dtype=dtype, device=config.device)
     yield _on_path(block, config.path), x, _count_params(block)
 
 
-def input_shape(config: Config, block: nn.Module) -> tuple[int, int, int, int]:
-    """(B, C_in, H, W): ``C_in`` is the module's ``in_channels`` where it declares one (a head fed by a
-    2048-wide backbone), else the configuration's ``channels``."""
+@contextlib.contextmanager
+def protocol_step(config: Config) -> Iterator[Callable[[], Any]]:
+    """The configuration's protocol step (what :func:`profile` times), built and placed once, as a
+    callable: for timing several configurations interleaved (:func:`isaprof.measure.latency.compare_latency`).
+    ``config``: a record's configuration (its sdpa backend as profile ran it); a real device only."""
+    if config.device == "meta":
+        raise ValueError("a protocol step to time needs a real device (cpu, cuda), not meta")
+    with _placement(config) as (module, x, _):
+        run = _with_backend(step(module, x, config.mode), config.backend)
+        yield run if blocks.spec(config.block).standard_contract else _explained(run, config)
+
+
+def input_shape(config: Config, block: nn.Module | None = None) -> tuple[int, ...]:
+    """(B, C_in, H, W), or (B, H*W, C_in) for the ``tokens`` layout: ``C_in`` is the module's
+    ``in_channels`` where it declares one (a head fed by a 2048-wide backbone), else the configuration's
+    ``channels``."""
     c_in = getattr(block, "in_channels", None)
-    c_in = c_in if isinstance(c_in, int) and c_in > 0 else config.channels
+    c_in = c_in if isinstance(c_in, int) and not isinstance(c_in, bool) and c_in > 0 else config.channels
+    if config.layout == "tokens":
+        return (config.batch, config.height * config.width, c_in)
     return (config.batch, c_in, config.height, config.width)
+
+
+LAYOUT_NAMES = {"map": "(B, C, H, W)", "tokens": "(B, N, C)"}
+
+
+def describe(out: Any, depth: int = 0) -> str:
+    """A module's output in one line: a tensor's shape and dtype, a dict's / tuple's entries (nested)."""
+    if isinstance(out, torch.Tensor):
+        return f"tensor {tuple(out.shape)} {str(out.dtype).removeprefix('torch.')}"
+    if depth >= 2:
+        return type(out).__name__
+    if isinstance(out, Mapping):
+        items = [f"{k}: {describe(v, depth + 1)}" for k, v in list(out.items())[:8]]
+        more = ", ..." if len(out) > 8 else ""
+        return f"{type(out).__name__} {{{', '.join(items)}{more}}}"
+    if isinstance(out, (tuple, list)):
+        items = [describe(v, depth + 1) for v in out[:8]]
+        more = ", ..." if len(out) > 8 else ""
+        return f"{type(out).__name__} ({', '.join(items)}{more})"
+    return "None" if out is None else type(out).__name__
+
+
+def output_notes(
+    config: Config, shape: tuple[int, ...], out: Any, output: str | None
+) -> tuple[list[str], list[str]]:
+    """(notes, warnings) about what the module returned for an input of ``shape``: the rule applied to
+    a non-tensor output in train mode, and a warning where the output is not one tensor of the input's
+    layout (``(B, C', H', W')`` for a map, ``(B, N', C')`` for tokens)."""
+    notes: list[str] = []
+    warns: list[str] = []
+    layout = LAYOUT_NAMES[config.layout]
+    picked = f" (its entry {output!r})" if output is not None else ""
+    if config.mode == "train" and not isinstance(out, torch.Tensor):
+        notes.append(
+            "train: the output is not one tensor; back-propagated the sum of its floating tensor leaves "
+            "(times the module's loss_weights where it has them); --output KEY picks one entry"
+        )
+    same = isinstance(out, torch.Tensor) and out.dim() == len(shape) and out.shape[0] == shape[0]
+    if not same:
+        warns.append(
+            f"{config.block!r} maps its input {shape} {layout} to {describe(out)}{picked}, not to "
+            f"the same layout {layout}"
+        )
+    elif tuple(out.shape) != shape:
+        notes.append(f"output {describe(out)}{picked} for the input {shape} {layout}")
+    return notes, warns
 
 
 def _count_params(block: nn.Module) -> int:
@@ -321,6 +403,7 @@ def profile(
     *,
     latency: str | None = "quick",
     by_module: bool = False,
+    output: str | None = None,
     **config: Any,
 ) -> Record:
     """Profile one configuration: MACs, peak bytes, params, latency, each beside its closed form.
@@ -333,10 +416,13 @@ def profile(
     ``nn.Module`` instance (measured on a deep copy, never mutated) or a callable returning one. A target
     without a formula gets an empty analytic column. ``by_module``: also break MACs and peak bytes down
     per submodule (:mod:`isaprof.measure.modules`). ``latency``: ``"quick"``,
-    ``"fixed"``, ``"none"``/None (skip); never measured on meta. ``path="fast"``: the inference fast path
-    (its MACs are checked against the reference formula; it has no peak-memory formula; its peak is that
-    of its first call, workspace included). Bad input raises ``ValueError``; out-of-memory errors
-    propagate as raised (see :func:`is_oom`).
+    ``"fixed"``, ``"none"``/None (skip); never measured on meta. ``output``: the entry of a dict / tuple
+    output that train mode back-propagates (a key, or an index); by default the sum of its floating
+    tensor leaves (:func:`isaprof.measure.protocol.step`); the record's notes say which rule applied and
+    what came out. ``layout="tokens"`` feeds ``(B, H*W, C)`` instead of ``(B, C, H, W)``.
+    ``path="fast"``: the inference fast path (its MACs are checked against the reference formula; it has
+    no peak-memory formula; its peak is that of its first call, workspace included). Bad input raises
+    ``ValueError``; out-of-memory errors propagate as raised (see :func:`is_oom`).
 
     Builds: the configuration is resolved once (no build) and the block is built once, on its device (on
     ``meta`` inside fake tensors), before any formula, so its constructor's checks speak first; the
@@ -354,7 +440,7 @@ def profile(
     config = {**{k: v for k, v in given.items() if v is not None}, **config}
     if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
         with blocks.registry.adopted(block) as name:
-            return profile(name, **settings.kwargs(), **config)
+            return profile(name, **settings.kwargs(), output=output, **config)
     cfg = prepare(block, **config)
     defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
     # the one build: the block's own checks (factor, recurrence, ...) speak before any formula
@@ -371,9 +457,13 @@ def profile(
             notes.append(f"step settings ({options.describe()})")
             if cost is not None:  # the formulas cover the module's inference and train passes only
                 cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
+        seen: list[Any] = []  # the first call's output
         try:
-            measured = _measure(cfg, module, x, settings.latency, options)
+            measured = _measure(cfg, module, x, settings.latency, output, seen, options)
         except RuntimeError as e:
+            limit = fake_limit(e, cfg)
+            if limit is not None:
+                raise limit from None
             if not defaulted or cfg.backend != "flash" or "no available kernel" not in str(e).lower():
                 clear = _unsupported_dtype(e, cfg)
                 if clear is None:
@@ -382,10 +472,18 @@ def profile(
             cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
             cost = analytic_cost(cfg)
             notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
-            measured = _measure(cfg, module, x, settings.latency, options)
+            measured = _measure(cfg, module, x, settings.latency, output, seen, options)
+        said, warned = output_notes(cfg, tuple(x.shape), seen[0] if seen else None, output)
+        if blocks.spec(cfg.block).standard_contract:  # a registered target returns what it is known to
+            said, warned = said + warned, []
+        notes += said + warned
+        shown_output = describe(seen[0]) if seen else None
+        in_shape = tuple(x.shape)
         modules = None
         if settings.by_module:  # on cuda: a CPU replay on fake tensors (one more build, on meta)
-            modules = _by_module(cfg) if cfg.device_type == "cuda" else _breakdown(cfg, module, x)
+            modules = (
+                _by_module(cfg, output) if cfg.device_type == "cuda" else _breakdown(cfg, module, x, output)
+            )
     flop_count, memory, lat, moved, cuda_predicted, step_memory = measured
     if memory.unmodelled:
         ops = ", ".join(f"{op} x{n}" for op, n in memory.unmodelled.items())
@@ -410,6 +508,9 @@ def profile(
         peak_bytes_tensors=memory.tensor_peak,
         scratch_ops=dict(memory.scratch_ops),
         unmodelled_ops=dict(memory.unmodelled),
+        input_shape=in_shape,
+        output=shown_output,
+        warnings=tuple(warned),
         step_memory=step_memory,
     )
 
@@ -422,18 +523,20 @@ def _macs_terms(cost: formulas.Cost | None, mode: str) -> Mapping[str, int]:
     return cost.macs if mode == "inference" else cost.train_macs
 
 
-def _breakdown(config: Config, block: nn.Module, x: torch.Tensor) -> tuple[ModuleRow, ...]:
-    return breakdown(block, _with_backend(step(block, x, config.mode), config.backend)).rows
+def _breakdown(
+    config: Config, block: nn.Module, x: torch.Tensor, output: str | None = None
+) -> tuple[ModuleRow, ...]:
+    return breakdown(block, _with_backend(step(block, x, config.mode, output), config.backend)).rows
 
 
-def _by_module(config: Config) -> tuple[ModuleRow, ...]:
+def _by_module(config: Config, output: str | None = None) -> tuple[ModuleRow, ...]:
     """The per-module breakdown of the configuration's step, on fake tensors (a build of its own)."""
     config = dataclasses.replace(config, device="meta")
     with _placement(config) as (block, x, _):
-        return _breakdown(config, block, x)
+        return _breakdown(config, block, x, output)
 
 
-def meta_peak(block: Any, /, **config: Any) -> int:
+def meta_peak(block: Any, /, output: str | None = None, **config: Any) -> int:
     """Peak bytes of one protocol step on fake tensors (``profile(..., device="meta").peak_bytes``), without
     counting FLOPs or bytes moved: what the memory guard needs before a real run. ``block``: a
     :class:`Config` (its device replaced by ``meta``) or a target with the keyword form of :func:`profile`.
@@ -443,7 +546,14 @@ def meta_peak(block: Any, /, **config: Any) -> int:
     with _placement(cfg) as (module, x, _):
         if cfg.mode == "step":  # the whole step: its resident state too
             return measure_step(TrainingStep(module, x, resolve()), cuda=False).total
-        return track_peak(_with_backend(step(module, x, cfg.mode), cfg.backend)).peak
+        run = _with_backend(step(module, x, cfg.mode, output), cfg.backend)
+        try:
+            return track_peak(run).peak
+        except RuntimeError as e:
+            limit = fake_limit(e, cfg)
+            if limit is None:
+                raise
+            raise limit from None
 
 
 def step_memory(block: Any, /, options: StepOptions | None = None, **config: Any) -> StepMemory:
@@ -468,17 +578,21 @@ def _measure(
     block: nn.Module,
     x: torch.Tensor,
     latency: str | None,
+    output: str | None = None,
+    seen: list[Any] | None = None,
     options: StepOptions | None = None,
 ) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None, StepMemory | None]:
     """(FLOP count, memory peak, latency, bytes moved, predicted CUDA peak, step memory) of the
     configuration on its placed block and input, following measure.step's protocol (on cuda the
-    allocator's peak, with no tensor/scratch split)."""
+    allocator's peak, with no tensor/scratch split). ``seen``: receives the first call's output."""
     if config.mode == "step":
-        return _measure_step(config, block, x, latency, options or resolve())
+        return _measure_step(config, block, x, latency, options or resolve(), seen)
     cuda_predicted = None
-    run = _with_backend(step(block, x, config.mode), config.backend)
+    run = _with_backend(step(block, x, config.mode, output), config.backend)
     if not blocks.spec(config.block).standard_contract:
-        run = _explained(run, config)
+        run = _explained(run, config, tuple(x.shape))
+    if seen is not None:
+        run = _first_output(run, seen)
     # peak first: a fast-path module allocates its reusable workspace on its first call
     if config.device_type == "cuda":
         peak = cuda_peak(run, config.device)
@@ -500,7 +614,12 @@ def _measure(
 
 
 def _measure_step(
-    config: Config, block: nn.Module, x: torch.Tensor, latency: str | None, options: StepOptions
+    config: Config,
+    block: nn.Module,
+    x: torch.Tensor,
+    latency: str | None,
+    options: StepOptions,
+    seen: list[Any] | None = None,
 ) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None, StepMemory]:
     """Mode "step" (:mod:`isaprof.measure.training`): on meta and cpu the CUDA allocator replayed over two
     steps, then one step tracked exactly; on cuda the device's ``max_memory_allocated`` of a third step
@@ -508,7 +627,9 @@ def _measure_step(
     train = TrainingStep(block, x, options)
     run = _with_backend(train, config.backend)
     if not blocks.spec(config.block).standard_contract:
-        run = _explained(run, config)
+        run = _explained(run, config, tuple(x.shape))
+    if seen is not None:
+        run = _first_output(run, seen)
     if config.device_type == "cuda":
         step_memory = measure_step(train, run, cuda=False)
         torch.cuda.synchronize(config.device)
@@ -533,9 +654,20 @@ def _measure_step(
     return flop_count, memory, lat, traffic.result(), m.cuda_allocated, step_memory
 
 
-def _explained(run: Callable[[], Any], config: Config) -> Callable[[], Any]:
-    """A user's module whose forward fails on ``(B, C, H, W)``: one line saying which and why (an
-    out-of-memory error still propagates as raised, so sweeps record it as ``oom``)."""
+def _first_output(run: Callable[[], Any], seen: list[Any]) -> Callable[[], Any]:
+    def keep() -> Any:
+        out = run()
+        if not seen:
+            seen.append(out)
+        return out
+
+    return keep
+
+
+def _explained(run: Callable[[], Any], config: Config, shape: tuple[int, ...]) -> Callable[[], Any]:
+    """A user's module whose forward fails on its input: one line saying which and why, with the other
+    layout as a hint (an out-of-memory error still propagates as raised, so sweeps record it as ``oom``;
+    a fake-tensor limit as :func:`fake_limit`'s line)."""
 
     def checked() -> Any:
         try:
@@ -543,14 +675,48 @@ def _explained(run: Callable[[], Any], config: Config) -> Callable[[], Any]:
         except Exception as e:
             if is_oom(e):
                 raise
+            limit = fake_limit(e, config)
+            if limit is not None:
+                raise limit from None
+            if isinstance(e, ValueError) and str(e).startswith(("output ", "train mode")):
+                raise  # the protocol's own one line (--output, nothing to back-propagate)
             text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            shape = (config.batch, config.channels, config.height, config.width)
+            other = "tokens" if config.layout == "map" else "map"
             raise ValueError(
-                f"forward of {config.block!r} on an input of shape (B, C, H, W) = {shape} failed: "
-                f"{type(e).__name__}: {text}"
+                f"forward of {config.block!r} on an input of shape {LAYOUT_NAMES[config.layout]} = "
+                f"{shape} failed: {type(e).__name__}: {text} (if it takes {LAYOUT_NAMES[other]}, use "
+                f"--layout {other})"
             ) from None
 
     return checked
+
+
+class FakeTensorLimit(ValueError):
+    """The module cannot run on fake tensors (``meta``): an output shape or value that depends on the data.
+    ``reason``: what it does, e.g. ``"has a data-dependent output shape (aten.nonzero.default)"``."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def fake_limit(e: BaseException, config: Config) -> FakeTensorLimit | None:
+    """The one line for a module that fake tensors cannot run (a data-dependent output shape such as
+    ``nonzero``'s, a value read with ``.item()``, an operator without a fake kernel); None otherwise."""
+    kinds = {
+        DynamicOutputShapeException: "has a data-dependent output shape",
+        DataDependentOutputException: "reads a tensor's value",
+        UnsupportedOperatorException: "uses an operator fake tensors do not support",
+    }
+    for kind, what in kinds.items():
+        if isinstance(e, kind):
+            op = str(e).strip().splitlines()[0] if str(e).strip() else kind.__name__
+            return FakeTensorLimit(
+                f"{config.block!r} {what} ({op}): fake tensors (--device meta) cannot run it; "
+                "measure it on real tensors with --device cpu",
+                f"{what} ({op})",
+            )
+    return None
 
 
 def _unsupported_dtype(e: RuntimeError, config: Config) -> ValueError | None:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from isaprof.config import KEY_COLUMNS
 from isaprof.report import data, tables
 
 BOUNDS_FILE = "bounds.csv"
-REQUIRED = {"scope", "block", "impl", "height", "width", "dtype", "device", "metric", "value", "status"}
+# a row: its scope, its configuration (each field's own column) and one metric's value
+REQUIRED = {"scope", *KEY_COLUMNS, "metric", "value", "status"}
 
 
 def _wide(df: pd.DataFrame) -> pd.DataFrame:

@@ -10,28 +10,31 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 
-from isaprof.config import COLUMNS, Config  # the tidy row schema, defined once (pure Python)
+from isaprof.config import (  # the tidy row schema, defined once (pure Python)
+    COLUMNS,
+    KEY_COLUMNS,
+    SIZE_FIELDS,
+    Config,
+    select,
+)
 from isaprof.results import reader as results
 
 # A configuration without where it ran (device, backend, path), its padded map, metric and environment:
 # what a FLOP count and a latency share.
 CONFIG = Config.column_names(placement=False, padded=False)
-# One line of a scaling figure: everything but the resolution (and ISA's factor, see `series`).
-SERIES = [
-    "block",
-    "impl",
-    "backend",
-    "batch",
-    "channels",
-    "key_channels",
-    "value_channels",
-    "dtype",
-    "device",
-]
+# What names a row of a table or a line of a figure: ``block [impl/backend]``.
+LABEL = ["block", "impl"]
+LINE = [*LABEL, "backend"]
+# One line of a scaling figure: every key column but the resolution it varies (and the options, grouped
+# last, see `series`), the label's first.
+SERIES = select(KEY_COLUMNS, *SIZE_FIELDS, "options", first=LINE)
+# The configuration's text columns (every field not read as an integer).
+TEXT = [f.name for f in fields(Config) if f.metadata["read"] is not int]
 DEVICE_PREFERENCE = {"cuda": 0, "cpu": 1, "meta": 2}
 
 
@@ -53,14 +56,14 @@ def read_results(path: str | Path) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
-    for col in ("factor", "options", "backend", "error", "device", "impl", "dtype"):
+    for col in ("factor", "error", "machine", "flags", *TEXT):
         df[col] = df[col].fillna("").astype(str)
     # The report shows a fast-path row as its own impl, "fast" (it runs sdpa whatever the reference impl):
     # every table and figure then keeps it apart from the reference form without knowing about paths.
     df["path"] = df["path"].fillna("reference").astype(str).replace("", "reference")
     fast = df["path"] == "fast"
     df.loc[fast, "impl"], df.loc[fast, "backend"] = "fast", ""
-    for col in ("measured", "analytic", "spread"):
+    for col in ("measured", "analytic", "spread", "samples"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["recurrence"] = pd.to_numeric(df["recurrence"], errors="coerce")
     df["N"] = df["height"].astype(int) * df["width"].astype(int)
@@ -172,3 +175,47 @@ def side_table(
     (Path(out_dir) / "tables").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, Path(out_dir) / "tables" / name)
     return df
+
+
+def latency_machines(df: pd.DataFrame) -> list[tuple[str, str, str, int]]:
+    """Where the latencies come from: ``(device, machine id, device name, rows)`` of each (device, machine)
+    among the measured ``latency_ms`` rows, most rows first (machine id empty: rows written before machine
+    ids were recorded)."""
+    lat = df[(df["metric"] == "latency_ms") & df["measured"].notna()]
+    if lat.empty:
+        return []
+    groups = lat.groupby(["device", "machine"], dropna=False)
+    out = [
+        (
+            str(dev),
+            mach if isinstance(mach, str) else "",
+            ", ".join(sorted(set(g["device_name"].astype(str)))),
+            len(g),
+        )
+        for (dev, mach), g in groups
+    ]
+    return sorted(out, key=lambda t: (DEVICE_PREFERENCE.get(t[0], 3), -t[3], t[1]))
+
+
+def roofs_for_latencies(machine: dict, df: pd.DataFrame) -> tuple[dict, list[str]]:
+    """``machine.json`` with each device's top-level entry set to the roofs of the machine its latency rows
+    were measured on (:func:`latency_machines`' first for the device), and notes where that machine recorded
+    no roofs (then the file's own top-level entry stands, measured elsewhere)."""
+    view, notes = dict(machine), []
+    from isaprof.roofline import schema
+
+    seen: set[str] = set()
+    for device, mach, name, _ in latency_machines(df):
+        if device in seen or device == "meta":
+            continue
+        seen.add(device)
+        entry = schema.machine_entry(machine, device, mach)
+        if entry is not None:
+            view[device] = entry
+        elif mach and schema.device_roofs(machine, device) is not None:
+            where = schema.device_roofs(machine, device).get("device_name") or "another machine"
+            notes.append(
+                f"roofs of {device}: machine.json holds none measured on the machine of the latencies "
+                f"({mach or name or 'unrecorded'}); those of {where} are used."
+            )
+    return view, notes

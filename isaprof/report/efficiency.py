@@ -41,7 +41,10 @@ def section(results_dir: Path, df: pd.DataFrame | None, notes: list[str]) -> str
                 f"efficiency table: no {path.name} in {results_dir} (`isaprof table --size {h}x{w} ...`)."
             )
             continue
-        setting, rows = tbl.read_json(path.read_text())
+        try:
+            setting, rows = tbl.read_json(path.read_text())
+        except (ValueError, KeyError, TypeError) as e:  # a corrupt file: say which
+            raise ValueError(f"{path}: not a table written by `isaprof table --format json` ({e})") from None
         if not found:  # the conventions once, from the first table (the tables differ in size only)
             lines.append(tbl.caption(setting).replace(f"{h} x {w}", "H x W", 1))
         found += 1

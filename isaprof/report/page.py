@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from isaprof import units
-from isaprof.report import data, derived, efficiency, plots, tables
+from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select
+from isaprof.report import data, derived, efficiency, plots, readme, tables
 from isaprof.report.bounds import bounds_section
+from isaprof.report.gpu_latency import gpu_latency_section
 from isaprof.report.heads import heads_section
 from isaprof.report.training_memory import section as training_memory_section
 from isaprof.roofline import schema
@@ -36,31 +37,24 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     df = data.read_results(results_dir / "results.csv")
-    machine = schema.read_machine(results_dir / schema.MACHINE)
+    machine, roof_notes = data.roofs_for_latencies(schema.read_machine(results_dir / schema.MACHINE), df)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(results_dir / "results.csv", out_dir / "tables" / "results.csv")
-    wide_index = [
-        "block",
-        "impl",
-        "backend",
-        "device",
-        "mode",
-        "batch",
-        "channels",
-        "height",
-        "width",
-        "options",
-    ]
+    # one row per configuration: its key columns (the widths, path and dtype left out of this table)
+    wide_index = select(
+        KEY_COLUMNS, "key_channels", "value_channels", "path", "dtype", first=[*data.LINE, "device", "mode"]
+    )
     wide = data.ok(df).pivot_table(index=wide_index, columns="metric", values="measured", aggfunc="first")
     wide.reset_index().to_csv(out_dir / "tables" / "measured_wide.csv", index=False)  # one row per config
-    notes: list[str] = []
+    notes: list[str] = list(roof_notes)
     parts = [
         "# isaprof report",
-        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from `{results_dir}` "
-        f"({units.plural(len(df), 'tidy row')}, {units.plural(df['block'].nunique(), 'block')}). "
+        f"From `{results_dir}` ({units.plural(len(df), 'tidy row')}, "
+        f"{units.plural(df['block'].nunique(), 'block')}){_measured_when(df)}. "
         "FLOPs = 2 x MACs; memory in MiB (2^20 B); "
-        "peak memory = live tensor storage allocated during the call (parameters and input excluded).",
+        "peak memory = live tensor storage allocated during the call (parameters and input excluded). "
+        + provenance(df, machine),
         efficiency.section(results_dir, df, notes),  # the efficiency table at the papers' sizes, first
         _scaling_section(df, out_dir, notes, svg),
         derived.section(results_dir, df, out_dir, notes),  # exact exponents beside the fitted ones
@@ -71,16 +65,65 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         heads_section(results_dir, out_dir, notes),
         _throughput_section(df, machine, out_dir, notes),
         bounds_section(results_dir, out_dir, notes),
+        gpu_latency_section(results_dir, out_dir, notes),
         _cuda_section(results_dir, out_dir),
         _flow_section(results_dir, out_dir, notes),
         _failure_section(df, out_dir),
         _environment_section(df, machine, results_dir, out_dir),
     ]
+    (out_dir / "tables" / "performance.md").write_text(readme.performance(df, machine))  # README's figures
     if notes:
         parts.append("## Skipped\n" + "\n".join(f"- {n}" for n in notes))
     page = out_dir / "README.md"
     page.write_text("\n\n".join(p for p in parts if p) + "\n")
     return page
+
+
+def _measured_when(df: pd.DataFrame) -> str:
+    """`` measured 2026-11-29 .. 2026-11-30`` (UTC dates of the rows), or empty: the page carries the data's
+    dates, never the time it was written (a report of unchanged data is byte-identical)."""
+    stamps = df["timestamp"].dropna().astype(str).str[:10]
+    stamps = stamps[stamps.str.match(r"^\d{4}-\d\d-\d\d$")]
+    if stamps.empty:
+        return ""
+    lo, hi = stamps.min(), stamps.max()
+    return f", measured {lo}" + (f" .. {hi}" if hi != lo else "")
+
+
+def provenance(df: pd.DataFrame, machine: dict) -> str:
+    """One sentence naming the machine(s) the latencies come from: each device's CPU or GPU ``model name``
+    (as ``/proc/cpuinfo`` or CUDA gives it), the machine id, the row count, how many rows are noisy or
+    contended, and the roofs beside them."""
+    found = data.latency_machines(df)
+    if not found:
+        return "No latency was measured: every figure here is exact (counts and bytes on fake tensors)."
+    lat = df[(df["metric"] == "latency_ms") & df["measured"].notna()]
+    parts = []
+    for device, mach, name, n in found:
+        ident = f"machine `{mach}`" if mach else "a machine whose id was not recorded"
+        parts.append(f"{device}, **{name}** ({ident}; {units.plural(n, 'row')})")
+    samples = lat["samples"].dropna()
+    flags = lat["flags"].fillna("").astype(str)
+    noisy, busy = int(flags.str.contains("noisy").sum()), int(flags.str.contains("contended").sum())
+    text = "Where the latencies come from: " + "; ".join(parts) + ". "
+    if samples.empty:
+        text += "Their sample counts were not recorded (rows from before the 7-sample protocol). "
+    else:
+        text += (
+            f"Each is the median over at least {int(samples.min())} timed samples with its IQR; "
+            f"{noisy} of {len(lat)} are noisy (IQR > 10% of the median), {busy} were taken while the "
+            "machine was contended (a matmul probe before and after differed by more than 20%). "
+        )
+    cpu = schema.device_roofs(machine, "cpu")
+    if cpu is not None:
+        text += (
+            f"CPU roofs: {units.sig(float(cpu['matmul_gflops']), 4)} GFLOP/s fp32 matmul, "
+            f"{units.sig(float(cpu['bandwidth_gbs']), 3)} GB/s STREAM, measured on "
+            f"{cpu.get('device_name') or 'an unnamed CPU'}"
+            + (f" ({str(cpu['measured_at'])[:10]})" if cpu.get("measured_at") else "")
+            + "."
+        )
+    return text
 
 
 def _img(out_dir: Path, path: Path, alt: str) -> str:
@@ -114,7 +157,7 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
         if missing:
             notes.append(f"{label}: no rows for {', '.join(missing)}.")
     exps = tables.exponents(df)
-    exps.to_csv(out_dir / "tables" / "exponents.csv", index=False)
+    exps.to_csv(out_dir / "tables" / "exponents.csv", index=False, float_format="%.6g")  # stable digits
     if not exps.empty:
         top = (
             exps.loc[exps["measured_exponent"].idxmax()] if exps["measured_exponent"].notna().any() else None
@@ -290,7 +333,7 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
                 "count or a roof is wrong (" + ", ".join(sorted(set(above["block"]))) + ")."
             )
     shown = tp[
-        ["block", "factor", "recurrence", "impl", "device", "mode", "height", "width", "flops", "latency_ms"]
+        ["block", "factor", "recurrence", "impl", "device", "mode", *SIZE_FIELDS, "flops", "latency_ms"]
         + ["gflops", "fraction", "intensity", "bound_by", "bound_gflops", "roof_fraction"]
     ]
     shown = shown.assign(
@@ -345,7 +388,7 @@ def _cuda_section(results_dir: Path, out_dir: Path) -> str:
         peak_measured=[tables.fmt(v, "peak_bytes") for v in cmp["peak_measured"]],
         peak_cuda_predicted=[tables.fmt(v, "peak_bytes") for v in cmp["peak_cuda_predicted"]],
     )
-    cols = ["block", "impl", "size", "dtype", "mode", "peak_measured", "peak_cuda_predicted", "peak_error"]
+    cols = [*data.LABEL, "size", "dtype", "mode", "peak_measured", "peak_cuda_predicted", "peak_error"]
     cols += ["latency_ms", "bound_ms", "latency_over_bound", "error"]
     lines.append(tables.markdown(shown[[c for c in cols if c in shown]]))
     return "\n\n".join(lines)

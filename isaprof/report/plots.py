@@ -3,11 +3,18 @@
 Each figure is readable on its own: title, axis labels with units, a legend outside the axes. One palette
 (:data:`STYLES`) keyed by block name gives a block the same colour and marker in every figure; the impl is the
 fill (naive filled, sdpa hollow, fast half); a curve hidden under another is drawn slightly to its right.
+
+A figure whose inputs did not change is not drawn again (:func:`unchanged`): each PNG carries the hash of
+the data, the arguments and this module's source in its ``isaprof-inputs`` text chunk.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import matplotlib
 import matplotlib.colors
@@ -18,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select  # noqa: E402
 from isaprof.report import data, tables  # noqa: E402
 
 # One palette keyed by block name: the same colour and marker for a block in every figure.
@@ -57,15 +65,66 @@ def marker(block: str) -> str:
     return style(block)[1]
 
 
+F = TypeVar("F", bound=Callable[..., Path])
+KEY = "isaprof-inputs"  # the PNG text chunk holding the inputs' hash
+_SOURCE = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()
+_current: dict[str, str] = {}  # path -> hash of the figure being drawn
+
+
+def inputs_hash(name: str, *args: Any, **kwargs: Any) -> str:
+    """SHA-1 of a figure's inputs: its function's name, its arguments (a DataFrame by its columns and
+    every cell's text) and this module's source (a change of drawing code draws again)."""
+    h = hashlib.sha1(f"{name}\0{_SOURCE}".encode())
+    for v in (*args, *sorted(kwargs.items())):
+        if isinstance(v, pd.DataFrame):
+            h.update(v.to_csv(index=False).encode())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()
+
+
+def stored_hash(path: Path) -> str | None:
+    """The ``isaprof-inputs`` chunk of the PNG at ``path`` (None: absent or unreadable)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.text.get(KEY)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - any unreadable file is simply drawn again
+        return None
+
+
+def unchanged(fn: F) -> F:
+    """Draw ``fn(data, path, ...)`` only when the PNG at ``path`` was not drawn from the same inputs
+    (:func:`inputs_hash`); an SVG asked for and absent draws again."""
+
+    @functools.wraps(fn)
+    def wrapper(first: Any, path: str | Path, *args: Any, **kwargs: Any) -> Path:
+        path = Path(path)
+        key = inputs_hash(fn.__name__, first, *args, **kwargs)
+        svg_missing = kwargs.get("svg") and not path.with_suffix(".svg").is_file()
+        if path.is_file() and not svg_missing and stored_hash(path) == key:
+            return path
+        _current[str(path)] = key
+        try:
+            return fn(first, path, *args, **kwargs)
+        finally:
+            _current.pop(str(path), None)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _save(fig: plt.Figure, path: Path, svg: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    meta = {KEY: _current[str(path)]} if str(path) in _current else {}
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None, **meta})
     if svg:
         fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+@unchanged
 def scaling(
     rows: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float, svg: bool = False
 ) -> Path:
@@ -91,6 +150,11 @@ def scaling(
         has_formula = g["analytic"].notna().sum() >= 2
         if has_formula:  # the formula as a dashed curve, measured points as markers on top
             ax.plot(n * shift, g["analytic"].to_numpy() / scale, "--", linewidth=1.2, color=c, alpha=0.8)
+        spread = pd.to_numeric(g["spread"], errors="coerce").to_numpy() / scale if "spread" in g else None
+        if spread is not None and np.isfinite(spread).any():  # a timed metric: its IQR as an error bar
+            half = np.nan_to_num(spread) / 2  # drawn median +- IQR/2 (the IQR's width, centred)
+            ax.errorbar(n * shift, y, yerr=[np.minimum(half, y * 0.999), half], fmt="none", ecolor=c,
+                        elinewidth=1.0, capsize=3, alpha=0.8)  # fmt: skip
         ax.plot(
             n * shift,
             y,
@@ -153,6 +217,7 @@ def _size_ticks(ax: plt.Axes, rows: pd.DataFrame) -> None:
         ax.set_xlabel("positions N = H x W (log)")
 
 
+@unchanged
 def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float) -> Path:
     """ISA cost over the factor grid (P_h rows, P_w columns), analytic (x) and measured (o) optimum."""
     phs, pws = sorted(grid["ph"].unique()), sorted(grid["pw"].unique())
@@ -183,14 +248,21 @@ def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: st
         source = grid["analytic_from"].iloc[0] if "analytic_from" in grid else ""
         ana = "analytic optimum" + (" (MACs formula)" if source == "macs" else "")
         ax.scatter([aj], [ai], marker="x", s=160, color="red")
-        ax.scatter([mj], [mi], marker="o", s=260, facecolors="none", edgecolors="orange", linewidths=2)
-        title += f"\nred x: {ana}; orange o: measured optimum"
+        best = np.nanmin(z)  # every factor tied with the measured minimum (within 0.1%), not just one
+        ties = [(i, j) for i in range(len(phs)) for j in range(len(pws)) if z[i, j] <= best * (1 + 1e-3)]
+        ties = ties or [(mi, mj)]
+        ax.scatter([j for _, j in ties], [i for i, _ in ties], marker="o", s=260, facecolors="none",
+                   edgecolors="orange", linewidths=2)  # fmt: skip
+        tied = f" ({len(ties)} tied within 0.1%)" if len(ties) > 1 else ""
+        title += f"\nred x: {ana}; orange o: measured optimum{tied}"
     ax.set_xticks(range(len(pws)), [str(p) for p in pws])
     ax.set_yticks(range(len(phs)), [str(p) for p in phs])
     ax.set_xlabel("P_w (column factor)")
     ax.set_ylabel("P_h (row factor)")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label=f"measured {unit}" + (" (log colour scale)" if norm else ""))
+    bar = fig.colorbar(im, ax=ax, label=f"measured {unit}" + (" (log colour scale)" if norm else ""))
+    bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.4g}"))
+    bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.4g}"))
     return _save(fig, Path(path), svg=False)
 
 
@@ -202,6 +274,7 @@ def _two_five(v: float, _: int) -> str:
     return f"{v:g}" if np.isclose(lead, 2) or np.isclose(lead, 5) else ""
 
 
+@unchanged
 def roofline(
     tp: pd.DataFrame,
     path: str | Path,
@@ -253,7 +326,10 @@ def roofline(
     if ridge:
         ax.axvline(ridge, color="grey", linestyle=":", linewidth=1, label=f"ridge at {ridge:.1f} FLOP/byte")
     dtypes = pts["dtype"].nunique() > 1
-    for (block, impl, mode, dtype, _), g in pts.groupby(["block", "impl", "mode", "dtype", "options"]):
+    # a series: one configuration over the sizes (its key columns but the resolution), the legend's first
+    keys = select([c for c in KEY_COLUMNS if c in pts], *SIZE_FIELDS, first=[*data.LABEL, "mode", "dtype"])
+    for _, g in pts.groupby(keys, dropna=False):
+        block, impl, mode, dtype = g.iloc[0][[*data.LABEL, "mode", "dtype"]]
         g = g.sort_values("height")
         c, mk = style(block)  # the report's one palette: a block looks the same in every figure
         ax.plot(g["intensity"], g["gflops"], color=c, linewidth=0.6, alpha=0.5)

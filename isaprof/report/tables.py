@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from isaprof import units
+from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, Config, select
 from isaprof.report import data
 from isaprof.roofline import schema
 from isaprof.studies.table import BASELINE  # the block every other is compared with
@@ -145,7 +146,7 @@ def factor_grid(df: pd.DataFrame, metric: str, mode: str = "inference", block: s
     rows = rows[(rows["block"] == block) & rows["factor"].str.contains("x", na=False)]
     if rows.empty:
         return pd.DataFrame(columns=["ph", "pw", "measured", "analytic", "height", "width", "impl"])
-    keys = ["device", "batch", "channels", "dtype", "height", "width", "impl"]
+    keys = select(KEY_COLUMNS, "options", first=["device"])  # one grid: every key column but the factor
     score = {  # the grid with most factors, then the preferred device
         k: (g["factor"].nunique(), -data.DEVICE_PREFERENCE.get(k[0], 3)) for k, g in rows.groupby(keys)
     }
@@ -156,22 +157,10 @@ def factor_grid(df: pd.DataFrame, metric: str, mode: str = "inference", block: s
     g["analytic_from"] = metric
     if g["analytic"].isna().all():  # latency has no formula: the MACs formula's optimum stands in
         macs = data.metric_rows(df, "macs", mode)
-        same = ["block", "batch", "channels", "dtype", "height", "width", "impl", "factor"]
-        macs = macs.groupby(same)["analytic"].first().rename("macs_analytic").reset_index()
-        g = g.merge(macs, on=same, how="left")
+        macs = macs.groupby(data.CONFIG, dropna=False)["analytic"].first().rename("macs_analytic")
+        g = g.merge(macs.reset_index(), on=data.CONFIG, how="left")
         g["analytic"], g["analytic_from"] = g["macs_analytic"], "macs"
-    cols = [
-        "ph",
-        "pw",
-        "measured",
-        "analytic",
-        "analytic_from",
-        "height",
-        "width",
-        "impl",
-        "device",
-        "channels",
-    ]
+    cols = ["ph", "pw", "measured", "analytic", "analytic_from", *SIZE_FIELDS, "impl", "device", "channels"]
     return g[cols].reset_index(drop=True)
 
 
@@ -243,8 +232,9 @@ def _by_config(rows: pd.DataFrame, name: str) -> pd.DataFrame:
 def failures(df: pd.DataFrame) -> pd.DataFrame:
     """Rows whose status is not ``ok``, one per (configuration, device, mode, status, error)."""
     bad = df[~df["status"].isin(["ok", "skipped"])]  # skipped: the device was absent, not a failure
-    cols = ["block", "impl", "backend", "batch", "channels", "height", "width", "factor", "dtype", "device"]
-    cols += ["mode", "status", "error"]
+    config = Config.column_names(padded=False)  # the configuration, its widths and options' JSON left out
+    cols = select(config, "key_channels", "value_channels", "recurrence", "options", "path", first=data.LINE)
+    cols += ["status", "error"]
     return bad[cols].drop_duplicates().reset_index(drop=True)
 
 

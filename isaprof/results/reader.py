@@ -29,15 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isaprof.config import Config
+from isaprof.config import STATUSES, Config
 
 RESULTS = "results.csv"
 # The configuration columns: two rows describe the same configuration iff these agree (the schema's).
 KEY_COLUMNS = Config.key_names()
-STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
 _NEEDED = ("block", "height", "width", "metric", "status")
 _INTS = ("batch", "channels", "height", "width")
-_NUMBERS = ("measured", "analytic", "spread")
+_NUMBERS = ("measured", "analytic", "spread", "samples")
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?$")
 
 Key = tuple[str, ...]
@@ -115,7 +114,10 @@ def read_table(out: str | Path, *, warn: bool = True) -> Table:
         if not data.strip():
             return Table(path, [])
         first = data.split(b"\n", 1)[0]
-        header = next(csv.reader([first.decode("utf-8", errors="surrogateescape").rstrip("\r")]), [])
+        try:
+            header = next(csv.reader([first.decode("utf-8", errors="surrogateescape").rstrip("\r")]), [])
+        except csv.Error:  # not CSV at all (random bytes): not a results table, said below
+            header = []
         missing = [c for c in _NEEDED if c not in header]
         if missing or _bad_text(header):
             what = f"lacks column(s) {', '.join(missing)}" if missing else "is not readable text"
@@ -341,6 +343,8 @@ def _key(values: dict[str, Any]) -> Key:
                 raise ValueError(f"options {v!r} are not JSON") from e
         elif c == "path":
             out.append(cell_text(v) or "reference")  # rows written before paths existed are reference rows
+        elif c == "layout":
+            out.append(cell_text(v) or "map")  # rows written before layouts existed took a map
         else:
             out.append(cell_text(v))
     return tuple(out)

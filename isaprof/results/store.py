@@ -78,9 +78,18 @@ def locked(out: str | Path) -> Iterator[int]:
     """The store's exclusive lock (``flock`` on ``results.csv``, created empty if absent); yields its fd."""
     path = results_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        held = os.fstat(fd)
+        if st is not None and (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the file was replaced (a schema upgrade) while we waited: lock the new one
+    try:
         yield fd
     finally:
         os.close(fd)  # releases the lock
@@ -109,7 +118,9 @@ def append(
         if size == 0:
             head = ",".join(cols) + "\n"
         else:
-            cols = _check_header(path, cols)
+            if _check_header(path, cols) != cols:
+                _upgrade(path, cols)  # an older schema: rewritten with the new columns empty, then reopened
+                return append(out, rows, cols, release_key=release_key)
             if os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it (the reader skips it)
                 head = "\n"
         buf = io.StringIO()
@@ -198,15 +209,39 @@ def _alive(c: dict[str, Any], now: float) -> bool:
     return True
 
 
+def _upgrade(path: Path, cols: list[str]) -> None:
+    """Rewrite the store at ``path`` (an older schema whose columns are a subset of ``cols``) with the
+    header ``cols``, each row's new cells empty and every line kept as it was otherwise (a cut or
+    malformed line is copied unchanged). Atomic: a temporary file, then a rename (the caller holds the
+    lock; :func:`locked` re-opens a file replaced while it waited)."""
+    lines = path.read_bytes().decode("utf-8", errors="surrogateescape").split("\n")
+    header = next(csv.reader([lines[0].rstrip("\r")]), [])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
+    writer.writeheader()
+    for i, line in enumerate(lines[1:], 1):
+        cells = next(csv.reader([line]), []) if line else []
+        last = i == len(lines) - 1
+        if len(cells) == len(header):
+            writer.writerow(dict(zip(header, cells, strict=True)))
+        elif line:  # malformed or cut by a crash: kept as it was, for the reader to skip
+            buf.write(line + ("" if last else "\n"))
+    out = [buf.getvalue()]
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.upgrade")
+    tmp.write_bytes("".join(out).encode("utf-8", errors="surrogateescape"))
+    os.replace(tmp, path)
+
+
 def _check_header(path: Path, cols: list[str]) -> list[str]:
     """The columns to write into the existing file: ``cols``, or the file's own header when it is an older
-    schema that lacks only environment columns added since (a store stays appendable across versions)."""
+    schema that lacks only environment columns, or the layout column, added since (a store stays appendable
+    across versions)."""
     with path.open(newline="", errors="replace") as f:
         header = next(csv.reader(f), [])
     if header == cols:
         return cols
-    if set(header) <= set(cols) and set(KEY_COLUMNS) <= set(header) and "metric" in header:
-        return header
+    if set(header) <= set(cols) and set(KEY_COLUMNS) - {"layout"} <= set(header) and "metric" in header:
+        return header  # without "layout": rows of a map input (append refuses tokens rows there)
     raise ValueError(
         f"{path}:1 has columns {header}, but this isaprof writes {cols}: choose another --out directory"
     )

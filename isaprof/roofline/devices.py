@@ -15,12 +15,14 @@ from isaprof.roofline.schema import Roofs
 CATALOGUE = REFERENCE / "devices.toml"
 REQUIRED = ("name", "fp32_tflops", "bandwidth_gbs", "memory_gb", "source", "url")
 TENSOR = ("tf32_tflops", "bf16_tflops", "fp16_tflops")
+OPTIONAL = (*TENSOR, "l2_kib", "l2_source")
 
 
 @dataclass(frozen=True)
 class Device:
     """One catalogued GPU. ``*_tflops`` in TFLOP/s (tensor figures dense; None: no such mode),
-    ``bandwidth_gbs`` in GB/s, ``memory_gb`` in GB (10^9 bytes); ``source``/``url``: the datasheet."""
+    ``bandwidth_gbs`` in GB/s, ``memory_gb`` in GB (10^9 bytes); ``source``/``url``: the datasheet;
+    ``l2_kib``: the L2 cache in KiB (None: not catalogued) and ``l2_source`` where it is printed."""
 
     key: str
     name: str
@@ -32,6 +34,8 @@ class Device:
     memory_gb: float
     source: str
     url: str
+    l2_kib: int | None = None
+    l2_source: str | None = None
 
     def matrix_peak(self, dtype: str, tf32: bool = False) -> tuple[float, str]:
         """(FLOP/s, which peak) for matrix products in ``dtype``: tensor cores for float16/bfloat16, TF32
@@ -72,6 +76,11 @@ class Device:
         return self.bandwidth_gbs * 1e9
 
     @property
+    def l2_bytes(self) -> int:
+        """The L2 cache in bytes (0 when the catalogue has no figure)."""
+        return (self.l2_kib or 0) * 1024
+
+    @property
     def memory_bytes(self) -> int:
         """Memory size in bytes (GB x 10^9)."""
         return int(self.memory_gb * 1e9)
@@ -88,10 +97,10 @@ def load(path: Path | str = CATALOGUE) -> dict[str, Device]:
     out = {}
     for key, entry in table.items():
         missing = [k for k in REQUIRED if k not in entry]
-        unknown = sorted(set(entry) - set(REQUIRED) - set(TENSOR))
+        unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
         if missing or unknown:
             raise ValueError(f"{path}: device {key!r}: missing {missing}, unknown {unknown}")
-        out[key.lower()] = Device(key.lower(), **{k: entry.get(k) for k in (*REQUIRED, *TENSOR)})
+        out[key.lower()] = Device(key.lower(), **{k: entry.get(k) for k in (*REQUIRED, *OPTIONAL)})
     return out
 
 

@@ -12,13 +12,17 @@ synchronises CUDA around every block, so the same code measures ``cpu`` and ``cu
   and 256 MiB each. Bytes per call = arrays x array bytes (STREAM's count: no write-allocate traffic).
 
 Every sample is kept (``"samples"``), so that the reported roof is checkably the maximum of what was
-measured in the same run. Figures are cached per host (:func:`cache_path`) and re-measured on request.
+measured in the same run. Figures are cached per machine (:func:`cache_path`: keyed by
+:func:`isaprof.measure.env.machine_id`, never the host name, which many machines share) and re-measured
+on request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import socket
 import statistics
 import time
@@ -234,7 +238,7 @@ def measure_roofs(
     ``threads``, ``host``, ``device_name``, ``torch``, ``llc_bytes``, ``measured_at``, ``seconds``."""
     import torch
 
-    from isaprof.measure.env import device_name
+    from isaprof.measure.env import device_name, machine_id
 
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise ValueError(f"roofs need an available real device (cpu, cuda), got {device!r}")
@@ -249,6 +253,7 @@ def measure_roofs(
         **summarise(samples),
         "threads": torch.get_num_threads(),
         "host": socket.gethostname(),
+        "machine": machine_id(device),
         "device_name": device_name(device),
         "torch": torch.__version__,
         "llc_bytes": last_level_cache_bytes(device),
@@ -258,10 +263,20 @@ def measure_roofs(
     }
 
 
-def cache_path(host: str | None = None) -> Path:
-    """``$ISAPROF_CACHE/machine-<host>.json``, default ``~/.cache/isaprof/machine-<host>.json``."""
+def cache_path(machine: str | None = None) -> Path:
+    """``$ISAPROF_CACHE/machine-<id>.json`` (default folder ``~/.cache/isaprof``): ``<id>`` = :func:`slug`
+    of ``machine``, default :func:`isaprof.measure.env.machine_id` of the CPU."""
+    from isaprof.measure.env import machine_id
+
     root = Path(os.environ.get("ISAPROF_CACHE") or Path.home() / ".cache" / "isaprof")
-    return root / f"machine-{host or socket.gethostname()}.json"
+    return root / f"machine-{slug(machine or machine_id('cpu'))}.json"
+
+
+def slug(machine: str) -> str:
+    """A file-name-safe form of a machine id: its words joined by ``-`` (at most 60 characters), then 8 hex
+    digits of its SHA-1 (two ids never share a file)."""
+    words = re.sub(r"[^A-Za-z0-9.]+", "-", machine).strip("-")[:60]
+    return f"{words}-{hashlib.sha1(machine.encode()).hexdigest()[:8]}"
 
 
 def available_devices() -> tuple[str, ...]:
@@ -272,11 +287,14 @@ def available_devices() -> tuple[str, ...]:
 
 
 def machine_roofs(remeasure: bool = False, *, cache: str | Path | None = None, **measure: Any) -> dict:
-    """This host's roofs, ``{"cpu": {...}, "cuda": {...}}`` (cuda where available), from the host's cache
-    when it holds every available device at the current thread count, else measured (10-20 s on a CPU)
-    and cached. ``remeasure``: ignore the cache. ``measure``: keyword arguments of :func:`measure_roofs`.
+    """This machine's roofs, ``{"cpu": {...}, "cuda": {...}}`` (cuda where available), from the machine's
+    cache when it holds every available device at the current thread count (and, where recorded, the same
+    machine id), else measured (10-20 s on a CPU) and cached. ``remeasure``: ignore the cache.
+    ``measure``: keyword arguments of :func:`measure_roofs`.
     """
     import torch
+
+    from isaprof.measure.env import machine_id
 
     path = Path(cache) if cache is not None else cache_path()
     devices = available_devices()
@@ -292,6 +310,7 @@ def machine_roofs(remeasure: bool = False, *, cache: str | Path | None = None, *
         if not remeasure
         and isinstance(old.get(d), dict)
         and old[d].get("threads") == torch.get_num_threads()
+        and old[d].get("machine", machine_id(d)) == machine_id(d)
         and {"matmul_gflops", "bandwidth_gbs"} <= set(old[d])
     }
     if len(fresh) == len(devices):

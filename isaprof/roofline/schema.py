@@ -117,21 +117,55 @@ def write_machine(path: str | Path, data: Mapping[str, Any]) -> None:
 
 
 def add_measured(
-    data: dict[str, Any], host: str, device: str, roofs: Mapping[str, Any], env: Mapping[str, Any]
+    data: dict[str, Any],
+    host: str,
+    device: str,
+    roofs: Mapping[str, Any],
+    env: Mapping[str, Any],
+    *,
+    machine: str | None = None,
 ) -> None:
     """Record ``host``'s measured ``roofs`` of ``device`` in ``data`` (in place): its ``"machines"`` entry
-    replaces any older one of the same (host, device); the top-level ``device`` entry is set by the first
-    host whose entry has a bandwidth."""
-    data["machines"] = [m for m in data["machines"] if (m.get("host"), m.get("device")) != (host, device)]
-    data["machines"].append({**roofs, "host": host, "device": device, "env": dict(env)})
+    replaces any older one of the same (machine, device) (``machine``: an id of
+    :func:`isaprof.measure.env.machine_id`; an entry of ``host`` from before bandwidths were measured is
+    replaced too), or without ``machine``, of the same (host, device); the top-level ``device`` entry is set
+    by the first entry with a bandwidth."""
+    if machine is None:
+        data["machines"] = [m for m in data["machines"] if (m.get("host"), m.get("device")) != (host, device)]
+    else:  # and this host's entries of an older layout without a bandwidth (completed by this one)
+        data["machines"] = [
+            m for m in data["machines"]
+            if (m.get("machine"), m.get("device")) != (machine, device)
+            and not ((m.get("host"), m.get("device")) == (host, device) and "bandwidth_gbs" not in m)
+        ]  # fmt: skip
+    entry = {**roofs, "host": host, "device": device, "env": dict(env)}
+    if machine is not None:
+        entry["machine"] = machine
+    data["machines"].append(entry)
     if "bandwidth_gbs" not in data.get(device, {}):
         keys = (*ROOF_KEYS, "threads", "host", "device_name")
         data[device] = {k: roofs[k] for k in keys if k in roofs}
 
 
-def recorded(data: Mapping[str, Any], host: str) -> set[str]:
-    """The devices whose roofs ``host`` recorded with a bandwidth (entries of older layouts are not)."""
-    return {m["device"] for m in data.get("machines", []) if m.get("host") == host and "bandwidth_gbs" in m}
+def recorded(data: Mapping[str, Any], host: str | None = None, *, machine: str | None = None) -> set[str]:
+    """The devices whose roofs ``host`` (or, given, the machine ``machine``: a device's id of
+    :func:`isaprof.measure.env.machine_id`, the device's name appended for cuda) recorded with a bandwidth
+    (entries of older layouts are not)."""
+    key, want = ("machine", machine) if machine is not None else ("host", host)
+    return {m["device"] for m in data.get("machines", []) if m.get(key) == want and "bandwidth_gbs" in m}
+
+
+def machine_entry(data: Mapping[str, Any], device: str, machine: str | None) -> dict[str, Any] | None:
+    """The measured entry of ``device`` made on ``machine`` (its id in the result rows' ``machine``
+    column), the newest if several; None where ``machine`` recorded none (or is None)."""
+    if not machine:
+        return None
+    found = [
+        m for m in data.get("machines", [])
+        if isinstance(m, dict) and m.get("device") == device and m.get("machine") == machine
+        and m.get("matmul_gflops") and m.get("bandwidth_gbs")
+    ]  # fmt: skip
+    return found[-1] if found else None
 
 
 def roof(machine: Mapping[str, Any], device: str, key: str) -> float | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isaprof.config import MODES, REFERENCE, Config
+from isaprof.config import KEY_COLUMNS, MODES, REFERENCE, Config, select
 
 DEFAULT_FILE = REFERENCE / "baseline.json"
 SCHEMA = 1
@@ -38,6 +38,12 @@ VARIANTS: dict[str, tuple[Any, ...]] = {"factor": ((4, 4), (8, 4)), "recurrence"
 # Extra cases at the odd size only, for a block having the first option: ISA's padding mask on a padded
 # input, non-local's sub-sampled keys.
 ODD_EXTRAS: tuple[dict[str, Any], ...] = ({"masked": True, "factor": (4, 4)}, {"sub_sample": True})
+# A case's description: its configuration but the block's default widths, what the run reports (backend)
+# and what every case shares or is measured across (path, dtype, device, both modes, a map input).
+DESCRIBED = select(
+    KEY_COLUMNS, "key_channels", "value_channels", "backend", "path", "dtype", "device", "mode", "layout",
+    first=("block", "impl"),
+)  # fmt: skip
 # Set on every case of a block having the option: channelized axial's 16 query chunks make ~2x the
 # dispatched ops of 4 on the meta path; MACs do not depend on it (only the peak does).
 FIXED: dict[str, Any] = {"groups": 4}
@@ -90,16 +96,9 @@ class Case:
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able description stored beside the metrics."""
-        c = self.config
-        return {
-            "block": c.block,
-            "impl": c.impl,
-            "batch": c.batch,
-            "channels": c.channels,
-            "height": c.height,
-            "width": c.width,
-            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options},
-        }
+        out = {name: getattr(self.config, name) for name in DESCRIBED}
+        out["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options}  # explicit ones
+        return out
 
 
 def cases(blocks: Sequence[str] | None = None) -> list[Case]:

@@ -18,6 +18,13 @@ what it writes)::
 
 Each row carries the roofs it used (``peak_used``, ``matrix_tflops``, ``conv_tflops``, ``bandwidth_gbs``,
 ``roofs_from``). Every bound is a bound, not a measurement (:mod:`isaprof.roofline.bound`).
+
+``RESULTS_DIR/gpu_latency.csv`` (when ``v100`` is among the GPUs: the published times are V100's) holds the
+networks' bound on the V100 beside their published inference times (the ``[[latency]]`` entries of
+``reference/published.toml``), each on mmseg's test path (the whole 1024x2048 image, or every window in
+slide mode): one row per (entry, op class) with the class's bound and the rule that holds it, and one
+``class = "total"`` row per entry with ``bound_ms``, ``l2_bound_ms`` and ``ratio`` = published / bound. A
+published time is a test of the bound, never a target: nothing is fitted to it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from isaprof import papers
-from isaprof.config import CONFIG_COLUMNS, Config
+from isaprof.config import CONFIG_COLUMNS, REFERENCE, Config
 from isaprof.roofline import schema
 from isaprof.roofline.bound import Counted, count, cpu_roofs, gpu_roofs
 from isaprof.roofline.schema import Roofs
@@ -43,6 +50,60 @@ COLUMNS = ["scope", *[c for c in CONFIG_COLUMNS if c != "device"], "device", *RO
 COLUMNS += ["metric", "value", "unit", "spread", "status", "error", "measured_on"]
 METRICS = (("bound_ms", "ms"), ("compute_ms", "ms"), ("memory_ms", "ms"))
 METRICS += (("flops", "FLOP"), ("bytes_moved", "byte"))
+LATENCY = "gpu_latency.csv"
+PUBLISHED = REFERENCE / "published.toml"
+LATENCY_GPU = "v100"  # the device of the published times
+LATENCY_COLUMNS = ["network", "config", "test_mode", "height", "width", "device", "published_ms", "class",
+                   "bound_ms", "compute_ms", "memory_ms", "l2_bound_ms", "ratio", "flops", "effective_flops",
+                   "calls", "assumption", "source", "metafile", "commit", "status", "error"]  # fmt: skip
+
+
+def published_latency(path: str | Path = PUBLISHED) -> list[dict[str, Any]]:
+    """The ``[[latency]]`` entries of a published-figures TOML (``ValueError`` naming a bad entry)."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        entries = tomllib.load(f).get("latency", [])
+    need = ("network", "config", "metafile", "commit", "value", "unit", "size", "test_mode")
+    for i, e in enumerate(entries):
+        missing = [k for k in need if k not in e]
+        if missing or e.get("unit") != "ms":
+            raise ValueError(f"{path}: [[latency]] #{i + 1}: missing {missing} or unit is not ms")
+    return entries
+
+
+def latency_rows(
+    entries: Iterable[Mapping[str, Any]] | None = None, gpu: str = LATENCY_GPU
+) -> list[dict[str, Any]]:
+    """Each published network time beside the network's bound on ``gpu`` (inference, float32, batch 1, its
+    test path): the rows of ``gpu_latency.csv`` (see the module docstring)."""
+    entries = published_latency() if entries is None else list(entries)
+    roofs = gpu_roofs(gpu, "float32")
+    out: list[dict[str, Any]] = []
+    for e in entries:
+        h, w = (int(v) for v in e["size"])
+        base = {"network": e["network"], "config": e["config"], "test_mode": e["test_mode"], "height": h,
+                "width": w, "device": roofs.device, "published_ms": float(e["value"]),
+                "metafile": e["metafile"], "commit": e["commit"], "status": "ok", "error": ""}  # fmt: skip
+        options: dict[str, Any] = {"test_mode": e["test_mode"]}
+        if e["test_mode"] == "slide":
+            options.update(crop=tuple(e["crop"]), stride=tuple(e["stride"]))
+        try:
+            pred = count(e["network"], size=(h, w), mode="inference", dtype="float32", **options).predict(
+                roofs
+            )
+        except Exception as err:  # noqa: BLE001 - one network's failure is its row
+            why = f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
+            out.append({**base, "class": "total", "status": "error", "error": why})
+            continue
+        total = {k: pred[k] for k in ("bound_ms", "compute_ms", "memory_ms", "l2_bound_ms", "flops")}
+        total.update(effective_flops=pred["effective_flops"], ratio=float(e["value"]) / pred["bound_ms"])
+        out.append({**base, "class": "total", **total})
+        for cls, v in pred["by_class"].items():
+            keep = ("bound_ms", "compute_ms", "memory_ms", "flops", "effective_flops", "calls", "assumption",
+                    "source")  # fmt: skip
+            out.append({**base, "class": cls, **{k: v[k] for k in keep}})
+    return out
 
 
 def _rows(scope: str, counted: Counted, roofs: Roofs, roofs_from: str) -> list[dict[str, Any]]:
@@ -80,8 +141,14 @@ def papers_rows(gpus: Iterable[str] = GPUS) -> list[dict[str, Any]]:
 
 
 def _machine_cpu(results_dir: Path) -> tuple[dict[str, Any] | None, str]:
-    """The sweep's cpu roofs from ``machine.json`` if it holds both, else None (use the host cache)."""
-    cpu = schema.device_roofs(schema.read_machine(results_dir / schema.MACHINE), "cpu")
+    """This machine's cpu roofs from ``machine.json`` (its entry for this machine id: bounds beside the
+    latencies measured here; a file written before machine ids: its cpu entry), else the machine's cache
+    of ``isaprof machine``."""
+    from isaprof.measure.env import machine_id
+
+    data = schema.read_machine(results_dir / schema.MACHINE)
+    keyed = any(m.get("machine") for m in data["machines"] if isinstance(m, dict))
+    cpu = schema.machine_entry(data, "cpu", machine_id("cpu")) if keyed else schema.device_roofs(data, "cpu")
     if cpu is not None:
         return cpu, f"machine.json (recorded by the sweep; {cpu.get('device_name') or 'unnamed CPU'})"
     from isaprof.roofline.roofs import machine_roofs
@@ -135,19 +202,27 @@ def cpu_rows(results_dir: Path, machine: Mapping[str, Any] | None = None) -> lis
     return out
 
 
+def _write(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="raise")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
 def measure_bounds(
     results_dir: str | Path, gpus: Iterable[str] = GPUS, machine: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write ``results_dir/bounds.csv`` (see the module docstring); return its path."""
+    """Write ``results_dir/bounds.csv`` (and ``gpu_latency.csv`` when :data:`LATENCY_GPU` is among
+    ``gpus``; see the module docstring); return the path of ``bounds.csv``."""
     results_dir = Path(results_dir)
+    gpus = list(gpus)
     rows = papers_rows(gpus)
     if (results_dir / "results.csv").is_file():
         rows += cpu_rows(results_dir, machine)
     path = results_dir / BOUNDS
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="raise")
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    _write(path, COLUMNS, rows)
+    if LATENCY_GPU in {g.strip().lower() for g in gpus}:
+        _write(results_dir / LATENCY, LATENCY_COLUMNS, latency_rows())
     return path

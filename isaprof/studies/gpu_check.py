@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from isaprof.config import KEY_COLUMNS, REFERENCE, Config
+from isaprof.config import KEY_COLUMNS, REFERENCE, Config, select
 
 ROOT = REFERENCE.parent
 SPEC = REFERENCE / "sweeps" / "cuda.toml"
@@ -56,11 +56,17 @@ GRID = {
     "modes": ["inference", "train"],
     "latency": "quick",
 }
-COLUMNS = (
-    "block impl backend factor recurrence height width dtype mode peak_measured peak_cuda_predicted "
-    "peak_error peak_within_goal latency_ms latency_iqr_ms bound_ms bound_peak_used latency_over_bound "
-    "bound_holds error"
-).split()
+# A comparison row's configuration: its columns but those the grid holds fixed (one batch, width, path and
+# device) and the options' JSON (shown as ISA's factor and CCNet's R); a field added to the schema joins it.
+CONFIGURATION = select(
+    Config.column_names(padded=False),
+    "batch", "channels", "key_channels", "value_channels", "options", "path", "device",
+    first=("block", "impl", "backend", "factor", "recurrence"),
+)  # fmt: skip
+COLUMNS = CONFIGURATION + [
+    "peak_measured", "peak_cuda_predicted", "peak_error", "peak_within_goal", "latency_ms", "latency_iqr_ms",
+    "bound_ms", "bound_peak_used", "latency_over_bound", "bound_holds", "error",
+]  # fmt: skip
 
 # catalogue keys (reference/devices.toml) by what torch.cuda.get_device_name() contains, most specific first
 _NAMES = (
@@ -165,8 +171,7 @@ def compare(rows: list[dict[str, str]], predict: Callable[[dict[str, str]], dict
         iqr = _num(metrics.get("latency_ms", {}).get("spread")) or 0.0
         cp, bound = _num(pred.get("cuda_predicted")), _num(pred.get("bound_ms"))
         err = cp / meas - 1 if cp is not None and meas else None
-        row = {c: first.get(c, "") for c in ("block", "impl", "backend", "factor", "recurrence", "height")}
-        row.update(width=first.get("width", ""), dtype=first["dtype"], mode=first["mode"])
+        row = {c: first.get(c, "") for c in CONFIGURATION}
         row.update(
             peak_measured=meas,
             peak_cuda_predicted=cp,

@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from isaprof import papers
-from isaprof.config import MODES
+from isaprof.config import MODES, SIZE_FIELDS
 from isaprof.profiling.profiler import profile
 from isaprof.targets.heads import HEADS
 
 # The papers' head configurations (B = 1, fp32, backbone output stride 8), with where each comes from:
 # reference/papers.toml.
 HEAD_CONFIGS: tuple[dict[str, Any], ...] = papers.HEADS
+# A head's widths as its entry gives them (beside its input width in_channels).
+WIDTHS = ("channels", "key_channels", "value_channels")
 COLUMNS = [
     "head", "block", "mode", "metric", "unit", "head_value", "block_value", "share",
-    "height", "width", "in_channels", "channels", "key_channels", "value_channels", "options", "source",
+    *SIZE_FIELDS, "in_channels", *WIDTHS, "options", "source",
 ]  # fmt: skip
 
 
@@ -45,10 +47,9 @@ def head_share(cfg: dict[str, Any], mode: str) -> list[dict[str, Any]]:
     block_peak = sum(r.peak_bytes for r in inside)
     head_peak = sum(r.peak_bytes for r in rec.by_module)  # self bytes: the rows sum to the peak
     base = {
-        "head": cfg["head"], "block": block, "mode": mode, "height": h, "width": w,
-        "in_channels": cfg["in_channels"], "channels": cfg["channels"], "key_channels": cfg["key_channels"],
-        "value_channels": cfg["value_channels"], "options": json.dumps(cfg["options"]),
-        "source": cfg["source"],
+        "head": cfg["head"], "block": block, "mode": mode, **dict(zip(SIZE_FIELDS, (h, w), strict=True)),
+        "in_channels": cfg["in_channels"], **{k: cfg[k] for k in WIDTHS},
+        "options": json.dumps(cfg["options"]), "source": cfg["source"],
     }  # fmt: skip
     values = [
         ("macs", "MAC", rec.macs, block_macs),

@@ -51,8 +51,22 @@ SPREADS = (
     ("latency_ms", "latency_iqr_ms", "latency_iqr_ms_inference"),
     ("latency_train_ms", "latency_train_iqr_ms", "latency_iqr_ms_train"),
 )
-INT_COLUMNS = ("params", "key_channels", "value_channels")
-TEXT_COLUMNS = ("target", "options", "status", "error")
+# The samples and warnings ("noisy", "contended") behind a latency column: (its column, the column, key).
+SAMPLES = (
+    ("latency_ms", "latency_samples", "latency_samples_inference"),
+    ("latency_ms", "latency_flags", "latency_flags_inference"),
+    ("latency_train_ms", "latency_train_samples", "latency_samples_train"),
+    ("latency_train_ms", "latency_train_flags", "latency_flags_train"),
+)
+# A latency's ratio to dense timed interleaved with it: (its column, the ratio's key, its IQR's key). Where
+# given, ``<column>_vs_dense`` is this per-round ratio's median (not a quotient of two medians), and
+# ``<column>_vs_dense_iqr`` its IQR.
+RATIOS = (
+    ("latency_ms", "latency_ratio_inference", "latency_ratio_iqr_inference"),
+    ("latency_train_ms", "latency_ratio_train", "latency_ratio_iqr_train"),
+)
+INT_COLUMNS = ("params", "key_channels", "value_channels", "latency_samples", "latency_train_samples")
+TEXT_COLUMNS = ("target", "options", "status", "error", "latency_flags", "latency_train_flags")
 RATIO_DIGITS = 3  # significant digits of a printed ratio
 SAVED_DECIMALS = 1  # decimals of a printed "% saved"
 
@@ -77,7 +91,12 @@ def columns(mode: str, latency: bool = False, bound: bool = False) -> list[str]:
     for c in costs:
         out.append(c)
         out += [s for col, s, _ in SPREADS if col == c]
-    return out + [f"{c}_vs_dense" for c in costs] + ["error"]
+        out += [s for col, s, _ in SAMPLES if col == c]
+    ratios = []
+    for c in costs:
+        ratios.append(f"{c}_vs_dense")
+        ratios += [f"{c}_vs_dense_iqr" for col, _, _ in RATIOS if col == c]
+    return out + ratios + ["error"]
 
 
 def cost_columns(cols: Sequence[str]) -> list[str]:
@@ -123,6 +142,15 @@ def rows(measurements: Sequence[Mapping[str, Any]], baseline: Mapping[str, Any] 
             for _, spread, key in SPREADS:
                 if spread in cols and m.get(key) is not None:
                     row[spread] = float(m[key])
+            for _, col, key in SAMPLES:
+                if col in cols and m.get(key) is not None:
+                    row[col] = m[key] if col.endswith("flags") else int(m[key])
+            for c, key, iqr in RATIOS:
+                if f"{c}_vs_dense" in cols and m.get(key) is not None:
+                    row[f"{c}_vs_dense"] = float(m[key])
+                    row[f"{c}_vs_dense_iqr"] = float(m[iqr]) if m.get(iqr) is not None else None
+                elif f"{c}_vs_dense" in cols and row[f"{c}_vs_dense"] == 1.0 and m is baseline:
+                    row[f"{c}_vs_dense_iqr"] = 0.0
         out.append({c: row[c] for c in cols})
     return out
 
@@ -169,10 +197,21 @@ def _display(cols: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _cell(column: str, value: Any, latex: bool = False) -> str:
+def _cell(column: str, value: Any, latex: bool = False, row: Mapping[str, Any] | None = None) -> str:
+    """One rendered cell; with its ``row``, a latency says when it was noisy or contended (``noisy``:
+    IQR / median > 10%) and an interleaved ratio gives its IQR."""
+    row = row or {}
     if column.endswith("_vs_dense"):
-        return fmt_ratio(value, latex)
+        text = fmt_ratio(value, latex)
+        iqr = row.get(f"{column}_iqr")
+        if value is not None and iqr is not None and iqr > 0:
+            pct = "\\%" if latex else "%"
+            text += f", IQR {units.sig(iqr, 2)}" + (f" (noisy: > 10{pct})" if iqr / value > 0.1 else "")
+        return text
     text = fmt_value(column, value)
+    flags = next((row.get(f) for c, f, _ in SAMPLES if c == column and f.endswith("flags")), None)
+    if flags:
+        text += f" ({flags})"
     return text.replace(",", "{,}") if latex else text
 
 
@@ -193,7 +232,7 @@ def markdown(table: Sequence[Mapping[str, Any]], cols: Sequence[str] | None = No
         if r["status"] != "ok":
             cells = [f"**{r['status']}**: {r['error']}".replace("|", "\\|")] + [""] * (len(shown) - 1)
         else:
-            cells = [_cell(c, r.get(c)) for _, c in shown]
+            cells = [_cell(c, r.get(c), row=r) for _, c in shown]
         lines.append("| " + " | ".join([name, widths_text(r), *cells]) + " |")
     return "\n".join(lines)
 
@@ -238,7 +277,12 @@ def caption(setting: Mapping[str, Any]) -> str:
         "'vs dense' = cost / dense self-attention's cost on the same input."
     )
     if setting.get("latency"):
-        text += " Latency: median of timed runs (ms) with its interquartile range."
+        text += (
+            " Latency: median over at least 7 timed samples (ms) with its interquartile range (IQR); each "
+            "block timed interleaved with dense (A, B, A, B, ...), its 'vs dense' the median of the "
+            "per-round ratios with their IQR; 'noisy': IQR above 10% of the median; 'contended': a matmul "
+            "probe before and after the timing differed by more than 20%."
+        )
     if setting.get("gpu"):
         text += f" GPU bound: a lower bound on latency on {setting['gpu']} (roofline), not a measurement."
     return text
@@ -268,7 +312,7 @@ def latex(table: Sequence[Mapping[str, Any]], setting: Mapping[str, Any], cols: 
             msg = latex_escape(f"{r['status']}: {r['error']}")
             cells = [f"\\multicolumn{{{len(shown)}}}{{l}}{{{msg}}}"]
         else:
-            cells = [_cell(c, r.get(c), latex=True) for _, c in shown]
+            cells = [_cell(c, r.get(c), latex=True, row=r) for _, c in shown]
         out.append(" & ".join([name, widths_text(r), *cells]) + " \\\\")
     out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(out)

@@ -140,24 +140,31 @@ def _beyond_grid(
 
 
 def derive_peak(
-    factory: Factory, channels: int, size: tuple[int, int] = (64, 64), *, mode: str = "inference"
+    factory: Factory,
+    channels: int,
+    size: tuple[int, int] = (64, 64),
+    *,
+    mode: str = "inference",
+    layout: str = "map",
 ) -> PeakDerivation:
     """Peak bytes (the storage tracker's convention, batch 1) of one protocol step as a closed form in
     H, W where the tracker's comparisons resolve; otherwise ``derived=None`` with the reason and the numeric
-    peak at ``size``. Never raises for a module that runs numerically."""
+    peak at ``size``. Never raises for a module that runs numerically. ``layout="tokens"``: a
+    ``(B, H*W, C)`` input."""
     cache: dict[tuple[int, ...], int | None] = {}
 
     def truth(point: tuple[int, ...]) -> int | None:
         if point not in cache:
             try:
-                cache[point] = numeric_count(factory, channels, (point[0], point[1]), 1, mode, "peak_bytes")
+                hw = (point[0], point[1])
+                cache[point] = numeric_count(factory, channels, hw, 1, mode, "peak_bytes", layout)
             except Exception:  # noqa: BLE001 - the module rejects this size: outside its domain
                 cache[point] = None
         return cache[point]
 
     numeric = truth(tuple(size))
     try:
-        moments, env, names = symbolic_run(factory, channels, size, 1, mode, False, _record)
+        moments, env, names = symbolic_run(factory, channels, size, 1, mode, False, _record, layout)
         exprs = [(op, sympy.expand(translate(e, names))) for op, e in moments]
     except NotSymbolic as e:
         return PeakDerivation(None, f"symbolic run stopped: {e}", numeric, 0, 0)

@@ -205,13 +205,21 @@ def symbolic_run(
     mode: str,
     batch_symbol: bool,
     measure: Callable[[Callable[[], Any]], Any],
+    layout: str = "map",
 ) -> tuple[Any, ShapeEnv, dict[sympy.Symbol, sympy.Symbol]]:
     """Run ``measure(step)`` once on a fake ``(batch, channels, *size)`` input whose H and W (and B, with
     ``batch_symbol``) are dynamic sizes; ``step`` is the ``mode`` protocol step of ``factory()``.
 
     Returns ``measure``'s result (expressions in torch's size symbols), the shape env holding the guards
     torch recorded, and the map from torch's symbols to ``H``, ``W`` (``B``) for :func:`translate`.
-    ``NotSymbolic`` naming the op where the run stopped or whose output shape is data-dependent."""
+    ``layout="tokens"``: the module is fed ``(batch, H*W, channels)`` instead.
+    ``NotSymbolic`` naming the op where the run stopped or whose output shape is data-dependent; a
+    ``ValueError`` for a size torch does not keep symbolic (0 and 1 are specialised)."""
+    if min(size) < 2:
+        raise ValueError(
+            f"size {size[0]}x{size[1]}: torch treats sizes 0 and 1 as constants, so H and W cannot be "
+            "traced as symbols there; trace at a size of at least 2x2 (--size)"
+        )
     with torch.device("meta"):
         module = factory()
     env = ShapeEnv(duck_shape=False)
@@ -228,6 +236,8 @@ def symbolic_run(
     quiet.setLevel(logging.CRITICAL)  # it logs a traceback before raising what we report in one line
     try:
         with fake:
+            if layout == "tokens":  # (B, H*W, C): N = H*W stays an expression in the symbols
+                x = x.flatten(2).transpose(1, 2).contiguous()
             fn = step(module, x, mode)
             with last:
                 result = measure(fn)
@@ -284,17 +294,24 @@ def recorded_guards(env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol]) -> l
 
 
 def numeric_count(
-    factory: Factory, channels: int, size: tuple[int, int], batch: int, mode: str, what: str = "macs"
+    factory: Factory,
+    channels: int,
+    size: tuple[int, int],
+    batch: int,
+    mode: str,
+    what: str = "macs",
+    layout: str = "map",
 ) -> int:
     """MACs (``what="macs"``), bytes moved (``"bytes_moved"``) or peak bytes (``"peak_bytes"``) of one
-    protocol step at a concrete size, on fake (meta) tensors."""
+    protocol step at a concrete size, on fake (meta) tensors (``layout="tokens"``: a (B, H*W, C) input)."""
     from isaprof.measure.memory import track_peak
 
     with torch.device("meta"):
         module = factory()
     with FakeTensorMode(allow_non_fake_inputs=True):
         module = module.to_empty(device="cpu")
-        x = torch.empty(batch, channels, *size)  # (B, C, H, W), fake
+        tokens = (batch, size[0] * size[1], channels)
+        x = torch.empty(tokens if layout == "tokens" else (batch, channels, *size))  # fake
         fn = step(module, x, mode)
         if what == "macs":
             return _flops.count_flops(fn).flops // 2
@@ -582,17 +599,18 @@ def derive(
     mode: str = "inference",
     batch_symbol: bool = False,
     bytes_moved: bool = True,
+    layout: str = "map",
 ) -> Derivation:
     """MACs (and, with ``bytes_moved``, the bytes its ops move: :mod:`isaprof.measure.traffic`) of one
     protocol step of ``factory()`` as closed forms in H, W (and B); traced at ``size`` (a size the module
-    accepts).
+    accepts). ``layout="tokens"``: the module takes ``(B, H*W, C)``.
 
     ``NotSymbolic`` (a ``ValueError``) with one line naming the op that stopped the symbolic run.
     """
     symbols = (B, H, W) if batch_symbol else (H, W)
 
     def run(measure: Callable[[Callable[[], Any]], Any]) -> tuple[Any, ShapeEnv, dict]:
-        return symbolic_run(factory, channels, size, batch, mode, batch_symbol, measure)
+        return symbolic_run(factory, channels, size, batch, mode, batch_symbol, measure, layout)
 
     (total, uncounted), env, names = run(count_flops_symbolic)
     if uncounted:
@@ -605,7 +623,7 @@ def derive(
             if (what, point) not in cache:
                 hw, b = _at(point, symbols)
                 try:
-                    cache[what, point] = numeric_count(factory, channels, hw, b or batch, mode, what)
+                    cache[what, point] = numeric_count(factory, channels, hw, b or batch, mode, what, layout)
                 except Exception:  # noqa: BLE001 - the module rejects this size: outside its domain
                     cache[what, point] = None
             return cache[what, point]

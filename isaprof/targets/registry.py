@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 _STANDARD = ("self", "channels", "key_channels", "value_channels", "impl")
+_VARIADIC = ("VAR_POSITIONAL", "VAR_KEYWORD")
 FullPredicate = Callable[[dict[str, Any], tuple[int, int]], bool]
 
 
@@ -91,8 +92,12 @@ class BlockSpec:
         if found is not None:
             return self._unpreset(found)
         try:
-            return self._unpreset(signature_options(self.cls, generic))
-        except Exception:  # noqa: BLE001  an import path that does not import: build() says why
+            factory = self.cls
+        except Exception as e:  # noqa: BLE001  an import path that does not import: say which and why
+            raise ValueError(import_error(self.target, e)) from None
+        try:
+            return self._unpreset(signature_options(factory, generic))
+        except (TypeError, ValueError):  # no signature (a builtin): the constructor speaks at build
             return {}
 
     def _unpreset(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +113,19 @@ class BlockSpec:
     def open_options(self) -> bool:
         """Whether the constructor takes any option (``**kwargs``)."""
         return takes_any(self)
+
+    def takes(self, name: str) -> bool:
+        """Whether the constructor names parameter ``name`` (``channels``, ``key_channels``, ...): always
+        for a registered block (the contract), never for an instance, by signature otherwise (a
+        ``**kwargs`` catch-all names nothing)."""
+        if self.standard_contract:
+            return True
+        if self.kind == "instance":
+            return False
+        try:
+            return any(p.name == name and p.kind not in _VARIADIC for p in _parameters(self.cls))
+        except Exception:  # noqa: BLE001  not importable or no signature: build() says why
+            return False
 
     @property
     def formula_name(self) -> str:
@@ -236,8 +254,15 @@ def configure(block: str | Config, **kwargs: Any) -> Config:
     64
     """
     if isinstance(block, Config):
-        return block.replace(spec(block.block), **kwargs) if kwargs else block
-    return Config.make(spec(block), **kwargs)
+        config = block.replace(spec(block.block), **kwargs) if kwargs else block
+    else:
+        config = Config.make(spec(block), **kwargs)
+    if config.layout == "tokens" and spec(config.block).standard_contract:
+        raise ValueError(
+            f"block {config.block!r} takes a map (B, C, H, W); layout 'tokens' (B, N, C) is for modules "
+            "that take a sequence"
+        )
+    return config
 
 
 def build(
@@ -372,19 +397,21 @@ def _construct(s: BlockSpec, standard: dict[str, Any], options: dict[str, Any]) 
     try:
         factory = s.cls
     except Exception as e:  # noqa: BLE001  an import path that does not import: say which and why
-        raise ValueError(f"cannot import target {s.target!r}: {type(e).__name__}: {_line(e)}") from None
+        raise ValueError(import_error(s.target, e)) from None
     if s.kind == "instance":
         return factory()
     if not callable(factory):
         raise ValueError(f"target {s.name!r} is {type(factory).__name__}, expected an nn.Module class or a "
                          "function returning one")  # fmt: skip
-    params = {p.name: p for p in _parameters(factory)}
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in standard.items() if k in params or (takes_all and k == "channels")}
+    try:
+        params = {p.name: p for p in _parameters(factory) if p.kind.name not in _VARIADIC}
+    except (TypeError, ValueError):  # no signature to read (a builtin): the options alone
+        params = {}
+    # only the parameters the signature names: a ``**kwargs`` factory gets only the user's options
+    kwargs = {k: v for k, v in standard.items() if k in params and k not in options}
     missing = [
         n for n, p in params.items()
         if p.default is inspect.Parameter.empty and n not in kwargs and n not in options
-        and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     ]  # fmt: skip
     if missing:
         raise ValueError(needs_message(s.name, missing))
@@ -395,6 +422,26 @@ def _construct(s: BlockSpec, standard: dict[str, Any], options: dict[str, Any]) 
     if not _is_module(module):
         raise ValueError(f"target {s.name!r} returned {type(module).__name__}, expected an nn.Module")
     return module
+
+
+def import_error(target: str, e: BaseException) -> str:
+    """The one line for an import path that does not import: which, why, and where it was looked for."""
+    where = ""
+    if isinstance(e, ModuleNotFoundError) and e.name and target.startswith(e.name.split(".")[0]):
+        where = " (looked in the current folder and the installed packages)"
+    return f"cannot import target {target!r}: {type(e).__name__}: {_line(e)}{where}"
+
+
+def importable_cwd() -> None:
+    """Put the current folder first on ``sys.path``, as ``python -m`` does, so that ``mine:Block`` names
+    ``./mine.py`` from the command line whichever way isaprof was started (a console script's
+    ``sys.path`` starts with the script's folder instead)."""
+    import os
+
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    importlib.invalidate_caches()
 
 
 def _is_module(obj: Any) -> bool:

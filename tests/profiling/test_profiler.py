@@ -33,9 +33,9 @@ def test_rows_follow_the_schema():
         COLUMNS
         == (  # docs/ARCHITECTURE.md, "Tidy result rows"
             "block batch channels key_channels value_channels height width padded_height padded_width "
-            "factor recurrence options impl backend path dtype device mode "
-            "metric measured analytic unit spread status error "
-            "torch isaprof device_name threads host timestamp"
+            "factor recurrence options impl backend path dtype device mode layout "
+            "metric measured analytic unit spread samples flags status error "
+            "torch isaprof device_name threads host machine timestamp"
         ).split()
     )
     assert [r["metric"] for r in rows] == [
@@ -103,6 +103,11 @@ def test_cpu_latency_row(one_thread):
     row = rec.rows()[-1]
     assert (row["metric"], row["unit"], row["analytic"]) == ("latency_ms", "ms", None)
     assert row["measured"] == rec.latency.median_ms and row["spread"] == rec.latency.iqr_ms
+    assert row["samples"] == rec.latency.samples >= 7 and row["flags"] == rec.latency.flags()
+    assert row["machine"] == rec.environment["machine"] != ""
+    doc = rec.to_json()
+    assert doc["latency_samples"] == rec.latency.samples and isinstance(doc["latency_samples"], int)
+    assert isinstance(doc["latency_contended"], bool) and isinstance(doc["latency_noisy"], bool)
 
 
 def test_cuda_without_cuda_is_one_clear_line():

@@ -5,6 +5,7 @@ Measurements here use tiny shapes and arrays (fractions of a second); nothing as
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from isaprof.cli import main
+from isaprof.measure.env import machine_id
 from isaprof.roofline import roofs, schema
 from isaprof.roofline.machine import record_machine
 from isaprof.roofline.roofs import GemmShape, Sample, machine_roofs, measure_roofs, summarise
@@ -91,7 +93,12 @@ def test_machine_roofs_cache(tmp_path, monkeypatch) -> None:
 
 def test_cache_path_follows_isaprof_cache(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ISAPROF_CACHE", str(tmp_path))
-    assert roofs.cache_path() == tmp_path / f"machine-{socket.gethostname()}.json"
+    # keyed by the machine id (CPU model, cores, threads, torch build; ISAPROF_MACHINE_ID), not the host name
+    assert roofs.cache_path() == tmp_path / f"machine-{roofs.slug(machine_id('cpu'))}.json"
+    monkeypatch.setenv("ISAPROF_MACHINE_ID", "node type A")
+    digest = hashlib.sha1(b"node type A").hexdigest()[:8]
+    assert roofs.cache_path().name == f"machine-node-type-A-{digest}.json"
+    assert roofs.cache_path() != roofs.cache_path("node type B")
 
 
 def test_machine_cli_json_schema(tmp_path, monkeypatch, capsys) -> None:
@@ -129,3 +136,16 @@ def test_cuda_roofs_measured() -> None:
         s["rate"] for s in r["samples"] if s["kind"] == "matmul" and s["dtype"] == "float32"
     )
     assert r["matmul_bf16_gflops"] > 0 and r["bandwidth_gbs"] > 0
+
+
+def test_record_machine_keys_roofs_by_machine_id(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ISAPROF_MACHINE_ID", "machine A")
+    first = record_machine(tmp_path, n=32)
+    assert [m["machine"] for m in first["machines"]] == ["machine A"]
+    assert record_machine(tmp_path, n=32) == first  # the same machine: not measured again
+    monkeypatch.setenv("ISAPROF_MACHINE_ID", "machine B")  # same host name, another machine: measured
+    second = record_machine(tmp_path, n=32)
+    assert [m["machine"] for m in second["machines"]] == ["machine A", "machine B"]
+    assert {m["host"] for m in second["machines"]} == {socket.gethostname()}
+    assert schema.machine_entry(second, "cpu", "machine B") is second["machines"][1]
+    assert schema.machine_entry(second, "cpu", "machine C") is None

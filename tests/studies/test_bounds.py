@@ -76,10 +76,21 @@ def _results(tmp_path: Path, measured_ms: str, spread: str = "0.01") -> Path:
     return tmp_path
 
 
+# Published entries shrunk to unit-test size (the real ones: reference/published.toml, [[latency]])
+SMALL_LATENCY = [
+    {"network": "fcn_r50_d8", "config": "fcn-small-whole", "metafile": "configs/fcn/fcn.yml",
+     "commit": "0" * 40, "value": 1000.0, "unit": "ms", "size": [64, 128], "test_mode": "whole"},
+    {"network": "isanet_r50_d8", "config": "isanet-small-slide", "metafile": "configs/isanet/isanet.yml",
+     "commit": "1" * 40, "value": 1e-6, "unit": "ms", "size": [64, 96], "test_mode": "slide",
+     "crop": [48, 48], "stride": [32, 32]},
+]  # fmt: skip
+
+
 @pytest.fixture
 def small_papers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bounds, "SIZES", ((8, 8),))
     monkeypatch.setattr(bounds, "CHANNELS", 16)
+    monkeypatch.setattr(bounds, "published_latency", lambda: SMALL_LATENCY)
 
 
 def test_measuring_step_rows(tmp_path: Path, small_papers: None, capsys: pytest.CaptureFixture[str]):
@@ -184,3 +195,68 @@ def test_per_call_flops_add_up_to_the_flop_counter(block: str, impl: str, path: 
     backend = "flash" if impl == "sdpa" else None
     c = count(block, size=(8, 8), channels=16, impl=impl, backend=backend, path=path)
     assert sum(o.flops for o in c.ops) == c.flop_counter_flops > 0 and not c.uncounted
+
+
+# -- the networks against their published V100 times ----------------------------------------------------
+
+
+def test_published_latency_entries_are_sourced_networks():
+    from isaprof.targets import network_names
+
+    entries = bounds.published_latency()
+    assert len(entries) == 29  # 7 families x (r50, r101) x (512x1024 whole, 769x769 slide) + ocrnet r101
+    for e in entries:
+        assert e["network"] in network_names() and e["hardware"] == "V100" and e["mode"] == "FP32"
+        assert len(e["commit"]) == 40 and e["metafile"].startswith("configs/") and e["value"] > 0
+        assert e["size"] == [1024, 2048] and (e["test_mode"] == "slide") == (e["resolution"] == "(769,769)")
+    fcn = next(e for e in entries if e["config"] == "fcn_r50-d8_4xb2-40k_cityscapes-512x1024")
+    assert fcn["value"] == 239.81 and fcn["test_mode"] == "whole"
+
+
+def test_latency_rows_and_report_section(
+    tmp_path: Path, small_papers: None, capsys: pytest.CaptureFixture[str]
+):
+    from isaprof.report.gpu_latency import gpu_latency_section
+
+    code, _, err = _cli(capsys, "bounds", str(tmp_path), "--gpus", "v100")
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / bounds.LATENCY).open()))
+    assert set(rows[0]) == set(bounds.LATENCY_COLUMNS)
+    totals = {r["network"]: r for r in rows if r["class"] == "total"}
+    assert set(totals) == {"fcn_r50_d8", "isanet_r50_d8"} and all(
+        r["status"] == "ok" for r in totals.values()
+    )
+    fcn = totals["fcn_r50_d8"]
+    ref = predict("fcn_r50_d8", "v100", size=(64, 128))
+    assert float(fcn["bound_ms"]) == pytest.approx(ref["bound_ms"], rel=1e-12)
+    assert float(fcn["ratio"]) == pytest.approx(1000.0 / ref["bound_ms"])
+    slide = predict("isanet_r50_d8", "v100", size=(64, 96), test_mode="slide", crop=(48, 48), stride=(32, 32))
+    assert float(totals["isanet_r50_d8"]["bound_ms"]) == pytest.approx(slide["bound_ms"], rel=1e-12)
+    classes = [r for r in rows if r["network"] == "fcn_r50_d8" and r["class"] != "total"]
+    assert sum(float(r["bound_ms"]) for r in classes) == pytest.approx(float(fcn["bound_ms"]))
+    assert all(r["assumption"] and r["source"] for r in classes)
+    out = tmp_path / "out"
+    (out / "tables").mkdir(parents=True)
+    notes: list[str] = []
+    text = gpu_latency_section(tmp_path, out, notes)
+    assert text.startswith("## GPU latency against published timings") and not notes
+    assert "| fcn_r50_d8 " in text and "| isanet_r50_d8 " in text  # a row per network
+    assert "**1** (isanet_r50_d8)" in text  # 1e-6 ms published: faster than its bound, flagged
+    assert (out / "tables" / "gpu_latency.csv").is_file()
+
+
+def test_gpu_latency_section_without_file_is_a_note(tmp_path: Path):
+    from isaprof.report.gpu_latency import gpu_latency_section
+
+    notes: list[str] = []
+    assert gpu_latency_section(tmp_path, tmp_path, notes) == "" and "isaprof bounds" in notes[0]
+
+
+@pytest.mark.slow  # published sizes, ~3 minutes: `make test-slow`
+def test_v100_bound_is_below_every_published_time():
+    rows = bounds.latency_rows()
+    totals = [r for r in rows if r["class"] == "total"]
+    assert len(totals) == 29 and all(r["status"] == "ok" for r in totals)
+    for r in totals:
+        assert r["bound_ms"] < r["published_ms"], r["config"]
+        assert r["l2_bound_ms"] <= r["bound_ms"]

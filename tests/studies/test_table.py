@@ -254,3 +254,20 @@ def test_out_file_and_cpu_latency_columns(tmp_path: Path, capsys: pytest.Capture
     for r in rows:  # never a timing assertion: present, positive, with its spread
         assert r["latency_ms"] > 0 and r["latency_iqr_ms"] >= 0 and r["latency_ms_vs_dense"] > 0
     assert rows[0]["latency_ms_vs_dense"] == 1.0
+    for r in rows:  # at least 7 samples behind each latency; isa's ratio to dense timed interleaved
+        assert r["latency_samples"] >= 7 and isinstance(r["latency_flags"], str)
+    assert rows[0]["latency_ms_vs_dense_iqr"] == 0.0 and rows[1]["latency_ms_vs_dense_iqr"] >= 0
+
+
+def test_interleaved_ratio_and_flags_rendered() -> None:
+    m = {"target": "isa", "options": {}, "latency_ms_inference": 2.0, "latency_iqr_ms_inference": 0.5,
+         "latency_samples_inference": 7, "latency_flags_inference": "noisy contended",
+         "latency_ratio_inference": 0.25, "latency_ratio_iqr_inference": 0.05}  # fmt: skip
+    base = {"target": "dense", "options": {}, "latency_ms_inference": 4.0, "latency_iqr_ms_inference": 0.1,
+            "latency_samples_inference": 7, "latency_flags_inference": ""}  # fmt: skip
+    rows = tbl.rows([base, m], base, "inference", latency=True)
+    assert rows[1]["latency_ms_vs_dense"] == 0.25  # the per-round ratio's median, not 2.0 / 4.0 = 0.5
+    assert rows[1]["latency_ms_vs_dense_iqr"] == 0.05 and rows[1]["latency_samples"] == 7
+    text = tbl.markdown(rows)
+    assert "2.000 (noisy contended)" in text and "IQR 0.050 (noisy: > 10%)" in text
+    assert tbl.read_csv(tbl.to_csv(rows))[1]["latency_flags"] == "noisy contended"

@@ -3,10 +3,14 @@
 Every configuration goes through one ``profile(block, **kwargs) -> Record`` call (the callable is a
 parameter, ``isaprof.profile`` by default) and its ``Record.rows()`` are appended at once.
 A configuration already in the store is skipped: measured ones always, failed ones (status ``oom``
-or ``error``) unless ``retry_failed``. A raising configuration is recorded with status ``oom`` or
-``error`` and the one-line message (``isaprof.profiling.profiler.error_rows``: one row per metric, measured
-empty), and the sweep goes on. An ``sdpa`` configuration without backend matches the rows of
-whichever kernel profile chose for it (profile records the kernel it ran).
+or ``error``) unless ``retry_failed`` -- but one off ``meta`` whose rows were made on another machine
+(their ``machine`` cell is not this machine's :func:`isaprof.measure.env.machine_id`, or empty: written
+before machines were recorded) is measured again here: its latency (and its failures) depend on the
+machine, while meta rows (exact counts and bytes) are reused as they are. A raising configuration
+is recorded with status ``oom`` or ``error`` and the one-line message
+(``isaprof.profiling.profiler.error_rows``: one row per metric, measured empty), and the sweep goes on.
+An ``sdpa`` configuration without backend matches the rows of whichever kernel profile chose for it
+(profile records the kernel it ran).
 
 Each configuration is claimed in the store before it is measured (``store.claim``), so concurrent
 runs share the work. On cpu/cuda the peak is first predicted on meta (``isaprof.profiling.guard``): one that
@@ -18,11 +22,12 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from isaprof.results.reader import winners
 from isaprof.results.store import (
     KEY_COLUMNS,
     Key,
@@ -30,6 +35,7 @@ from isaprof.results.store import (
     claim,
     columns,
     config_key,
+    read_table,
     row_key,
     statuses,
 )
@@ -49,11 +55,13 @@ class Summary:
     skipped: int  # already in the store
     unavailable: int  # device absent and the grid said skip_if_unavailable: recorded as `skipped`
     busy: int = 0  # claimed by another run that was measuring it at the time
+    elsewhere: int = 0  # of those measured or failed: in the store from another machine, measured again
 
     def __str__(self) -> str:
         busy = f", {self.busy} measured by another run" if self.busy else ""
+        again = f" ({self.elsewhere} made on another machine: measured again here)" if self.elsewhere else ""
         return (
-            f"{self.total} configurations: {self.measured} measured, {self.failed} failed, "
+            f"{self.total} configurations: {self.measured} measured{again}, {self.failed} failed, "
             f"{self.skipped} already in the store, {self.unavailable} skipped (device unavailable){busy}"
         )
 
@@ -84,10 +92,11 @@ def run_sweep(
     cols = columns()
     if machine:
         record_machine(out, n=peak_n)
-    done = statuses(out)
+    done, stale = statuses(out), elsewhere(out)
     todo, skipped, unavailable = [], 0, 0
+    again = sum(1 for cfg in configs if _status(done, cfg) is not None and _status(done, cfg, stale) is None)
     for cfg in configs:
-        status = _status(done, cfg)
+        status = _status(done, cfg, stale)
         if status == "ok" or (status == "failed" and not retry_failed):
             skipped += 1
         elif cfg.optional and not _available(cfg.device):
@@ -105,7 +114,7 @@ def run_sweep(
     for cfg in bar:
         bar.set_postfix_str(cfg.label(), refresh=False)
         key = config_key(cfg)
-        got = claim(out, key, lambda done, cfg=cfg: _wanted(_status(done, cfg), retry_failed))
+        got = claim(out, key, lambda done, cfg=cfg: _wanted(_status(done, cfg, elsewhere(out)), retry_failed))
         if got != "claimed":  # another run measured it meanwhile, or is measuring it now
             skipped += got == "done"
             busy += got == "busy"
@@ -115,7 +124,7 @@ def run_sweep(
         failed += bad
         measured += not bad
         append(out, rows, cols, release_key=key)
-    return Summary(len(configs), measured, failed, skipped, unavailable, busy)
+    return Summary(len(configs), measured, failed, skipped, unavailable, busy, again)
 
 
 class _NoBar(list):
@@ -128,13 +137,34 @@ class _NoBar(list):
         pass
 
 
-def _status(done: dict[Key, str], cfg: SweepConfig) -> str | None:
-    """The store's status of ``cfg`` (any backend for sdpa with profile's default kernel)."""
+def elsewhere(out: str | Path) -> set[Key]:
+    """The configurations off ``meta`` whose standing rows in ``out`` were made on another machine: their
+    ``machine`` cell differs from :func:`isaprof.measure.env.machine_id` of their device, or is empty."""
+    from isaprof.measure.env import machine_id
+
+    ids: dict[str, str] = {}
+    found = set()
+    for key, rows in winners(read_table(out)).items():
+        device = rows[0].get("device") or "meta"
+        if device == "meta":
+            continue
+        if device not in ids:
+            ids[device] = machine_id(device)
+        if (rows[0].get("machine") or "") != ids[device]:
+            found.add(key)
+    return found
+
+
+def _status(done: dict[Key, str], cfg: SweepConfig, stale: Collection[Key] = ()) -> str | None:
+    """The store's status of ``cfg`` (any backend for sdpa with profile's default kernel); None also where
+    its rows are in ``stale`` (made on another machine: to be measured again)."""
     if _pinned(cfg):
-        return done.get(config_key(cfg))
+        key = config_key(cfg)
+        return None if key in stale else done.get(key)
     want = _loose(config_key(cfg))
-    found = [v for k, v in done.items() if _loose(k) == want]
-    return found[-1] if found else None
+    found = [v for k, v in done.items() if _loose(k) == want and k not in stale]
+    gone = any(_loose(k) == want for k in stale)
+    return found[-1] if found and not gone else None
 
 
 def _wanted(status: str | None, retry_failed: bool) -> bool:

@@ -21,10 +21,15 @@ A sweep file holds one or more ``[[grid]]`` tables; each expands to the cartesia
     dtypes = ["float32"]
     modes = ["inference", "train"]
     paths = ["reference", "fast"] # block as published, or its inference fast path (inference rows only)
+    layouts = ["map"]             # the input: map (B, C, H, W), or tokens (B, H*W, C) for sequence modules
     latency = "quick"             # latency protocol for profile (real devices only): quick, fixed, none
 
 Options and impls are applied only to the blocks that take them (read from the block registry).
 Order is deterministic: grids in file order, then the product in the order of the keys above.
+A key no grid knows is refused (``ValueError``), at the top level of the file too. A combination that
+is not a valid configuration (``channels = [1]`` where the block's default key width is C/2, a
+token layout for a map block) is kept, unvalidated: the sweep records it as failed with the reason and
+measures the rest.
 """
 
 from __future__ import annotations
@@ -105,6 +110,9 @@ def load(path: str | Path) -> list[dict[str, Any]]:
     grids = data.get("grid")
     if not isinstance(grids, list) or not grids:
         raise ValueError(f"sweep spec {path}: needs at least one [[grid]] table")
+    stray = sorted(set(data) - {"grid"})
+    if stray:
+        raise ValueError(f"sweep spec {path}: unknown top-level key(s) {', '.join(stray)}; allowed: [[grid]]")
     return grids
 
 
@@ -197,35 +205,47 @@ def parse_size(value: Any, what: str = "size") -> tuple[int, int]:
 
 
 def _expand_grid(grid: dict[str, Any], label: str) -> list[SweepConfig]:
-    from isaprof.targets import resolve_channels
-
+    """The grid's combinations as unvalidated configurations (profile validates each when it runs it: an
+    invalid one is recorded as failed, the others measured)."""
     ax = _axes(grid)
     configs = []
     for s in ax["specs"]:
         impls = [i for i in s.impls if ax["impls"] is None or i in ax["impls"]]
         own = ax["target_options"].get(s.name, {})
-        opt_names = [o for o in ax["options"] if o in s.options and o not in own]  # only where it takes them
+        known = options_of(s)
+        opt_names = [o for o in ax["options"] if o in known and o not in own]  # only where it takes them
         opt_names += list(own)
-        for (h, w), c, kc, vc, b, impl, dev, dt, mode, path in product(
-            ax["sizes"], ax["channels"], ax["kcs"], ax["vcs"], ax["batch"], impls, *ax["tail"], ax["paths"]
-        ):
+        for (h, w), c, kc, vc, b, impl, dev, dt, mode, path, layout in product(
+            ax["sizes"], ax["channels"], ax["kcs"], ax["vcs"], ax["batch"], impls, *ax["tail"], ax["paths"],
+            ax["layouts"],
+        ):  # fmt: skip
             if path != "reference" and mode != "inference":
                 continue  # the fast path is inference-only
-            ck, cv = resolve_channels(s.name, c, kc, vc)
+            ck = s.default_key_channels(c) if kc is None else kc
+            cv = s.default_value_channels(c) if vc is None else vc
             lists = [_option_values({**ax["options"], **own}[o], h, w) for o in opt_names]
             for backend, *values in product(ax["backends"] if impl == "sdpa" else [None], *lists):
-                opts = tuple(sorted({**s.options, **dict(zip(opt_names, values, strict=True))}.items()))
+                opts = tuple(sorted({**known, **dict(zip(opt_names, values, strict=True))}.items()))
                 cfg = Config(s.name, b, c, ck, cv, h, w, options=opts, impl=impl, backend=backend,
-                             path=path, dtype=dt, device=dev, mode=mode)  # fmt: skip
+                             path=path, dtype=dt, device=dev, mode=mode, layout=layout)  # fmt: skip
                 optional = ax["optional"] and dev != "meta"
                 configs.append(SweepConfig(cfg, RunSettings(latency=ax["latency"]), optional, label))
     return configs
 
 
+def options_of(s: Any) -> dict[str, Any]:
+    """A target's options with their defaults; none for an import path that does not import (the sweep
+    records it as failed, with the reason, when it comes to measure it)."""
+    try:
+        return dict(s.options)
+    except ValueError:
+        return {}
+
+
 def _axes(grid: dict[str, Any]) -> dict[str, Any]:
     """The validated lists of one grid (``ValueError`` naming the bad key and what is allowed)."""
     from isaprof import targets as registry
-    from isaprof.config import DEVICES, DTYPES, MODES, PATHS
+    from isaprof.config import DEVICES, DTYPES, LAYOUTS, MODES, PATHS
 
     unknown = sorted(set(grid) - set(_GRID_KEYS))
     if unknown:
@@ -254,6 +274,7 @@ def _axes(grid: dict[str, Any]) -> dict[str, Any]:
         ),
         backends=_backends(grid),
         paths=_choices(grid, "paths", tuple(PATHS), ["reference"]),
+        layouts=_choices(grid, "layouts", tuple(LAYOUTS), ["map"]),
         options=_option_lists(grid, specs),
         target_options=_target_options(grid, names),
         latency=_latency(grid.get("latency", "quick")),
@@ -311,8 +332,8 @@ def _option_lists(grid: dict[str, Any], specs: list[Any]) -> dict[str, Any]:
     for alias, opt in _OPTION_ALIASES.items():
         if alias in grid:
             raw[opt] = grid[alias]
-    every = {o for n in registry.names() for o in registry.spec(n).options} | {
-        o for s in specs for o in s.options
+    every = {o for n in registry.names() for o in options_of(registry.spec(n))} | {
+        o for s in specs for o in options_of(s)
     }
     out: dict[str, Any] = {}
     for opt, values in raw.items():

@@ -51,7 +51,8 @@ class FakeProfile:
         self.delay = delay
 
     def __call__(self, name, *, size, channels, key_channels, value_channels, batch, device, dtype, mode,
-                 impl, backend, latency, by_module=False, path="reference", **options):  # fmt: skip
+                 impl, backend, latency, by_module=False, path="reference", layout="map",
+                 **options):  # fmt: skip
         self.calls.append((name, size, mode, options.get("factor")))
         time.sleep(self.delay)
         err = self.fail.get((name, size[0], options.get("factor")))
@@ -63,7 +64,8 @@ class FakeProfile:
             padded_width=size[1], factor="{}x{}".format(*options["factor"]) if "factor" in options else None,
             recurrence=options.get("recurrence"),
             options=json.dumps(dict(reversed(options.items()))),  # key order differs from the sweep's
-            impl=impl, backend=backend, path=path, dtype=dtype, device=device, mode=mode, status="ok",
+            impl=impl, backend=backend, path=path, dtype=dtype, device=device, mode=mode, layout=layout,
+            status="ok",
             error=None,
             torch="x", device_name="fake", threads=1, host="h", timestamp="t",
         )  # fmt: skip
@@ -311,3 +313,51 @@ def test_submitit_local_shards_at_once_equal_unsharded(tmp_path):
     assert [r.measured for r in res] == [8, 8]
     assert table(tmp_path / "jobs") == table_of_clean_run(tmp_path / "one")
     assert len(read_rows(tmp_path / "jobs", latest=False)) == 2 * len(configs())
+
+
+def test_another_machine_remeasures_latency_rows_and_reuses_meta_rows(tmp_path, monkeypatch):
+    """The tiny sweep (meta) plus one cpu configuration, with the real profile: a store made on machine A is
+    re-measured on machine B off meta only (its latency rows and roofs), then left alone."""
+    cfgs = load_configs(REPO / "reference" / "sweeps" / "tiny.toml")
+    cpu = expand([{"blocks": ["dense"], "sizes": ["6x5"], "channels": [8], "devices": ["cpu"],
+                   "modes": ["inference"], "impls": ["naive"]}])  # fmt: skip
+    cfgs = [*cfgs, *cpu]
+    out = tmp_path / "data"
+
+    def sweep():
+        return run_sweep(cfgs, out, progress=False, peak_n=32)
+
+    monkeypatch.setenv("ISAPROF_MACHINE_ID", "machine A")
+    first = sweep()
+    assert (first.measured, first.elsewhere) == (len(cfgs), 0)
+    assert sweep().skipped == len(cfgs)  # the same machine: nothing measured
+    monkeypatch.setenv("ISAPROF_MACHINE_ID", "machine B")
+    second = sweep()
+    assert (second.measured, second.elsewhere, second.skipped) == (1, 1, len(cfgs) - 1)
+    assert "1 made on another machine: measured again here" in str(second)
+    latency = [r for r in read_rows(out) if r["metric"] == "latency_ms"]
+    assert [(r["machine"], int(r["samples"]) >= 7) for r in latency] == [("machine B", True)]
+    assert {r["machine"] for r in read_rows(out) if r["device"] == "meta"} == {"machine A"}  # reused
+    roofs = json.loads((out / "machine.json").read_text())
+    assert [m["machine"] for m in roofs["machines"]] == ["machine A", "machine B"]
+    before = (out / "results.csv").read_bytes()
+    assert sweep().skipped == len(cfgs) and (out / "results.csv").read_bytes() == before
+
+
+def test_store_of_an_older_schema_is_upgraded_on_append(tmp_path):
+    """A results.csv written before the samples, flags and machine columns existed reads (those cells
+    empty) and, on the next append, is rewritten with the current header, its rows kept."""
+    old_cols = [c for c in COLUMNS if c not in ("samples", "flags", "machine")]
+    cfg = configs()[0]
+    row = {c: v for c, v in failure_row(cfg, "error", "old").items() if c in old_cols}
+    with open(tmp_path / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=old_cols, lineterminator="\n")
+        w.writeheader()
+        w.writerow(row)
+    assert [r["status"] for r in read_rows(tmp_path)] == ["error"] and "samples" not in read_rows(tmp_path)[0]
+    append(tmp_path, [failure_row(configs()[1], "error", "new")])
+    with open(tmp_path / "results.csv", newline="") as f:
+        assert next(csv.reader(f)) == list(COLUMNS)
+    rows = read_rows(tmp_path)
+    assert [r["error"] for r in rows] == ["old", "new"] and rows[0]["machine"] == ""
+    assert rows[1]["machine"] != ""
