@@ -154,9 +154,10 @@ def load_published(path: str | Path = PUBLISHED) -> tuple[list[dict[str, Any]], 
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"published-figures file {path}: invalid TOML: {e}") from None
-    stray = sorted(set(doc) - {"figure", "ratio"})
+    # [[training_memory]]: load_training_memory; [[latency]]: isaprof.studies.bounds
+    stray = sorted(set(doc) - {"figure", "ratio", "training_memory", "latency"})
     if stray:
-        allowed = "[[figure]], [[ratio]]"
+        allowed = "[[figure]], [[ratio]], [[training_memory]], [[latency]]"
         raise ValueError(f"{path}: unknown top-level key(s) {', '.join(stray)}; allowed: {allowed}")
     figures, ratios = doc.get("figure", []), doc.get("ratio", [])
     for entry, keys in [
