@@ -179,8 +179,9 @@ def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) ->
     """A readable account of a :class:`isaprof.symbolic.trace.Derivation`."""
     lines = [f"{title}  (traced at {d.traced_at[0]}x{d.traced_at[1]}, {secs:.1f} s)"]
     for label, x in (("MACs", d.macs), ("bytes moved", d.bytes_moved)):
-        if x is None:
-            lines.append(f"  {label}: - (no bytes-moved counter in this install)")
+        if x is None:  # the cause is the derivation's note on it
+            why = next((n.split(": ", 1)[1] for n in d.notes if n.startswith(f"{label}: ")), "not derived")
+            lines.append(f"  {label}: - ({why})")
             continue
         lines.append(f"  {label} = {x.expression}")
         if x.leading is not None:
@@ -193,5 +194,6 @@ def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) ->
         lines.append(f"  peak bytes = {peak['expression'] or '-'}  (numeric at the traced size: "
                      f"{peak['numeric_at_traced']})")  # fmt: skip
         lines.append(f"    {peak['reason']}")
-    lines += [f"  note: {n}" for n in d.notes]
+    shown = d.bytes_moved is None  # its note already given as the reason
+    lines += [f"  note: {n}" for n in d.notes if not (shown and n.startswith("bytes moved: "))]
     return "\n".join(lines)

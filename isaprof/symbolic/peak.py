@@ -42,6 +42,7 @@ from isaprof.symbolic.trace import (
     W,
     allowed_region,
     closed_form,
+    holds,
     leading_term,
     numeric_count,
     recorded_guards,
@@ -105,7 +106,10 @@ def _crossing(a: sympy.Expr, b: sympy.Expr) -> str:
     diff = sympy.simplify((a - b).subs(W, n / H))
     if H in diff.free_symbols or diff.atoms(sympy.floor, sympy.ceiling, sympy.Mod):
         return ""
-    roots = [r for r in sympy.solve(diff, n) if r.is_positive]
+    try:
+        roots = [r for r in sympy.solve(diff, n) if r.is_positive]
+    except (NotImplementedError, TypeError, ValueError):  # SymPy cannot solve it (a Min or Max of N)
+        return ""
     return f", equal at H*W = {roots[0]}" if len(roots) == 1 else ""
 
 
@@ -119,11 +123,16 @@ def _beyond_grid(
     largest at a large probe (a moment growing faster that overtakes past the grid, e.g. ISA's attention
     maps at C = 512 from H W = 40960); those probes are then confirmed numerically. ``ValueError`` if a
     numeric run disagrees."""
-    subs_ok = [p for p in LARGE if all(bool(g.subs({H: p[0], W: p[1]})) for g in derived.valid_when)]
+    subs_ok = [p for p in LARGE if holds(derived.valid_when, {H: p[0], W: p[1]})]
     expr = derived.expression
-    missing = [
-        c for c in winners if any(c.subs({H: h, W: w}) > expr.subs({H: h, W: w}) for h, w in subs_ok)
-    ]  # fmt: skip
+
+    def larger(c: sympy.Expr, h: int, w: int) -> bool:
+        try:
+            return bool(c.subs({H: h, W: w}) > expr.subs({H: h, W: w}))
+        except (ZeroDivisionError, TypeError, ValueError):  # not defined at this point: skipped
+            return False
+
+    missing = [c for c in winners if any(larger(c, h, w) for h, w in subs_ok)]
     if not missing:
         return derived
     region = allowed_region(derived.valid_when, grid)  # each put back simplified on the same region

@@ -24,10 +24,11 @@ MACs = FLOPs / 2. Peak memory: :func:`derive_peak` (the storage tracker under th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,10 @@ import numpy as np
 import sympy
 import torch
 from torch import nn
+from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -163,21 +166,118 @@ def _decompositions() -> dict[Any, Callable[..., Any]]:
 _DECOMPOSE = _decompositions()
 
 
+def _output_size(x: torch.Tensor, size: Any, scales: Any) -> tuple[list[Any], list[float | None]]:
+    """``(output size, scales)`` of a resize of ``x`` by ``size`` or ``scales`` per spatial dim, as ATen's
+    ``compute_output_size`` (aten/src/ATen/native/UpSample.cpp) has it: ``floor(size * scale)``,
+    here on symbolic sizes (an integral scale stays an exact product)."""
+    dims = x.dim() - 2
+    if size is not None:
+        return list(size), [None] * dims
+    out: list[Any] = []
+    for n, s in zip(x.shape[2:], scales, strict=True):
+        out.append(n * int(s) if float(s).is_integer() else torch.sym_int(n * s))
+    return out, list(scales)
+
+
+_LINEAR = ("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d", "upsample_bicubic2d",
+           "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa")  # fmt: skip
+_NEAREST = ("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+            "_upsample_nearest_exact2d", "_upsample_nearest_exact3d")  # fmt: skip
+
+
+def _resize(name: str, kernel: Any, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch._C._nn.<name>`` taking the ``.vec`` arguments (an output size or scale factors) on symbolic
+    sizes: the output size computed here, then the kernel overload that takes it; any other call form
+    goes to ``original``."""
+    linear = name in _LINEAR
+
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        n = 3 if linear else 2  # (size, [align_corners,] scale_factors)
+        if kwargs or len(args) != n or not isinstance(x, torch.Tensor):
+            return original(x, *args, **kwargs)
+        size, scales = args[0], args[-1]
+        if not (size is None or scales is None) or isinstance(scales, float):
+            return original(x, *args, **kwargs)
+        osize, sc = _output_size(x, size, scales)
+        return kernel(x, osize, args[1], *sc) if linear else kernel(x, osize, *sc)
+
+    run.__name__ = name
+    return run
+
+
+@contextlib.contextmanager
+def _symbolic_resizes() -> Iterator[None]:
+    """``F.interpolate`` on symbolic sizes. It calls ``torch._C._nn.upsample_*`` with an output size or
+    scale factors (the ``.vec`` overloads), whose C++ composite wants concrete ints; inside this context
+    those functions compute the output size on the symbolic sizes and call the kernel overload that takes
+    it (the op a numeric run dispatches too, so counts, bytes and peaks are the real kernel's). Torch's
+    Python dispatcher would decompose the kernel itself into index arithmetic instead."""
+    saved: dict[str, Any] = {}
+    try:
+        for name in _LINEAR + _NEAREST:
+            original = getattr(torch._C._nn, name, None)
+            kernel = getattr(torch.ops.aten, name, None)
+            if original is None or kernel is None:
+                continue
+            saved[name] = original
+            setattr(torch._C._nn, name, _resize(name, kernel.default, original))
+        yield
+    finally:
+        for name, original in saved.items():
+            setattr(torch._C._nn, name, original)
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", None) or str(func)
+    module = getattr(func, "__module__", None) or "torch"
+    return f"{module}.{name}"
+
+
+class _Functions(TorchFunctionMode):
+    """Names the torch function that raised before any aten op of its own ran (a C++ composite that wants
+    concrete ints) as the culprit of :class:`_LastOp`."""
+
+    def __init__(self, ops: _LastOp) -> None:
+        super().__init__()
+        self.ops = ops
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        seen = self.ops.count
+        try:
+            return func(*args, **(kwargs or {}))
+        except Exception:
+            if self.ops.culprit is None or self.ops.count == seen:  # nothing of its own ran: this one
+                self.ops.culprit = _op_name(func)
+            raise
+
+
 class _LastOp(TorchDispatchMode):
-    """Remembers the aten op being run (to name the one that stopped a symbolic run) and the first op
-    whose output has a data-dependent size."""
+    """Remembers the aten op that raised (``culprit``, to name the op that stopped a symbolic run), the
+    number of ops run, and the first op whose output has a data-dependent size."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.last = "?"
+        self.count = 0
+        self.culprit: str | None = None
         self.data_dependent: str | None = None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.last = str(func.overloadpacket.__name__)
-        if func in _DECOMPOSE:  # a composite kernel that wants concrete ints: its Python reference instead
-            out = _DECOMPOSE[func](*args, **(kwargs or {}))
-        else:
-            out = func(*args, **(kwargs or {}))
+        self.count += 1
+        self.culprit = None  # a failure caught by the module itself does not count
+        name = f"aten.{func.overloadpacket.__name__}"
+        kernel = _DECOMPOSE.get(func, func)  # a composite that wants concrete ints: its Python reference
+        try:
+            try:
+                out = kernel(*args, **(kwargs or {}))
+            except RuntimeError as e:
+                if "expected to contain only concrete integers" not in str(e):
+                    raise
+                with enable_python_dispatcher():  # a meta kernel calling a C++ composite: the Python one
+                    out = kernel(*args, **(kwargs or {}))
+        except Exception:
+            if self.culprit is None:
+                self.culprit = name
+            raise
         if self.data_dependent is None:
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor) and any(
@@ -185,7 +285,7 @@ class _LastOp(TorchDispatchMode):
                     and any(str(x).startswith("u") for x in s.node.expr.free_symbols)
                     for s in t.shape
                 ):  # fmt: skip
-                    self.data_dependent = self.last
+                    self.data_dependent = name
         return out
 
 
@@ -239,7 +339,7 @@ def symbolic_run(
             if layout == "tokens":  # (B, H*W, C): N = H*W stays an expression in the symbols
                 x = x.flatten(2).transpose(1, 2).contiguous()
             fn = step(module, x, mode)
-            with last:
+            with last, _Functions(last), _symbolic_resizes():
                 result = measure(fn)
     except NotSymbolic:
         raise
@@ -247,13 +347,12 @@ def symbolic_run(
         raise
     except Exception as e:  # noqa: BLE001 - whatever stopped torch, named by the op it stopped at
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise NotSymbolic(
-            f"op aten.{last.last} cannot run on symbolic sizes: {type(e).__name__}: {first}"
-        ) from None
+        culprit = last.culprit or "before any aten op"
+        raise NotSymbolic(f"op {culprit} cannot run on symbolic sizes: {type(e).__name__}: {first}") from None
     finally:
         quiet.setLevel(level)
     if last.data_dependent is not None:
-        raise NotSymbolic(f"op aten.{last.data_dependent} has a data-dependent output shape")
+        raise NotSymbolic(f"op {last.data_dependent} has a data-dependent output shape")
     return result, env, names
 
 
@@ -353,6 +452,18 @@ class SizeGrid:
     def point(self, i: int) -> tuple[int, ...]:
         """The sizes of point ``i``, in the order of ``symbols``."""
         return tuple(int(v[i]) for v in self.values)
+
+
+def holds(guards: Iterable[sympy.Basic], values: dict[sympy.Symbol, int]) -> bool | None:
+    """Whether every one of ``guards`` holds at ``values``; None where one cannot be evaluated there (a
+    ``Mod`` or division by a size expression that is zero at that point): such a point is skipped."""
+    try:
+        results = [g.subs(values) for g in guards]
+    except (ZeroDivisionError, TypeError, ValueError):
+        return None
+    if any(r not in (sympy.true, sympy.false) and not isinstance(r, bool) for r in results):
+        return None  # nan, zoo or an unevaluated relation
+    return all(bool(r) for r in results)
 
 
 def _at(point: tuple[int, ...], symbols: tuple[sympy.Symbol, ...]) -> tuple[tuple[int, int], int]:
@@ -461,15 +572,36 @@ def simplify_on(expr: sympy.Expr, region: np.ndarray, grid: SizeGrid) -> sympy.E
     return sympy.expand(expr)
 
 
+def ceiling_form(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with each ``Mod(k s, m)`` (``s`` a symbol, ``k = -1 mod m``: the padding ``-s % m``) written
+    ``m ceiling(s / m) - s`` where that makes it shorter: ``1536 (H + Mod(3 H, 4)) (W + Mod(3 W, 4))``
+    expanded becomes ``24576 ceiling(H/4) ceiling(W/4)``. An identity: equal at every size."""
+    reps = {}
+    for a in expr.atoms(sympy.Mod):
+        p, m = a.args
+        k, s = p.as_coeff_Mul()
+        if m.is_Integer and m > 1 and s.is_Symbol and k.is_Integer and (k + 1) % m == 0:
+            reps[a] = m * sympy.ceiling(s / m) - s
+    if not reps:
+        return expr
+    new = sympy.expand(expr.xreplace(reps))
+    return new if sympy.count_ops(new) < sympy.count_ops(expr) else expr
+
+
 def _describe(guards: list[sympy.Basic], expr: sympy.Expr, grid: SizeGrid) -> list[sympy.Basic]:
     """Each kept guard in simpler words where an equivalent one (on the grid) is found: divisibility by the
-    denominators inside floors/ceilings, lower bounds."""
+    denominators inside floors/ceilings and the moduli of ``Mod``, lower bounds."""
     dens = sorted(
         {
             int(d)
             for a in itertools.chain(*(e.atoms(sympy.floor, sympy.ceiling) for e in [expr, *guards]))
             for d in [sympy.fraction(sympy.together(a.args[0]))[1]]
             if d.is_Integer and d > 1
+        }
+        | {
+            int(a.args[1])
+            for a in itertools.chain(*(e.atoms(sympy.Mod) for e in [expr, *guards]))
+            if a.args[1].is_Integer and a.args[1] > 1
         }
     )  # fmt: skip
     out: list[sympy.Basic] = []
@@ -552,6 +684,7 @@ def closed_form(
     kept = _minimise(raw, candidates, grid, truth)
     region = allowed_region(kept, grid)
     expr = simplify_on(sympy.expand(raw), region, grid) if region.any() else sympy.expand(raw)
+    expr = ceiling_form(expr)
     kept = _minimise(expr, kept, grid, truth)  # the simpler expression may need fewer
     valid = _describe(kept, expr, grid)
     leading, exponent, square = leading_term(expr)
@@ -578,10 +711,13 @@ def _confirm(
     for h, w in tries:
         point = tuple({H: h, W: w, B: 2}[s] for s in symbols)
         subs = dict(zip(symbols, point, strict=True))
-        if not all(bool(g.subs(subs)) for g in valid) or point in done:
+        if not holds(valid, subs) or point in done:
+            continue
+        try:
+            got = expr.subs(subs)
+        except (ZeroDivisionError, TypeError, ValueError):  # not defined at this point: skipped
             continue
         want = truth(point)
-        got = expr.subs(subs)
         if want is None or got != want:
             raise ValueError(f"derived {expr} is {got} at {point} where a numeric run counts {want}")
         done.append(point)
@@ -614,7 +750,8 @@ def derive(
 
     (total, uncounted), env, names = run(count_flops_symbolic)
     if uncounted:
-        raise NotSymbolic(f"op aten.{uncounted[0]} multiplies matrices but has no FLOP formula")
+        op = uncounted[0] if uncounted[0].startswith("aten.") else f"aten.{uncounted[0]}"
+        raise NotSymbolic(f"op {op} multiplies matrices but has no FLOP formula")
     macs_raw = sympy.expand(translate(total, names) / 2)
     cache: dict[tuple[str, tuple[int, ...]], int | None] = {}
 
@@ -630,7 +767,10 @@ def derive(
 
         return truth
 
-    macs = closed_form(macs_raw, recorded_guards(env, names), symbols, size, truth_of("macs"))
+    try:
+        macs = closed_form(macs_raw, recorded_guards(env, names), symbols, size, truth_of("macs"))
+    except (NotImplementedError, TypeError, ZeroDivisionError, RecursionError) as e:
+        raise NotSymbolic(f"SymPy could not reduce the MAC expression: {type(e).__name__}: {e}") from None
     notes: list[str] = []
     moved = None
     if bytes_moved:
@@ -647,4 +787,6 @@ def derive(
                 )
         except ValueError as e:
             notes.append(f"bytes moved: {e}")
+        except (NotImplementedError, TypeError, ZeroDivisionError, RecursionError) as e:
+            notes.append(f"bytes moved: SymPy could not reduce the expression: {type(e).__name__}: {e}")
     return Derivation(macs, moved, tuple(str(s) for s in symbols), size, tuple(notes))

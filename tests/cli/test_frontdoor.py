@@ -295,7 +295,7 @@ def test_machine_remeasure_on_a_cache_it_cannot_write_says_so(tmp_path, monkeypa
 
 # -- the layout column ----------------------------------------------------------------------------------
 def test_a_results_file_without_the_layout_column_reads_as_maps(tmp_path) -> None:
-    from isaprof.results.reader import config_key, row_key
+    from isaprof.results.reader import config_key, read_rows, row_key
     from isaprof.results.store import append, columns
     from isaprof.targets import configure
 
@@ -306,9 +306,11 @@ def test_a_results_file_without_the_layout_column_reads_as_maps(tmp_path) -> Non
     old = [c for c in columns() if c != "layout"]
     (tmp_path / "results.csv").write_text(",".join(old) + "\n")
     append(tmp_path, [{**cfg.to_row(), "metric": "macs", "status": "ok"}])  # appendable across versions
+    assert (tmp_path / "results.csv").read_text().splitlines()[0].split(",") == columns()  # header upgraded
     tokens = configure("torch.nn:Identity", size=(4, 4), channels=8, layout="tokens")
-    with pytest.raises(ValueError, match="no layout column"):
-        append(tmp_path, [{**tokens.to_row(), "metric": "macs", "status": "ok"}])
+    append(tmp_path, [{**tokens.to_row(), "metric": "macs", "status": "ok"}])
+    rows = read_rows(tmp_path, latest=False)
+    assert [Config.from_row(r).layout for r in rows] == ["map", "tokens"]
 
 
 def test_layout_is_a_schema_field() -> None:
