@@ -21,7 +21,7 @@ description (any object with the :class:`Target` attributes).
 (256, (8, 8), 97)
 >>> configure("isa", size=(97, 97), channels=512, mode="fast")
 Traceback (most recent call last):
-ValueError: unknown mode 'fast'; allowed: inference, train
+ValueError: unknown mode 'fast'; allowed: inference, train, step
 >>> Config.from_row(cfg.to_row()) == cfg
 True
 """
@@ -42,7 +42,9 @@ REFERENCE = Path(__file__).resolve().parent.parent / "reference"
 DEVICES = ("meta", "cpu", "cuda")  # "cuda:N" is accepted too and picks GPU N
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
-MODES = ("inference", "train")
+MODES = ("inference", "train")  # the module's own passes: what formulas and the studies' grids cover
+# and "step": one training iteration, loss, optimizer and resident state included (isaprof.measure.training)
+ALL_MODES = (*MODES, "step")
 IMPLS = ("naive", "sdpa")  # what the built-in blocks offer; a target's own list is in its description
 BACKENDS = ("math", "flash", "efficient", "cudnn")  # sdpa kernels
 CUDA_ONLY_BACKENDS = ("efficient", "cudnn")
@@ -52,6 +54,9 @@ PATHS = ("reference", "fast")
 # The input's layout: "map" (B, C, H, W), or "tokens" (B, N, C) with N = H * W (a transformer's sequence).
 LAYOUTS = ("map", "tokens")
 LATENCY_PROTOCOLS = ("quick", "fixed")  # a run setting, not part of a Config; "none" or None skips
+# mode "step" (run settings, isaprof.measure.training): the optimizers, the presets of published runs
+OPTIMIZERS = ("sgd", "adamw", "none")
+RECIPES = ("mmseg-2020",)
 
 _DEVICE = re.compile(r"^(meta|cpu|cuda)(:\d+)?$")
 
@@ -111,6 +116,22 @@ def check_backend(impl: str, backend: str | None, device: str) -> None:
     check_choice("sdpa backend", backend, BACKENDS)
     if not device.startswith("cuda") and backend in CUDA_ONLY_BACKENDS:
         raise ValueError(f"sdpa backend {backend!r} needs cuda; on {device} use: math, flash")
+
+
+def yes_no(what: str, value: Any) -> bool:
+    """A boolean setting from ``True``/``False`` or ``"yes"``/``"no"``; ``ValueError`` otherwise."""
+    if isinstance(value, bool):
+        return value
+    if value in ("yes", "no"):
+        return value == "yes"
+    raise ValueError(f"{what} must be yes or no (True or False), got {value!r}")
+
+
+def non_negative(what: str, value: Any) -> float:
+    """A number >= 0; ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{what} must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def freeze_options(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -373,7 +394,10 @@ class Config:
         ),
     )
     mode: str = setting(
-        "inference", grid="modes", check=_choice("mode", MODES), flag=dict(flag="--mode", choices=MODES)
+        "inference",
+        grid="modes",
+        check=_choice("mode", ALL_MODES),
+        flag=dict(flag="--mode", choices=ALL_MODES),
     )
     layout: str = setting(
         "map",
@@ -614,7 +638,10 @@ def needs_message(target: str, missing: list[str]) -> str:
 class RunSettings:
     """How one configuration is run, not what it is (never part of a Config, its rows' key or equality):
     ``latency``: the timing protocol (``quick``, ``fixed``; None skips; never timed on meta);
-    ``by_module``: also break MACs and peak bytes down per submodule. Derived like :class:`Config`."""
+    ``by_module``: also break MACs and peak bytes down per submodule; mode ``step``'s settings (the
+    optimizer, gradients kept between steps, the foreach update, data-parallel buckets in MiB, softmax
+    saving its input, a ``recipe``; None: the recipe's or today's PyTorch default, see
+    :mod:`isaprof.measure.training`). Derived like :class:`Config`."""
 
     latency: str | None = setting(
         "quick",
@@ -633,11 +660,80 @@ class RunSettings:
         ),
     )
 
+    # -- mode "step" (isaprof.measure.training): None = the recipe's value, or today's PyTorch without one ---
+    optimizer: str | None = setting(
+        None,
+        columns=(),
+        check=_choice("optimizer", OPTIMIZERS),
+        flag=dict(
+            flag="--optimizer",
+            choices=OPTIMIZERS,
+            help="step mode: sgd (momentum, default), adamw or none",
+        ),
+    )
+    keep_grads: bool | None = setting(
+        None,
+        columns=(),
+        check=lambda v: yes_no("keep_grads", v),
+        flag=dict(
+            flag="--keep-grads",
+            choices=("yes", "no"),
+            help="step mode: gradients resident between steps (zero_grad(set_to_none=False)); default no",
+        ),
+    )
+    foreach: bool | None = setting(
+        None,
+        columns=(),
+        check=lambda v: yes_no("foreach", v),
+        flag=dict(
+            flag="--foreach",
+            choices=("yes", "no"),
+            help="step mode: multi-tensor (foreach) optimizer update, CUDA default; default yes",
+        ),
+    )
+    bucket_mib: float | None = setting(
+        None,
+        columns=(),
+        check=lambda v: non_negative("bucket_mib", v),
+        flag=dict(
+            flag="--bucket-mib",
+            type="non_negative",
+            metavar="MIB",
+            help="step mode: data-parallel gradient buckets of this size (DDP: 25); 0 (default): no DDP",
+        ),
+    )
+    softmax_saves_input: bool | None = setting(
+        None,
+        columns=(),
+        check=lambda v: yes_no("softmax_saves_input", v),
+        flag=dict(
+            flag="--softmax-saves-input",
+            choices=("yes", "no"),
+            help="step mode: (log_)softmax saves its input too, as torch before late 2021; default no",
+        ),
+    )
+    recipe: str | None = setting(
+        None,
+        columns=(),
+        check=_choice("recipe", RECIPES),
+        flag=dict(
+            flag="--recipe",
+            choices=RECIPES,
+            help="step mode: a published run's settings (each one above it overrides)",
+        ),
+    )
+
     def __post_init__(self) -> None:
         for f in fields(self):
             check = f.metadata.get("check")
-            if check is not None:
+            if check is not None and getattr(self, f.name) is not None:
                 object.__setattr__(self, f.name, check(getattr(self, f.name)))
+
+    def step_settings(self) -> dict[str, Any]:
+        """The mode-"step" settings given (None left out), as :func:`isaprof.measure.training.resolve` takes
+        them."""
+        names = ("optimizer", "keep_grads", "foreach", "bucket_mib", "softmax_saves_input", "recipe")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @classmethod
     def names(cls) -> list[str]:
@@ -650,8 +746,8 @@ class RunSettings:
         return cls(**{k: getattr(namespace, k) for k in cls.names() if hasattr(namespace, k)})
 
     def kwargs(self) -> dict[str, Any]:
-        """The keyword form ``profile`` takes."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The keyword form ``profile`` takes (mode "step"'s settings only where given)."""
+        return {"latency": self.latency, "by_module": self.by_module, **self.step_settings()}
 
 
 CONFIG_COLUMNS = Config.column_names()  # the configuration columns of a tidy row
@@ -721,6 +817,7 @@ def row(
 
 
 __all__ = [
+    "ALL_MODES",
     "BACKENDS",
     "COLUMNS",
     "CONFIG_COLUMNS",
@@ -731,7 +828,9 @@ __all__ = [
     "KEY_COLUMNS",
     "LAYOUTS",
     "MODES",
+    "OPTIMIZERS",
     "PATHS",
+    "RECIPES",
     "RunSettings",
     "SIZE_FIELDS",
     "STATUSES",

@@ -220,7 +220,14 @@ def test_tables_keep_their_columns_and_a_new_field_splits_the_groups():
 
 
 def test_run_settings_are_a_schema_too():
-    assert RunSettings.names() == list(guard.RUN_SETTINGS) == ["latency", "by_module"]
+    step = ["optimizer", "keep_grads", "foreach", "bucket_mib", "softmax_saves_input", "recipe"]
+    assert RunSettings.names() == list(guard.RUN_SETTINGS) == ["latency", "by_module", *step]
+    assert RunSettings(keep_grads="yes", bucket_mib=25).step_settings() == {
+        "keep_grads": True,
+        "bucket_mib": 25.0,
+    }
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        RunSettings(optimizer="lion")
     assert RunSettings(latency="none").latency is None
     with pytest.raises(ValueError, match="unknown latency protocol 'slow'"):
         RunSettings(latency="slow")

@@ -86,8 +86,24 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def non_negative(text: str) -> float:
+    """argparse type for a number >= 0 (MiB)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return x
+
+
 # the argparse types a field's ``flag`` metadata names (isaprof.config.setting)
-TYPES: dict[str, Callable[[str], Any]] = {"positive_int": positive_int, "size": size, "device": _device}
+TYPES: dict[str, Callable[[str], Any]] = {
+    "positive_int": positive_int,
+    "size": size,
+    "device": _device,
+    "non_negative": non_negative,
+}
 
 
 def add_schema_flags(

@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _args.add_schema_flags(p, Config)
     _args.add_schema_flags(p, RunSettings)
     add_output(p)
+    p.add_argument(
+        "--gpu",
+        metavar="NAME",
+        help="step mode: does it fit on this GPU (reference/devices.toml), and the largest batch that does",
+    )
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.add_argument(
         "--force", action="store_true", help="cpu/cuda: run even if the predicted peak memory does not fit"
@@ -92,11 +97,20 @@ def run(args: argparse.Namespace) -> int:
     config = blocks.configure(args.name, **Config.from_args(args), **options)
     if not args.force:
         guard.check_fits(config)  # MemoryRefused (a ValueError: exit 2) before allocating
+    settings = RunSettings.from_args(args)
+    if args.gpu is not None and config.mode != "step":
+        raise ValueError("--gpu answers whether a training step fits: give --mode step")
     with guard.addressable(args.size):
-        record = profile(config, **RunSettings.from_args(args).kwargs(), output=args.output)
+        record = profile(config, **settings.kwargs(), output=args.output)
     for line in record.warnings:  # stderr (and the record's notes): stdout stays valid JSON under --json
         print(f"isaprof profile: warning: {line}", file=sys.stderr)
-    print(json.dumps(record.to_json(), indent=2) if args.json else table(record))
+    verdict = fit(record, args.gpu, settings) if args.gpu is not None else None
+    if args.json:
+        print(json.dumps({**record.to_json(), **({"gpu": verdict} if verdict else {})}, indent=2))
+    else:
+        print(table(record))
+        if verdict is not None:
+            print(fit_lines(verdict))
     if args.by_module and not args.json:
         from isaprof.measure.modules import ModuleBreakdown
         from isaprof.measure.modules import table as module_table
@@ -105,6 +119,47 @@ def run(args: argparse.Namespace) -> int:
     if record.flop_count.uncounted:  # stderr: stdout stays valid JSON under --json
         print(f"warning: {uncounted_line(record.flop_count.uncounted)}", file=sys.stderr)
     return 0
+
+
+def fit(record: Any, gpu: str, settings: RunSettings) -> dict[str, Any]:
+    """Whether the step fits on ``gpu``: the predicted reserved bytes (the caching allocator's segments, what
+    it takes from the device) against the card's memory, and the largest batch that fits (a search over
+    batch sizes on meta, each predicted like this one)."""
+    from isaprof.measure.training import largest_batch
+    from isaprof.profiling.profiler import step_memory
+    from isaprof.roofline import devices
+
+    device = devices.get(gpu)
+    capacity = int(device.memory_gb * 1e9)
+    step = settings.step_settings()
+    config = record.config
+
+    def reserved(batch: int) -> int:
+        if batch == config.batch and record.step_memory.cuda_reserved is not None:
+            return record.step_memory.cuda_reserved
+        keywords = {k: v for k, v in config.kwargs().items() if k != "block"}
+        return step_memory(
+            blocks.configure(config.block, **{**keywords, "batch": batch}), **step
+        ).cuda_reserved
+
+    need = reserved(config.batch)
+    return {
+        "name": device.name,
+        "memory_bytes": capacity,
+        "reserved_predicted": need,
+        "fits": need <= capacity,
+        "largest_batch": largest_batch(reserved, capacity),
+    }
+
+
+def fit_lines(verdict: dict[str, Any]) -> str:
+    """``fits: yes/no`` and ``largest batch: N`` with the figures behind them."""
+    need, cap = verdict["reserved_predicted"], verdict["memory_bytes"]
+    return (
+        f"fits: {'yes' if verdict['fits'] else 'no'} ({units.quantity(need, 'byte')} reserved predicted, "
+        f"{verdict['name']} has {units.quantity(cap, 'byte')}; the CUDA context is not counted)\n"
+        f"largest batch: {verdict['largest_batch']}"
+    )
 
 
 def uncounted_line(uncounted: dict[str, int]) -> str:
@@ -154,9 +209,31 @@ def table(record: Any) -> str:
             f"WARNING: computed on {ph}x{pw}, {int(ph) * int(pw) / (h * w):.0f} times the positions of "
             f"the {h}x{w} input (padded to the factor, which is larger than the map)"
         )
+    if record.step_memory is not None:
+        lines += step_lines(record.step_memory)
     if record.flop_count.uncounted:
         lines.append(f"WARNING: {uncounted_line(record.flop_count.uncounted)}")
     if record.latency is not None and record.latency.noisy:
         lines.append("WARNING: noisy latency (IQR > 10% of the median)")
     lines += [f"note: {n}" for n in record.notes]
     return "\n".join(lines)
+
+
+def step_lines(m: Any) -> list[str]:
+    """Mode "step"'s figures: the absolute peak, its parts and the CUDA allocator's predicted figures."""
+    q = units.quantity
+    resident = ", ".join(f"{k} {q(v, 'byte')}" for k, v in m.resident.items() if v)
+    owners = ", ".join(f"{k} {q(v, 'byte')}" for k, v in m.by_owner.items())
+    lines = [
+        f"step peak (tensors, absolute): {q(m.total, 'byte')} in {m.phase} at {m.op}",
+        f"  resident {q(m.resident_total, 'byte')}: {resident}",
+        f"  above it: saved activations {q(m.activations, 'byte')}, transient {q(m.transient, 'byte')}"
+        + (f" (scratch {q(m.scratch, 'byte')})" if m.scratch else ""),
+        f"  by who allocated: {owners}",
+    ]
+    if m.cuda_allocated is not None:
+        lines.append(
+            f"CUDA predicted: max_memory_allocated {q(m.cuda_allocated, 'byte')}, "
+            f"reserved {q(m.cuda_reserved, 'byte')}"
+        )
+    return lines

@@ -27,14 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--published", metavar="TOML", help="published-figures file (default: reference/published.toml)"
     )
+    p.add_argument(
+        "--no-training",
+        action="store_true",
+        help="skip the whole networks' training memory (DIR/training_memory.csv; seconds per network)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from isaprof.studies.reproduce import PUBLISHED, reproduce
 
-    path = reproduce(args.out, device=args.device, published=args.published or PUBLISHED)
+    published = args.published or PUBLISHED
+    path = reproduce(args.out, device=args.device, published=published, training=not args.no_training)
     print(summary(path))
+    training = Path(args.out) / "training_memory.csv"
+    if not args.no_training and training.is_file():
+        print(training_summary(training))
     print(f"table: {path}")
     return 0
 
@@ -54,5 +63,19 @@ def summary(path: Path) -> str:
         lines.append(
             f"  {r['id']}: ours {r['ours']} vs published {r['published']} {r['unit']} "
             f"(ratio {float(r['ratio']):.3g}): {why}"
+        )
+    return "\n".join(lines)
+
+
+def training_summary(path: Path) -> str:
+    """Each published training-memory figure beside its prediction (MiB), the ratio and, past 5%, why."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    lines = [f"{len(rows)} published training-memory figures (MiB, predicted max_memory_allocated):"]
+    for r in rows:
+        why = "" if abs(float(r["ratio"]) - 1) <= 0.05 else f": {r['reason']}"
+        lines.append(
+            f"  {r['id']}: predicted {float(r['predicted']):.0f} vs published {r['published']} "
+            f"(ratio {float(r['ratio']):.3f}){why}"
         )
     return "\n".join(lines)

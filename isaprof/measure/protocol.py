@@ -1,4 +1,4 @@
-"""The measurement protocol of docs/ARCHITECTURE.md as one callable: what "inference" and "train" run."""
+"""The measurement protocol of docs/ARCHITECTURE.md as one callable: what the three modes run."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from isaprof.config import MODES
+from isaprof.config import ALL_MODES, MODES  # noqa: F401 - MODES re-exported by isaprof.measure
 
 
-def step(module: nn.Module, x: Tensor, mode: str, output: str | None = None) -> Callable[[], Any]:
+def step(
+    module: nn.Module, x: Tensor, mode: str, output: str | None = None, options: Any = None
+) -> Callable[[], Any]:
     """A callable running one protocol step of ``module`` on ``x``; it returns the output.
 
     * ``inference``: ``module.eval()``, ``torch.no_grad()``, forward once.
     * ``train``: ``module.train()``, ``x.requires_grad_()``, ``out = module(x)``,
       ``out.backward(torch.ones_like(out))``. Gradients from a previous call are set to ``None``
       first, so every call allocates its gradients afresh (no accumulation into old ``.grad``).
+    * ``step``: one training iteration with loss, optimizer and resident state
+      (:class:`isaprof.measure.training.TrainingStep` with ``options``, a
+      :class:`~isaprof.measure.training.StepOptions`; default: today's PyTorch); it returns the detached loss.
 
     The rule for an output that is not one tensor (:func:`train_outputs`): a dict, tuple or list
     (nested) has its floating tensor leaves back-propagated together, each seeded with its loss weight
@@ -26,6 +31,10 @@ def step(module: nn.Module, x: Tensor, mode: str, output: str | None = None) -> 
     ``output``: back-propagate that one entry instead (a dict key, or a tuple index); in inference the
     step returns that entry.
     """
+    if mode == "step":
+        from isaprof.measure.training import TrainingStep, resolve  # the step imports this module's layer
+
+        return TrainingStep(module, x, options if options is not None else resolve())
     if mode == "inference":
         module.eval()
 
@@ -53,7 +62,7 @@ def step(module: nn.Module, x: Tensor, mode: str, output: str | None = None) -> 
             return out
 
         return train
-    raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(ALL_MODES)}")
 
 
 def select_output(out: Any, key: str) -> Any:

@@ -44,6 +44,7 @@ from isaprof.measure import (
 from isaprof.measure.cuda_memory import CudaAllocatorModel, module_to_order
 from isaprof.measure.modules import ModuleRow, breakdown
 from isaprof.measure.traffic import BytesMoved, TrafficCounter
+from isaprof.measure.training import StepMemory, StepOptions, TrainingStep, measure_step, resolve
 
 TORCH_DTYPES = {
     "float32": torch.float32,
@@ -95,6 +96,9 @@ class Record:
     input_shape: tuple[int, ...] | None = None
     output: str | None = None
     warnings: tuple[str, ...] = ()
+    # mode "step": the step's memory in absolute bytes (peak_bytes is then the peak above its resident state
+    # and peak_bytes_cuda_predicted the absolute max_memory_allocated)
+    step_memory: StepMemory | None = None
 
     @property
     def macs(self) -> int:
@@ -207,7 +211,22 @@ class Record:
             "warnings": list(self.warnings),
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
             "output": self.output,
+            **self.step_json(),
             **({"by_module": [r.as_dict() for r in self.by_module]} if self.by_module is not None else {}),
+        }
+
+    def step_json(self) -> dict[str, Any]:
+        """Mode "step"'s keys of the JSON object (none in other modes): ``peak_bytes_total`` (tensor bytes
+        at the peak, resident state included), ``peak_bytes_parts``, ``peak_bytes_cuda_predicted``
+        (absolute ``max_memory_allocated``) and ``peak_bytes_cuda_reserved_predicted``."""
+        m = self.step_memory
+        if m is None:
+            return {}
+        return {
+            "peak_bytes_total": m.total,
+            "peak_bytes_parts": m.parts(),
+            "peak_bytes_cuda_predicted": m.cuda_allocated,
+            "peak_bytes_cuda_reserved_predicted": m.cuda_reserved,
         }
 
 
@@ -415,7 +434,8 @@ def profile(
     >>> rec.macs == rec.macs_analytic
     True
     """
-    settings = RunSettings(latency=latency, by_module=by_module)  # "none" -> None; bad names refused
+    step_kw = {k: config.pop(k) for k in list(config) if k in RunSettings.names()}
+    settings = RunSettings(latency=latency, by_module=by_module, **step_kw)  # bad values refused
     given = dict(size=size, channels=channels, key_channels=key_channels, value_channels=value_channels)
     config = {**{k: v for k, v in given.items() if v is not None}, **config}
     if not isinstance(block, (str, Config)):  # an nn.Module instance, a class or a factory function
@@ -432,9 +452,14 @@ def profile(
             notes.append(
                 "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
             )
+        options = resolve(**settings.step_settings()) if cfg.mode == "step" else None
+        if options is not None:
+            notes.append(f"step settings ({options.describe()})")
+            if cost is not None:  # the formulas cover the module's inference and train passes only
+                cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
         seen: list[Any] = []  # the first call's output
         try:
-            measured = _measure(cfg, module, x, settings.latency, output, seen)
+            measured = _measure(cfg, module, x, settings.latency, output, seen, options)
         except RuntimeError as e:
             limit = fake_limit(e, cfg)
             if limit is not None:
@@ -447,7 +472,7 @@ def profile(
             cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
             cost = analytic_cost(cfg)
             notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
-            measured = _measure(cfg, module, x, settings.latency, output, seen)
+            measured = _measure(cfg, module, x, settings.latency, output, seen, options)
         said, warned = output_notes(cfg, tuple(x.shape), seen[0] if seen else None, output)
         if blocks.spec(cfg.block).standard_contract:  # a registered target returns what it is known to
             said, warned = said + warned, []
@@ -459,7 +484,7 @@ def profile(
             modules = (
                 _by_module(cfg, output) if cfg.device_type == "cuda" else _breakdown(cfg, module, x, output)
             )
-    flop_count, memory, lat, moved, cuda_predicted = measured
+    flop_count, memory, lat, moved, cuda_predicted, step_memory = measured
     if memory.unmodelled:
         ops = ", ".join(f"{op} x{n}" for op, n in memory.unmodelled.items())
         notes.append(f"memory allocated inside these ops is not modelled (peak may be low): {ops}")
@@ -469,7 +494,7 @@ def profile(
         params=params,
         params_analytic=cost.params if cost is not None else None,
         flop_count=flop_count,
-        macs_by_term=dict((cost.macs if cfg.mode == "inference" else cost.train_macs) if cost else {}),
+        macs_by_term=dict(_macs_terms(cost, cfg.mode)),
         elementwise=dict(cost.elementwise) if cost is not None else {},
         peak_bytes=memory.peak,
         peak_bytes_analytic=cost.peak_bytes.get(cfg.mode) if cost is not None else None,
@@ -486,7 +511,16 @@ def profile(
         input_shape=in_shape,
         output=shown_output,
         warnings=tuple(warned),
+        step_memory=step_memory,
     )
+
+
+def _macs_terms(cost: formulas.Cost | None, mode: str) -> Mapping[str, int]:
+    """The formula's MACs of the mode (none for mode "step": the loss and the update are not in it, and
+    the batch has no gradient)."""
+    if cost is None or mode == "step":
+        return {}
+    return cost.macs if mode == "inference" else cost.train_macs
 
 
 def _breakdown(
@@ -510,6 +544,8 @@ def meta_peak(block: Any, /, output: str | None = None, **config: Any) -> int:
     cfg = block if isinstance(block, Config) else blocks.configure(block, **config)
     cfg = prepare(dataclasses.replace(cfg, device="meta"))
     with _placement(cfg) as (module, x, _):
+        if cfg.mode == "step":  # the whole step: its resident state too
+            return measure_step(TrainingStep(module, x, resolve()), cuda=False).total
         run = _with_backend(step(module, x, cfg.mode, output), cfg.backend)
         try:
             return track_peak(run).peak
@@ -520,6 +556,23 @@ def meta_peak(block: Any, /, output: str | None = None, **config: Any) -> int:
             raise limit from None
 
 
+def step_memory(block: Any, /, options: StepOptions | None = None, **config: Any) -> StepMemory:
+    """The memory of one training step on fake tensors (``profile(..., mode="step").step_memory``) without
+    counting FLOPs: what a batch search needs. ``block``: a :class:`Config` (device and mode replaced by
+    ``meta`` and ``step``) with mode-"step" settings as keywords (``recipe``, ``optimizer``, ...), or a
+    target with the keyword form of :func:`profile`; ``options``: resolved settings instead. One build, on
+    meta."""
+    step_kw = {k: config.pop(k) for k in list(config) if k in RunSettings.names()}
+    settings = RunSettings(latency=None, **step_kw)
+    cfg = block if isinstance(block, Config) else blocks.configure(block, **config)
+    if isinstance(block, Config) and config:
+        raise ValueError(f"give a Config or keyword arguments, not both (got {', '.join(config)})")
+    cfg = prepare(dataclasses.replace(cfg, device="meta", mode="step"))
+    with _placement(cfg) as (module, x, _):
+        train = TrainingStep(module, x, options or resolve(**settings.step_settings()))
+        return measure_step(train, _with_backend(train, cfg.backend), cuda=True)
+
+
 def _measure(
     config: Config,
     block: nn.Module,
@@ -527,10 +580,13 @@ def _measure(
     latency: str | None,
     output: str | None = None,
     seen: list[Any] | None = None,
-) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None]:
-    """(FLOP count, memory peak, latency, bytes moved, predicted CUDA peak) of the configuration on its
-    placed block and input, following measure.step's protocol (on cuda the allocator's peak, with no
-    tensor/scratch split). ``seen``: receives the first call's output."""
+    options: StepOptions | None = None,
+) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None, StepMemory | None]:
+    """(FLOP count, memory peak, latency, bytes moved, predicted CUDA peak, step memory) of the
+    configuration on its placed block and input, following measure.step's protocol (on cuda the
+    allocator's peak, with no tensor/scratch split). ``seen``: receives the first call's output."""
+    if config.mode == "step":
+        return _measure_step(config, block, x, latency, options or resolve(), seen)
     cuda_predicted = None
     run = _with_backend(step(block, x, config.mode, output), config.backend)
     if not blocks.spec(config.block).standard_contract:
@@ -554,7 +610,48 @@ def _measure(
     lat = None
     if latency is not None and config.device != "meta":
         lat = measure_latency(run, latency, config.device_type)
-    return flop_count, memory, lat, traffic.result(), cuda_predicted
+    return flop_count, memory, lat, traffic.result(), cuda_predicted, None
+
+
+def _measure_step(
+    config: Config,
+    block: nn.Module,
+    x: torch.Tensor,
+    latency: str | None,
+    options: StepOptions,
+    seen: list[Any] | None = None,
+) -> tuple[FlopCount, MemoryPeak, Latency | None, BytesMoved, int | None, StepMemory]:
+    """Mode "step" (:mod:`isaprof.measure.training`): on meta and cpu the CUDA allocator replayed over two
+    steps, then one step tracked exactly; on cuda the device's ``max_memory_allocated`` of a third step
+    (absolute); then FLOPs and bytes moved of one more step, and latency off meta."""
+    train = TrainingStep(block, x, options)
+    run = _with_backend(train, config.backend)
+    if not blocks.spec(config.block).standard_contract:
+        run = _explained(run, config, tuple(x.shape))
+    if seen is not None:
+        run = _first_output(run, seen)
+    if config.device_type == "cuda":
+        step_memory = measure_step(train, run, cuda=False)
+        torch.cuda.synchronize(config.device)
+        torch.cuda.reset_peak_memory_stats(config.device)
+        run()
+        torch.cuda.synchronize(config.device)
+        step_memory = dataclasses.replace(
+            step_memory,
+            cuda_allocated=torch.cuda.max_memory_allocated(config.device),
+            cuda_reserved=torch.cuda.max_memory_reserved(config.device),
+        )
+    else:
+        step_memory = measure_step(train, run, cuda=True)
+    m = step_memory
+    memory = MemoryPeak(m.peak, 0, 0, 0, 1, m.tensor_peak, m.scratch, m.scratch_ops, m.unmodelled)
+    traffic = TrafficCounter()
+    with traffic:
+        flop_count = count_flops(run)
+    lat = None
+    if latency is not None and config.device != "meta":
+        lat = measure_latency(run, latency, config.device_type)
+    return flop_count, memory, lat, traffic.result(), m.cuda_allocated, step_memory
 
 
 def _first_output(run: Callable[[], Any], seen: list[Any]) -> Callable[[], Any]:

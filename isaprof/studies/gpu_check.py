@@ -12,6 +12,10 @@
    2%) and the latency lower bound on this GPU's catalogued roofs (``bound_ms``, as ``isaprof predict``
    prints it: the median latency must not be below it). Written to ``OUT/comparison.csv`` and
    ``OUT/comparison.json``.
+4. training steps of whole networks (:data:`STEP_ROWS`, mode "step" with today's settings): the device's
+   ``max_memory_allocated`` during a steady-state step (above what the process held before, cache emptied)
+   beside the meta prediction (``step_memory(...).cuda_allocated``, no cuBLAS workspace: the sweep made
+   it already). Written to ``OUT/steps.csv``.
 
 Runs with the GPU machine's own Python as it is: the standard library, torch and this working tree
 (``PYTHONPATH=.``); pytest for step 1 only; tqdm, fvcore, pandas, submitit and tomllib are not needed.
@@ -185,6 +189,43 @@ def compare(rows: list[dict[str, str]], predict: Callable[[dict[str, str]], dict
     return out
 
 
+# networks whose training step is measured on the GPU beside its prediction: (target, size, batch)
+STEP_ROWS = (("isanet_r50_d8", (512, 512), 2), ("nonlocal_r50_d8", (512, 512), 2))
+STEP_COLUMNS = "target height width batch measured predicted error tensors reserved_predicted note".split()
+
+
+def step_rows(rows: tuple[tuple[str, tuple[int, int], int], ...] = STEP_ROWS) -> list[dict[str, Any]]:
+    """Each network's training step on cuda (``isaprof.profile(..., mode="step")``) beside its meta
+    prediction: ``measured`` = max_memory_allocated during the third step minus what was allocated before
+    the build, ``error`` = predicted / measured - 1; a failure is the row's ``note``."""
+    import dataclasses
+
+    import torch
+
+    from isaprof.measure.training import resolve
+    from isaprof.profiling.profiler import profile, step_memory
+
+    out = []
+    for target, size, batch in rows:
+        row: dict[str, Any] = dict(target=target, height=size[0], width=size[1], batch=batch, note="")
+        try:
+            options = dataclasses.replace(resolve(), cublas_workspace=0)
+            pred = step_memory(target, size=size, batch=batch, options=options)
+            row.update(
+                predicted=pred.cuda_allocated, tensors=pred.total, reserved_predicted=pred.cuda_reserved
+            )
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated()
+            rec = profile(target, size=size, batch=batch, mode="step", device="cuda", latency=None)
+            row["measured"] = rec.step_memory.cuda_allocated - base
+            row["error"] = row["predicted"] / row["measured"] - 1
+        except Exception as e:  # noqa: BLE001 - what stopped one network is its finding
+            row["note"] = _one_line(e)
+        out.append(row)
+        print(f"  step {target} {size[0]}x{size[1]} B={batch}: {row}", flush=True)
+    return out
+
+
 def run_tests(out: Path | None) -> int:
     """The ``gpu``-marked tests in a pytest subprocess (0 if pytest is missing, said so); its exit status."""
     try:
@@ -268,7 +309,18 @@ def check(out: Path, gpu: str | None = None, tests: bool = True, budget_s: float
     device.update(configurations=done, left=left, seconds=round(time.perf_counter() - t0, 1))
     write(out, device, rows)
     print(summary(rows, out, time.perf_counter() - t0))
+    write_steps(out, step_rows())
     return status
+
+
+def write_steps(out: Path, rows: list[dict[str, Any]]) -> Path:
+    """``out/steps.csv`` (:data:`STEP_COLUMNS`)."""
+    path = out / "steps.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=STEP_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
 
 
 def write(out: Path, device: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -4,7 +4,10 @@ Reads ``reference/published.toml``, builds each configuration (a block alone, op
 2048->512 then the block then the concat fusion" head, or CCNet's RCCA head), measures FLOPs and peak
 memory on fake tensors (``meta``: nothing is allocated or computed) and, with ``device="cpu"``,
 latency on real tensors; writes ``DIR/reproduction.csv``, one row per published figure with ours beside
-it, the ratio and the reason where they differ. A runner, not the report: it may build models.
+it, the ratio and the reason where they differ. Its ``[[training_memory]]`` entries (a whole network's
+published GPU memory in training) are predicted by mode "step" with the entry's recipe
+(:mod:`isaprof.measure.training`) into ``DIR/training_memory.csv``. A runner, not the report: it may build
+models.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ COLUMNS = [
     "provenance", "reason", "latency_ms", "source", "setting",
 ]  # fmt: skip
 KINDS = ("conv3x3", "openseg", "rcca", "block", "affinity")
+# [[training_memory]] entries: a whole network's published training memory, and the side table predicting it
+TRAINING_KEYS = ("id", "source", "target", "size", "batch", "unit", "value", "provenance", "recipe")
+TRAINING_FILE = "training_memory.csv"
+TRAINING_COLUMNS = [
+    "id", "target", "size", "batch", "recipe", "unit", "published", "predicted", "ratio", "tensors",
+    "reserved", "resident", "backbone", "heads", "logits_loss", "backward", "allocator", "phase", "op",
+    "provenance", "reason", "source",
+]  # fmt: skip
 
 
 def make_model(spec: dict[str, Any]) -> tuple[Callable[[], nn.Module], tuple[int, int, int, int]]:
@@ -143,9 +154,10 @@ def load_published(path: str | Path = PUBLISHED) -> tuple[list[dict[str, Any]], 
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"published-figures file {path}: invalid TOML: {e}") from None
-    stray = sorted(set(doc) - {"figure", "ratio"})
+    # [[training_memory]]: load_training_memory; [[latency]]: isaprof.studies.bounds
+    stray = sorted(set(doc) - {"figure", "ratio", "training_memory", "latency"})
     if stray:
-        allowed = "[[figure]], [[ratio]]"
+        allowed = "[[figure]], [[ratio]], [[training_memory]], [[latency]]"
         raise ValueError(f"{path}: unknown top-level key(s) {', '.join(stray)}; allowed: {allowed}")
     figures, ratios = doc.get("figure", []), doc.get("ratio", [])
     for entry, keys in [
@@ -219,14 +231,102 @@ def ratio_rows(ratios: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) ->
     return out
 
 
-def reproduce(out_dir: str | Path, device: str = "meta", published: str | Path = PUBLISHED) -> Path:
+def load_training_memory(path: str | Path = PUBLISHED) -> list[dict[str, Any]]:
+    """The ``[[training_memory]]`` entries of a published-figures TOML, checked for required keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no published-figures file at {path}")
+    try:
+        with path.open("rb") as f:
+            entries = tomllib.load(f).get("training_memory", [])
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"published-figures file {path}: invalid TOML: {e}") from None
+    for e in entries:
+        missing = [k for k in TRAINING_KEYS if k not in e]
+        if missing:
+            raise ValueError(f"{path}: entry {e.get('id', '?')!r} lacks {', '.join(missing)}")
+        if e["unit"] != "MiB":
+            raise ValueError(f"{path}: {e['id']}: training memory is in MiB, got {e['unit']!r}")
+    return entries
+
+
+def training_memory_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """One published training-memory figure beside its prediction (MiB): ``predicted`` the CUDA allocator's
+    ``max_memory_allocated`` of the step with the entry's recipe, on meta; ``tensors`` the exact tensor
+    bytes at the peak, ``reserved`` the allocator's segments; the peak's parts (``resident``, ``backbone``
+    and ``heads`` activations, ``logits_loss``: the network's own resizes and the loss, ``backward``: the
+    transient above the saved activations, ``allocator``: block rounding, predicted - tensors); where and
+    the ratio predicted / published."""
+    from isaprof.profiling.profiler import step_memory  # lazy: loading the TOML needs no torch run
+
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.get("options", {}).items()}
+    width = {"channels": entry["channels"]} if "channels" in entry else {}  # a network's default: 3
+    m = step_memory(
+        entry["target"],
+        size=tuple(entry["size"]),
+        batch=entry["batch"],
+        recipe=entry["recipe"],
+        **width,
+        **options,
+    )
+    owners = dict(m.by_owner)
+    backbone = owners.pop("forward:backbone", 0)
+    heads = sum(v for k, v in owners.items() if k.startswith("forward:"))
+    mib = 2.0**20
+    row = {k: entry.get(k, "") for k in ("id", "target", "batch", "recipe", "unit", "provenance", "reason")}
+    row.update(
+        size="x".join(map(str, entry["size"])),
+        source=entry["source"],
+        published=entry["value"],
+        predicted=m.cuda_allocated / mib,
+        tensors=m.total / mib,
+        reserved=m.cuda_reserved / mib,
+        resident=m.resident_total / mib,
+        backbone=backbone / mib,
+        heads=heads / mib,
+        logits_loss=(owners.get("forward", 0) + owners.get("loss", 0)) / mib,
+        backward=m.transient / mib,
+        allocator=(m.cuda_allocated - m.total) / mib,
+        phase=m.phase,
+        op=m.op,
+    )
+    row["ratio"] = row["predicted"] / entry["value"]
+    if abs(row["ratio"] - 1) <= 0.05:
+        row["reason"] = "within 5%" + (f"; {row['reason']}" if row["reason"] else "")
+    return row
+
+
+def write_training_memory(out_dir: str | Path, published: str | Path = PUBLISHED) -> Path | None:
+    """Predict every ``[[training_memory]]`` figure; write and return ``out_dir/training_memory.csv`` (the
+    report's side table), or None when the file has none."""
+    entries = load_training_memory(published)
+    if not entries:
+        return None
+    path = Path(out_dir) / TRAINING_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TRAINING_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for entry in entries:
+            row = training_memory_row(entry)
+            writer.writerow({k: _round(row.get(k, "")) for k in TRAINING_COLUMNS})
+    return path
+
+
+def reproduce(
+    out_dir: str | Path, device: str = "meta", published: str | Path = PUBLISHED, training: bool = True
+) -> Path:
     """Measure every published figure's configuration; write and return ``out_dir/reproduction.csv``.
 
     ``device="meta"``: FLOPs and memory on fake tensors only (seconds); ``"cpu"`` adds real CPU
-    latency for configurations of at most 50 GFLOP.
+    latency for configurations of at most 50 GFLOP. ``training``: also predict the published training
+    memory of whole networks (``out_dir/training_memory.csv``, :func:`write_training_memory`; seconds per
+    network, on meta).
     """
     if device not in ("meta", "cpu"):
         raise ValueError(f"device must be 'meta' or 'cpu', got {device!r}")
+    if training:
+        write_training_memory(out_dir, published)
     figures, ratios = load_published(published)
     rows = {f["id"]: reproduce_figure(f, device) for f in figures}
     table = [*rows.values(), *ratio_rows(ratios, rows)]

@@ -159,3 +159,17 @@ def test_sweep_resumes_within_a_budget(tmp_path, monkeypatch) -> None:
     assert gpucheck.sweep(out, budget_s=600.0) == (2, 0)
     assert len({(r["height"], r["width"]) for r in read_rows(out)}) == 2
     assert json.loads((out / "machine.json").read_text())["cpu"]["matmul_gflops"] == 1.0
+
+
+def test_step_rows_predict_and_say_why_not_measured(tmp_path) -> None:  # noqa: ANN001
+    import torch
+
+    from isaprof.studies import gpu_check
+
+    assert [t for t, _, _ in gpu_check.STEP_ROWS] == ["isanet_r50_d8", "nonlocal_r50_d8"]
+    (row,) = gpu_check.step_rows((("fcn_r50_d8", (32, 32), 1),))
+    assert row["predicted"] >= row["tensors"] > 0 and row["reserved_predicted"] >= row["predicted"]
+    if not torch.cuda.is_available():
+        assert "CUDA" in row["note"] and "measured" not in row
+    path = gpu_check.write_steps(tmp_path, [row])
+    assert path.read_text().splitlines()[0] == ",".join(gpu_check.STEP_COLUMNS)
