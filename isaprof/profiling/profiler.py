@@ -394,6 +394,37 @@ def is_oom(exc: BaseException) -> bool:
     )
 
 
+def _analytic(config: Config, options: Any) -> tuple[Any, list[str]]:
+    """The configuration's closed-form cost (None without a formula) and the notes on it: no peak formula
+    on the fast path (its peak is its first call's, workspace included) nor in step mode (the formulas
+    cover the module's inference and train passes only)."""
+    cost = analytic_cost(config)
+    notes = list(cost.notes) if cost is not None else ["no closed-form formula for this target"]
+    if config.path == "fast":
+        notes.append(
+            "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
+        )
+    if options is not None:
+        notes.append(f"step settings ({options.describe()})")
+    if cost is not None and (config.path == "fast" or options is not None):
+        cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
+    return cost, notes
+
+
+def _raise_clear(error: RuntimeError, config: Config, defaulted: bool) -> None:
+    """Re-raise a measuring run's ``error`` as one clear line where it is a known limit (fake tensors, a
+    dtype the kernel lacks), or as it was; return only when a defaulted flash backend found no kernel (the
+    caller then runs the math kernel)."""
+    limit = fake_limit(error, config)
+    if limit is not None:
+        raise limit from None
+    if not defaulted or config.backend != "flash" or "no available kernel" not in str(error).lower():
+        clear = _unsupported_dtype(error, config)
+        if clear is None:
+            raise error
+        raise clear from error
+
+
 def profile(
     block: Any,
     size: tuple[int, int] | None = None,
@@ -445,32 +476,15 @@ def profile(
     defaulted = (block.backend if isinstance(block, Config) else config.get("backend")) is None
     # the one build: the block's own checks (factor, recurrence, ...) speak before any formula
     with _placement(cfg) as (module, x, params):
-        cost = analytic_cost(cfg)
-        notes = list(cost.notes) if cost is not None else ["no closed-form formula for this target"]
-        if cfg.path == "fast" and cost is not None:
-            cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
-            notes.append(
-                "fast path: no peak-memory formula; peak measured on the first call (workspace included)"
-            )
         options = resolve(**settings.step_settings()) if cfg.mode == "step" else None
-        if options is not None:
-            notes.append(f"step settings ({options.describe()})")
-            if cost is not None:  # the formulas cover the module's inference and train passes only
-                cost = dataclasses.replace(cost, peak_bytes={}, peak_tolerance={})
+        cost, notes = _analytic(cfg, options)
         seen: list[Any] = []  # the first call's output
         try:
             measured = _measure(cfg, module, x, settings.latency, output, seen, options)
         except RuntimeError as e:
-            limit = fake_limit(e, cfg)
-            if limit is not None:
-                raise limit from None
-            if not defaulted or cfg.backend != "flash" or "no available kernel" not in str(e).lower():
-                clear = _unsupported_dtype(e, cfg)
-                if clear is None:
-                    raise
-                raise clear from e
+            _raise_clear(e, cfg, defaulted)
             cfg = dataclasses.replace(cfg, backend="math")  # defaulted flash found no kernel
-            cost = analytic_cost(cfg)
+            cost, _ = _analytic(cfg, options)
             notes.append("sdpa: the fused CPU kernel does not apply to these shapes; ran the math kernel")
             measured = _measure(cfg, module, x, settings.latency, output, seen, options)
         said, warned = output_notes(cfg, tuple(x.shape), seen[0] if seen else None, output)
