@@ -68,6 +68,7 @@ report: $(STAMP)
 		$(BIN)/isaprof table --size $$hw --channels $$c $(TABLE_ARGS) --out $(RESULTS)/table_$$hw.json & \
 		pids="$$pids $$!"; done; s=0; for p in $$pids; do wait $$p || s=1; done; exit $$s
 	$(BIN)/isaprof heads $(RESULTS)
+	$(BIN)/isaprof networks $(RESULTS)
 	$(BIN)/isaprof bounds $(RESULTS)
 	$(BIN)/isaprof formula --all --channels 512 --size 61x59 --also-size 64x64 --jobs 2 --json --out $(RESULTS)/derived.json.new > /dev/null
 	$(READMEPY) "r.keep_unless_changed('$(RESULTS)/derived.json.new', '$(RESULTS)/derived.json')"

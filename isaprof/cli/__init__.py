@@ -22,7 +22,7 @@ import isaprof
 # Subcommands, in the order ``--help`` lists them; ``gpu-check`` lives in ``isaprof.cli.gpu_check_cmd``.
 SUBCOMMANDS = (
     "profile", "formula", "predict", "table", "list", "check", "factorize", "sweep", "reproduce", "heads",
-    "bounds", "verify", "baseline", "report", "machine", "gpu-check",
+    "networks", "bounds", "verify", "baseline", "report", "machine", "gpu-check",
 )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from isaprof.report import data, derived, efficiency, plots, readme, tables
 from isaprof.report.bounds import bounds_section
 from isaprof.report.gpu_latency import gpu_latency_section
 from isaprof.report.heads import heads_section
+from isaprof.report.networks import networks_section
 from isaprof.report.training_memory import section as training_memory_section
 from isaprof.roofline import schema
 
@@ -63,6 +64,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         _reproduction_section(results_dir, out_dir, notes),
         training_memory_section(results_dir, out_dir, notes),
         heads_section(results_dir, out_dir, notes),
+        networks_section(results_dir, out_dir, notes),
         _throughput_section(df, machine, out_dir, notes),
         bounds_section(results_dir, out_dir, notes),
         gpu_latency_section(results_dir, out_dir, notes),
