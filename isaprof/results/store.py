@@ -73,6 +73,23 @@ def columns() -> list[str]:
     return list(COLUMNS)
 
 
+def write_table(
+    path: str | Path, columns: Sequence[str], rows: Sequence[dict[str, Any]], *, extra: str = "raise"
+) -> Path:
+    """A study's side table (``heads.csv``, ``bounds.csv``, ...): ``rows`` under the header ``columns``,
+    missing cells empty, written atomically (a temporary file, then a rename) into a folder made as
+    needed. ``extra``: ``"raise"`` refuses a key outside ``columns``, ``"ignore"`` drops it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), restval="", extrasaction=extra)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
 @contextmanager
 def locked(out: str | Path) -> Iterator[int]:
     """The store's exclusive lock (``flock`` on ``results.csv``, created empty if absent); yields its fd."""

@@ -36,6 +36,7 @@ from typing import Any
 
 from isaprof import papers
 from isaprof.config import CONFIG_COLUMNS, REFERENCE, Config
+from isaprof.results.store import write_table
 from isaprof.roofline import schema
 from isaprof.roofline.bound import Counted, count, cpu_roofs, gpu_roofs
 from isaprof.roofline.schema import Roofs
@@ -202,15 +203,6 @@ def cpu_rows(results_dir: Path, machine: Mapping[str, Any] | None = None) -> lis
     return out
 
 
-def _write(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="raise")
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def measure_bounds(
     results_dir: str | Path, gpus: Iterable[str] = GPUS, machine: Mapping[str, Any] | None = None
 ) -> Path:
@@ -222,7 +214,7 @@ def measure_bounds(
     if (results_dir / "results.csv").is_file():
         rows += cpu_rows(results_dir, machine)
     path = results_dir / BOUNDS
-    _write(path, COLUMNS, rows)
+    write_table(path, COLUMNS, rows)
     if LATENCY_GPU in {g.strip().lower() for g in gpus}:
-        _write(results_dir / LATENCY, LATENCY_COLUMNS, latency_rows())
+        write_table(results_dir / LATENCY, LATENCY_COLUMNS, latency_rows())
     return path

@@ -26,7 +26,6 @@ tests' (0: they skip). Exit 1 if a gpu test fails; the comparison's misses are f
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import socket
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from isaprof.config import KEY_COLUMNS, REFERENCE, Config, select
+from isaprof.results.store import write_table
 
 ROOT = REFERENCE.parent
 SPEC = REFERENCE / "sweeps" / "cuda.toml"
@@ -315,21 +315,13 @@ def check(out: Path, gpu: str | None = None, tests: bool = True, budget_s: float
 
 def write_steps(out: Path, rows: list[dict[str, Any]]) -> Path:
     """``out/steps.csv`` (:data:`STEP_COLUMNS`)."""
-    path = out / "steps.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=STEP_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_table(out / "steps.csv", STEP_COLUMNS, rows, extra="ignore")
 
 
 def write(out: Path, device: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """``out/device.json``, ``out/comparison.csv`` (:data:`COLUMNS`) and ``out/comparison.json``."""
     (out / "device.json").write_text(json.dumps(device, indent=1) + "\n")
-    with (out / "comparison.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    write_table(out / "comparison.csv", COLUMNS, rows)
     (out / "comparison.json").write_text(json.dumps({"device": device, "rows": rows}, indent=1) + "\n")
 
 

@@ -11,7 +11,6 @@ its peak bytes are the bytes live at the head's peak that the block's modules al
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from isaprof import papers
 from isaprof.config import MODES, SIZE_FIELDS
 from isaprof.profiling.profiler import profile
+from isaprof.results.store import write_table
 from isaprof.targets.heads import HEADS
 
 # The papers' head configurations (B = 1, fp32, backbone output stride 8), with where each comes from:
@@ -67,10 +67,4 @@ def measure_head_shares(out_dir: str | Path, configs: tuple[dict[str, Any], ...]
     ``out_dir/heads.csv``."""
     configs = HEAD_CONFIGS if configs is None else configs
     rows = [row for cfg in configs for mode in MODES for row in head_share(cfg, mode)]
-    path = Path(out_dir) / "heads.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_table(Path(out_dir) / "heads.csv", COLUMNS, rows)

@@ -16,12 +16,12 @@ stage) and ``decode_head.1`` (the OCR stage), and ``head_modules`` names them.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from isaprof.profiling.profiler import profile
+from isaprof.results.store import write_table
 from isaprof.targets import network_names
 
 HEAD_MODULE = "decode_head"  # the segmentor's decode head (a ModuleList of the stages in a cascade)
@@ -73,10 +73,4 @@ def measure_networks(
     names = default_names() if names is None else list(names)
     settings = SETTINGS if settings is None else tuple(settings)
     rows = [network_row(name, s) for s in settings for name in names]
-    path = Path(out_dir) / "networks.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_table(Path(out_dir) / "networks.csv", COLUMNS, rows)

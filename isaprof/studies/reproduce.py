@@ -12,7 +12,6 @@ models.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from isaprof.config import REFERENCE
 from isaprof.measure import measure_latency, step
+from isaprof.results.store import write_table
 from isaprof.targets import build
 from isaprof.targets.blocks.common import record_attention
 from isaprof.targets.heads import OpensegHead, RCCAHead  # the published heads (isaprof.targets.heads)
@@ -302,15 +302,9 @@ def write_training_memory(out_dir: str | Path, published: str | Path = PUBLISHED
     entries = load_training_memory(published)
     if not entries:
         return None
-    path = Path(out_dir) / TRAINING_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TRAINING_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for entry in entries:
-            row = training_memory_row(entry)
-            writer.writerow({k: _round(row.get(k, "")) for k in TRAINING_COLUMNS})
-    return path
+    rows = [training_memory_row(entry) for entry in entries]
+    rows = [{k: _round(row.get(k, "")) for k in TRAINING_COLUMNS} for row in rows]
+    return write_table(Path(out_dir) / TRAINING_FILE, TRAINING_COLUMNS, rows)
 
 
 def reproduce(
@@ -330,14 +324,8 @@ def reproduce(
     figures, ratios = load_published(published)
     rows = {f["id"]: reproduce_figure(f, device) for f in figures}
     table = [*rows.values(), *ratio_rows(ratios, rows)]
-    path = Path(out_dir) / "reproduction.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in table:
-            writer.writerow({k: _round(row.get(k, "")) for k in COLUMNS})
-    return path
+    rows = [{k: _round(row.get(k, "")) for k in COLUMNS} for row in table]
+    return write_table(Path(out_dir) / "reproduction.csv", COLUMNS, rows)
 
 
 def _round(v: Any) -> Any:
