@@ -118,3 +118,23 @@ def test_the_graph_command_runs(flag: str, capsys: pytest.CaptureFixture[str]) -
     graph.main([flag] if flag else [])
     out = capsys.readouterr().out
     assert ("digraph" in out) if flag == "--dot" else ("->" in out)
+
+
+def test_the_graph_sees_imports_inside_functions_relative_ones_and_private_names(tmp_path) -> None:
+    """The rules above are only as good as the edges: a function-level upward import, a relative import
+    and a private name are all read (on a module written here, named as if it sat in ``measure``)."""
+    src = tmp_path / "probe.py"
+    src.write_text(
+        "from isaprof.config import _hidden\n"
+        "from . import flops\n"
+        "def f():\n"
+        "    from isaprof.cli import main\n"
+        "    import isaprof.report.page\n"
+    )
+    known = {"isaprof.measure.flops", "isaprof.report.page", "isaprof.cli"}
+    got = graph.imports(src, "isaprof.measure.probe", known)
+    assert ("isaprof.config", 1, ("_hidden",)) in got
+    assert ("isaprof.measure.flops", 2, ()) in got
+    assert ("isaprof.cli", 4, ("main",)) in got and ("isaprof.report.page", 5, ()) in got
+    rank = {name: i for i, name in enumerate(graph.LAYERS)}
+    assert rank[graph.layer("isaprof.cli")] > rank[graph.layer("isaprof.measure.probe")]  # upward
