@@ -94,7 +94,6 @@ def run_sweep(
         record_machine(out, n=peak_n)
     done, stale = statuses(out), elsewhere(out)
     todo, skipped, unavailable = [], 0, 0
-    again = sum(1 for cfg in configs if _status(done, cfg) is not None and _status(done, cfg, stale) is None)
     for cfg in configs:
         status = _status(done, cfg, stale)
         if status == "ok" or (status == "failed" and not retry_failed):
@@ -109,7 +108,7 @@ def run_sweep(
                 append(out, [row], cols, release_key=key)
         else:
             todo.append(cfg)
-    measured = failed = busy = 0
+    measured = failed = busy = again = 0
     bar = tqdm(todo, disable=not progress, unit="cfg", dynamic_ncols=True, desc="sweep", file=sys.stderr)
     for cfg in bar:
         bar.set_postfix_str(cfg.label(), refresh=False)
@@ -119,6 +118,7 @@ def run_sweep(
             skipped += got == "done"
             busy += got == "busy"
             continue
+        again += _status(done, cfg) is not None  # its standing rows were another machine's
         rows = measure(cfg, profile_fn)
         bad = any(r.get("status") != "ok" for r in rows)
         failed += bad

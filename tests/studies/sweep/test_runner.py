@@ -321,6 +321,9 @@ def test_another_machine_remeasures_latency_rows_and_reuses_meta_rows(tmp_path, 
     cfgs = load_configs(REPO / "reference" / "sweeps" / "tiny.toml")
     cpu = expand([{"blocks": ["dense"], "sizes": ["6x5"], "channels": [8], "devices": ["cpu"],
                    "modes": ["inference"], "impls": ["naive"]}])  # fmt: skip
+    monkeypatch.setattr("isaprof.studies.sweep.runner._available", lambda device: device != "cuda")
+    cuda = expand([{"blocks": ["dense"], "sizes": ["6x5"], "channels": [8], "devices": ["cuda"],
+                    "modes": ["inference"], "impls": ["naive"], "skip_if_unavailable": True}])  # fmt: skip
     cfgs = [*cfgs, *cpu]
     out = tmp_path / "data"
 
@@ -342,6 +345,11 @@ def test_another_machine_remeasures_latency_rows_and_reuses_meta_rows(tmp_path, 
     assert [m["machine"] for m in roofs["machines"]] == ["machine A", "machine B"]
     before = (out / "results.csv").read_bytes()
     assert sweep().skipped == len(cfgs) and (out / "results.csv").read_bytes() == before
+    # a device absent here is recorded as skipped, never counted as measured again
+    assert run_sweep(cuda, out, progress=False, peak_n=32).unavailable == 1
+    monkeypatch.setenv("ISAPROF_MACHINE_ID", "machine C")
+    third = run_sweep(cuda, out, progress=False, peak_n=32)
+    assert (third.unavailable, third.elsewhere, third.measured) == (1, 0, 0)
 
 
 def test_store_of_an_older_schema_is_upgraded_on_append(tmp_path):
