@@ -49,22 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(path: Path) -> str:
-    """How many published figures we match within 1 %, and for each other one the ratio and why."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    ok = [
-        r for r in rows if abs(float(r["ratio"]) - 1) <= 0.01
-    ]  # isaprof.studies.reproduce's "matches within 1%"
-    lines = [f"{len(rows)} published figures: {len(ok)} match within 1%, {len(rows) - len(ok)} do not"]
-    for r in rows:
-        if r in ok:
-            continue
-        why = r["reason"].split("; ")[0] or "no reason recorded in the published-figures file"
-        lines.append(
-            f"  {r['id']}: ours {r['ours']} vs published {r['published']} {r['unit']} "
-            f"(ratio {float(r['ratio']):.3g}): {why}"
-        )
-    return "\n".join(lines)
+    """The reproduction table's one summary (:mod:`isaprof.results.reproduction`) and each miss with why."""
+    from isaprof.results import reproduction
+
+    return "\n".join(reproduction.read(path).lines())
 
 
 def training_summary(path: Path) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from isaprof import papers
 from isaprof.report import data, tables
+from isaprof.results import reproduction
 from isaprof.studies import table as tbl
 
 # The papers' settings: (size, what it is), from reference/papers.toml.
@@ -27,7 +28,6 @@ CROSSOVER = (
     ("latency_ms", "inference", "CPU latency"),
 )
 CLAIM_METRICS = ("ratio", "reduction")  # rows of reproduction.csv that test a paper's relative claim
-CLOSE = (0.9, 1.1)  # a published figure "holds" within 10%, as the reproduction section counts
 
 
 def section(results_dir: Path, df: pd.DataFrame | None, notes: list[str]) -> str:
@@ -141,19 +141,18 @@ def _factor_finding(df: pd.DataFrame) -> str:
 
 
 def _claim_findings(path: Path) -> list[str]:
-    """Which of the papers' relative claims hold here (ratio in :data:`CLOSE`), with the reproduction's
-    reason, and how many published figures match."""
+    """Which of the papers' relative claims hold here (matched as :mod:`isaprof.results.reproduction`
+    counts), with the reproduction's reason, then the reproduction's one summary sentence."""
     if not path.is_file():
         return []
     rep = pd.read_csv(path, keep_default_na=False)
     if not {"id", "ratio", "metric", "published", "ours"} <= set(rep.columns):
         return []
-    ratio = pd.to_numeric(rep["ratio"], errors="coerce")
-    holds = ratio.between(*CLOSE)
-    claims = rep["metric"].isin(CLAIM_METRICS)
+    summary = reproduction.summarize(rep.to_dict("records"))
     out = []
-    for i in rep.index[claims]:
-        r = rep.loc[i]
+    for fig, (_, r) in zip(summary.figures, rep.iterrows(), strict=True):
+        if r["metric"] not in CLAIM_METRICS:
+            continue
         quote = re.search(r"'([^']+)'", str(r.get("source", "")))
         who = ", ".join(str(r.get("source", "")).split(", ")[:2]).strip() or r["id"]
         claim = f'{who}: "{quote.group(1)}"' if quote else r["id"]
@@ -161,17 +160,11 @@ def _claim_findings(path: Path) -> list[str]:
         measured = (
             f"measured {float(r['ours']):.3g}{unit} against the published {float(r['published']):g}{unit}"
         )
-        if holds[i]:
+        if fig.matched:
             out.append(f"Holds here: {claim} ({measured}).")
         else:
             reason = str(r.get("reason", "")).strip() or "no reason recorded"
             out.append(f"Does not hold here: {claim} ({measured}); {reason}.")
-    figs = rep[~claims]
-    if len(figs):
-        off = figs[~holds[~claims]]
-        tail = "; ".join(f"{r['id']} (ratio {float(r['ratio']):.2f})" for _, r in off.iterrows())
-        out.append(
-            f"{int(holds[~claims].sum())} of {len(figs)} published figures are matched within 10%"
-            + (f"; not: {tail} (reasons in the reproduction section)." if tail else ".")
-        )
+    tail = " (reasons in the reproduction section)." if summary.misses else "."
+    out.append(summary.sentence()[:-1] + tail)
     return out

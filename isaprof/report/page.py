@@ -21,6 +21,7 @@ from isaprof.report.gpu_latency import gpu_latency_section
 from isaprof.report.heads import heads_section
 from isaprof.report.networks import networks_section
 from isaprof.report.training_memory import section as training_memory_section
+from isaprof.results import reproduction
 from isaprof.roofline import schema
 
 HEATMAP_METRICS = (
@@ -260,13 +261,11 @@ def _reproduction_section(results_dir: Path, out_dir: Path, notes: list[str]) ->
     shutil.copyfile(path, out_dir / "tables" / "reproduction.csv")
     cols = ["id", "metric", "unit", "published", "ours", "ours_as_source", "source_formula", "ratio"]
     cols = [c for c in [*cols, "provenance", "reason"] if c in rep]
-    ratio = pd.to_numeric(rep.get("ratio"), errors="coerce")
-    close = int(ratio.between(0.9, 1.1).sum()) if ratio is not None else 0
     sentence = (
-        f"{close} of {len(rep)} published figures are matched within 10% (ratio = ours in the source's "
-        "convention / published); the reason column says why the others differ. `ours_as_source` adds the "
-        "resident weights to our peak memory, as openseg's harness (max allocated minus the input) does; "
-        "`source_formula` re-evaluates the source's own rough formula."
+        reproduction.read(path).sentence()
+        + " Ratio = ours in the source's convention / published; the reason column says why the others "
+        "differ. `ours_as_source` adds the resident weights to our peak memory, as openseg's harness (max "
+        "allocated minus the input) does; `source_formula` re-evaluates the source's own rough formula."
     )
     shown = rep[cols].rename(columns={"ours_as_source": "ours (source's convention)"})
     return "\n\n".join(["## Reproduction of published figures", sentence, tables.markdown(shown, ".4g")])

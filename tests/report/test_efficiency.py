@@ -9,6 +9,7 @@ import pandas as pd
 
 from isaprof.report import efficiency, tables
 from isaprof.report.data import COLUMNS, read_results
+from isaprof.results import reproduction
 from isaprof.studies import table as tbl
 
 
@@ -96,7 +97,12 @@ def test_section_tables_then_findings_from_data(tmp_path: Path) -> None:
     assert 'Does not hold here: Huang et al., CCNet (ICCV 2019): "needs 11x less"' in text
     assert "the CUDA op stores less" in text
     assert 'Holds here: Huang et al., CCNet (ICCV 2019): "about 85% fewer"' in text
-    assert "1 of 1 published figures are matched within 10%." in text
+    # the reproduction's one summary, over every row (claims included), quoted as results.reproduction has it
+    summary = reproduction.summarize(rep.to_dict("records"))
+    assert summary.sentence() == (
+        "2 of 3 published figures are matched within 10% (2 within 1%); not: claim-a (ratio 0.54)."
+    )
+    assert summary.sentence()[:-1] + " (reasons in the reproduction section)." in text
 
 
 def test_section_missing_files_is_a_note_not_an_error(tmp_path: Path) -> None:
