@@ -126,6 +126,13 @@ def provenance(df: pd.DataFrame, machine: dict) -> str:
             + (f" ({str(cpu['measured_at'])[:10]})" if cpu.get("measured_at") else "")
             + "."
         )
+        if cpu.get("contended"):
+            text += (
+                " **These roofs were measured while the machine was contended** (matmul probe changed by "
+                f"{units.sig(100 * float(cpu.get('probe_change') or 0), 2)}%, the process got "
+                f"{units.sig(100 * float(cpu.get('cpu_share') or 0), 2)}% of its threads' cores): they are "
+                "low, and fractions of peak high; `make report` on an idle machine measures them again."
+            )
     return text
 
 

@@ -34,7 +34,8 @@ def record_machine(
     if absent. ``n``: instead a quick uncached measurement with one ``n x n x n`` product (tests). Layout:
     :mod:`isaprof.roofline.schema`.
 
-    Files written before the bandwidth was measured (``"peak_gflops"``) are read and completed: a host
+    An entry measured while the machine was contended (``"contended": true``) is measured again (not with
+    ``n``). Files written before the bandwidth was measured (``"peak_gflops"``) are read and completed: a host
     whose entry lacks ``bandwidth_gbs`` (or a machine id) is measured again. Concurrent shard processes
     are serialised by a lock file; the JSON is replaced atomically.
     """
@@ -55,7 +56,10 @@ def record_machine(
             for d in devices
             if d in ("cpu", "cuda")
             and (d != "cuda" or torch.cuda.is_available())
-            and d not in schema.recorded(data, machine=machine_id(d))
+            and (
+                d not in schema.recorded(data, machine=machine_id(d))
+                or (not n and (schema.machine_entry(data, d, machine_id(d)) or {}).get("contended"))
+            )
         ]
         if todo:
             roofs = {d: measure_roofs(d, **_quick(n)) for d in todo} if n else machine_roofs()

@@ -12,9 +12,18 @@ synchronises CUDA around every block, so the same code measures ``cpu`` and ``cu
   and 256 MiB each. Bytes per call = arrays x array bytes (STREAM's count: no write-allocate traffic).
 
 Every sample is kept (``"samples"``), so that the reported roof is checkably the maximum of what was
-measured in the same run. Figures are cached per machine (:func:`cache_path`: keyed by
-:func:`isaprof.measure.env.machine_id`, never the host name, which many machines share) and re-measured
-on request.
+measured in the same run.
+
+A roof measured while other work competes for the machine is low, and a cached low roof would make blocks
+look faster than the peak. Each measurement therefore checks for contention in two ways: the matmul probe
+of :mod:`isaprof.measure.latency` before and after (changed by more than 20%: ``probe_change``), and on a
+CPU the process's share of its threads' cores while timing (CPU time / (wall time x threads) below
+:data:`MIN_CPU_SHARE`: ``cpu_share``; steady load from other processes, which leaves the probe unchanged,
+shows here). A contended measurement is repeated once (:data:`ATTEMPTS`); if still contended it is kept,
+marked ``"contended": true``, and never reused from a cache.
+
+Figures are cached per machine (:func:`cache_path`: keyed by :func:`isaprof.measure.env.machine_id`,
+never the host name, which many machines share) and re-measured on request.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 MIB = 2**20
+MIN_CPU_SHARE = 0.8  # below: the process got under 80% of its threads' cores while timing = contended
+ATTEMPTS = 2  # measurements of a device's roofs at most, while the previous one was contended
 
 
 @dataclass(frozen=True)
@@ -235,20 +246,21 @@ def measure_roofs(
     min_run_time: float = 0.8,
 ) -> dict[str, Any]:
     """Measure ``device``'s roofs now (no cache): :func:`summarise` of the samples, plus the samples,
-    ``threads``, ``host``, ``device_name``, ``torch``, ``llc_bytes``, ``measured_at``, ``seconds``."""
+    ``threads``, ``host``, ``device_name``, ``torch``, ``llc_bytes``, ``measured_at``, ``seconds`` and the
+    contention check (``probe_change``, ``cpu_share``, ``contended``; the module docstring)."""
     import torch
 
     from isaprof.measure.env import device_name, machine_id
+    from isaprof.measure.latency import contended
 
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise ValueError(f"roofs need an available real device (cpu, cuda), got {device!r}")
     t0 = time.perf_counter()
-    samples = matmul_samples(device, shapes, "float32", min_run_time)
-    if device == "cuda":
-        samples += matmul_samples(device, shapes, "bfloat16", min_run_time / 2)
-    samples += bandwidth_samples(device, array_bytes, 2 * min_run_time)
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    for _ in range(ATTEMPTS):
+        samples, change, share = _measured(device, shapes, array_bytes, min_run_time)
+        busy = contended(change) or (share is not None and share < MIN_CPU_SHARE)
+        if not busy:
+            break
     return {
         **summarise(samples),
         "threads": torch.get_num_threads(),
@@ -259,8 +271,34 @@ def measure_roofs(
         "llc_bytes": last_level_cache_bytes(device),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - t0, 2),
+        "probe_change": round(change, 4),
+        "cpu_share": None if share is None else round(share, 3),
+        "contended": busy,
         "samples": [asdict(s) for s in samples],
     }
+
+
+def _measured(
+    device: str, shapes: tuple[GemmShape, ...] | None, array_bytes: int | None, min_run_time: float
+) -> tuple[list[Sample], float, float | None]:
+    """One measurement of ``device``'s samples, with the matmul probe's relative change across it and,
+    on a CPU, the process's share of its threads' cores while it ran (None on CUDA)."""
+    import torch
+
+    from isaprof.measure.latency import matmul_probe
+
+    probe = matmul_probe(device)
+    before = probe()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    samples = matmul_samples(device, shapes, "float32", min_run_time)
+    if device == "cuda":
+        samples += matmul_samples(device, shapes, "bfloat16", min_run_time / 2)
+    samples += bandwidth_samples(device, array_bytes, 2 * min_run_time)
+    wall = time.perf_counter() - wall0
+    share = (time.process_time() - cpu0) / (wall * torch.get_num_threads()) if device == "cpu" else None
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return samples, probe() / before - 1, share
 
 
 def cache_path(machine: str | None = None) -> Path:
@@ -289,8 +327,8 @@ def available_devices() -> tuple[str, ...]:
 def machine_roofs(remeasure: bool = False, *, cache: str | Path | None = None, **measure: Any) -> dict:
     """This machine's roofs, ``{"cpu": {...}, "cuda": {...}}`` (cuda where available), from the machine's
     cache when it holds every available device at the current thread count (and, where recorded, the same
-    machine id), else measured (10-20 s on a CPU) and cached. ``remeasure``: ignore the cache.
-    ``measure``: keyword arguments of :func:`measure_roofs`.
+    machine id) measured uncontended, else measured (10-20 s on a CPU) and cached. ``remeasure``: ignore
+    the cache. ``measure``: keyword arguments of :func:`measure_roofs`.
     """
     import torch
 
@@ -312,6 +350,7 @@ def machine_roofs(remeasure: bool = False, *, cache: str | Path | None = None, *
         and old[d].get("threads") == torch.get_num_threads()
         and old[d].get("machine", machine_id(d)) == machine_id(d)
         and {"matmul_gflops", "bandwidth_gbs"} <= set(old[d])
+        and not old[d].get("contended")
     }
     if len(fresh) == len(devices):
         return fresh

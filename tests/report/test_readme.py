@@ -57,7 +57,10 @@ def test_provenance_names_the_cpu_model_and_the_machine_id() -> None:
     name = sorted(set(df.loc[lat, "device_name"]))[0]
     assert f"**{name}** (machine `node A`" in text and "at least 7 timed samples" in text
     assert f"{int((lat & (df['block'] == 'dense')).sum())} of {int(lat.sum())} are noisy" in text
-    assert "50.00 GFLOP/s" in text and "toy CPU" in text
+    assert "50.00 GFLOP/s" in text and "toy CPU" in text and "contended" not in text.split("CPU roofs")[1]
+    entry.update(contended=True, probe_change=0.02, cpu_share=0.54)  # steady load: roofs said to be low
+    text = page.provenance(df, data.roofs_for_latencies(machine, df)[0])
+    assert "**These roofs were measured while the machine was contended**" in text and "got 54% of" in text
     df.loc[lat, "machine"] = "node B"  # no roofs recorded on the latencies' machine: said so
     assert (
         "none measured on the machine of the latencies (node B)"

@@ -14,6 +14,7 @@ import torch
 
 from isaprof.cli import main
 from isaprof.measure.env import machine_id
+from isaprof.measure.latency import contended
 from isaprof.roofline import roofs, schema
 from isaprof.roofline.machine import record_machine
 from isaprof.roofline.roofs import GemmShape, Sample, machine_roofs, measure_roofs, summarise
@@ -149,3 +150,43 @@ def test_record_machine_keys_roofs_by_machine_id(tmp_path, monkeypatch) -> None:
     assert {m["host"] for m in second["machines"]} == {socket.gethostname()}
     assert schema.machine_entry(second, "cpu", "machine B") is second["machines"][1]
     assert schema.machine_entry(second, "cpu", "machine C") is None
+
+
+def test_contended_measurement_is_repeated_marked_and_never_reused(tmp_path, monkeypatch) -> None:
+    """A low CPU share (steady load the probe cannot see) or a probe change above 20% marks a measurement
+    contended: it is measured again once, kept marked if still contended, and a cache of it is not reused."""
+    r = measure_roofs("cpu", **TINY)
+    assert {"probe_change", "cpu_share", "contended"} <= set(r) and isinstance(r["contended"], bool)
+    busy = r["cpu_share"] < roofs.MIN_CPU_SHARE or contended(r["probe_change"])
+    assert 0 < r["cpu_share"] and r["contended"] == busy
+    sample = Sample("matmul", "mm", "s", "", "float32", 1, "FLOP", 5.0, 0.0, 1.0, 1)
+    runs: list[int] = []
+    for share, change, attempts, busy in ((0.5, 0.0, 2, True), (0.95, 0.3, 2, True), (0.95, 0.05, 1, False)):
+        runs.clear()
+        monkeypatch.setattr(
+            roofs, "_measured", lambda *a, s=share, c=change: runs.append(1) or ([sample], c, s)
+        )
+        got = measure_roofs("cpu", **TINY)
+        assert (len(runs), got["contended"], got["cpu_share"]) == (attempts, busy, share)
+    calls: list[str] = []
+    monkeypatch.setattr(
+        roofs, "measure_roofs", lambda d, **kw: calls.append(d) or {**_fake(7.0), "contended": True}
+    )
+    monkeypatch.setattr(roofs, "available_devices", lambda: ("cpu",))
+    path = tmp_path / "m.json"
+    machine_roofs(cache=path)
+    machine_roofs(cache=path)  # the cached roofs were contended: measured again, not reused
+    assert calls == ["cpu", "cpu"]
+
+
+def test_record_machine_measures_a_contended_entry_again(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ISAPROF_MACHINE_ID", "machine C")
+    marks = iter([True, False])
+    monkeypatch.setattr(
+        roofs, "machine_roofs", lambda: {"cpu": {**_fake(7.0), "contended": next(marks)}}, raising=True
+    )
+    first = record_machine(tmp_path, devices=("cpu",))
+    assert schema.machine_entry(first, "cpu", "machine C")["contended"] is True
+    second = record_machine(tmp_path, devices=("cpu",))  # measured again: now uncontended, and kept
+    assert schema.machine_entry(second, "cpu", "machine C")["contended"] is False
+    assert record_machine(tmp_path, devices=("cpu",)) == second  # an uncontended entry is reused
