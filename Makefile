@@ -30,7 +30,7 @@ STAMP := $(VENV)/.isaprof-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || ( $(TORCH_INSTALL) )
-	$(BIN)/pip install -q -e '.[dev,cluster]'
+	$(BIN)/pip install -q -e '.[dev,cluster,corpus]'
 	touch $@
 
 install: $(STAMP)
