@@ -441,6 +441,16 @@ def _environment_section(df: pd.DataFrame, machine: dict, results_dir: Path, out
     return "\n\n".join(lines)
 
 
+def _reach(row: dict) -> str:
+    """``"1.9% (long-range) -> 100.0% (short-range)"``: the share of pairs reached after each stage."""
+    names = row.get("stage_names") or []
+    return " -> ".join(
+        units.percent(f)
+        + (f" ({names[i]})" if i < len(names) and len(names) == len(row["fractions"]) else "")
+        for i, f in enumerate(row["fractions"])
+    )
+
+
 def _flow_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     """Connectivity: the reach picture (``isaprof verify --figure``) and ``verify.json``'s figures."""
     lines = ["## Information flow"]
@@ -456,9 +466,7 @@ def _flow_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
             "block": [r["block"] for r in rows],
             "size": ["{}x{}".format(*r["size"]) for r in rows],
             "options": [", ".join(f"{k}={v}" for k, v in r["options"].items()) or "defaults" for r in rows],
-            "pairs reached per stage (structural)": [
-                " > ".join(units.sig(f, 3, trim=True) for f in r["fractions"]) for r in rows
-            ],
+            "pairs reached after each stage (structural)": [_reach(r) for r in rows],
             "paths per pair": [f"{r['paths_min']}..{r['paths_max']}" for r in rows],
             "stages needed": [r["stages_needed"] if r["stages_needed"] else "never" for r in rows],
             "Jacobian (whole block)": [r["empirical"][-1][1] if r["empirical"] else "" for r in rows],
@@ -469,7 +477,8 @@ def _flow_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     lines.append(
         "Which input positions reach which output positions, from each block's grouping (exact, any size) "
         "and from the support of the real module's Jacobian (random weights, several draws); a block "
-        "advertised as fully connected must reach every pair, and both checks must agree."
+        "advertised as fully connected must reach every pair, and both checks must agree. The structural "
+        "column gives the share of (input, output) pairs connected after each stage, in order."
     )
     lines.append(tables.markdown(table))
     return "\n\n".join(lines)

@@ -66,3 +66,14 @@ def test_provenance_names_the_cpu_model_and_the_machine_id() -> None:
         "none measured on the machine of the latencies (node B)"
         in data.roofs_for_latencies(machine, df)[1][0]
     )
+
+
+def test_flow_table_names_each_stage_share_in_percent(tmp_path) -> None:  # noqa: ANN001
+    row = {"block": "isa", "size": [12, 10], "options": {}, "stage_names": ["long-range", "short-range"],
+           "fractions": [0.019444, 1.0], "paths_min": 1, "paths_max": 1, "stages_needed": 2,
+           "empirical": [["whole block", 1.0]], "agree": True, "ok": True}  # fmt: skip
+    (tmp_path / "verify.json").write_text(json.dumps([row, {**row, "stage_names": [], "fractions": [0.5]}]))
+    text = page._flow_section(tmp_path, tmp_path, [])
+    assert (
+        "| 1.9% (long-range) -> 100.0% (short-range) |" in text and "| 50.0% |" in text and " > " not in text
+    )
