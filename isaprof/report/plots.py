@@ -5,29 +5,29 @@ Each figure is readable on its own: title, axis labels with units, a legend outs
 fill (naive filled, sdpa hollow, fast half); a curve hidden under another is drawn slightly to its right.
 
 A figure whose inputs did not change is not drawn again (:func:`unchanged`): each PNG carries the hash of
-the data, the arguments and this module's source in its ``isaprof-inputs`` text chunk.
+the data, the arguments and this module's source in its ``isaprof-inputs`` text chunk. Matplotlib is imported
+only when a figure is drawn (:func:`pyplot`): a report whose figures are all current never loads it.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import matplotlib
-import matplotlib.colors
-import matplotlib.lines
-import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select
+from isaprof.report import data, tables
 
-from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select  # noqa: E402
-from isaprof.report import data, tables  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # One palette keyed by block name: the same colour and marker for a block in every figure.
 STYLES: dict[str, tuple[str, str]] = {
@@ -85,14 +85,36 @@ def inputs_hash(name: str, *args: Any, **kwargs: Any) -> str:
 
 
 def stored_hash(path: Path) -> str | None:
-    """The ``isaprof-inputs`` chunk of the PNG at ``path`` (None: absent or unreadable)."""
-    try:
-        from PIL import Image
+    """The ``isaprof-inputs`` ``tEXt`` chunk of the PNG at ``path`` (None: absent, not a PNG, unreadable).
 
-        with Image.open(path) as im:
-            return im.text.get(KEY)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - any unreadable file is simply drawn again
+    Walks the chunks (8-byte signature, then length, type, data, CRC each) up to the image data.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError:
         return None
+    if raw[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    at, key = 8, KEY.encode("latin-1") + b"\0"
+    while at + 8 <= len(raw):
+        size, kind = struct.unpack(">I4s", raw[at : at + 8])
+        body = raw[at + 8 : at + 8 + size]
+        if kind == b"tEXt" and body.startswith(key):
+            return body[len(key) :].decode("latin-1")
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        at += 12 + size
+    return None
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend, imported on the first figure drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def unchanged(fn: F) -> F:
@@ -115,13 +137,15 @@ def unchanged(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _save(fig: plt.Figure, path: Path, svg: bool) -> Path:
+def _save(fig: Figure, path: Path, svg: bool, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (PNG, its inputs' hash in a text chunk; ``svg``: an SVG beside it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {KEY: _current[str(path)]} if str(path) in _current else {}
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None, **meta})
+    box = "tight" if tight else None
+    fig.savefig(path, dpi=dpi, bbox_inches=box, metadata={"Software": None, **meta})
     if svg:
-        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
-    plt.close(fig)
+        fig.savefig(path.with_suffix(".svg"), bbox_inches=box)
+    pyplot().close(fig)
     return path
 
 
@@ -135,7 +159,7 @@ def scaling(
     values are divided by ``scale`` and drawn in ``unit``. The legend carries each line's fitted exponent
     (slope of log metric against log N over the larger half of the sizes).
     """
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    fig, ax = pyplot().subplots(figsize=(7, 4.6))
     several_impls = rows["impl"].nunique() > 1 or rows["backend"].nunique() > 1
     drawn: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, N, y) of each curve so far
     for key, g in data.series(rows).items():
@@ -203,8 +227,10 @@ def _overlaps(n: np.ndarray, y: np.ndarray, n0: np.ndarray, y0: np.ndarray) -> b
     return bool(close.sum() >= max(min(2, len(common)), len(common) / 2))
 
 
-def _size_ticks(ax: plt.Axes, rows: pd.DataFrame) -> None:
+def _size_ticks(ax: Axes, rows: pd.DataFrame) -> None:
     """x ticks at the measured sizes labelled ``HxW`` (up to 10 sizes), else plain numbers of N."""
+    import matplotlib.ticker
+
     sizes = rows.drop_duplicates("N").sort_values("N")
     if len(sizes) <= 10:
         ax.set_xticks(
@@ -221,6 +247,10 @@ def _size_ticks(ax: plt.Axes, rows: pd.DataFrame) -> None:
 @unchanged
 def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float) -> Path:
     """ISA cost over the factor grid (P_h rows, P_w columns), analytic (x) and measured (o) optimum."""
+    import matplotlib.colors
+    import matplotlib.ticker
+
+    plt = pyplot()
     phs, pws = sorted(grid["ph"].unique()), sorted(grid["pw"].unique())
     z = np.full((len(phs), len(pws)), np.nan)
     for r in grid.itertuples():
@@ -294,7 +324,10 @@ def roofline(
     without a bandwidth it draws the compute roof only and says that the memory roof is missing. The legend
     sits outside the axes.
     """
-    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    import matplotlib.lines
+    import matplotlib.ticker
+
+    fig, ax = pyplot().subplots(figsize=(8.5, 5.2))
     pts = tp.dropna(subset=["intensity", "gflops"])
     pts = pts[(pts["intensity"] > 0) & (pts["gflops"] > 0)]
     if pts.empty:
@@ -376,3 +409,35 @@ def roofline(
               title="marker size grows with resolution;\nISA's factor labelled at its largest size",
               title_fontsize=7)  # fmt: skip
     return _save(fig, Path(path), svg=False)
+
+
+# The training peak's parts, bottom up, as training_memory.csv names them (MiB), with their legend.
+PARTS = (
+    ("resident", "resident state (weights, grads, optimizer, buckets, batch)"),
+    ("backbone", "backbone activations"),
+    ("heads", "head activations"),
+    ("logits_loss", "logits and loss"),
+    ("backward", "backward transient"),
+    ("allocator", "allocator rounding"),
+)
+
+
+@unchanged
+def stacked_bars(df: pd.DataFrame, path: str | Path) -> Path:
+    """One bar per network of ``training_memory.csv`` (``df``): the predicted peak's parts
+    (:data:`PARTS`, MiB) stacked, the published figure as a tick."""
+    fig, ax = pyplot().subplots(figsize=(1.6 + 1.2 * len(df), 4.2))
+    x = range(len(df))
+    bottom = pd.Series(0.0, index=df.index)
+    for col, label in PARTS:
+        if col not in df:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce").fillna(0.0)
+        ax.bar(x, values, bottom=bottom, label=label, width=0.6)
+        bottom = bottom + values
+    ax.scatter(x, pd.to_numeric(df["published"]), marker="_", s=900, color="k", label="published", zorder=3)
+    ax.set_xticks(list(x), df["target"], rotation=20, ha="right")
+    ax.set_ylabel("MiB (max_memory_allocated)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, Path(path), svg=False, dpi=120, tight=False)
