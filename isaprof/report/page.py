@@ -161,6 +161,12 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
         missing = sorted(set(df["block"]) - set(rows["block"]))
         if missing:
             notes.append(f"{label}: no rows for {', '.join(missing)}.")
+    if len(lines) > 1:
+        lines.append(
+            f"Where two curves coincide (within {plots.OVERLAP:.0%} at every size both hold, two sizes or "
+            f"more), the later one is drawn {100 * (plots.DODGE - 1):.0f}% to the right and its legend entry "
+            "names the curve it hides behind."
+        )
     exps = tables.exponents(df)
     exps.to_csv(out_dir / "tables" / "exponents.csv", index=False, float_format="%.6g")  # stable digits
     if not exps.empty:

@@ -44,8 +44,10 @@ _OTHER_COLOURS = ("tab:olive", "tab:cyan", "black", "gold", "navy", "teal")
 _OTHER_MARKERS = ("h", "p", "<", ">", "8", "d")
 # An impl is told apart by its fill: the reference naive form filled, sdpa hollow, the fast path half-filled.
 FILLS = {"naive": "full", "sdpa": "none", "fast": "left"}
-OVERLAP = 0.03  # two curves within 3% (in log y) at every common size are drawn side by side
-DODGE = 1.07  # ... the later one shifted right by this factor in N per curve it hides behind
+# Two curves with |ln(y / y0)| < OVERLAP (within about 3%) at every common size, 2 sizes or more, coincide:
+# the later one is drawn DODGE times further right in N per curve it hides behind, and its legend says so.
+OVERLAP = 0.03
+DODGE = 1.07
 
 
 def style(block: str) -> tuple[str, str]:
@@ -157,7 +159,9 @@ def scaling(
 
     ``rows``: tidy rows of one metric and mode (already one impl, or the impl is put in the label);
     values are divided by ``scale`` and drawn in ``unit``. The legend carries each line's fitted exponent
-    (slope of log metric against log N over the larger half of the sizes).
+    (slope of log metric against log N over the larger half of the sizes). A line that coincides with one
+    drawn before it (:func:`overlaps`) is drawn :data:`DODGE` times to its right, its legend entry naming
+    that line and the tolerance: ``(= axial within 3%, drawn 7% right)``.
     """
     fig, ax = pyplot().subplots(figsize=(7, 4.6))
     several_impls = rows["impl"].nunique() > 1 or rows["backend"].nunique() > 1
@@ -169,7 +173,7 @@ def scaling(
         n, y = g["N"].to_numpy(), g["measured"].to_numpy() / scale
         slope = tables.fit_exponent(n, y)
         name = data.label(key, g, impl=several_impls)
-        hides = [lab for lab, n0, y0 in drawn if _overlaps(n, y, n0, y0)]
+        hides = [lab for lab, n0, y0 in drawn if overlaps(n, y, n0, y0)]
         shift = DODGE ** len(hides)  # a curve under another one is drawn beside it, and says so
         drawn.append((name, n, y))
         has_formula = g["analytic"].notna().sum() >= 2
@@ -192,11 +196,11 @@ def scaling(
             markeredgewidth=1.2 if fill == "none" else 0.4,
             label=f"{name}  "
             + ("N^?" if np.isnan(slope) else f"N^{slope:.2f}")
-            + (f"  (= {hides[-1]}, drawn {100 * (shift - 1):.0f}% right)" if hides else ""),
+            + (dodge_note(hides[-1], shift) if hides else ""),
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    if rows["N"].nunique() == 1:  # one size: a span around it, so that side-by-side markers stay close
+    if rows["N"].nunique() == 1:  # one size: a span around it (else matplotlib's default span is huge)
         n0 = float(rows["N"].iloc[0])
         ax.set_xlim(n0 / 1.5, n0 * 1.5)
     _size_ticks(ax, rows)
@@ -215,16 +219,23 @@ def scaling(
     return _save(fig, Path(path), svg)
 
 
-def _overlaps(n: np.ndarray, y: np.ndarray, n0: np.ndarray, y0: np.ndarray) -> bool:
-    """Whether curve (n, y) lies within :data:`OVERLAP` of (n0, y0) at most common sizes (at least half
-    of them, and 2 or more unless they share one size only): on a log axis their markers sit on each other."""
+def dodge_note(hidden: str, shift: float) -> str:
+    """Legend tail of a curve drawn ``shift`` times to the right of ``hidden``, the curve it coincides
+    with: ``"  (= axial within 3%, drawn 7% right)"`` (the tolerance is :data:`OVERLAP`)."""
+    return f"  (= {hidden} within {OVERLAP:.0%}, drawn {100 * (shift - 1):.0f}% right)"
+
+
+def overlaps(n: np.ndarray, y: np.ndarray, n0: np.ndarray, y0: np.ndarray, tol: float = OVERLAP) -> bool:
+    """Whether curve (n, y) coincides with (n0, y0): they share at least 2 sizes N and at every one of them
+    both values are positive and ``|ln(y / y0)| < tol`` (:data:`OVERLAP`: within about 3%), so that on a
+    log axis one curve's markers hide the other's everywhere."""
     common, i, j = np.intersect1d(n, n0, return_indices=True)
-    if len(common) == 0:
+    if len(common) < 2:
         return False
-    a, b = y[i], y0[j]
-    good = (a > 0) & (b > 0)
-    close = good & (np.abs(np.log(np.where(good, a, 1) / np.where(good, b, 1))) < OVERLAP)
-    return bool(close.sum() >= max(min(2, len(common)), len(common) / 2))
+    a, b = np.asarray(y, float)[i], np.asarray(y0, float)[j]
+    good = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    close = good & (np.abs(np.log(np.where(good, a, 1) / np.where(good, b, 1))) < tol)
+    return bool(close.all())
 
 
 def _size_ticks(ax: Axes, rows: pd.DataFrame) -> None:
