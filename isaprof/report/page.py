@@ -165,7 +165,8 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
         lines.append(
             f"Where two curves coincide (within {plots.OVERLAP:.0%} at every size both hold, two sizes or "
             f"more), the later one is drawn {100 * (plots.DODGE - 1):.0f}% to the right and its legend entry "
-            "names the curve it hides behind."
+            "names the curve it hides behind; where they meet at some sizes only, the later marker is drawn "
+            "smaller there, on top of the other."
         )
     exps = tables.exponents(df)
     exps.to_csv(out_dir / "tables" / "exponents.csv", index=False, float_format="%.6g")  # stable digits

@@ -48,6 +48,7 @@ FILLS = {"naive": "full", "sdpa": "none", "fast": "left"}
 # the later one is drawn DODGE times further right in N per curve it hides behind, and its legend says so.
 OVERLAP = 0.03
 DODGE = 1.07
+SMALL = 4.0  # marker size (points) of a marker drawn on top of another curve's marker; others are 7
 
 
 def style(block: str) -> tuple[str, str]:
@@ -161,11 +162,14 @@ def scaling(
     values are divided by ``scale`` and drawn in ``unit``. The legend carries each line's fitted exponent
     (slope of log metric against log N over the larger half of the sizes). A line that coincides with one
     drawn before it (:func:`overlaps`) is drawn :data:`DODGE` times to its right, its legend entry naming
-    that line and the tolerance: ``(= axial within 3%, drawn 7% right)``.
+    that line and the tolerance: ``(= axial within 3%, drawn 7% right)``. A marker that sits within that
+    tolerance on a marker drawn before it at the same size (:func:`sits_on`), where the lines as a whole
+    do not coincide, is drawn smaller (:data:`SMALL`) so that the one beneath shows around it.
     """
     fig, ax = pyplot().subplots(figsize=(7, 4.6))
     several_impls = rows["impl"].nunique() > 1 or rows["backend"].nunique() > 1
     drawn: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, N, y) of each curve so far
+    points: list[tuple[np.ndarray, np.ndarray]] = []  # (x, y) of the markers drawn so far
     for key, g in data.series(rows).items():
         block, impl = key[0], key[1]
         c, mk = style(block)
@@ -176,6 +180,9 @@ def scaling(
         hides = [lab for lab, n0, y0 in drawn if overlaps(n, y, n0, y0)]
         shift = DODGE ** len(hides)  # a curve under another one is drawn beside it, and says so
         drawn.append((name, n, y))
+        x = n * shift
+        small = sits_on(x, y, points)  # markers on another curve's marker: drawn smaller, on top
+        points.append((x, y))
         has_formula = g["analytic"].notna().sum() >= 2
         if has_formula:  # the formula as a dashed curve, measured points as markers on top
             ax.plot(n * shift, g["analytic"].to_numpy() / scale, "--", linewidth=1.2, color=c, alpha=0.8)
@@ -184,20 +191,26 @@ def scaling(
             half = np.nan_to_num(spread) / 2  # drawn median +- IQR/2 (the IQR's width, centred)
             ax.errorbar(n * shift, y, yerr=[np.minimum(half, y * 0.999), half], fmt="none", ecolor=c,
                         elinewidth=1.0, capsize=3, alpha=0.8)  # fmt: skip
-        ax.plot(
-            n * shift,
-            y,
+        marks = dict(
             marker=mk,
             fillstyle=fill,
-            linestyle="none" if has_formula else ":",
-            markersize=7,
             color=c,
             markeredgecolor=c if fill == "none" else "k",
             markeredgewidth=1.2 if fill == "none" else 0.4,
+        )
+        ax.plot(
+            x,
+            y,
+            linestyle="none" if has_formula else ":",
+            markersize=7,
+            markevery=list(~small) if small.any() else None,
             label=f"{name}  "
             + ("N^?" if np.isnan(slope) else f"N^{slope:.2f}")
             + (dodge_note(hides[-1], shift) if hides else ""),
+            **marks,
         )
+        if small.any():
+            ax.plot(x[small], y[small], linestyle="none", markersize=SMALL, **marks)
     ax.set_xscale("log")
     ax.set_yscale("log")
     if rows["N"].nunique() == 1:  # one size: a span around it (else matplotlib's default span is huge)
@@ -223,6 +236,19 @@ def dodge_note(hidden: str, shift: float) -> str:
     """Legend tail of a curve drawn ``shift`` times to the right of ``hidden``, the curve it coincides
     with: ``"  (= axial within 3%, drawn 7% right)"`` (the tolerance is :data:`OVERLAP`)."""
     return f"  (= {hidden} within {OVERLAP:.0%}, drawn {100 * (shift - 1):.0f}% right)"
+
+
+def sits_on(x: np.ndarray, y: np.ndarray, points: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Which markers (x, y) sit on a marker of ``points`` (earlier curves' (x, y)): the same x and
+    ``|ln(y / y0)| <`` :data:`OVERLAP`. A boolean array the length of ``x``."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    out = np.zeros(len(x), bool)
+    for x0, y0 in points:
+        _, i, j = np.intersect1d(x, np.asarray(x0, float), return_indices=True)
+        a, b = y[i], np.asarray(y0, float)[j]
+        good = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+        out[i[good & (np.abs(np.log(np.where(good, a, 1) / np.where(good, b, 1))) < OVERLAP)]] = True
+    return out
 
 
 def overlaps(n: np.ndarray, y: np.ndarray, n0: np.ndarray, y0: np.ndarray, tol: float = OVERLAP) -> bool:

@@ -145,3 +145,15 @@ def test_stored_hash_reads_the_png_text_chunk(tmp_path: Path) -> None:
     assert plots.stored_hash(tmp_path / "b.png") is None
     assert plots.stored_hash(tmp_path / "c.png") is None
     assert plots.stored_hash(tmp_path / "absent.png") is None
+
+
+def test_markers_sitting_on_earlier_markers_are_found_per_size() -> None:
+    from isaprof.report import plots
+
+    x = np.array([256.0, 1024.0, 4096.0])
+    earlier = [(x, np.array([1.0, 4.0, 16.0])), (x * plots.DODGE, np.array([2.0, 8.0, 32.0]))]
+    # on the first curve at 256 (2% off) and 4096 (exact); 1024 is 10% off; the dodged curve has other x
+    got = plots.sits_on(x, np.array([1.02, 4.4, 16.0]), earlier)
+    assert got.tolist() == [True, False, True]
+    assert plots.sits_on(x * plots.DODGE, np.array([2.0, 8.0, 1.0]), earlier).tolist() == [True, True, False]
+    assert plots.sits_on(x, np.array([1.0, 4.0, 16.0]), []).tolist() == [False, False, False]
