@@ -13,6 +13,7 @@ import shutil
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from isaprof.config import (  # the tidy row schema, defined once (pure Python)
@@ -129,13 +130,25 @@ def series(rows: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     options). A block's option sets found at one size only (ISA's factor grid) are left out when others of
     the block span several sizes. Key: (block, impl, backend, ..., options); see :func:`label`.
     """
-    lines = {
-        k: g.drop_duplicates("N").sort_values("N") for k, g in rows.groupby([*SERIES, "options"], sort=True)
-    }
+    keys = [*SERIES, "options"]
+    # one pass: a line's first row at each N, sorted by N (stable), then split by key once; a line
+    # keeps its rows in that order (rows with an empty key cell belong to no line, as in a groupby)
+    uniq = rows.drop_duplicates([*keys, "N"]).sort_values("N", kind="stable")
+    grouped = uniq.groupby(keys, sort=True)
+    sizes = grouped.size()
+    if sizes.empty:
+        return {}
+    codes = grouped.ngroup().fillna(-1).to_numpy(dtype=np.int64)
+    order = np.argsort(codes, kind="stable")[int((codes < 0).sum()) :]
+    ends = np.cumsum(sizes.to_numpy())
     spans: dict[str, int] = {}
-    for k, g in lines.items():
-        spans[k[0]] = max(spans.get(k[0], 0), len(g))
-    return {k: g for k, g in lines.items() if len(g) >= 2 or spans[k[0]] < 2}
+    for k, n in zip(sizes.index, sizes.to_numpy(), strict=True):
+        spans[k[0]] = max(spans.get(k[0], 0), int(n))
+    return {
+        k: uniq.iloc[order[end - n : end]]
+        for k, n, end in zip(sizes.index, sizes.to_numpy(), ends, strict=True)
+        if n >= 2 or spans[k[0]] < 2
+    }
 
 
 def variant(g: pd.DataFrame) -> str:

@@ -2,7 +2,8 @@
 
 Reads ``RESULTS_DIR/derived.json`` (``isaprof formula --all --json --out``: ``{"channels", "mode", "blocks":
 [{"block", "impl", "macs": {"expression", "leading", "exponent", ...}, ...}], "isa_optimum": {...}}``) and
-the tidy results; torch-free (SymPy only reads the expressions back).
+the tidy results; torch-free, and SymPy-free for expressions in the grammar of :func:`expression_function`
+(the closed forms ``isaprof formula`` prints).
 
 Agreement: the derived exponent is the limit N -> infinity; the fitted one is a slope over the swept sizes.
 They agree within ``TOLERANCE`` when the sweep reaches sizes where the leading term dominates. Where they do
@@ -13,9 +14,13 @@ term is ``DOMINANT`` of the cost says how far the sweep would have to go.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import operator
 import shutil
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +44,86 @@ def read_derived(path: Path) -> dict[str, Any]:
     return obj
 
 
-def _function(expression: str):  # noqa: ANN202 - a float function of (H, W)
+# What an expression of derived.json may hold for the exact evaluator (anything else goes through SymPy):
+# integers and floats, H and W, + - * / ** %, comparisons, & and |, and these SymPy functions.
+_CALLS: dict[str, Callable[..., Any]] = {
+    "ceiling": math.ceil, "floor": math.floor, "Max": max, "Min": min, "Abs": abs, "Mod": operator.mod,
+    "Eq": operator.eq, "Ne": operator.ne, "Ge": operator.ge, "Gt": operator.gt, "Le": operator.le,
+    "Lt": operator.lt,
+}  # fmt: skip
+_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.GtE: operator.ge, ast.Gt: operator.gt,
+            ast.LtE: operator.le, ast.Lt: operator.lt}  # fmt: skip
+
+
+def _divide(a: Any, b: Any) -> Any:
+    """``a / b`` exactly (a Fraction) between integers and fractions, as floats otherwise."""
+    exact = (int, Fraction)
+    return Fraction(a) / Fraction(b) if isinstance(a, exact) and isinstance(b, exact) else a / b
+
+
+def _power(a: Any, b: Any) -> Any:
+    """``a ** b`` exactly for an integer exponent (a negative one gives a Fraction), as floats otherwise."""
+    if isinstance(b, Fraction) and b.denominator == 1:
+        b = int(b)
+    if isinstance(b, int) and isinstance(a, (int, Fraction)):
+        return Fraction(a) ** b if b < 0 else a**b
+    return float(a) ** float(b)
+
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: _divide,
+           ast.Pow: _power, ast.Mod: operator.mod, ast.BitAnd: operator.and_,
+           ast.BitOr: operator.or_}  # fmt: skip
+
+
+def _compile(node: ast.AST) -> Callable[[int, int], Any]:
+    """A function of (H, W) evaluating ``node`` in exact integer/rational arithmetic; ``ValueError`` on
+    anything outside the small grammar of :data:`_CALLS` and :data:`_BINARY`."""
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        value = node.value
+        return lambda h, w: value
+    if isinstance(node, ast.Name) and node.id in ("H", "W"):
+        return (lambda h, w: h) if node.id == "H" else (lambda h, w: w)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        arg, sign = _compile(node.operand), -1 if isinstance(node.op, ast.USub) else 1
+        return lambda h, w: sign * arg(h, w)
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        op, left, right = _BINARY[type(node.op)], _compile(node.left), _compile(node.right)
+        return lambda h, w: op(left(h, w), right(h, w))
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
+        op, left, right = _COMPARE[type(node.ops[0])], _compile(node.left), _compile(node.comparators[0])
+        return lambda h, w: op(left(h, w), right(h, w))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS:
+        if node.keywords or not node.args:
+            raise ValueError(f"unsupported call {ast.unparse(node)}")
+        fn, args = _CALLS[node.func.id], [_compile(a) for a in node.args]
+        return lambda h, w: fn(*(a(h, w) for a in args))
+    raise ValueError(f"unsupported expression {ast.unparse(node)}")
+
+
+def expression_function(expression: str) -> Callable[[int, int], Any]:
+    """A function of integer (H, W) giving the value of a SymPy-printed ``expression`` of ``derived.json``
+    (a polynomial in H, W with ceiling/floor/Max/Min/Mod; a condition such as ``Eq(Mod(H, 8), 0)``).
+
+    Evaluated exactly in Python integers and fractions, without importing SymPy; an expression outside
+    that grammar is read by SymPy (``sympify``) and evaluated there.
+    """
+    try:
+        return _compile(ast.parse(expression.strip(), mode="eval").body)
+    except (SyntaxError, ValueError):
+        pass
     import sympy
 
     h, w = sympy.symbols("H W", integer=True, positive=True)
     expr = sympy.sympify(expression, locals={"H": h, "W": w})
+    if isinstance(expr, sympy.logic.boolalg.Boolean):
+        return lambda a, b: bool(expr.subs({h: int(a), w: int(b)}))
     return sympy.lambdify((h, w), expr, modules=["math", {"Max": max, "Min": min}])
 
 
 def dominance_size(expression: str, leading: str, share: float = DOMINANT, top: int = 2**16) -> int | None:
     """Smallest square side S (H = W = S, S <= ``top``) from which ``leading`` is >= ``share`` of
     ``expression`` (checked at geometrically spaced sides, then refined); None if not within ``top``."""
-    f, g = _function(expression), _function(leading)
+    f, g = expression_function(expression), expression_function(leading)
 
     def ok(s: int) -> bool:
         total = float(f(s, s))
@@ -101,10 +174,10 @@ def comparison(derived: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
         if g is not None and macs.get("exponent") is not None:
             n, hs, ws = g["N"].to_numpy(), g["height"].to_numpy(), g["width"].to_numpy()
             fitted = tables.fit_exponent(n, g["measured"].to_numpy())
-            f = _function(macs["expression"])
+            f = expression_function(macs["expression"])
             own = np.array([float(f(int(h), int(w))) for h, w in zip(hs, ws, strict=True)])
             last = int(np.argmax(n))
-            lead = _function(macs["leading"]) if macs.get("leading") else None
+            lead = expression_function(macs["leading"]) if macs.get("leading") else None
             rec["fitted exponent"] = fitted
             rec["fit sizes"] = f"{int(hs.min())}x{int(ws.min())}..{int(hs[last])}x{int(ws[last])}"
             rec["derived slope at fit sizes"] = tables.fit_exponent(n, own)
@@ -118,13 +191,10 @@ def comparison(derived: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
 
 def _outside(valid_when: list[str], hs: np.ndarray, ws: np.ndarray) -> str:
     """``"97x97: Eq(Mod(H, 8), 0)"`` for the first swept size where a condition of the expression fails."""
-    import sympy
-
-    h, w = sympy.symbols("H W", integer=True, positive=True)
     for text in valid_when:
-        cond = sympy.sympify(text, locals={"H": h, "W": w})
+        cond = expression_function(text)
         for a, b in zip(hs, ws, strict=True):
-            if not bool(cond.subs({h: int(a), w: int(b)})):
+            if not bool(cond(int(a), int(b))):
                 return f"{int(a)}x{int(b)}: {text}"
     return ""
 

@@ -30,8 +30,13 @@ CROSSOVER = (
 CLAIM_METRICS = ("ratio", "reduction")  # rows of reproduction.csv that test a paper's relative claim
 
 
-def section(results_dir: Path, df: pd.DataFrame | None, notes: list[str]) -> str:
-    """Markdown of the opening section; a note (not an exception) for each missing input."""
+def section(
+    results_dir: Path, df: pd.DataFrame | None, notes: list[str], crossovers: pd.DataFrame | None = None
+) -> str:
+    """Markdown of the opening section; a note (not an exception) for each missing input.
+
+    ``crossovers``: ``tables.crossovers(df)`` where the caller has it already (computed here otherwise).
+    """
     lines = ["## Efficiency at the papers' settings"]
     found = 0
     for (h, w), what in SETTINGS:
@@ -53,17 +58,17 @@ def section(results_dir: Path, df: pd.DataFrame | None, notes: list[str]) -> str
         lines.append(tbl.markdown(rows))
     if not found:
         return ""
-    findings = _findings(results_dir, df)
+    findings = _findings(results_dir, df, crossovers)
     if findings:
         lines.append("### Findings (computed from the results below)")
         lines.append("\n".join(f"- {f}" for f in findings))
     return "\n\n".join(lines)
 
 
-def _findings(results_dir: Path, df: pd.DataFrame | None) -> list[str]:
+def _findings(results_dir: Path, df: pd.DataFrame | None, crossovers: pd.DataFrame | None) -> list[str]:
     out = []
     if df is not None:
-        cross = _crossover_finding(df)
+        cross = _crossover_finding(df, crossovers)
         if cross:
             out.append(cross)
         factor = _factor_finding(df)
@@ -73,9 +78,10 @@ def _findings(results_dir: Path, df: pd.DataFrame | None) -> list[str]:
     return out
 
 
-def _crossover_finding(df: pd.DataFrame) -> str:
-    """One sentence: per block (reference form, naive), the size from which it stays cheaper than dense."""
-    cx = tables.crossovers(df)
+def _crossover_finding(df: pd.DataFrame, crossovers: pd.DataFrame | None = None) -> str:
+    """One sentence: per block (reference form, naive), the size from which it stays cheaper than dense
+    (``crossovers``: ``tables.crossovers(df)``, computed here when not given)."""
+    cx = tables.crossovers(df) if crossovers is None else crossovers
     cx = cx[(cx["impl"] == "naive") & (cx["baseline_impl"] == "naive")]
     if cx.empty:
         return ""

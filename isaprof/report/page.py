@@ -50,6 +50,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
     wide = data.ok(df).pivot_table(index=wide_index, columns="metric", values="measured", aggfunc="first")
     wide.reset_index().to_csv(out_dir / "tables" / "measured_wide.csv", index=False)  # one row per config
     notes: list[str] = list(roof_notes)
+    cx = tables.crossovers(df)  # read by the findings and by the crossover section
     parts = [
         "# isaprof report",
         f"From `{results_dir}` ({units.plural(len(df), 'tidy row')}, "
@@ -57,10 +58,12 @@ def write_report(results_dir: str | Path, out_dir: str | Path, svg: bool = False
         "FLOPs = 2 x MACs; memory in MiB (2^20 B); "
         "peak memory = live tensor storage allocated during the call (parameters and input excluded). "
         + provenance(df, machine),
-        efficiency.section(results_dir, df, notes),  # the efficiency table at the papers' sizes, first
+        efficiency.section(
+            results_dir, df, notes, crossovers=cx
+        ),  # the efficiency table at the papers' sizes, first
         _scaling_section(df, out_dir, notes, svg),
         derived.section(results_dir, df, out_dir, notes),  # exact exponents beside the fitted ones
-        _crossover_section(df, out_dir),
+        _crossover_section(cx, out_dir),
         _factor_section(df, out_dir, notes),
         _reproduction_section(results_dir, out_dir, notes),
         training_memory_section(results_dir, out_dir, notes),
@@ -166,6 +169,13 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
         missing = sorted(set(df["block"]) - set(rows["block"]))
         if missing:
             notes.append(f"{label}: no rows for {', '.join(missing)}.")
+    if len(lines) > 1:
+        lines.append(
+            f"Where two curves coincide (within {plots.OVERLAP:.0%} at every size both hold, two sizes or "
+            f"more), the later one is drawn {100 * (plots.DODGE - 1):.0f}% to the right and its legend entry "
+            "names the curve it hides behind; where they meet at some sizes only, the later marker is drawn "
+            "smaller there, on top of the other."
+        )
     exps = tables.exponents(df)
     exps.to_csv(out_dir / "tables" / "exponents.csv", index=False, float_format="%.6g")  # stable digits
     if not exps.empty:
@@ -185,8 +195,8 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
     return "\n\n".join(lines)
 
 
-def _crossover_section(df: pd.DataFrame, out_dir: Path) -> str:
-    cx = tables.crossovers(df)
+def _crossover_section(cx: pd.DataFrame, out_dir: Path) -> str:
+    """The crossover table (``cx``: :func:`tables.crossovers` of the results) and its CSV."""
     cx.to_csv(out_dir / "tables" / "crossovers.csv", index=False)
     if cx.empty:
         return "## Crossover against dense\n\n_No dense baseline or no common sizes: nothing to compare._"

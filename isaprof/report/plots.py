@@ -5,29 +5,29 @@ Each figure is readable on its own: title, axis labels with units, a legend outs
 fill (naive filled, sdpa hollow, fast half); a curve hidden under another is drawn slightly to its right.
 
 A figure whose inputs did not change is not drawn again (:func:`unchanged`): each PNG carries the hash of
-the data, the arguments and this module's source in its ``isaprof-inputs`` text chunk.
+the data, the arguments and this module's source in its ``isaprof-inputs`` text chunk. Matplotlib is imported
+only when a figure is drawn (:func:`pyplot`): a report whose figures are all current never loads it.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import matplotlib
-import matplotlib.colors
-import matplotlib.lines
-import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select
+from isaprof.report import data, tables
 
-from isaprof.config import KEY_COLUMNS, SIZE_FIELDS, select  # noqa: E402
-from isaprof.report import data, tables  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # One palette keyed by block name: the same colour and marker for a block in every figure.
 STYLES: dict[str, tuple[str, str]] = {
@@ -44,8 +44,11 @@ _OTHER_COLOURS = ("tab:olive", "tab:cyan", "black", "gold", "navy", "teal")
 _OTHER_MARKERS = ("h", "p", "<", ">", "8", "d")
 # An impl is told apart by its fill: the reference naive form filled, sdpa hollow, the fast path half-filled.
 FILLS = {"naive": "full", "sdpa": "none", "fast": "left"}
-OVERLAP = 0.03  # two curves within 3% (in log y) at every common size are drawn side by side
-DODGE = 1.07  # ... the later one shifted right by this factor in N per curve it hides behind
+# Two curves with |ln(y / y0)| < OVERLAP (within about 3%) at every common size, 2 sizes or more, coincide:
+# the later one is drawn DODGE times further right in N per curve it hides behind, and its legend says so.
+OVERLAP = 0.03
+DODGE = 1.07
+SMALL = 4.0  # marker size (points) of a marker drawn on top of another curve's marker; others are 7
 
 
 def style(block: str) -> tuple[str, str]:
@@ -85,14 +88,36 @@ def inputs_hash(name: str, *args: Any, **kwargs: Any) -> str:
 
 
 def stored_hash(path: Path) -> str | None:
-    """The ``isaprof-inputs`` chunk of the PNG at ``path`` (None: absent or unreadable)."""
-    try:
-        from PIL import Image
+    """The ``isaprof-inputs`` ``tEXt`` chunk of the PNG at ``path`` (None: absent, not a PNG, unreadable).
 
-        with Image.open(path) as im:
-            return im.text.get(KEY)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - any unreadable file is simply drawn again
+    Walks the chunks (8-byte signature, then length, type, data, CRC each) up to the image data.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError:
         return None
+    if raw[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    at, key = 8, KEY.encode("latin-1") + b"\0"
+    while at + 8 <= len(raw):
+        size, kind = struct.unpack(">I4s", raw[at : at + 8])
+        body = raw[at + 8 : at + 8 + size]
+        if kind == b"tEXt" and body.startswith(key):
+            return body[len(key) :].decode("latin-1")
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        at += 12 + size
+    return None
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend, imported on the first figure drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def unchanged(fn: F) -> F:
@@ -115,13 +140,15 @@ def unchanged(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _save(fig: plt.Figure, path: Path, svg: bool) -> Path:
+def _save(fig: Figure, path: Path, svg: bool, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (PNG, its inputs' hash in a text chunk; ``svg``: an SVG beside it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {KEY: _current[str(path)]} if str(path) in _current else {}
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None, **meta})
+    box = "tight" if tight else None
+    fig.savefig(path, dpi=dpi, bbox_inches=box, metadata={"Software": None, **meta})
     if svg:
-        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
-    plt.close(fig)
+        fig.savefig(path.with_suffix(".svg"), bbox_inches=box)
+    pyplot().close(fig)
     return path
 
 
@@ -133,11 +160,16 @@ def scaling(
 
     ``rows``: tidy rows of one metric and mode (already one impl, or the impl is put in the label);
     values are divided by ``scale`` and drawn in ``unit``. The legend carries each line's fitted exponent
-    (slope of log metric against log N over the larger half of the sizes).
+    (slope of log metric against log N over the larger half of the sizes). A line that coincides with one
+    drawn before it (:func:`overlaps`) is drawn :data:`DODGE` times to its right, its legend entry naming
+    that line and the tolerance: ``(= axial within 3%, drawn 7% right)``. A marker that sits within that
+    tolerance on a marker drawn before it at the same size (:func:`sits_on`), where the lines as a whole
+    do not coincide, is drawn smaller (:data:`SMALL`) so that the one beneath shows around it.
     """
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    fig, ax = pyplot().subplots(figsize=(7, 4.6))
     several_impls = rows["impl"].nunique() > 1 or rows["backend"].nunique() > 1
     drawn: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, N, y) of each curve so far
+    points: list[tuple[np.ndarray, np.ndarray]] = []  # (x, y) of the markers drawn so far
     for key, g in data.series(rows).items():
         block, impl = key[0], key[1]
         c, mk = style(block)
@@ -145,9 +177,12 @@ def scaling(
         n, y = g["N"].to_numpy(), g["measured"].to_numpy() / scale
         slope = tables.fit_exponent(n, y)
         name = data.label(key, g, impl=several_impls)
-        hides = [lab for lab, n0, y0 in drawn if _overlaps(n, y, n0, y0)]
+        hides = [lab for lab, n0, y0 in drawn if overlaps(n, y, n0, y0)]
         shift = DODGE ** len(hides)  # a curve under another one is drawn beside it, and says so
         drawn.append((name, n, y))
+        x = n * shift
+        small = sits_on(x, y, points)  # markers on another curve's marker: drawn smaller, on top
+        points.append((x, y))
         has_formula = g["analytic"].notna().sum() >= 2
         if has_formula:  # the formula as a dashed curve, measured points as markers on top
             ax.plot(n * shift, g["analytic"].to_numpy() / scale, "--", linewidth=1.2, color=c, alpha=0.8)
@@ -156,23 +191,29 @@ def scaling(
             half = np.nan_to_num(spread) / 2  # drawn median +- IQR/2 (the IQR's width, centred)
             ax.errorbar(n * shift, y, yerr=[np.minimum(half, y * 0.999), half], fmt="none", ecolor=c,
                         elinewidth=1.0, capsize=3, alpha=0.8)  # fmt: skip
-        ax.plot(
-            n * shift,
-            y,
+        marks = dict(
             marker=mk,
             fillstyle=fill,
-            linestyle="none" if has_formula else ":",
-            markersize=7,
             color=c,
             markeredgecolor=c if fill == "none" else "k",
             markeredgewidth=1.2 if fill == "none" else 0.4,
+        )
+        ax.plot(
+            x,
+            y,
+            linestyle="none" if has_formula else ":",
+            markersize=7,
+            markevery=list(~small) if small.any() else None,
             label=f"{name}  "
             + ("N^?" if np.isnan(slope) else f"N^{slope:.2f}")
-            + (f"  (= {hides[-1]}, drawn {100 * (shift - 1):.0f}% right)" if hides else ""),
+            + (dodge_note(hides[-1], shift) if hides else ""),
+            **marks,
         )
+        if small.any():
+            ax.plot(x[small], y[small], linestyle="none", markersize=SMALL, **marks)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    if rows["N"].nunique() == 1:  # one size: a span around it, so that side-by-side markers stay close
+    if rows["N"].nunique() == 1:  # one size: a span around it (else matplotlib's default span is huge)
         n0 = float(rows["N"].iloc[0])
         ax.set_xlim(n0 / 1.5, n0 * 1.5)
     _size_ticks(ax, rows)
@@ -191,20 +232,42 @@ def scaling(
     return _save(fig, Path(path), svg)
 
 
-def _overlaps(n: np.ndarray, y: np.ndarray, n0: np.ndarray, y0: np.ndarray) -> bool:
-    """Whether curve (n, y) lies within :data:`OVERLAP` of (n0, y0) at most common sizes (at least half
-    of them, and 2 or more unless they share one size only): on a log axis their markers sit on each other."""
+def dodge_note(hidden: str, shift: float) -> str:
+    """Legend tail of a curve drawn ``shift`` times to the right of ``hidden``, the curve it coincides
+    with: ``"  (= axial within 3%, drawn 7% right)"`` (the tolerance is :data:`OVERLAP`)."""
+    return f"  (= {hidden} within {OVERLAP:.0%}, drawn {100 * (shift - 1):.0f}% right)"
+
+
+def sits_on(x: np.ndarray, y: np.ndarray, points: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Which markers (x, y) sit on a marker of ``points`` (earlier curves' (x, y)): the same x and
+    ``|ln(y / y0)| <`` :data:`OVERLAP`. A boolean array the length of ``x``."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    out = np.zeros(len(x), bool)
+    for x0, y0 in points:
+        _, i, j = np.intersect1d(x, np.asarray(x0, float), return_indices=True)
+        a, b = y[i], np.asarray(y0, float)[j]
+        good = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+        out[i[good & (np.abs(np.log(np.where(good, a, 1) / np.where(good, b, 1))) < OVERLAP)]] = True
+    return out
+
+
+def overlaps(n: np.ndarray, y: np.ndarray, n0: np.ndarray, y0: np.ndarray, tol: float = OVERLAP) -> bool:
+    """Whether curve (n, y) coincides with (n0, y0): they share at least 2 sizes N and at every one of them
+    both values are positive and ``|ln(y / y0)| < tol`` (:data:`OVERLAP`: within about 3%), so that on a
+    log axis one curve's markers hide the other's everywhere."""
     common, i, j = np.intersect1d(n, n0, return_indices=True)
-    if len(common) == 0:
+    if len(common) < 2:
         return False
-    a, b = y[i], y0[j]
-    good = (a > 0) & (b > 0)
-    close = good & (np.abs(np.log(np.where(good, a, 1) / np.where(good, b, 1))) < OVERLAP)
-    return bool(close.sum() >= max(min(2, len(common)), len(common) / 2))
+    a, b = np.asarray(y, float)[i], np.asarray(y0, float)[j]
+    good = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    close = good & (np.abs(np.log(np.where(good, a, 1) / np.where(good, b, 1))) < tol)
+    return bool(close.all())
 
 
-def _size_ticks(ax: plt.Axes, rows: pd.DataFrame) -> None:
+def _size_ticks(ax: Axes, rows: pd.DataFrame) -> None:
     """x ticks at the measured sizes labelled ``HxW`` (up to 10 sizes), else plain numbers of N."""
+    import matplotlib.ticker
+
     sizes = rows.drop_duplicates("N").sort_values("N")
     if len(sizes) <= 10:
         ax.set_xticks(
@@ -221,6 +284,10 @@ def _size_ticks(ax: plt.Axes, rows: pd.DataFrame) -> None:
 @unchanged
 def factor_heatmap(grid: pd.DataFrame, path: str | Path, *, title: str, unit: str, scale: float) -> Path:
     """ISA cost over the factor grid (P_h rows, P_w columns), analytic (x) and measured (o) optimum."""
+    import matplotlib.colors
+    import matplotlib.ticker
+
+    plt = pyplot()
     phs, pws = sorted(grid["ph"].unique()), sorted(grid["pw"].unique())
     z = np.full((len(phs), len(pws)), np.nan)
     for r in grid.itertuples():
@@ -294,7 +361,10 @@ def roofline(
     without a bandwidth it draws the compute roof only and says that the memory roof is missing. The legend
     sits outside the axes.
     """
-    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    import matplotlib.lines
+    import matplotlib.ticker
+
+    fig, ax = pyplot().subplots(figsize=(8.5, 5.2))
     pts = tp.dropna(subset=["intensity", "gflops"])
     pts = pts[(pts["intensity"] > 0) & (pts["gflops"] > 0)]
     if pts.empty:
@@ -376,3 +446,35 @@ def roofline(
               title="marker size grows with resolution;\nISA's factor labelled at its largest size",
               title_fontsize=7)  # fmt: skip
     return _save(fig, Path(path), svg=False)
+
+
+# The training peak's parts, bottom up, as training_memory.csv names them (MiB), with their legend.
+PARTS = (
+    ("resident", "resident state (weights, grads, optimizer, buckets, batch)"),
+    ("backbone", "backbone activations"),
+    ("heads", "head activations"),
+    ("logits_loss", "logits and loss"),
+    ("backward", "backward transient"),
+    ("allocator", "allocator rounding"),
+)
+
+
+@unchanged
+def stacked_bars(df: pd.DataFrame, path: str | Path) -> Path:
+    """One bar per network of ``training_memory.csv`` (``df``): the predicted peak's parts
+    (:data:`PARTS`, MiB) stacked, the published figure as a tick."""
+    fig, ax = pyplot().subplots(figsize=(1.6 + 1.2 * len(df), 4.2))
+    x = range(len(df))
+    bottom = pd.Series(0.0, index=df.index)
+    for col, label in PARTS:
+        if col not in df:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce").fillna(0.0)
+        ax.bar(x, values, bottom=bottom, label=label, width=0.6)
+        bottom = bottom + values
+    ax.scatter(x, pd.to_numeric(df["published"]), marker="_", s=900, color="k", label="published", zorder=3)
+    ax.set_xticks(list(x), df["target"], rotation=20, ha="right")
+    ax.set_ylabel("MiB (max_memory_allocated)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, Path(path), svg=False, dpi=120, tight=False)

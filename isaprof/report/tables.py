@@ -104,18 +104,22 @@ def crossovers(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
         rows = data.main_slice(data.metric_rows(df, metric, mode))
         lines = data.series(rows)
         bases = {k: g for k, g in lines.items() if k[0] == baseline}
+        base_n = {bkey: (b["N"].to_numpy(), b["measured"].to_numpy()) for bkey, b in bases.items()}
         for key, g in lines.items():
             if key[0] == baseline:
                 continue
-            for bkey, b in bases.items():
-                m = g.merge(b, on="N", suffixes=("", "_base"))
-                if m.empty:
+            n, y = g["N"].to_numpy(), g["measured"].to_numpy()
+            hs, ws = g["height"].to_numpy(), g["width"].to_numpy()
+            for bkey, (bn, by) in base_n.items():
+                # the sizes both lines hold (each line's N are unique and sorted: see data.series)
+                common, i, j = np.intersect1d(n, bn, assume_unique=True, return_indices=True)
+                if len(common) == 0:
                     continue
-                x = crossover(m["N"].to_numpy(), m["measured"].to_numpy(), m["measured_base"].to_numpy())
+                x = crossover(common, y[i], by[j])
                 hw = x
                 if isinstance(x, int):
-                    r = m[m["N"] == x].iloc[0]
-                    hw = f"{int(r['height'])}x{int(r['width'])}"
+                    at = i[np.searchsorted(common, x)]
+                    hw = f"{int(hs[at])}x{int(ws[at])}"
                 out.append(
                     {
                         "metric": metric,
@@ -123,7 +127,7 @@ def crossovers(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
                         "block": data.label(key, g),
                         "impl": _impl(key),
                         "baseline_impl": _impl(bkey),
-                        "sizes": len(m),
+                        "sizes": len(common),
                         "crossover": x,
                         "crossover_hw": hw,
                     }

@@ -10,46 +10,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from isaprof.report import tables  # noqa: E402
+from isaprof.report import plots, tables
 
 TRAINING_FILE = "training_memory.csv"
 REQUIRED = {"id", "target", "published", "predicted", "ratio", "reason"}
-# the peak's parts, bottom up, as the side table names them (MiB), with their legend
-PARTS = (
-    ("resident", "resident state (weights, grads, optimizer, buckets, batch)"),
-    ("backbone", "backbone activations"),
-    ("heads", "head activations"),
-    ("logits_loss", "logits and loss"),
-    ("backward", "backward transient"),
-    ("allocator", "allocator rounding"),
-)
-
-
-def stacked_bars(df: pd.DataFrame, path: Path) -> Path:
-    """One bar per network: the predicted peak's parts stacked, the published figure as a tick."""
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(df), 4.2))
-    x = range(len(df))
-    bottom = pd.Series(0.0, index=df.index)
-    for col, label in PARTS:
-        if col not in df:
-            continue
-        values = pd.to_numeric(df[col], errors="coerce").fillna(0.0)
-        ax.bar(x, values, bottom=bottom, label=label, width=0.6)
-        bottom = bottom + values
-    ax.scatter(x, pd.to_numeric(df["published"]), marker="_", s=900, color="k", label="published", zorder=3)
-    ax.set_xticks(list(x), df["target"], rotation=20, ha="right")
-    ax.set_ylabel("MiB (max_memory_allocated)")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
@@ -69,7 +35,7 @@ def section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, out_dir / "tables" / TRAINING_FILE)
-    figure = stacked_bars(df, out_dir / "figures" / "training_memory.png")
+    figure = plots.stacked_bars(df, out_dir / "figures" / "training_memory.png")
     ratio = pd.to_numeric(df["ratio"], errors="coerce")
     within = int((ratio - 1).abs().le(0.10).sum())
     recipes = ", ".join(sorted({str(r) for r in df.get("recipe", []) if r})) or "today's PyTorch"
@@ -91,4 +57,4 @@ def section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
     )
 
 
-__all__ = ["section", "stacked_bars"]
+__all__ = ["section"]

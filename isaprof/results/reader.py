@@ -18,6 +18,7 @@ What the reader guarantees:
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -38,6 +39,7 @@ _NEEDED = ("block", "height", "width", "metric", "status")
 _INTS = ("batch", "channels", "height", "width")
 _NUMBERS = ("measured", "analytic", "spread", "samples")
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?$")
+_NOT_TEXT = re.compile("[\udc80-\udcff\x00]")  # undecodable bytes (surrogate escapes) or a NUL
 
 Key = tuple[str, ...]
 Row = dict[str, str]
@@ -218,7 +220,14 @@ def attempt_status(rows: list[Row]) -> str:
 def canonical_options(options: Any) -> str:
     """Options (JSON string, dict or (name, value) pairs) as canonical JSON: sorted keys, tuples as lists."""
     if isinstance(options, str):
-        options = json.loads(options) if options.strip() else {}
+        return _canonical_text(options)
+    return json.dumps(_jsonable(dict(options)), sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _canonical_text(text: str) -> str:
+    """:func:`canonical_options` of a JSON string (cached: a table repeats a few option sets many times)."""
+    options = json.loads(text) if text.strip() else {}
     return json.dumps(_jsonable(dict(options)), sort_keys=True, separators=(",", ":"))
 
 
@@ -363,7 +372,7 @@ def _number(text: str) -> bool:
 
 
 def _bad_text(cells: list[str]) -> bool:
-    return any("\udc80" <= ch <= "\udcff" or ch == "\x00" for c in cells for ch in c)
+    return any(_NOT_TEXT.search(c) for c in cells)
 
 
 def _jsonable(value: Any) -> Any:

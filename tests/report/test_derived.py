@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
@@ -127,3 +128,45 @@ def test_a_swept_size_outside_the_expressions_region_is_named() -> None:
     outside = derived._outside(["Eq(Mod(H, 8), 0)"], [64, 97, 128], [64, 97, 128])
     assert outside == "97x97: Eq(Mod(H, 8), 0)"
     assert derived._verdict(rec, 512, 512, outside).startswith("no: a swept size is outside")
+
+
+def test_expressions_evaluate_exactly_without_sympy() -> None:
+    f = derived.expression_function
+    # ISA's MACs at C = 512 on 97x97: ceiling(97/8) = 13, so 32768 * 13^4 + 85983232 * 13^2
+    isa = "32768*ceiling(H/8)**2*ceiling(W/8)**2 + 85983232*ceiling(H/8)*ceiling(W/8)"
+    assert f(isa)(97, 97) == 32768 * 13**4 + 85983232 * 13**2
+    assert f("Max(1024*H*W, 8*H**2*W**2 + 384*H*W)")(2, 3) == max(1024 * 6, 8 * 36 + 384 * 6)
+    assert f("H*W/3 - W/2")(2, 3) == Fraction(2 * 3, 3) - Fraction(3, 2)  # exact: 1/2, not 0.5000001
+    assert f("H**(-2)*W")(2, 3) == Fraction(3, 4) and f("floor(H/W) + Min(H, -W)")(7, 2) == 3 - 2
+    assert f("H**0.5")(16, 1) == 4.0  # a non-integer power goes through floats
+    assert f("Eq(Mod(H, 8), 0)")(64, 1) is True and f("Eq(Mod(H, 8), 0)")(97, 1) is False
+    assert f("H*W >= 64")(8, 8) is True and f("H >= 2")(1, 5) is False
+    assert f("(H >= 2) & (W >= 2)")(2, 1) is False
+
+
+def test_expressions_outside_the_grammar_go_through_sympy() -> None:
+    # Piecewise is no call of the exact grammar: SymPy reads it (same value)
+    f = derived.expression_function("Piecewise((H, H > W), (W, True))")
+    assert f(3, 5) == 5 and f(6, 5) == 6
+
+
+def test_the_committed_expressions_agree_with_sympy() -> None:
+    import sympy
+
+    obj = derived.read_derived(REPO / "reports" / "data" / derived.DERIVED_FILE)
+    texts = {
+        t
+        for row in obj["blocks"]
+        for part in ("macs", "peak_bytes")
+        if isinstance(row.get(part), dict)
+        for t in [row[part].get("expression"), row[part].get("leading"), *(row[part].get("valid_when") or [])]
+        if t
+    }
+    assert len(texts) >= 10
+    h, w = sympy.symbols("H W", integer=True, positive=True)
+    for text in texts:
+        expr = sympy.sympify(text, locals={"H": h, "W": w})
+        for a, b in ((1, 1), (7, 9), (97, 97), (128, 256)):
+            want = expr.subs({h: a, w: b})
+            got = derived.expression_function(text)(a, b)
+            assert (bool(want) == got) if isinstance(got, bool) else (sympy.nsimplify(got) == want), text

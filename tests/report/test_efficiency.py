@@ -122,6 +122,8 @@ def test_palette_one_style_per_block_and_hidden_curves_detected() -> None:
     assert plots.style("my_block") == plots.style("my_block") and plots.colour("isa") == plots.style("isa")[0]
     n = np.array([256, 1024, 4096, 9409])
     dense = np.array([0.41, 2.4, 22.0, 103.0])
-    non_local = np.array([0.34, 2.2, 21.4, 100.5])  # within 3% from 64x64 on: drawn beside dense
-    assert plots._overlaps(n, non_local, n, dense)
-    assert not plots._overlaps(n, dense / 2, n, dense)
+    close = np.array([0.40, 2.35, 21.4, 100.5])  # within 3% at every size: drawn beside dense
+    assert plots.overlaps(n, close, n, dense)
+    non_local = np.array([0.34, 2.2, 21.4, 100.5])  # 17% and 9% below dense at the two smallest sizes
+    assert not plots.overlaps(n, non_local, n, dense)
+    assert not plots.overlaps(n, dense / 2, n, dense)

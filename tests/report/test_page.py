@@ -92,3 +92,50 @@ def test_report_never_imports_models() -> None:
         text = f.read_text()
         layers = r"(blocks|targets|measure|profile|profiling)"
         assert not re.search(rf"^\s*(from|import) isaprof\.{layers}\b", text, re.M), f.name
+
+
+def test_a_report_whose_figures_are_current_draws_nothing(tmp_path: Path, monkeypatch) -> None:
+    from isaprof.report import plots
+
+    res = write_results(tmp_path, synthetic())
+    page = write_report(res, tmp_path / "out")
+    figures = {p: p.read_bytes() for p in (page.parent / "figures").glob("*.png")}
+    assert len(figures) >= 5 and all(plots.stored_hash(p) for p in figures)  # each carries its inputs' hash
+    text = page.read_text()
+
+    def no_drawing() -> None:
+        raise AssertionError("a figure was drawn again although its inputs did not change")
+
+    monkeypatch.setattr(plots, "pyplot", no_drawing)
+    assert write_report(res, tmp_path / "out").read_text() == text
+    assert {p: p.read_bytes() for p in figures} == figures
+    # a figure whose data changed is drawn again (and only then is pyplot asked for)
+    df = synthetic()
+    df.loc[(df["block"] == "dense") & (df["metric"] == "flops"), "measured"] *= 2
+    (res / "results.csv").write_text(df.to_csv(index=False))
+    with pytest.raises(AssertionError, match="drawn again"):
+        write_report(res, tmp_path / "out")
+
+
+def test_the_committed_report_is_written_without_matplotlib_sympy_or_torch(tmp_path: Path) -> None:
+    # `isaprof report reports/data --out reports` only reads: with the committed figures current it draws
+    # none, so matplotlib (the slowest import) is never loaded; the derived expressions are evaluated
+    # without SymPy. Run in a fresh interpreter on a copy of the committed report.
+    import shutil
+    import subprocess
+    import sys
+
+    from tests import REPO
+
+    out = tmp_path / "reports"
+    shutil.copytree(REPO / "reports", out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.png")}
+    code = (
+        "import sys; from isaprof.report import write_report; "
+        f"write_report('reports/data', {str(out)!r}); "
+        "print(' '.join(m for m in ('matplotlib', 'sympy', 'torch', 'PIL') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    stale = sorted(str(p) for p, b in before.items() if (out / p).read_bytes() != b)
+    assert not stale, f"figures drawn again: {stale}; run `isaprof report reports/data --out reports`"
+    assert run.stdout.split() == [], run.stdout

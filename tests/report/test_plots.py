@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -104,3 +105,55 @@ def test_cuda_section_absent_then_present(tmp_path: Path) -> None:
     assert "Measured on NVIDIA H200, torch 2.9, CUDA 12.8" in text
     assert "within 2% in 1 of 2, largest error 3.0%" in text
     assert "at or above it in 1, below it beyond the IQR in 1" in text
+
+
+def test_curves_coincide_only_within_the_tolerance_at_every_common_size() -> None:
+    from isaprof.report import plots
+
+    n = np.array([256, 1024, 4096, 9409, 16384, 36864])
+    base = np.array([1.0, 4.0, 16.0, 37.0, 64.0, 144.0])
+    everywhere = base * np.array([1.02, 0.98, 1.029, 0.975, 1.01, 1.0])  # |ln ratio| < 0.03 at all six
+    assert plots.overlaps(n, everywhere, n, base) and plots.overlaps(n, base, n, everywhere)
+    # equal at half the sizes, 17% apart at the others (axial against isa 8x8 in the old figures)
+    half = base * np.array([1.0, 1.17, 1.0, 1.17, 1.0, 1.17])
+    assert not plots.overlaps(n, half, n, base)
+    one_off = everywhere.copy()
+    one_off[-1] *= 1.05  # a single size 5% apart is enough to keep them apart
+    assert not plots.overlaps(n, one_off, n, base)
+    assert not plots.overlaps(n[:1], base[:1], n[:1], base[:1])  # one common size: no claim
+    assert not plots.overlaps(n[:3], base[:3], n[3:], base[3:])  # no common size
+    assert plots.overlaps(n[1:], base[1:], n[:4], base[:4])  # 3 common sizes, equal there
+    with_gap = base.copy()
+    with_gap[2] = np.nan  # a size without a value cannot be said to coincide
+    assert not plots.overlaps(n, with_gap, n, base)
+    assert plots.dodge_note("axial", 1.07) == "  (= axial within 3%, drawn 7% right)"
+
+
+def test_stored_hash_reads_the_png_text_chunk(tmp_path: Path) -> None:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from isaprof.report import plots
+
+    info = PngInfo()
+    info.add_text("Software", "x")
+    info.add_text(plots.KEY, "abc123")
+    Image.new("RGB", (2, 2)).save(tmp_path / "a.png", pnginfo=info)
+    Image.new("RGB", (2, 2)).save(tmp_path / "b.png")
+    (tmp_path / "c.png").write_bytes(b"not a png")
+    assert plots.stored_hash(tmp_path / "a.png") == "abc123"
+    assert plots.stored_hash(tmp_path / "b.png") is None
+    assert plots.stored_hash(tmp_path / "c.png") is None
+    assert plots.stored_hash(tmp_path / "absent.png") is None
+
+
+def test_markers_sitting_on_earlier_markers_are_found_per_size() -> None:
+    from isaprof.report import plots
+
+    x = np.array([256.0, 1024.0, 4096.0])
+    earlier = [(x, np.array([1.0, 4.0, 16.0])), (x * plots.DODGE, np.array([2.0, 8.0, 32.0]))]
+    # on the first curve at 256 (2% off) and 4096 (exact); 1024 is 10% off; the dodged curve has other x
+    got = plots.sits_on(x, np.array([1.02, 4.4, 16.0]), earlier)
+    assert got.tolist() == [True, False, True]
+    assert plots.sits_on(x * plots.DODGE, np.array([2.0, 8.0, 1.0]), earlier).tolist() == [True, True, False]
+    assert plots.sits_on(x, np.array([1.0, 4.0, 16.0]), []).tolist() == [False, False, False]
