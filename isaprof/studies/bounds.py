@@ -29,13 +29,13 @@ published time is a test of the bound, never a target: nothing is fitted to it.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from isaprof import papers
 from isaprof.config import CONFIG_COLUMNS, REFERENCE, Config
+from isaprof.results.reader import read_table
 from isaprof.results.store import write_table
 from isaprof.roofline import schema
 from isaprof.roofline.bound import Counted, count, cpu_roofs, gpu_roofs
@@ -167,15 +167,19 @@ def _config_of(row: Mapping[str, str]) -> dict[str, Any]:
 
 
 def cpu_rows(results_dir: Path, machine: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """This CPU's bound beside each measured ``latency_ms`` row (device cpu, status ok) of the results.
+    """This CPU's bound beside each measured ``latency_ms`` row (device cpu, status ok) of the results: the
+    store's winning attempt of each configuration, measured on this machine (its id; where no row carries
+    it, the rows written before machine ids were recorded).
     ``machine``: the roofs to use (``{"matmul_gflops", "bandwidth_gbs"}``); default as the module says."""
-    path = results_dir / "results.csv"
-    with path.open(newline="") as f:
-        rows = [
-            r
-            for r in csv.DictReader(f)
-            if r["metric"] == "latency_ms" and r["device"] == "cpu" and r["status"] == "ok"
-        ]
+    from isaprof.measure.env import machine_id
+
+    rows = [
+        r
+        for r in read_table(results_dir).latest()
+        if r["metric"] == "latency_ms" and r["device"] == "cpu" and r["status"] == "ok"
+    ]
+    here = [r for r in rows if r.get("machine") == machine_id("cpu")]
+    rows = here or [r for r in rows if not r.get("machine")]  # this machine's, else rows without an id
     if not rows:
         return []
     where = "given"

@@ -260,3 +260,20 @@ def test_v100_bound_is_below_every_published_time():
     for r in totals:
         assert r["bound_ms"] < r["published_ms"], r["config"]
         assert r["l2_bound_ms"] <= r["bound_ms"]
+
+
+def test_cpu_rows_take_the_winning_attempt_made_on_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configuration measured again on this machine appears once, with this machine's latency: neither
+    the superseded attempt without a machine id nor another machine's row is set against these roofs."""
+    monkeypatch.setenv("ISAPROF_MACHINE_ID", "node here")
+    path = _results(tmp_path, "9.0") / "results.csv"  # written before machine ids were recorded
+    rows = list(csv.DictReader(path.open()))
+    again = {**rows[0], "measured": "5.0", "machine": "node here"}
+    other = {**rows[0], "measured": "7.0", "machine": "node elsewhere", "height": "16", "width": "16"}
+    with path.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=list(rows[0])).writerows([again, other])
+    got = [r for r in bounds.cpu_rows(tmp_path, {"matmul_gflops": 100.0, "bandwidth_gbs": 10.0})
+           if r["metric"] == "latency_ms"]  # fmt: skip
+    assert [(int(r["height"]), float(r["value"])) for r in got] == [(8, 5.0)]
