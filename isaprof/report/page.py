@@ -158,6 +158,14 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
         rows = pd.concat([data.main_slice(s) for s in slices])
         for (device, impl), sub in rows.groupby(["device", "impl"]):
             b, c = int(sub["batch"].iloc[0]), int(sub["channels"].iloc[0])
+            if sub["N"].nunique() < 2:  # one size: no curve to read a scaling from
+                hw = "{}x{}".format(int(sub["height"].iloc[0]), int(sub["width"].iloc[0]))
+                lines.append(
+                    f"{label}, {impl}" + (f" on {device}" if per_device else "") + f": measured at one size "
+                    f"only ({hw}, B={b}, C={c}), so no figure against resolution; its figures are in the "
+                    "throughput table below."
+                )
+                continue
             name = f"{metric}_{mode}_{impl}" + (f"_{device}.png" if per_device else ".png")
             where = f"{sub['dtype'].iloc[0]} on {sub['device'].iloc[0]}"
             backends = sorted(set(sub["backend"]) - {""})

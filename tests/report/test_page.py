@@ -139,3 +139,15 @@ def test_the_committed_report_is_written_without_matplotlib_sympy_or_torch(tmp_p
     stale = sorted(str(p) for p, b in before.items() if (out / p).read_bytes() != b)
     assert not stale, f"figures drawn again: {stale}; run `isaprof report reports/data --out reports`"
     assert run.stdout.split() == [], run.stdout
+
+
+def test_an_impl_measured_at_one_size_gets_a_sentence_not_a_scaling_figure(tmp_path: Path) -> None:
+    from tests.report.synthetic import _row
+
+    df = synthetic()
+    fast = pd.DataFrame([{**_row(b, 96, 96, "latency_ms", 2.0), "path": "fast"} for b in ("dense", "isa")])
+    page = write_report(write_results(tmp_path, pd.concat([df, fast], ignore_index=True)), tmp_path / "r")
+    text = page.read_text()
+    assert "latency (inference), fast on cpu: measured at one size only (96x96, B=1, C=64)" in text
+    assert not (page.parent / "figures" / "latency_ms_inference_fast_cpu.png").exists()
+    assert (page.parent / "figures" / "latency_ms_inference_naive_cpu.png").is_file()
