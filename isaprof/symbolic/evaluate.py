@@ -171,14 +171,23 @@ def _node(e: sympy.Basic, env: dict[sympy.Symbol, np.ndarray], shape: tuple[int,
     raise Unsupported(f"no exact evaluation of {type(e).__name__}")
 
 
-def evaluate(expr: sympy.Basic, symbols: Sequence[sympy.Symbol], values: Sequence[np.ndarray]) -> np.ndarray:
+def evaluate(
+    expr: sympy.Basic,
+    symbols: Sequence[sympy.Symbol],
+    values: Sequence[np.ndarray],
+    replace: dict[sympy.Basic, sympy.Basic] | None = None,
+) -> np.ndarray:
     """``expr`` at every point, the points given by ``values[k]``, the integer values of ``symbols[k]``:
-    a float64 array (NaN where undefined) or, for a relation or logic, a bool array. :class:`Unsupported`
-    for what the module docstring does not list."""
+    a float64 array (NaN where undefined) or, for a relation or logic, a bool array. ``replace``: each
+    sub-expression key evaluated as its value instead (the values of ``expr.xreplace(replace)``, without
+    building it). :class:`Unsupported` for what the module docstring does not list."""
     arrays = [np.asarray(v, dtype=np.int64) for v in values]
     shape = arrays[0].shape
     env = dict(zip(symbols, arrays, strict=True))
-    out = _walk(sympy.sympify(expr), env, shape, {})
+    memo: dict[sympy.Basic, Any] = {}
+    seeded = {a: _walk(sympy.sympify(c), env, shape, memo) for a, c in (replace or {}).items()}
+    memo.update(seeded)
+    out = _walk(sympy.sympify(expr), env, shape, memo)
     if not isinstance(out, _Value):
         return out
     result = out.num / out.den

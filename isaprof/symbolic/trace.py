@@ -173,10 +173,38 @@ def translate(
 # ---- the symbolic run ----
 
 
+def _contiguous_view(x: torch.Tensor, size: Any) -> torch.Tensor:
+    """``aten.view`` of a contiguous ``x``: the given sizes with contiguous strides (``-1`` as
+    ``numel // the others``), the same tensor as ATen's view at every size where that view is valid.
+
+    ATen's meta kernel (``_reshape_view_helper``) re-derives every split dimension from the others, so a
+    window of 4 on a padded map becomes ``Hp // (Hp // 4)`` and each later size, guard and cost grows
+    from it: a Swin block's symbolic run spent most of its time in SymPy on such sizes. A non-contiguous
+    ``x`` goes to ATen's kernel."""
+    if not x.is_contiguous():
+        return torch.ops.aten.view.default(x, size)
+    shape = list(size)
+    free = [i for i, s in enumerate(shape) if isinstance(s, int) and s == -1]
+    if free:
+        known: Any = 1
+        for i, s in enumerate(shape):
+            if i != free[0]:
+                known = known * s
+        shape[free[0]] = x.numel() // known
+    strides: list[Any] = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    return torch.ops.aten.as_strided.default(x, shape, strides, x.storage_offset())
+
+
 def _decompositions() -> dict[Any, Callable[..., Any]]:
+    """Kernels the symbolic run uses instead of ATen's (below every counter: they see the original op)."""
     import torch._refs as refs
 
-    return {torch.ops.aten.constant_pad_nd.default: refs.constant_pad_nd}
+    return {
+        torch.ops.aten.constant_pad_nd.default: refs.constant_pad_nd,  # a composite wanting concrete ints
+        torch.ops.aten.view.default: _contiguous_view,
+    }
 
 
 _DECOMPOSE = _decompositions()
@@ -587,6 +615,14 @@ class SizeGrid:
             self._cache[expr] = found
         return found
 
+    def eval_replaced(self, expr: sympy.Basic, replace: dict[sympy.Basic, sympy.Basic]) -> np.ndarray | None:
+        """The values of ``expr.xreplace(replace)`` without building it; None where the exact evaluator
+        does not apply (:mod:`isaprof.symbolic.evaluate`)."""
+        try:
+            return evaluate(expr, self.symbols, self.values, replace)
+        except Unsupported:
+            return None
+
     def _eval(self, expr: sympy.Basic) -> np.ndarray:
         if expr is sympy.true or expr is sympy.false:
             return np.full(self.values[0].shape, bool(expr))
@@ -717,6 +753,10 @@ def simplify_on(expr: sympy.Expr, region: np.ndarray, grid: SizeGrid) -> sympy.E
             if isinstance(atom, sympy.floor) and k.is_Integer and k > 1:  # floor(n/k) = ceiling((n-k+1)/k)
                 shorter.append(sympy.ceiling(atom.args[0] - sympy.Rational(k - 1, k)))
             for c in candidates + shorter:
+                if c not in shorter:  # rejected ones are never built: their values are had without
+                    values = grid.eval_replaced(expr, {atom: c})
+                    if values is not None and not np.array_equal(values[region], target):
+                        continue
                 new = sympy.expand(expr.xreplace({atom: c}))
                 if c in shorter and sympy.count_ops(new) >= sympy.count_ops(expr):
                     continue
