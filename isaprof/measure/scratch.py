@@ -208,10 +208,17 @@ def _encoder_layer(src, embed_dim, num_heads, norm_first, ffn_weight_1, mask, ou
     return _max(attention, ffn, last_norm, (1 + nf) * btd + stats)
 
 
+def _at_least(n: Any, t: int) -> Any:
+    """1 where the integer ``n >= t``, else 0, as ``Min(1, Max(0, n - t + 1))``: no branch, so on symbolic
+    sizes the result holds on both sides of ``t`` (no guard)."""
+    return torch.sym_min(1, torch.sym_max(0, n - (t - 1)))
+
+
 def _flash_cpu_splits(q_len: Any, kv_len: Any) -> tuple[Any, Any]:
     """(qSplit, kvSplit) of ``cpu_flash_attention``: 256 / 64 / 32 queries for L >= 768 / >= 192 / else,
-    512 keys; each capped at the sequence length."""
-    q_split = 256 if q_len >= 768 else (64 if q_len >= 192 else 32)
+    512 keys; each capped at the sequence length. Written with min/max (32 + 32 [L >= 192] + 192 [L >= 768])
+    rather than a branch, so a derived peak holds at every L."""
+    q_split = 32 + 32 * _at_least(q_len, 192) + 192 * _at_least(q_len, 768)
     return torch.sym_min(q_split, q_len), torch.sym_min(512, kv_len)
 
 

@@ -227,7 +227,7 @@ def _peak(traced: Traced, size: tuple[int, int], truth: Truth) -> PeakDerivation
         if all(e is not None for _, e, _ in leads):
             lead, exp, square = max(leads, key=lambda t: t[1])
             derived = dataclasses.replace(derived, leading=lead, exponent=exp, square_maps=square)
-    m = max(maxes, key=lambda a: len(a.args))
+    m = derived.expression if isinstance(derived.expression, sympy.Max) else max(maxes, key=sympy.count_ops)
     a, b = m.args[0], m.args[1]
     va, vb = _values(a, grid, list(LARGE)), _values(b, grid, list(LARGE))
     points = [grid.point(i) for i in range(grid.values[0].size)] + list(LARGE)

@@ -711,6 +711,38 @@ def _minimise(
     return [guards[i] for i in sorted(kept)]
 
 
+def _relax(
+    expr: sympy.Expr,
+    kept: list[sympy.Basic],
+    grid: SizeGrid,
+    truth: Callable[[tuple[int, ...]], int | None],
+) -> list[sympy.Basic]:
+    """``kept`` with each guard relating two or more sizes (``W >= H``: Python's ``min(H, W)`` in the
+    module's code compares them) replaced by the lower bounds on each size it implies with the others,
+    where numeric runs at the sizes that wider region adds (:func:`_probes`) agree with ``expr``; then
+    minimised again, so a bound the code does not need goes too. A guard the cost depends on stays."""
+    values = grid.eval(expr)
+    changed = False
+    for g in [g for g in kept if len(g.free_symbols) >= 2]:
+        if g not in kept:
+            continue
+        region = allowed_region(kept, grid)
+        others = [k for k in kept if k is not g]
+        wider = allowed_region(others, grid)
+        bounds = []
+        if region.any():
+            for s, v in zip(grid.symbols, grid.values, strict=True):
+                b = s >= int(v[region].min())
+                if not np.all(grid.eval(b).astype(bool)[wider]):
+                    bounds.append(b)
+                    wider = wider & grid.eval(b).astype(bool)
+        test = wider & ~region
+        if test.any() and any(truth(grid.point(p)) != values[p] for p in _probes(test, grid)):
+            continue
+        kept, changed = others + bounds, True
+    return _minimise(expr, kept, grid, truth) if changed else kept
+
+
 def _probes(region: np.ndarray, grid: SizeGrid) -> list[int]:
     """Two sizes of ``region`` to test a guard at: the smallest (by H W) with every size >= 2 (torch's own
     assumption) where there is one, and one of median H W."""
@@ -882,6 +914,7 @@ def closed_form(
     expr = simplify_on(sympy.expand(raw), region, grid) if region.any() else sympy.expand(raw)
     expr = ceiling_form(expr)
     kept = _minimise(expr, kept, grid, truth)  # the simpler expression may need fewer
+    kept = _relax(expr, kept, grid, truth)
     valid = _describe(kept, expr, grid)
     leading, exponent, square = leading_term(expr)
     checked = _confirm(expr, valid, symbols, size, truth)
