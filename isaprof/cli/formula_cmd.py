@@ -64,28 +64,37 @@ def factory_for(name: str, args: argparse.Namespace, impl: str) -> Callable[[], 
 
 def derive_one(factory: Callable[[], Any], args: argparse.Namespace) -> tuple[dict[str, Any], Any, float]:
     """(JSON object, Derivation, seconds) of one target."""
-    from isaprof.symbolic.peak import derive_peak
+    from isaprof.symbolic.peak import derive_all, derive_peak
     from isaprof.symbolic.trace import derive
 
     start = time.perf_counter()
     layout = getattr(args, "layout", "map")
-    d = derive(
-        factory, args.channels, args.size, mode=args.mode, batch_symbol=args.batch_symbol, layout=layout
-    )
-    again = getattr(args, "also_size", None)
-    if again and _conditions(d.macs.valid_when):  # a narrow region at --size: try the other size
-        d2 = derive(
-            factory, args.channels, again, mode=args.mode, batch_symbol=args.batch_symbol, layout=layout
+    with_peak = args.peak and not args.batch_symbol  # the tracker's peak in H, W (batch 1), or why not
+
+    def costs(size: tuple[int, int]) -> tuple[Any, Any]:
+        """(Derivation, PeakDerivation or None) traced at ``size``: one symbolic run for all three."""
+        if with_peak:
+            return derive_all(factory, args.channels, size, mode=args.mode, layout=layout)
+        d = derive(
+            factory, args.channels, size, mode=args.mode, batch_symbol=args.batch_symbol, layout=layout
         )
+        return d, None
+
+    d, peak = costs(args.size)
+    at = args.size
+    again = getattr(args, "also_size", None)
+    peak2 = None
+    if again and _conditions(d.macs.valid_when):  # a narrow region at --size: try the other size
+        d2, peak2 = costs(again)
         if len(_conditions(d2.macs.valid_when)) < len(_conditions(d.macs.valid_when)):
             d = d2
     obj = d.to_json()
     obj["traced_at"] = "x".join(map(str, d.traced_at))
-    if args.peak and not args.batch_symbol:  # the tracker's peak in H, W (batch 1), or why not
-        peak, at = derive_peak(factory, args.channels, args.size, mode=args.mode, layout=layout), args.size
+    if peak is not None:
         narrow = peak.derived is not None and _conditions(peak.derived.valid_when)
         if again and narrow:
-            peak2 = derive_peak(factory, args.channels, again, mode=args.mode, layout=layout)
+            if peak2 is None:
+                peak2 = derive_peak(factory, args.channels, again, mode=args.mode, layout=layout)
             if peak2.derived is not None and len(_conditions(peak2.derived.valid_when)) < len(narrow):
                 peak, at = peak2, again
         obj["peak_bytes"] = {**peak.to_json(), "traced_at": "x".join(map(str, at))}

@@ -34,7 +34,8 @@ Where the prediction cannot be exact (each NB is a known gap, not a tolerance):
 * NB: the meta path runs the CPU kernels. Scratch rules of CPU-only kernels (``..._for_cpu``: per-thread
   buffers) do not apply on CUDA and are listed in ``unmodelled`` instead; the CUDA SDPA kernels' scratch
   (flash's split-KV accumulators and backward ``dq`` accumulator) has rules for CUDA tensors, which this
-  CPU replay does not see; cuDNN convolution workspaces (algorithm-dependent) are listed, not modelled.
+  CPU replay does not see; cuDNN convolution workspaces (algorithm-dependent) are listed, not modelled (the
+  CPU convolution rule, the native kernels' unfolding, does not apply on CUDA).
   ``_native_multi_head_attention`` is replayed with its CPU path (the (B h, N, N) scores), an upper bound
   where the CUDA kernel takes its sdpa branch.
 * NB: ``expandable_segments`` and ``max_split_size_mb`` (non-default allocator settings) are not modelled.
@@ -195,6 +196,9 @@ class CudaAllocatorModel(StorageTracker):
         name = op_name(func)
         if name.endswith(("_for_cpu", "_for_cpu_backward")) and allocates_internally(name, args):
             self.unmodelled[name] += 1  # per-thread CPU buffers: no CUDA counterpart modelled
+            return None
+        if name in ("aten.convolution", "aten.convolution_backward") and allocates_internally(name, args):
+            self.unmodelled[name] += 1  # cuDNN's workspace, not the CPU kernels' unfolding
             return None
         return super()._scratch_of(func, args, kwargs, out, new)
 

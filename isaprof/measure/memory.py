@@ -120,13 +120,13 @@ class StorageTracker(TorchDispatchMode):
         for s in _storages((out, args, kwargs)):
             key = s._cdata
             if key in self._live:  # resized in place (out= variants, resize_): update its size
-                old, new = self._live[key], self._size(s)
-                if new != old:
-                    self._live[key] = new
-                    self.current += new - old
-                    self.allocated += max(new - old, 0)
+                old, size = self._live[key], self._size(s)
+                if size != old:
+                    self._live[key] = size
+                    self.current += size - old
+                    self.allocated += max(size - old, 0)
                     if self.owner is not None:
-                        self._charge(self._owner_of[key], new - old)
+                        self._charge(self._owner_of[key], size - old)
             elif key not in before:  # a fresh storage: a new allocation
                 size = self._allocate(key, s.nbytes())
                 new += s.nbytes()

@@ -39,12 +39,20 @@ allocations ``torch.profiler.profile(profile_memory=True)`` records inside the o
   The logsumexp (B, H, L) fp32 is an output: already counted.
 * ``_scaled_dot_product_flash_attention_backward`` (same file, ``mha_bwd``): fp32 ``dq_accum`` (B, Lr, H,
   Dr) and ``softmax_d`` (B, H, Lr), Lr = L rounded up to 128, Dr = head dim rounded up to 32 (64 above 128).
+* ``convolution`` on CPU (2-d, ungrouped, float32/64) where ATen takes its native kernels rather than
+  oneDNN (``ConvParams::use_mkldnn`` in aten/src/ATen/native/Convolution.cpp, reproduced by
+  :func:`onednn_convolution`: float32 with batch 1, no group, a kernel of at most 3x3 and at most 20480
+  input elements, e.g.): ``slow_conv2d`` (ConvolutionMM2d.cpp) unfolds the batch into ``finput`` (B,
+  C_in kh kw, H_out W_out), nothing for a 1x1 kernel with stride 1 and no padding; ``slow_conv_dilated2d``
+  (NaiveDilatedConvolution.cpp) one sample's (C_in kh kw, H_out W_out) ``columns``.
 * Listed without a rule (size not knowable from shapes, or not yet modelled): the efficient-attention
   kernels (their logsumexp, padded to 32 queries, is an output; the backward's ``delta`` and kernel-traits
   workspace are not modelled), cuDNN attention and cuDNN convolution workspaces (the frontend graph's
-  ``get_workspace_size()`` / the algorithm search decide them, on the GPU), and CPU convolution (oneDNN
-  reorders input, weight and a blocked output, or the slow path's im2col columns; which one is chosen at run
-  time by ``use_mkldnn``'s heuristics).
+  ``get_workspace_size()`` / the algorithm search decide them, on the GPU), and CPU convolutions ATen hands
+  to oneDNN (reorders of input, weight and output into blocked layouts, padded to the ISA's channel block,
+  plus implementation-specific buffers such as a strided 1x1's copy: measured, they follow the
+  implementation oneDNN dispatches at run time, not one formula in the shapes), grouped, transposed or
+  non-2-d ones, and ``convolution_backward``.
 
 NB: buffers a kernel does not take from PyTorch's allocator are outside this model and outside what CUDA's
 ``max_memory_allocated`` reports: BLAS / oneDNN packing, OpenMP stacks; the cuBLAS workspace is modelled by
@@ -208,11 +216,61 @@ def _encoder_layer(src, embed_dim, num_heads, norm_first, ffn_weight_1, mask, ou
     return _max(attention, ffn, last_norm, (1 + nf) * btd + stats)
 
 
+def _at_least(n: Any, t: int) -> Any:
+    """1 where the integer ``n >= t``, else 0, as ``Min(1, Max(0, n - t + 1))``: no branch, so on symbolic
+    sizes the result holds on both sides of ``t`` (no guard)."""
+    return torch.sym_min(1, torch.sym_max(0, n - (t - 1)))
+
+
 def _flash_cpu_splits(q_len: Any, kv_len: Any) -> tuple[Any, Any]:
     """(qSplit, kvSplit) of ``cpu_flash_attention``: 256 / 64 / 32 queries for L >= 768 / >= 192 / else,
-    512 keys; each capped at the sequence length."""
-    q_split = 256 if q_len >= 768 else (64 if q_len >= 192 else 32)
+    512 keys; each capped at the sequence length. Written with min/max (32 + 32 [L >= 192] + 192 [L >= 768])
+    rather than a branch, so a derived peak holds at every L."""
+    q_split = 32 + 32 * _at_least(q_len, 192) + 192 * _at_least(q_len, 768)
     return torch.sym_min(q_split, q_len), torch.sym_min(512, kv_len)
+
+
+def onednn_convolution(
+    input: torch.Tensor, weight: torch.Tensor, stride: Any, dilation: Any, groups: int
+) -> bool:
+    """Whether ATen runs a CPU convolution with oneDNN: ``ConvParams::use_mkldnn``
+    (aten/src/ATen/native/Convolution.cpp) for float32: strided, dilated, batch >= 16, a kernel other than
+    1x1 or more than one thread; and grouped, a kernel larger than 3x3 on both sides, batch > 1 or more
+    than 20480 input elements (below, "native is faster")."""
+    if input.dtype != torch.float32 or not (
+        torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    ):
+        return False
+    kh, kw = weight.shape[-2], weight.shape[-1]
+    strided, dilated = any(s != 1 for s in stride), any(d != 1 for d in dilation)
+    batch = input.shape[0]
+    some = strided or dilated or batch >= 16 or (kh, kw) != (1, 1) or torch.get_num_threads() > 1
+    return bool(some and (groups > 1 or (kh > 3 and kw > 3) or batch > 1 or input.numel() > 20480))
+
+
+@rule(aten.convolution)
+def _convolution(input, weight, stride, padding, dilation, transposed, groups, out, **_) -> Any:
+    """CPU, 2-d, ungrouped, not transposed, float32/64, where ATen takes its native (THNN) kernels:
+    ``slow_conv2d`` (aten/src/ATen/native/ConvolutionMM2d.cpp) unfolds the whole batch into ``finput``
+    (B, C_in kh kw, H_out W_out) before the GEMM, except a 1x1 kernel with stride 1 and no padding (the
+    input is its own unfolding: nothing); ``slow_conv_dilated2d`` (NaiveDilatedConvolution.cpp) unfolds one
+    sample at a time into one reused (C_in kh kw, H_out W_out) ``columns`` buffer. Where ATen picks oneDNN
+    (:func:`onednn_convolution`), the reorders into blocked layouts depend on the implementation oneDNN
+    dispatches at run time (unknown: None, listed); on CUDA, cuDNN's workspace is chosen by its algorithm
+    search (None)."""
+    if input.device.type != "cpu" or input.dim() != 4 or transposed or groups != 1:
+        return None
+    if input.dtype not in (torch.float32, torch.float64) or onednn_convolution(
+        input, weight, stride, dilation, groups
+    ):
+        return None
+    kh, kw = weight.shape[-2], weight.shape[-1]
+    columns = input.shape[1] * kh * kw * out.shape[-2] * out.shape[-1] * input.element_size()
+    if any(d != 1 for d in dilation):
+        return _outputs(out) + columns
+    if (kh, kw) == (1, 1) and all(s == 1 for s in stride) and all(p == 0 for p in padding):
+        return _outputs(out)
+    return _outputs(out) + input.shape[0] * columns
 
 
 @rule(aten._scaled_dot_product_flash_attention_for_cpu)

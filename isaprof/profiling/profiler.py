@@ -499,9 +499,7 @@ def profile(
                 _by_module(cfg, output) if cfg.device_type == "cuda" else _breakdown(cfg, module, x, output)
             )
     flop_count, memory, lat, moved, cuda_predicted, step_memory = measured
-    if memory.unmodelled:
-        ops = ", ".join(f"{op} x{n}" for op, n in memory.unmodelled.items())
-        notes.append(f"memory allocated inside these ops is not modelled (peak may be low): {ops}")
+    notes += memory_notes(memory.unmodelled, cuda_predicted is not None and _convolves(flop_count))
     return Record(
         config=cfg,
         padded=tuple(cost.padded) if cost is not None else None,
@@ -666,6 +664,29 @@ def _measure_step(
     if latency is not None and config.device != "meta":
         lat = measure_latency(run, latency, config.device_type)
     return flop_count, memory, lat, traffic.result(), m.cuda_allocated, step_memory
+
+
+def memory_notes(unmodelled: Mapping[str, int], cuda_convolutions: bool) -> list[str]:
+    """The notes on memory allocated inside ops that no scratch rule models (:mod:`isaprof.measure.scratch`):
+    CPU convolutions ATen hands to oneDNN (its reorder buffers depend on the implementation oneDNN picks
+    at run time), any other op (``convolution_backward`` included), and, where a CUDA peak was predicted
+    for a block with convolutions, cuDNN's workspace (chosen by its algorithm search on the GPU)."""
+    notes = []
+    conv = {op: n for op, n in unmodelled.items() if op == "aten.convolution"}  # the forward: oneDNN's
+    other = {op: n for op, n in unmodelled.items() if op != "aten.convolution"}
+    if conv:
+        ops = ", ".join(f"{op} x{n}" for op, n in conv.items())
+        notes.append(f"oneDNN convolution reorders (CPU) not modelled (peak may be low): {ops}")
+    if other:
+        ops = ", ".join(f"{op} x{n}" for op, n in other.items())
+        notes.append(f"memory allocated inside these ops is not modelled (peak may be low): {ops}")
+    if cuda_convolutions:
+        notes.append("predicted CUDA peak: cuDNN convolution workspace (CUDA only) not modelled")
+    return notes
+
+
+def _convolves(flops: FlopCount) -> bool:
+    return any(op.startswith("convolution") for op in flops.by_op)
 
 
 def _first_output(run: Callable[[], Any], seen: list[Any]) -> Callable[[], Any]:

@@ -29,41 +29,33 @@ from typing import Any
 
 import numpy as np
 import sympy
-import torch
 
-from isaprof.measure.memory import StorageTracker
+from isaprof.symbolic.evaluate import Unsupported, evaluate
 from isaprof.symbolic.trace import (
     GRID_MIN,
+    Derivation,
     Derived,
     Factory,
     H,
+    MomentTracker,
     NotSymbolic,
     SizeGrid,
+    Traced,
+    Truth,
     W,
     allowed_region,
     closed_form,
+    derivation,
+    derive,
     holds,
     leading_term,
-    numeric_count,
-    recorded_guards,
     simplify_on,
-    symbolic_run,
-    translate,
+    trace_costs,
 )
 
+__all__ = ["LARGE", "MomentTracker", "PeakDerivation", "derive_all", "derive_peak"]
+
 LARGE = ((256, 256), (1024, 1024), (4096, 64), (64, 4096))  # beyond the grid: growth decides these
-
-
-class MomentTracker(StorageTracker):
-    """A :class:`StorageTracker` that records (op, live bytes) after each op instead of comparing."""
-
-    def __init__(self) -> None:
-        super().__init__(round_to=1)
-        self.moments: list[tuple[str, Any]] = []
-
-    def _sample(self, func: Any) -> None:
-        current = self.current
-        self.moments.append((str(func.overloadpacket.__name__), current))
 
 
 @dataclass(frozen=True)
@@ -85,19 +77,15 @@ class PeakDerivation:
         return obj
 
 
-def _record(fn: Callable[[], Any]) -> list[tuple[str, Any]]:
-    tracker = MomentTracker()
-    with tracker:
-        out = fn()
-    moments = [(op, v.node.expr if isinstance(v, torch.SymInt) else v) for op, v in tracker.moments]
-    del out
-    return moments
-
-
 def _values(expr: sympy.Expr, grid: SizeGrid, extra: list[tuple[int, int]]) -> np.ndarray:
+    """``expr`` on ``grid``, then at the ``extra`` sizes (float64)."""
     on_grid = grid.eval(expr)
-    f = sympy.lambdify((H, W), expr, modules=["math", {"Max": max, "Min": min}])
-    return np.concatenate([on_grid.astype(float), [float(f(h, w)) for h, w in extra]])
+    try:
+        beyond = evaluate(expr, (H, W), [np.array([h for h, _ in extra]), np.array([w for _, w in extra])])
+    except Unsupported:
+        f = sympy.lambdify((H, W), expr, modules=["math", {"Max": max, "Min": min}])
+        beyond = np.array([float(f(h, w)) for h, w in extra])
+    return np.concatenate([on_grid.astype(float), beyond.astype(float)])
 
 
 def _crossing(a: sympy.Expr, b: sympy.Expr) -> str:
@@ -160,21 +148,47 @@ def derive_peak(
     H, W where the tracker's comparisons resolve; otherwise ``derived=None`` with the reason and the numeric
     peak at ``size``. Never raises for a module that runs numerically. ``layout="tokens"``: a
     ``(B, H*W, C)`` input."""
-    cache: dict[tuple[int, ...], int | None] = {}
-
-    def truth(point: tuple[int, ...]) -> int | None:
-        if point not in cache:
-            try:
-                hw = (point[0], point[1])
-                cache[point] = numeric_count(factory, channels, hw, 1, mode, "peak_bytes", layout)
-            except Exception:  # noqa: BLE001 - the module rejects this size: outside its domain
-                cache[point] = None
-        return cache[point]
-
-    numeric = truth(tuple(size))
+    truth = Truth(factory, channels, 1, mode, layout, (H, W))
     try:
-        moments, env, names = symbolic_run(factory, channels, size, 1, mode, False, _record, layout)
-        exprs = [(op, sympy.expand(translate(e, names))) for op, e in moments]
+        traced = trace_costs(
+            factory, channels, size, mode=mode, layout=layout, bytes_moved=False, moments=True
+        )
+    except NotSymbolic as e:
+        return PeakDerivation(None, f"symbolic run stopped: {e}", truth.of("peak_bytes")(tuple(size)), 0, 0)
+    return _peak(traced, size, truth)
+
+
+def derive_all(
+    factory: Factory,
+    channels: int,
+    size: tuple[int, int] = (64, 64),
+    *,
+    mode: str = "inference",
+    bytes_moved: bool = True,
+    layout: str = "map",
+) -> tuple[Derivation, PeakDerivation]:
+    """:func:`isaprof.symbolic.trace.derive` and :func:`derive_peak` (batch 1) from one symbolic run, the
+    numeric checks of all three costs sharing one numeric run per size. Where that run stops, each is
+    derived on its own (so each fails or falls back exactly as it does alone)."""
+    truth = Truth(factory, channels, 1, mode, layout, (H, W))
+    try:
+        traced = trace_costs(
+            factory, channels, size, mode=mode, layout=layout, bytes_moved=bytes_moved, moments=True
+        )
+        d = derivation(traced, size, truth)
+    except NotSymbolic:  # each on its own, failing or falling back as it does alone
+        d = derive(factory, channels, size, mode=mode, bytes_moved=bytes_moved, layout=layout)
+        return d, derive_peak(factory, channels, size, mode=mode, layout=layout)
+    return d, _peak(traced, size, truth)
+
+
+def _peak(traced: Traced, size: tuple[int, int], truth: Truth) -> PeakDerivation:
+    """The peak's :class:`PeakDerivation` from the tracker's moments (op, live bytes) of a symbolic run
+    traced at ``size`` (module docstring, steps 1 to 3)."""
+    peak_of = truth.of("peak_bytes")
+    numeric = peak_of(tuple(size))
+    try:
+        exprs = [(op, sympy.expand(traced.translate(e))) for op, e in traced.measured.moments or ()]
     except NotSymbolic as e:
         return PeakDerivation(None, f"symbolic run stopped: {e}", numeric, 0, 0)
     if not any(e.free_symbols for _, e in exprs):
@@ -192,13 +206,13 @@ def derive_peak(
     winners = [i for i in range(len(cand)) if np.any(table[i] >= top)]  # the largest somewhere
     raw = sympy.Max(*(cand[i] for i in winners))
     try:
-        derived = closed_form(raw, recorded_guards(env, names), (H, W), size, truth)
+        derived = closed_form(raw, traced.guards(), (H, W), size, peak_of)
     except ValueError as e:  # the numeric check disagreed
         return PeakDerivation(
             None, f"not confirmed numerically: {e}"[:300], numeric, len(exprs), len(winners)
         )
     try:
-        derived = _beyond_grid(derived, [cand[i] for i in winners], truth, grid)
+        derived = _beyond_grid(derived, [cand[i] for i in winners], peak_of, grid)
     except ValueError as e:
         return PeakDerivation(None, f"beyond the grid: {e}"[:300], numeric, len(exprs), len(winners))
     maxes = derived.expression.atoms(sympy.Max)
@@ -213,7 +227,7 @@ def derive_peak(
         if all(e is not None for _, e, _ in leads):
             lead, exp, square = max(leads, key=lambda t: t[1])
             derived = dataclasses.replace(derived, leading=lead, exponent=exp, square_maps=square)
-    m = max(maxes, key=lambda a: len(a.args))
+    m = derived.expression if isinstance(derived.expression, sympy.Max) else max(maxes, key=sympy.count_ops)
     a, b = m.args[0], m.args[1]
     va, vb = _values(a, grid, list(LARGE)), _values(b, grid, list(LARGE))
     points = [grid.point(i) for i in range(grid.values[0].size)] + list(LARGE)

@@ -25,6 +25,7 @@ MACs = FLOPs / 2. Peak memory: :func:`derive_peak` (the storage tracker under th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -44,12 +45,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from isaprof.measure import flops as _flops
+from isaprof.measure.flops import UncountedRecorder
+from isaprof.measure.memory import StorageTracker
 from isaprof.measure.protocol import step
-from isaprof.measure.traffic import count_bytes_moved
+from isaprof.measure.traffic import TrafficCounter, count_bytes_moved
+from isaprof.symbolic.evaluate import Unsupported, evaluate
 
 H, W, B = (sympy.Symbol(n, integer=True, positive=True) for n in ("H", "W", "B"))
 GRID_MIN = 32  # the guard / simplification grid is [1, R]^2 with R = max(GRID_MIN, 2 * traced size)
 BATCHES = (1, 2, 3)  # the batch values of the grid when B is a symbol
+CACHE = 4096  # expressions a SizeGrid remembers the values of
 
 Factory = Callable[[], nn.Module]
 
@@ -135,8 +140,12 @@ class NotSymbolic(ValueError):
     """The module's cost cannot be had as a closed form (the one-line reason says which op stopped it)."""
 
 
-def translate(expr: Any, names: dict[sympy.Symbol, sympy.Symbol]) -> sympy.Basic:
-    """``expr`` (a torch SymPy expression in s0, s1, ...) in SymPy's own functions and our symbols."""
+def translate(
+    expr: Any, names: dict[sympy.Symbol, sympy.Symbol], memo: dict[Any, sympy.Basic] | None = None
+) -> sympy.Basic:
+    """``expr`` (a torch SymPy expression in s0, s1, ...) in SymPy's own functions and our symbols.
+    ``memo``: sub-expressions already translated (shared by the calls on one run's expressions, which
+    repeat the same sizes)."""
     if isinstance(expr, (int, bool)):
         return sympy.sympify(expr)
     if isinstance(expr, sympy.Symbol):
@@ -145,22 +154,57 @@ def translate(expr: Any, names: dict[sympy.Symbol, sympy.Symbol]) -> sympy.Basic
         return names[expr]
     if not expr.args:
         return expr
-    args = [translate(a, names) for a in expr.args]
+    if memo is None:
+        memo = {}
+    elif expr in memo:
+        return memo[expr]
+    args = [translate(a, names, memo) for a in expr.args]
     kind = type(expr).__name__
     if kind in _TORCH_FUNCS and type(expr).__module__.startswith("torch"):
-        return _TORCH_FUNCS[kind](*args)
-    if type(expr).__module__.startswith("torch"):
+        out = _TORCH_FUNCS[kind](*args)
+    elif type(expr).__module__.startswith("torch"):
         raise NotSymbolic(f"no SymPy equivalent of torch's {kind}")
-    return expr.func(*args)
+    else:
+        out = expr.func(*args)
+    memo[expr] = out
+    return out
 
 
 # ---- the symbolic run ----
 
 
+def _contiguous_view(x: torch.Tensor, size: Any) -> torch.Tensor:
+    """``aten.view`` of a contiguous ``x``: the given sizes with contiguous strides (``-1`` as
+    ``numel // the others``), the same tensor as ATen's view at every size where that view is valid.
+
+    ATen's meta kernel (``_reshape_view_helper``) re-derives every split dimension from the others, so a
+    window of 4 on a padded map becomes ``Hp // (Hp // 4)`` and each later size, guard and cost grows
+    from it: a Swin block's symbolic run spent most of its time in SymPy on such sizes. A non-contiguous
+    ``x`` goes to ATen's kernel."""
+    if not x.is_contiguous():
+        return torch.ops.aten.view.default(x, size)
+    shape = list(size)
+    free = [i for i, s in enumerate(shape) if isinstance(s, int) and s == -1]
+    if free:
+        known: Any = 1
+        for i, s in enumerate(shape):
+            if i != free[0]:
+                known = known * s
+        shape[free[0]] = x.numel() // known
+    strides: list[Any] = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    return torch.ops.aten.as_strided.default(x, shape, strides, x.storage_offset())
+
+
 def _decompositions() -> dict[Any, Callable[..., Any]]:
+    """Kernels the symbolic run uses instead of ATen's (below every counter: they see the original op)."""
     import torch._refs as refs
 
-    return {torch.ops.aten.constant_pad_nd.default: refs.constant_pad_nd}
+    return {
+        torch.ops.aten.constant_pad_nd.default: refs.constant_pad_nd,  # a composite wanting concrete ints
+        torch.ops.aten.view.default: _contiguous_view,
+    }
 
 
 _DECOMPOSE = _decompositions()
@@ -292,9 +336,14 @@ class _LastOp(TorchDispatchMode):
 def _input(
     fake: FakeTensorMode, channels: int, size: tuple[int, int], batch: int, batch_symbol: bool
 ) -> torch.Tensor:
+    """The fake input, its sizes named from a fixed source: torch then gives H and W the same symbols in
+    every run, so SymPy's cache of what an earlier run built is reused."""
+    from torch._dynamo.source import ConstantSource
+
     dyn, static = DimDynamic.DYNAMIC, DimDynamic.STATIC
     ctx = StatelessSymbolicContext(dynamic_sizes=[dyn if batch_symbol else static, static, dyn, dyn])
-    return fake.from_tensor(torch.empty(batch, channels, *size), symbolic_context=ctx)
+    x = torch.empty(batch, channels, *size)
+    return fake.from_tensor(x, symbolic_context=ctx, source=ConstantSource("input"))
 
 
 def symbolic_run(
@@ -373,13 +422,65 @@ def count_flops_symbolic(fn: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
     return total, tuple(sorted(recorder.calls))
 
 
-def recorded_guards(env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol]) -> list[sympy.Basic]:
-    """The guards torch recorded in ``env`` during :func:`symbolic_run`, translated (:func:`translate`),
-    without duplicates, constants, and guards on data-dependent sizes."""
+class MomentTracker(StorageTracker):
+    """A :class:`StorageTracker` that records (op, live bytes) after each op instead of comparing."""
+
+    def __init__(self) -> None:
+        super().__init__(round_to=1)
+        self.moments: list[tuple[str, Any]] = []
+
+    def _sample(self, func: Any) -> None:
+        current = self.current
+        self.moments.append((str(func.overloadpacket.__name__), current))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one run of a step measured at once: ``flops`` (an int, or torch's expression on symbolic
+    sizes), ``uncounted`` (matmul-like ops without a FLOP formula), ``bytes_moved`` (None: not asked) and
+    ``moments`` ((op, live bytes) after each op, the storage tracker's; None: not asked)."""
+
+    flops: Any
+    uncounted: tuple[str, ...]
+    bytes_moved: Any = None
+    moments: tuple[tuple[str, Any], ...] | None = None
+
+
+def measure_all(fn: Callable[[], Any], bytes_moved: bool = True, moments: bool = True) -> Measured:
+    """FLOPs, and optionally bytes moved and the tracker's moments, of ``fn()`` from one run: the modes
+    stacked so each sees the ops it sees alone (the storage tracker and the traffic counter above the FLOP
+    counter, whose decompositions only the uncounted-op recorder below it sees)."""
+    counter = _flops.flop_counter_mode()
+    recorder = UncountedRecorder(counter.flop_registry)
+    traffic = TrafficCounter() if bytes_moved else None
+    tracker = MomentTracker() if moments else None
+    with contextlib.ExitStack() as stack:
+        for m in (recorder, counter, traffic, tracker):  # the last entered sees each op first
+            if m is not None:
+                stack.enter_context(m)
+        out = fn()
+    del out  # the output is counted while it lives, like track_peak's
+    total: Any = 0
+    for v in counter.flop_counts.get("Global", {}).values():
+        total = total + _expr(v)
+    return Measured(
+        total,
+        tuple(sorted(recorder.calls)),
+        None if traffic is None else _expr(traffic.result().total),
+        None if tracker is None else tuple((op, _expr(v)) for op, v in tracker.moments),
+    )
+
+
+def recorded_guards(
+    env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol], memo: dict[Any, sympy.Basic] | None = None
+) -> list[sympy.Basic]:
+    """The guards torch recorded in ``env`` during :func:`symbolic_run`, translated (:func:`translate`,
+    sharing ``memo``), without duplicates, constants, and guards on data-dependent sizes."""
     found, seen = [], set()
+    memo = {} if memo is None else memo
     for g in env.guards:
         try:
-            t = translate(g.expr, names)
+            t = translate(g.expr, names, memo)
         except NotSymbolic:
             continue
         if t in (sympy.true, sympy.false) or str(t) in seen:
@@ -419,6 +520,73 @@ def numeric_count(
         return int(count_bytes_moved(fn).total)
 
 
+def numeric_counts(
+    factory: Factory, channels: int, size: tuple[int, int], batch: int, mode: str, layout: str = "map"
+) -> dict[str, int]:
+    """:func:`numeric_count`'s three counts (``"macs"``, ``"bytes_moved"``, ``"peak_bytes"``) from one run
+    on fake tensors, the counters stacked as in :func:`measure_all`."""
+    with torch.device("meta"):
+        module = factory()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        module = module.to_empty(device="cpu")
+        tokens = (batch, size[0] * size[1], channels)
+        x = torch.empty(tokens if layout == "tokens" else (batch, channels, *size))  # fake
+        fn = step(module, x, mode)
+        counter, traffic, tracker = _flops.flop_counter_mode(), TrafficCounter(), StorageTracker()
+        with counter, traffic, tracker:
+            out = fn()
+        peak = tracker.result().peak
+        del out
+    return {"macs": int(counter.get_total_flops()) // 2, "bytes_moved": int(traffic.result().total),
+            "peak_bytes": peak}  # fmt: skip
+
+
+class Truth:
+    """Numeric counts at concrete points of ``symbols`` (:func:`numeric_counts`, all three from one run,
+    cached): ``truth.of(what)`` is the ``point -> count`` a :func:`closed_form` checks against; None
+    where the module rejects the size (outside its domain)."""
+
+    def __init__(
+        self,
+        factory: Factory,
+        channels: int,
+        batch: int,
+        mode: str,
+        layout: str,
+        symbols: tuple[sympy.Symbol, ...],
+    ) -> None:
+        self.factory, self.channels, self.batch, self.mode, self.layout = (
+            factory,
+            channels,
+            batch,
+            mode,
+            layout,
+        )
+        self.symbols = symbols
+        self.cache: dict[tuple[int, ...], dict[str, int] | None] = {}
+
+    def counts(self, point: tuple[int, ...]) -> dict[str, int] | None:
+        """The three counts at ``point`` (None outside the module's domain)."""
+        if point not in self.cache:
+            hw, b = _at(point, self.symbols)
+            try:
+                self.cache[point] = numeric_counts(
+                    self.factory, self.channels, hw, b or self.batch, self.mode, self.layout
+                )
+            except Exception:  # noqa: BLE001 - the module rejects this size: outside its domain
+                self.cache[point] = None
+        return self.cache[point]
+
+    def of(self, what: str) -> Callable[[tuple[int, ...]], int | None]:
+        """``point -> count`` of ``what`` (``"macs"``, ``"bytes_moved"`` or ``"peak_bytes"``)."""
+
+        def truth(point: tuple[int, ...]) -> int | None:
+            found = self.counts(point)
+            return None if found is None else found[what]
+
+        return truth
+
+
 # ---- grid evaluation ----
 
 
@@ -433,11 +601,35 @@ class SizeGrid:
         mesh = np.meshgrid(*axes, indexing="ij")
         self.symbols = symbols
         self.values = [m.ravel().astype(np.int64) for m in mesh]
+        self._cache: dict[sympy.Basic, np.ndarray] = {}
 
     def eval(self, expr: sympy.Basic) -> np.ndarray:
-        """``expr`` at every point (float64; a relation gives booleans)."""
+        """``expr`` at every point (float64; a relation gives booleans), read-only; exact
+        (:mod:`isaprof.symbolic.evaluate`) where it can be, else through ``lambdify``; remembered."""
+        found = self._cache.get(expr)
+        if found is None:
+            found = np.broadcast_to(self._eval(expr), self.values[0].shape)
+            found.flags.writeable = False
+            if len(self._cache) >= CACHE:
+                self._cache.clear()
+            self._cache[expr] = found
+        return found
+
+    def eval_replaced(self, expr: sympy.Basic, replace: dict[sympy.Basic, sympy.Basic]) -> np.ndarray | None:
+        """The values of ``expr.xreplace(replace)`` without building it; None where the exact evaluator
+        does not apply (:mod:`isaprof.symbolic.evaluate`)."""
+        try:
+            return evaluate(expr, self.symbols, self.values, replace)
+        except Unsupported:
+            return None
+
+    def _eval(self, expr: sympy.Basic) -> np.ndarray:
         if expr is sympy.true or expr is sympy.false:
             return np.full(self.values[0].shape, bool(expr))
+        try:
+            return evaluate(expr, self.symbols, self.values)
+        except Unsupported:
+            pass
         vmax, vmin = sympy.Function("vmax"), sympy.Function("vmin")
         e = expr.replace(sympy.Max, lambda *a: vmax(*a)).replace(sympy.Min, lambda *a: vmin(*a))
         mods = {
@@ -447,7 +639,7 @@ class SizeGrid:
         fn = sympy.lambdify(self.symbols, e, modules=[mods, "numpy"])
         with np.errstate(all="ignore"):
             out = fn(*[v.astype(np.float64) for v in self.values])
-        return np.broadcast_to(np.asarray(out), self.values[0].shape)
+        return np.asarray(out)
 
     def point(self, i: int) -> tuple[int, ...]:
         """The sizes of point ``i``, in the order of ``symbols``."""
@@ -519,6 +711,38 @@ def _minimise(
     return [guards[i] for i in sorted(kept)]
 
 
+def _relax(
+    expr: sympy.Expr,
+    kept: list[sympy.Basic],
+    grid: SizeGrid,
+    truth: Callable[[tuple[int, ...]], int | None],
+) -> list[sympy.Basic]:
+    """``kept`` with each guard relating two or more sizes (``W >= H``: Python's ``min(H, W)`` in the
+    module's code compares them) replaced by the lower bounds on each size it implies with the others,
+    where numeric runs at the sizes that wider region adds (:func:`_probes`) agree with ``expr``; then
+    minimised again, so a bound the code does not need goes too. A guard the cost depends on stays."""
+    values = grid.eval(expr)
+    changed = False
+    for g in [g for g in kept if len(g.free_symbols) >= 2]:
+        if g not in kept:
+            continue
+        region = allowed_region(kept, grid)
+        others = [k for k in kept if k is not g]
+        wider = allowed_region(others, grid)
+        bounds = []
+        if region.any():
+            for s, v in zip(grid.symbols, grid.values, strict=True):
+                b = s >= int(v[region].min())
+                if not np.all(grid.eval(b).astype(bool)[wider]):
+                    bounds.append(b)
+                    wider = wider & grid.eval(b).astype(bool)
+        test = wider & ~region
+        if test.any() and any(truth(grid.point(p)) != values[p] for p in _probes(test, grid)):
+            continue
+        kept, changed = others + bounds, True
+    return _minimise(expr, kept, grid, truth) if changed else kept
+
+
 def _probes(region: np.ndarray, grid: SizeGrid) -> list[int]:
     """Two sizes of ``region`` to test a guard at: the smallest (by H W) with every size >= 2 (torch's own
     assumption) where there is one, and one of median H W."""
@@ -561,6 +785,10 @@ def simplify_on(expr: sympy.Expr, region: np.ndarray, grid: SizeGrid) -> sympy.E
             if isinstance(atom, sympy.floor) and k.is_Integer and k > 1:  # floor(n/k) = ceiling((n-k+1)/k)
                 shorter.append(sympy.ceiling(atom.args[0] - sympy.Rational(k - 1, k)))
             for c in candidates + shorter:
+                if c not in shorter:  # rejected ones are never built: their values are had without
+                    values = grid.eval_replaced(expr, {atom: c})
+                    if values is not None and not np.array_equal(values[region], target):
+                        continue
                 new = sympy.expand(expr.xreplace({atom: c}))
                 if c in shorter and sympy.count_ops(new) >= sympy.count_ops(expr):
                     continue
@@ -686,6 +914,7 @@ def closed_form(
     expr = simplify_on(sympy.expand(raw), region, grid) if region.any() else sympy.expand(raw)
     expr = ceiling_form(expr)
     kept = _minimise(expr, kept, grid, truth)  # the simpler expression may need fewer
+    kept = _relax(expr, kept, grid, truth)
     valid = _describe(kept, expr, grid)
     leading, exponent, square = leading_term(expr)
     checked = _confirm(expr, valid, symbols, size, truth)
@@ -726,6 +955,48 @@ def _confirm(
     return tuple(done)
 
 
+class Traced:
+    """What one symbolic run measured (:class:`Measured`, in torch's expressions), with its shape env and
+    symbol map; translates them (:func:`translate`, sharing one memo) and holds the recorded guards,
+    translated once for every cost derived from the run."""
+
+    def __init__(self, measured: Measured, env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol]) -> None:
+        self.measured, self.env, self.names = measured, env, names
+        self.memo: dict[Any, sympy.Basic] = {}
+        self._guards: list[sympy.Basic] | None = None
+
+    def translate(self, expr: Any) -> sympy.Basic:
+        """``expr`` in SymPy's functions and H, W (B) (:func:`translate`)."""
+        return translate(expr, self.names, self.memo)
+
+    def guards(self) -> list[sympy.Basic]:
+        """:func:`recorded_guards` of the run (translated on the first call)."""
+        if self._guards is None:
+            self._guards = recorded_guards(self.env, self.names, self.memo)
+        return list(self._guards)
+
+
+def trace_costs(
+    factory: Factory,
+    channels: int,
+    size: tuple[int, int],
+    *,
+    batch: int = 1,
+    mode: str = "inference",
+    batch_symbol: bool = False,
+    layout: str = "map",
+    bytes_moved: bool = True,
+    moments: bool = False,
+) -> Traced:
+    """One :func:`symbolic_run` measuring FLOPs and, as asked, bytes moved and the tracker's moments
+    (:func:`measure_all`)."""
+
+    def measure(fn: Callable[[], Any]) -> Measured:
+        return measure_all(fn, bytes_moved, moments)
+
+    return Traced(*symbolic_run(factory, channels, size, batch, mode, batch_symbol, measure, layout))
+
+
 def derive(
     factory: Factory,
     channels: int,
@@ -739,54 +1010,66 @@ def derive(
 ) -> Derivation:
     """MACs (and, with ``bytes_moved``, the bytes its ops move: :mod:`isaprof.measure.traffic`) of one
     protocol step of ``factory()`` as closed forms in H, W (and B); traced at ``size`` (a size the module
-    accepts). ``layout="tokens"``: the module takes ``(B, H*W, C)``.
+    accepts). ``layout="tokens"``: the module takes ``(B, H*W, C)``. One symbolic run measures both.
 
     ``NotSymbolic`` (a ``ValueError``) with one line naming the op that stopped the symbolic run.
     """
     symbols = (B, H, W) if batch_symbol else (H, W)
+    truth = Truth(factory, channels, batch, mode, layout, symbols)
 
-    def run(measure: Callable[[Callable[[], Any]], Any]) -> tuple[Any, ShapeEnv, dict]:
-        return symbolic_run(factory, channels, size, batch, mode, batch_symbol, measure, layout)
-
-    (total, uncounted), env, names = run(count_flops_symbolic)
-    if uncounted:
-        op = uncounted[0] if uncounted[0].startswith("aten.") else f"aten.{uncounted[0]}"
-        raise NotSymbolic(f"op {op} multiplies matrices but has no FLOP formula")
-    macs_raw = sympy.expand(translate(total, names) / 2)
-    cache: dict[tuple[str, tuple[int, ...]], int | None] = {}
-
-    def truth_of(what: str) -> Callable[[tuple[int, ...]], int | None]:
-        def truth(point: tuple[int, ...]) -> int | None:
-            if (what, point) not in cache:
-                hw, b = _at(point, symbols)
-                try:
-                    cache[what, point] = numeric_count(factory, channels, hw, b or batch, mode, what, layout)
-                except Exception:  # noqa: BLE001 - the module rejects this size: outside its domain
-                    cache[what, point] = None
-            return cache[what, point]
-
-        return truth
+    def run(with_bytes: bool) -> Traced:
+        return trace_costs(
+            factory, channels, size, batch=batch, mode=mode, batch_symbol=batch_symbol, layout=layout,
+            bytes_moved=with_bytes,
+        )  # fmt: skip
 
     try:
-        macs = closed_form(macs_raw, recorded_guards(env, names), symbols, size, truth_of("macs"))
+        return derivation(run(bytes_moved), size, truth)
+    except NotSymbolic:
+        if not bytes_moved:
+            raise
+    # the run stopped or the MACs failed: the MACs alone, then the bytes alone, each failing as it does alone
+    d = derivation(run(False), size, truth)
+    try:
+        traced = run(True)
+    except ValueError as e:
+        return dataclasses.replace(d, notes=(*d.notes, f"bytes moved: {e}"))
+    notes: list[str] = []
+    moved = _bytes_moved(traced, size, truth, notes)
+    return dataclasses.replace(d, bytes_moved=moved, notes=(*d.notes, *notes))
+
+
+def derivation(traced: Traced, size: tuple[int, int], truth: Truth) -> Derivation:
+    """The :class:`Derivation` of what one symbolic run measured (:func:`trace_costs`), traced at ``size``
+    and checked against ``truth``. ``NotSymbolic`` where an op has no FLOP formula or SymPy cannot reduce
+    the MACs."""
+    symbols, measured = truth.symbols, traced.measured
+    if measured.uncounted:
+        op = measured.uncounted[0]
+        op = op if op.startswith("aten.") else f"aten.{op}"
+        raise NotSymbolic(f"op {op} multiplies matrices but has no FLOP formula")
+    macs_raw = sympy.expand(traced.translate(measured.flops) / 2)
+    try:
+        macs = closed_form(macs_raw, traced.guards(), symbols, size, truth.of("macs"))
     except (NotImplementedError, TypeError, ZeroDivisionError, RecursionError) as e:
         raise NotSymbolic(f"SymPy could not reduce the MAC expression: {type(e).__name__}: {e}") from None
     notes: list[str] = []
     moved = None
-    if bytes_moved:
-        try:
-            result, env2, names2 = run(count_bytes_moved)
-            raw = sympy.expand(translate(_expr(result.total), names2))
-            if not raw.free_symbols:
-                notes.append(
-                    "bytes moved: the counter turned the sizes into ints (specialised); no closed form"
-                )
-            else:
-                moved = closed_form(
-                    raw, recorded_guards(env2, names2), symbols, size, truth_of("bytes_moved")
-                )
-        except ValueError as e:
-            notes.append(f"bytes moved: {e}")
-        except (NotImplementedError, TypeError, ZeroDivisionError, RecursionError) as e:
-            notes.append(f"bytes moved: SymPy could not reduce the expression: {type(e).__name__}: {e}")
+    if measured.bytes_moved is not None:
+        moved = _bytes_moved(traced, size, truth, notes)
     return Derivation(macs, moved, tuple(str(s) for s in symbols), size, tuple(notes))
+
+
+def _bytes_moved(traced: Traced, size: tuple[int, int], truth: Truth, notes: list[str]) -> Derived | None:
+    """The bytes moved of ``traced`` as a :class:`Derived`, or None with the reason appended to ``notes``."""
+    try:
+        raw = sympy.expand(traced.translate(traced.measured.bytes_moved))
+        if not raw.free_symbols:
+            notes.append("bytes moved: the counter turned the sizes into ints (specialised); no closed form")
+            return None
+        return closed_form(raw, traced.guards(), truth.symbols, size, truth.of("bytes_moved"))
+    except ValueError as e:
+        notes.append(f"bytes moved: {e}")
+    except (NotImplementedError, TypeError, ZeroDivisionError, RecursionError) as e:
+        notes.append(f"bytes moved: SymPy could not reduce the expression: {type(e).__name__}: {e}")
+    return None

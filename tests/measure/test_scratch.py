@@ -17,7 +17,7 @@ from torch.profiler import profile as torch_profile
 
 from isaprof.measure import track_peak
 from isaprof.measure.cuda_memory import CudaAllocatorModel
-from isaprof.measure.scratch import KNOWN_ALLOCATING, RULES
+from isaprof.measure.scratch import KNOWN_ALLOCATING, RULES, onednn_convolution
 
 MiB = 2**20
 
@@ -137,9 +137,10 @@ def test_unmodelled_ops_are_listed_never_zero() -> None:
     q = torch.randn(1, 2, 50, 8, dtype=torch.bfloat16)
     res = track_peak(lambda: torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, q, q))
     assert res.unmodelled == {"aten._scaled_dot_product_flash_attention_for_cpu": 1}  # oneDNN packing
-    x, w = torch.randn(1, 4, 8, 8), torch.randn(4, 4, 3, 3)
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(4, 4, 3, 3)  # batch 2: ATen hands it to oneDNN
     res = track_peak(lambda: torch.nn.functional.conv2d(x, w))
-    assert res.unmodelled == {"aten.convolution": 1} and res.peak == res.tensor_peak
+    if torch.backends.mkldnn.is_available():
+        assert res.unmodelled == {"aten.convolution": 1} and res.peak == res.tensor_peak
     with FakeTensorMode():
         q = torch.empty(1, 2, 64, 64, device="cuda", dtype=torch.float16)  # fake: no GPU needed
         eff = track_peak(lambda: torch.ops.aten._scaled_dot_product_efficient_attention(q, q, q, None, False))
@@ -148,6 +149,75 @@ def test_unmodelled_ops_are_listed_never_zero() -> None:
     assert eff.unmodelled == {"aten._scaled_dot_product_efficient_attention": 1}
     # 8 * 64 query blocks (of 64) fill any GPU: one split, no accumulators; out + fp32 logsumexp only
     assert flash_big.scratch_ops and flash_big.scratch == 0
+
+
+def _conv(batch: int, k: int, stride: int, padding: int, dilation: int, dtype: torch.dtype):
+    torch.manual_seed(0)
+    x, w = torch.randn(batch, 3, 9, 12, dtype=dtype), torch.randn(5, 3, k, k, dtype=dtype)
+    return lambda: torch.nn.functional.conv2d(x, w, None, stride, padding, dilation)
+
+
+CONVS = {  # CPU convolutions ATen runs with its native kernels (float64, or float32 it keeps from oneDNN)
+    "1x1": _conv(1, 1, 1, 0, 1, torch.float32),  # the input is its own unfolding: nothing inside
+    "1x1-padded": _conv(1, 1, 1, 1, 1, torch.float32),
+    "1x1-strided": _conv(2, 1, 2, 0, 1, torch.float64),
+    "3x3": _conv(1, 3, 1, 1, 1, torch.float32),
+    "3x3-batch": _conv(3, 3, 1, 1, 1, torch.float64),  # finput of the whole batch
+    "3x3-strided": _conv(2, 3, 2, 1, 1, torch.float64),
+    "3x3-dilated": _conv(3, 3, 1, 2, 2, torch.float64),  # one sample's columns, reused
+    "5x5-dilated": _conv(1, 5, 1, 6, 3, torch.float64),
+}
+
+
+@pytest.mark.parametrize("case", CONVS)
+def test_convolution_rule_equals_the_native_kernels_allocations(case: str) -> None:
+    """CPU convolution through ATen's native kernels (slow_conv2d's finput, slow_conv_dilated2d's columns):
+    the tracker's peak equals what the allocator handed out inside the call (torch's profiler)."""
+    fn = CONVS[case]
+    with torch.no_grad():
+        fn()
+        res = track_peak(fn)
+        truth = profiler_peak(fn)
+    assert res.scratch_ops == {"aten.convolution": 1} and not res.unmodelled
+    assert res.peak == truth, (res, truth)
+    assert (res.peak > res.tensor_peak) == (case not in ("1x1",))
+
+
+def test_convolution_by_hand() -> None:
+    # x (2, 3, 6, 7) float64, w (5, 3, 3, 3), padding 1: output (2, 5, 6, 7) = 420 x 8 B = 3360 B;
+    # finput (2, 3 * 9, 6 * 7) = 2268 x 8 B = 18144 B beside it: 21504 B.
+    x, w = torch.randn(2, 3, 6, 7, dtype=torch.float64), torch.randn(5, 3, 3, 3, dtype=torch.float64)
+    res = track_peak(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+    assert (res.peak, res.tensor_peak, res.scratch) == (21504, 3360, 18144)
+
+
+def test_onednn_choice_follows_aten() -> None:
+    """ConvParams::use_mkldnn: float32, one thread or more, batch 1, ungrouped 3x3 on at most 20480 input
+    elements stays native; batch 2, more elements, a 5x5 kernel or groups go to oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this build")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        w3, w5 = torch.empty(8, 16, 3, 3), torch.empty(8, 16, 5, 5)
+        small, large, pair = torch.empty(1, 16, 32, 40), torch.empty(1, 16, 40, 40), torch.empty(2, 16, 8, 8)
+        assert not onednn_convolution(small, w3, (1, 1), (1, 1), 1)  # 20480 elements
+        assert onednn_convolution(large, w3, (1, 1), (1, 1), 1)  # 25600
+        assert onednn_convolution(pair, w3, (1, 1), (1, 1), 1)
+        assert onednn_convolution(small, w5, (1, 1), (1, 1), 1)
+        assert not onednn_convolution(small.double(), w3.double(), (1, 1), (1, 1), 1)
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert not onednn_convolution(large, w3, (1, 1), (1, 1), 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_cuda_prediction_lists_convolution_as_cudnn_workspace() -> None:
+    """The CPU rule is the native kernels' unfolding: the CUDA model lists the convolution instead."""
+    x, w = torch.randn(1, 3, 6, 7), torch.randn(5, 3, 3, 3)
+    with CudaAllocatorModel() as model:
+        torch.nn.functional.conv2d(x, w, padding=1)
+    assert model.result().unmodelled == {"aten.convolution": 1} and not model.result().scratch_ops
 
 
 def test_every_rule_is_of_a_known_allocating_op() -> None:

@@ -242,3 +242,25 @@ def test_meta_peak_is_profiles_peak_without_the_counting(kw):
     name = "isa" if "factor" in kw else "dense"
     full = profile(name, **{**SMALL, **kw, "device": "meta"})
     assert meta_peak(name, **{**SMALL, **kw}) == full.peak_bytes > 0
+
+
+def test_memory_notes_say_what_is_not_modelled_once() -> None:
+    from isaprof.profiling.profiler import memory_notes
+
+    assert memory_notes({}, False) == []
+    notes = memory_notes({"aten.convolution": 12, "aten._efficient_attention_forward": 1}, True)
+    assert notes == [
+        "oneDNN convolution reorders (CPU) not modelled (peak may be low): aten.convolution x12",
+        "memory allocated inside these ops is not modelled (peak may be low): "
+        "aten._efficient_attention_forward x1",
+        "predicted CUDA peak: cuDNN convolution workspace (CUDA only) not modelled",
+    ]
+
+
+def test_a_conv_block_on_meta_notes_the_cudnn_workspace_once() -> None:
+    """ISA's 1x1 convolutions on its regrouped batch go to oneDNN on CPU (listed); the CUDA prediction's
+    gap, cuDNN's workspace, is said once."""
+    rec = profile("isa", size=(16, 16), channels=16)
+    cuda = [n for n in rec.notes if "cuDNN" in n]
+    assert cuda == ["predicted CUDA peak: cuDNN convolution workspace (CUDA only) not modelled"]
+    assert not any("memory allocated inside these ops" in n for n in rec.notes)

@@ -79,10 +79,18 @@ def test_train_mode_is_three_times_the_convs() -> None:
         )
 
 
-def test_isa_without_padding_needs_divisibility() -> None:
-    d = derive(lambda: blocks.build("isa", 64), 64, (64, 64), bytes_moved=False)
-    assert d.macs.expression == H**2 * W**2 + 24576 * H * W
-    assert [str(g) for g in d.macs.valid_when] == ["Eq(Mod(H, 8), 0)", "Eq(Mod(W, 8), 0)"]
+def test_isa_traced_without_padding_holds_with_padding_too() -> None:
+    """Traced at 64x64 (the unpadded branch), ISA's MACs come out in the padded sizes 8 ceil(H/8): the
+    padded branch (masks, crop) adds no MAC, so no divisibility condition is kept; at divisible sizes the
+    expression is H^2 W^2 + 24576 H W, and it is exact at odd sizes where the block pads."""
+    factory = lambda: blocks.build("isa", 64)  # noqa: E731
+    d = derive(factory, 64, (64, 64), bytes_moved=False)
+    assert d.macs.valid_when == ()
+    h8, w8 = sympy.Symbol("h8", positive=True, integer=True), sympy.Symbol("w8", positive=True, integer=True)
+    divisible = sympy.expand(d.macs.expression.subs({H: 8 * h8, W: 8 * w8}))
+    assert divisible == sympy.expand((H**2 * W**2 + 24576 * H * W).subs({H: 8 * h8, W: 8 * w8}))
+    for h, w in ((9, 13), (12, 10), (17, 8)):  # padded in H, in W, in both
+        assert int(d.macs.expression.subs({H: h, W: w})) == numeric_count(factory, 64, (h, w), 1, "inference")
 
 
 def test_data_dependent_shape_is_refused_in_one_line() -> None:
