@@ -1,5 +1,5 @@
 """A tiny real sweep, end to end: rows written, a forced failure recorded, a resume that measures nothing,
-then the report page from those files with every figure it names written."""
+then the report page from those files with every figure it names written (one size: no scaling figure)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def test_tiny_sweep_to_report(tmp_path: Path) -> None:
     page = write_report(tmp_path, tmp_path / "report")
     text = page.read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert images, "the page names no figure"
     assert all((page.parent / img).is_file() for img in images), images
+    # one size swept: each cost gets a sentence instead of a one-point figure against resolution
+    assert not [i for i in images if "inference_naive" in i]
+    assert "FLOPs (inference), naive: measured at one size only (9x7, B=1, C=16)" in text
     assert "forced failure" in text  # the failed configuration is listed, not hidden
