@@ -13,6 +13,7 @@ The model is ``torch.utils.benchmark``'s ``select_unit`` / ``trim_sigfig``.
 from __future__ import annotations
 
 import math
+import re
 
 SI_PREFIXES = ("", "k", "M", "G", "T", "P")
 BINARY_PREFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi")
@@ -163,3 +164,19 @@ def by_spec(value: object, spec: str) -> str:
     if kind == "%":
         return percent(float(value), n)  # type: ignore[arg-type]
     raise ValueError(f"unknown number format {spec!r}; use .Ng, .Nf or .N%")
+
+
+# A step "1 where X >= k + 1, else 0" as the closed forms write it without a branch (see
+# isaprof.measure.scratch: the CPU flash kernel's block sizes): Min(1, Max(0, X - k)), X a product of symbols.
+_STEP = re.compile(r"Min\(1, Max\(0, ([A-Za-z_][A-Za-z0-9_*]*) - (\d+)\)\)")
+IVERSON = "[c] is 1 where c holds, else 0"
+
+
+def expression(text: str) -> str:
+    """A SymPy-printed closed form as shown to a reader: each branch-free step ``Min(1, Max(0, X - k))``
+    written as the Iverson bracket ``[X >= k+1]`` (:data:`IVERSON`); everything else unchanged.
+
+    >>> expression("32 + 32*Min(1, Max(0, H*W - 191))")
+    '32 + 32*[H*W >= 192]'
+    """
+    return _STEP.sub(lambda m: f"[{m.group(1)} >= {int(m.group(2)) + 1}]", text)

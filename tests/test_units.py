@@ -88,3 +88,9 @@ def test_by_spec() -> None:
     assert units.by_spec(math.nan, ".3g") == ""
     with pytest.raises(ValueError, match="unknown number format"):
         units.by_spec(1.0, ".3e")
+
+
+def test_expression_writes_branch_free_steps_as_iverson_brackets() -> None:
+    text = "Min(H*W, 192*Min(1, Max(0, H*W - 767)) + 32*Min(1, Max(0, H*W - 191)) + 32) + Min(32, H)"
+    assert units.expression(text) == "Min(H*W, 192*[H*W >= 768] + 32*[H*W >= 192] + 32) + Min(32, H)"
+    assert units.expression("Max(0, H - 3) + Min(1, W)") == "Max(0, H - 3) + Min(1, W)"  # not a step

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isaprof import targets as blocks
+from isaprof import units
 from isaprof.cli import _args
 from isaprof.cli.profile_cmd import block_options
 from isaprof.config import LAYOUTS
@@ -192,7 +193,7 @@ def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) ->
             why = next((n.split(": ", 1)[1] for n in d.notes if n.startswith(f"{label}: ")), "not derived")
             lines.append(f"  {label}: - ({why})")
             continue
-        lines.append(f"  {label} = {x.expression}")
+        lines.append(f"  {label} = {units.expression(str(x.expression))}")
         if x.leading is not None:
             where = " on square maps (H = W)" if x.square_maps else ""
             lines.append(f"    leading {x.leading}: N^{x.exponent}{where}, N = H*W")
@@ -200,9 +201,11 @@ def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) ->
         lines.append(f"    valid when {valid}  ({x.dropped} guard(s) of torch's did not change it)")
         lines.append(f"    confirmed numerically at {', '.join('x'.join(map(str, p)) for p in x.checked)}")
     if peak is not None:
-        lines.append(f"  peak bytes = {peak['expression'] or '-'}  (numeric at the traced size: "
-                     f"{peak['numeric_at_traced']})")  # fmt: skip
-        lines.append(f"    {peak['reason']}")
+        shown = units.expression(peak["expression"] or "-")
+        lines.append(f"  peak bytes = {shown}  (numeric at the traced size: {peak['numeric_at_traced']})")
+        lines.append(f"    {units.expression(peak['reason'])}")
+        if "[" in shown:
+            lines.append(f"    ({units.IVERSON})")
     shown = d.bytes_moved is None  # its note already given as the reason
     lines += [f"  note: {n}" for n in d.notes if not (shown and n.startswith("bytes moved: "))]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from isaprof import units
 from isaprof.report import data, tables
 
 DERIVED_FILE = "derived.json"
@@ -310,7 +311,8 @@ def section(results_dir: Path, df: pd.DataFrame, out_dir: Path, notes: list[str]
     if not peaks.empty:
         lines.append(
             "Peak memory (inference) as a closed form, where the storage tracker's comparisons could be "
-            "decided on symbolic sizes (else the reason and the numeric peak at the traced size):"
+            "decided on symbolic sizes (else the reason and the numeric peak at the traced size); "
+            f"{units.IVERSON}:"
         )
         lines.append(tables.markdown(peaks))
     return "\n\n".join(lines)
@@ -327,8 +329,8 @@ def peak_table(derived: dict[str, Any]) -> pd.DataFrame:
             {
                 "block": row.get("block"),
                 "impl": row.get("impl"),
-                "peak bytes": peak.get("expression") or "",
-                "how": peak.get("reason") or "",
+                "peak bytes": units.expression(peak.get("expression") or ""),
+                "how": units.expression(peak.get("reason") or ""),
             }
         )
     return pd.DataFrame(rows)
