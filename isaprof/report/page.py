@@ -117,7 +117,8 @@ def provenance(df: pd.DataFrame, machine: dict) -> str:
     else:
         text += (
             f"Each is the median over at least {int(samples.min())} timed samples with its IQR; "
-            f"{noisy} of {len(lat)} are noisy (IQR > 10% of the median), {busy} were taken while the "
+            f"{noisy} of {len(lat)} {'is' if noisy == 1 else 'are'} noisy (IQR > 10% of the median), {busy} "
+            f"{'was' if busy == 1 else 'were'} taken while the "
             "machine was contended (a matmul probe before and after differed by more than 20%). "
         )
     cpu = schema.device_roofs(machine, "cpu")

@@ -56,7 +56,9 @@ def test_provenance_names_the_cpu_model_and_the_machine_id() -> None:
     text = page.provenance(df, view)
     name = sorted(set(df.loc[lat, "device_name"]))[0]
     assert f"**{name}** (machine `node A`" in text and "at least 7 timed samples" in text
-    assert f"{int((lat & (df['block'] == 'dense')).sum())} of {int(lat.sum())} are noisy" in text
+    n_noisy = int((lat & (df["block"] == "dense")).sum())
+    assert f"{n_noisy} of {int(lat.sum())} {'is' if n_noisy == 1 else 'are'} noisy" in text
+    assert "0 were taken while the machine was contended" in text
     assert "50.00 GFLOP/s" in text and "toy CPU" in text and "contended" not in text.split("CPU roofs")[1]
     entry.update(contended=True, probe_change=0.02, cpu_share=0.54)  # steady load: roofs said to be low
     text = page.provenance(df, data.roofs_for_latencies(machine, df)[0])
