@@ -20,7 +20,7 @@ value; ``n`` below is any integer-valued expression (integer coefficients over s
    of ``m``) is ``m ceiling(n/m) - n``: ``floor((H + Mod(6 H, 7))/7)`` is ``ceiling(H/7)``, and a quotient
    by it, ``floor((H + Mod(6 H, 7))/ceiling(H/7))``, is 7.
 
-:func:`canonical` applies them bottom-up; anything else is rebuilt unchanged. Pure SymPy (no torch).
+:func:`canonical` applies them bottom-up; anything else is rebuilt unchanged. SymPy and numpy (no torch).
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ import functools
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import sympy
 
-__all__ = ["canonical", "conditions", "integral"]
+from isaprof.symbolic.evaluate import Unsupported, evaluate
+
+__all__ = ["SPAN", "canonical", "conditions", "integral", "readable"]
 
 _ROUNDING = (sympy.floor, sympy.ceiling)
 
@@ -219,11 +222,52 @@ def canonical(e: sympy.Basic) -> sympy.Basic:
 
 def conditions(guards: Iterable[sympy.Basic]) -> list[sympy.Basic]:
     """:func:`canonical` of each of ``guards``, an ``And`` split into its parts, ``true`` and repeats
-    dropped, in order."""
+    dropped, in order; then the conditions on one size ``s`` that include an upper bound ``s <= u``
+    (``u`` at most :data:`SPAN`) replaced by the interval they allow, found by evaluating them at every
+    ``s`` in ``[1, u]`` (exact: that is every size they allow): ``W <= 64`` and ``Eq(Mod(ceiling(W/8),
+    8), 0)`` are ``W >= 57`` and ``W <= 64``. Where what they allow is not an interval they stay."""
     out: list[sympy.Basic] = []
     for g in guards:
         c = canonical(g)
         for part in sympy.And.make_args(c):
             if part is not sympy.true and part not in out:
                 out.append(part)
+    for s in sorted({next(iter(g.free_symbols)) for g in out if len(g.free_symbols) == 1}, key=str):
+        out = _interval(out, s)
     return out
+
+
+SPAN = 1 << 16  # the largest upper bound below which the conditions on a size are enumerated
+
+
+def _interval(conds: list[sympy.Basic], s: sympy.Symbol) -> list[sympy.Basic]:
+    """``conds`` with those on ``s`` alone replaced by bounds (see :func:`conditions`)."""
+    mine = [g for g in conds if g.free_symbols == {s}]
+    tops = [int(g.rhs) for g in mine if isinstance(g, sympy.LessThan) and g.lhs == s and g.rhs.is_Integer]
+    if len(mine) < 2 or not tops or min(tops) > SPAN:
+        return conds
+    values = np.arange(1, min(tops) + 1, dtype=np.int64)
+    try:
+        ok = evaluate(sympy.And(*mine), [s], [values]).astype(bool)
+    except Unsupported:
+        return conds
+    idx = np.flatnonzero(ok)
+    if not idx.size:
+        return [sympy.false]
+    lo, hi = int(values[idx[0]]), int(values[idx[-1]])
+    if idx.size != hi - lo + 1:  # not an interval
+        return conds
+    bounds = [sympy.Eq(s, lo)] if lo == hi else [*([s >= lo] if lo > 1 else []), s <= hi]
+    at = conds.index(mine[0])
+    rest = [g for g in conds if g not in mine]
+    return rest[:at] + bounds + rest[at:]
+
+
+def readable(condition: sympy.Basic) -> str:
+    """A condition as a reader writes it: ``Eq(a, b)`` as ``a = b``, ``Ne(a, b)`` as ``a != b``, any other
+    as SymPy prints it (``W <= 64``)."""
+    if isinstance(condition, sympy.Eq):
+        return f"{condition.lhs} = {condition.rhs}"
+    if isinstance(condition, sympy.Ne):
+        return f"{condition.lhs} != {condition.rhs}"
+    return str(condition)

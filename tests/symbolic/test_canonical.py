@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sympy
 
-from isaprof.symbolic.canonical import canonical, conditions, integral
+from isaprof.symbolic.canonical import canonical, conditions, integral, readable
 from isaprof.symbolic.evaluate import evaluate
 from isaprof.symbolic.trace import H, W
 
@@ -72,8 +72,26 @@ def test_each_rule_gives_the_readable_form_and_is_exact(before: str, after: str)
 
 
 def test_conditions_split_equalities_into_bounds_and_drop_what_always_holds() -> None:
-    got = conditions([_parse("Eq(ceiling(W/8), 3)"), _parse("W >= 1"), _parse("Eq(W, 8*ceiling(W/8))")])
-    assert got == [W >= 17, W <= 24, sympy.Eq(sympy.Mod(W, 8), 0)]
+    got = conditions([_parse("Eq(ceiling(W/8), 3)"), _parse("W >= 1"), _parse("Eq(H, 8*ceiling(H/8))")])
+    assert got == [W >= 17, W <= 24, sympy.Eq(sympy.Mod(H, 8), 0)]
+
+
+@pytest.mark.parametrize(
+    "guards,want",
+    [
+        (["Eq(ceiling(floor(W/8 - 1/8)/8 + 1/8), 1)", "Eq(floor(W/8 - 1/8) + 1, 8*ceiling(floor(W/8 - 1/8)/8 + 1/8))",
+          "H >= 2"], ["W >= 57", "W <= 64", "H >= 2"]),  # ISA's 8x8 grouping of a map of 8 or fewer: one group
+        (["W <= 64", "Eq(Mod(W, 64), 0)"], ["Eq(W, 64)"]),
+        (["W <= 64", "Eq(Mod(W, 8), 0)"], ["W <= 64", "Eq(Mod(W, 8), 0)"]),  # not an interval: stays
+        (["W <= 6", "W >= 7"], ["False"]),
+        (["Eq(Mod(ceiling(W/8), 8), 0)"], ["Eq(Mod(ceiling(W/8), 8), 0)"]),  # no upper bound: stays
+    ],
+)  # fmt: skip
+def test_conditions_on_one_bounded_size_become_the_interval_they_allow(guards: list[str], want: list[str]) -> None:
+    before = [_parse(g) for g in guards]
+    got = conditions(before)
+    assert got == [_parse(w) for w in want]
+    _same(sympy.And(*before), sympy.And(*got))
 
 
 def _roundings(depth: int) -> list[sympy.Expr]:
@@ -123,3 +141,9 @@ def test_two_sizes_and_what_is_left_alone() -> None:
     odd = _parse("floor(H/W)")  # a quotient by a size: not an affine form, unchanged
     assert canonical(odd) == odd
     assert integral(_parse("Mod(H, 4) + 2*ceiling(W/8)")) and not integral(_parse("H/2"))
+
+
+def test_readable_writes_equalities_with_an_equals_sign() -> None:
+    assert readable(_parse("Eq(Mod(ceiling(H/8), 8), 0)")) == "Mod(ceiling(H/8), 8) = 0"
+    assert readable(_parse("Ne(Mod(H, 7), 0)")) == "Mod(H, 7) != 0"
+    assert readable(_parse("W <= 64")) == "W <= 64"
