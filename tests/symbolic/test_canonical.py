@@ -79,15 +79,16 @@ def test_conditions_split_equalities_into_bounds_and_drop_what_always_holds() ->
 @pytest.mark.parametrize(
     "guards,want",
     [
-        (["Eq(ceiling(floor(W/8 - 1/8)/8 + 1/8), 1)", "Eq(floor(W/8 - 1/8) + 1, 8*ceiling(floor(W/8 - 1/8)/8 + 1/8))",
-          "H >= 2"], ["W >= 57", "W <= 64", "H >= 2"]),  # ISA's 8x8 grouping of a map of 8 or fewer: one group
+        (["Eq(ceiling(floor(W/8 - 1/8)/8 + 1/8), 1)",
+          "Eq(floor(W/8 - 1/8) + 1, 8*ceiling(floor(W/8 - 1/8)/8 + 1/8))", "H >= 2"],
+         ["W >= 57", "W <= 64", "H >= 2"]),  # ISA's 8x8 grouping of a map of 8 or fewer: one group
         (["W <= 64", "Eq(Mod(W, 64), 0)"], ["Eq(W, 64)"]),
         (["W <= 64", "Eq(Mod(W, 8), 0)"], ["W <= 64", "Eq(Mod(W, 8), 0)"]),  # not an interval: stays
         (["W <= 6", "W >= 7"], ["False"]),
         (["Eq(Mod(ceiling(W/8), 8), 0)"], ["Eq(Mod(ceiling(W/8), 8), 0)"]),  # no upper bound: stays
     ],
 )  # fmt: skip
-def test_conditions_on_one_bounded_size_become_the_interval_they_allow(guards: list[str], want: list[str]) -> None:
+def test_conditions_on_one_bounded_size_become_their_interval(guards: list[str], want: list[str]) -> None:
     before = [_parse(g) for g in guards]
     got = conditions(before)
     assert got == [_parse(w) for w in want]
