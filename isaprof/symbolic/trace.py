@@ -936,10 +936,12 @@ def _confirm(
     size: tuple[int, int],
     truth: Callable[[tuple[int, ...]], int | None],
 ) -> tuple[tuple[int, ...], ...]:
-    """Numeric runs at up to five sizes of the region (the traced one, small ones, beyond the grid):
+    """Numeric runs at up to five sizes of the region (the traced one, small ones, beyond the grid, odd
+    and even):
     ``ValueError`` naming the first size where the expression is wrong."""
     top = max(GRID_MIN, 2 * max(size))
     tries = [size, (3, 5), (7, 6), (top + 5, top + 3), (2 * top + 2, top + 9), (size[0] + 1, size[1] + 2)]
+    tries += [(2 * size[0] - 1, 2 * size[1] - 3)]  # odd, just below twice a size that divisibility allows
     tries += [(size[0] * k, size[1] * j) for k, j in ((2, 3), (3, 1), (5, 2))]
     done: list[tuple[int, ...]] = []
     for h, w in tries:
