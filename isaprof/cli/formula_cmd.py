@@ -186,7 +186,10 @@ def _write(args: argparse.Namespace, obj: Any) -> None:
 
 
 def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) -> str:
-    """A readable account of a :class:`isaprof.symbolic.trace.Derivation`."""
+    """A readable account of a :class:`isaprof.symbolic.trace.Derivation` (conditions as
+    :func:`isaprof.symbolic.canonical.readable` writes them: ``Mod(H, 8) = 0``)."""
+    from isaprof.symbolic.canonical import readable
+
     lines = [f"{title}  (traced at {d.traced_at[0]}x{d.traced_at[1]}, {secs:.1f} s)"]
     for label, x in (("MACs", d.macs), ("bytes moved", d.bytes_moved)):
         if x is None:  # the cause is the derivation's note on it
@@ -197,7 +200,7 @@ def text(title: str, d: Any, secs: float, peak: dict[str, Any] | None = None) ->
         if x.leading is not None:
             where = " on square maps (H = W)" if x.square_maps else ""
             lines.append(f"    leading {x.leading}: N^{x.exponent}{where}, N = H*W")
-        valid = " and ".join(str(g) for g in x.valid_when) or "every size"
+        valid = " and ".join(readable(g) for g in x.valid_when) or "every size"
         lines.append(f"    valid when {valid}  ({x.dropped} guard(s) of torch's did not change it)")
         lines.append(f"    confirmed numerically at {', '.join('x'.join(map(str, p)) for p in x.checked)}")
     if peak is not None:

@@ -30,22 +30,35 @@ class Unsupported(ValueError):
 
 
 class _Value:
-    """``num / den`` at every point (``den`` > 0, both int64 arrays, in lowest terms), ``bad`` where
-    undefined (None: nowhere)."""
+    """``num / den`` at every point (``den`` > 0, int64 arrays broadcastable to the points' shape: a
+    constant is 0-d), ``bad`` where undefined (None: nowhere). Reduced to lowest terms only where the
+    magnitudes grow large (:data:`SMALL`): floors, comparisons and ``Mod`` need no reduction."""
 
-    __slots__ = ("num", "den", "bad")
+    __slots__ = ("num", "den", "bad", "_bounds")
 
     def __init__(self, num: np.ndarray, den: np.ndarray, bad: np.ndarray | None) -> None:
         self.num, self.den, self.bad = num, den, bad
+        self._bounds: tuple[int, int] | None = None
 
-    def bound(self) -> int:
-        """The largest magnitude of numerator or denominator."""
-        if not self.num.size:
-            return 0
-        return max(int(np.abs(self.num).max()), int(self.den.max()))
+    def bounds(self) -> tuple[int, int]:
+        """The largest magnitudes of the numerator and of the denominator."""
+        if self._bounds is None:
+            if not self.num.size:
+                self._bounds = (0, 1)
+            else:
+                self._bounds = (int(np.abs(self.num).max()), int(self.den.max()))
+        return self._bounds
+
+
+SMALL = 2**31  # numerators and denominators below this are left unreduced
 
 
 def _reduced(num: np.ndarray, den: np.ndarray, bad: np.ndarray | None) -> _Value:
+    if den.size and den.min() > 0:
+        value = _Value(num, den, bad)
+        n, d = value.bounds()
+        if d == 1 or (n < SMALL and d < SMALL):  # integers (most values), or small: left as they are
+            return value
     zero = den == 0
     if zero.any():  # a division by zero: undefined there
         bad = zero if bad is None else (bad | zero)
@@ -71,19 +84,28 @@ def _check(*bounds: int) -> None:
         raise Unsupported("a value too large for int64")
 
 
+def _check_sum(a: _Value, b: _Value) -> None:
+    """``a.num * b.den + b.num * a.den`` and ``a.den * b.den`` within int64."""
+    (na, da), (nb, db) = a.bounds(), b.bounds()
+    if na * db + nb * da > LIMIT or da * db > LIMIT:
+        raise Unsupported("a value too large for int64")
+
+
 def _add(a: _Value, b: _Value) -> _Value:
-    _check(2, a.bound(), b.bound())
+    _check_sum(a, b)
     return _reduced(a.num * b.den + b.num * a.den, a.den * b.den, _bad(a, b))
 
 
 def _mul(a: _Value, b: _Value) -> _Value:
-    _check(a.bound(), b.bound())
+    (na, da), (nb, db) = a.bounds(), b.bounds()
+    _check(na, nb)
+    _check(da, db)
     return _reduced(a.num * b.num, a.den * b.den, _bad(a, b))
 
 
 def _difference(a: _Value, b: _Value) -> np.ndarray:
     """The sign-carrying numerator of ``a - b`` (its denominator is positive)."""
-    _check(2, a.bound(), b.bound())
+    _check_sum(a, b)
     return a.num * b.den - b.num * a.den
 
 
@@ -101,7 +123,7 @@ _RELATIONS = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_eq
 
 
 def _node(e: sympy.Basic, env: dict[sympy.Symbol, np.ndarray], shape: tuple[int, ...], memo: dict) -> Any:
-    ones = np.ones(shape, dtype=np.int64)
+    ones = np.ones((), dtype=np.int64)  # broadcast against the points
     if e is sympy.true or e is sympy.false:
         return np.full(shape, bool(e))
     if isinstance(e, sympy.Rational):  # Integer included
@@ -135,7 +157,7 @@ def _node(e: sympy.Basic, env: dict[sympy.Symbol, np.ndarray], shape: tuple[int,
         if not k.is_Integer:
             raise Unsupported("a power by other than an integer")
         k = int(k)
-        _check(*([base.bound()] * abs(k)))
+        _check(*([max(base.bounds())] * abs(k)))
         num, den = (base.num**k, base.den**k) if k >= 0 else (base.den ** (-k), base.num ** (-k))
         return _reduced(num, den, base.bad)
     if isinstance(e, (sympy.floor, sympy.ceiling)):
@@ -151,7 +173,7 @@ def _node(e: sympy.Basic, env: dict[sympy.Symbol, np.ndarray], shape: tuple[int,
         return out
     if isinstance(e, sympy.Mod):  # a - b floor(a / b), the sign of b as Python's and SymPy's
         a, b = args
-        _check(2, a.bound(), b.bound())
+        _check_sum(a, b)
         na, nb, den = a.num * b.den, b.num * a.den, a.den * b.den  # a = na / den, b = nb / den
         zero = nb == 0
         bad = _bad(a, b)
@@ -189,8 +211,8 @@ def evaluate(
     memo.update(seeded)
     out = _walk(sympy.sympify(expr), env, shape, memo)
     if not isinstance(out, _Value):
-        return out
+        return np.broadcast_to(out, shape).copy() if np.shape(out) != shape else out
     result = out.num / out.den
     if out.bad is not None:
         result = np.where(out.bad, np.nan, result)
-    return result
+    return np.broadcast_to(result, shape).copy() if result.shape != shape else result

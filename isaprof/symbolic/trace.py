@@ -7,7 +7,10 @@ conditions under which the traced control flow, hence the expression, holds). Th
 
 1. translates the expression and guards into SymPy's own functions in symbols ``H``, ``W`` (``B``):
    torch's ``FloorDiv``/``CeilToInt``/``IntTrueDiv``/``PythonMod``/... become ``floor``/``ceiling``/``/``/
-   ``Mod``, so ``sympy.sympify(str(expr))`` reads every result back;
+   ``Mod``, so ``sympy.sympify(str(expr))`` reads every result back; expressions and guards then go
+   into the canonical form of :mod:`isaprof.symbolic.canonical` (exact rewrites for integer sizes:
+   ``floor(W/8 - 1/8) + 1`` is ``ceiling(W/8)``, ``Eq(ceiling(W/64), 1)`` is ``W <= 64``), as do the
+   final expression and conditions;
 2. minimises the guards: a guard is dropped when, on the grid ``[1, R]^2`` of sizes, it is implied by the
    others, or when at a size where it alone fails a numeric run (same module, concrete size) gives the
    same count as the expression (a guard that only chose a kernel, or pinned an index list, does not
@@ -49,6 +52,7 @@ from isaprof.measure.flops import UncountedRecorder
 from isaprof.measure.memory import StorageTracker
 from isaprof.measure.protocol import step
 from isaprof.measure.traffic import TrafficCounter, count_bytes_moved
+from isaprof.symbolic.canonical import canonical, conditions
 from isaprof.symbolic.evaluate import Unsupported, evaluate
 
 H, W, B = (sympy.Symbol(n, integer=True, positive=True) for n in ("H", "W", "B"))
@@ -475,7 +479,8 @@ def recorded_guards(
     env: ShapeEnv, names: dict[sympy.Symbol, sympy.Symbol], memo: dict[Any, sympy.Basic] | None = None
 ) -> list[sympy.Basic]:
     """The guards torch recorded in ``env`` during :func:`symbolic_run`, translated (:func:`translate`,
-    sharing ``memo``), without duplicates, constants, and guards on data-dependent sizes."""
+    sharing ``memo``) and put in canonical form (:func:`isaprof.symbolic.canonical.conditions`), without
+    duplicates, constants, and guards on data-dependent sizes."""
     found, seen = [], set()
     memo = {} if memo is None else memo
     for g in env.guards:
@@ -487,7 +492,7 @@ def recorded_guards(
             continue
         seen.add(str(t))
         found.append(t)
-    return found
+    return conditions(found)
 
 
 # ---- numeric ground truth ----
@@ -912,10 +917,10 @@ def closed_form(
     kept = _minimise(raw, candidates, grid, truth)
     region = allowed_region(kept, grid)
     expr = simplify_on(sympy.expand(raw), region, grid) if region.any() else sympy.expand(raw)
-    expr = ceiling_form(expr)
+    expr = sympy.expand(canonical(ceiling_form(expr)))
     kept = _minimise(expr, kept, grid, truth)  # the simpler expression may need fewer
     kept = _relax(expr, kept, grid, truth)
-    valid = _describe(kept, expr, grid)
+    valid = conditions(_describe(kept, expr, grid))
     leading, exponent, square = leading_term(expr)
     checked = _confirm(expr, valid, symbols, size, truth)
     return Derived(
@@ -931,10 +936,12 @@ def _confirm(
     size: tuple[int, int],
     truth: Callable[[tuple[int, ...]], int | None],
 ) -> tuple[tuple[int, ...], ...]:
-    """Numeric runs at up to five sizes of the region (the traced one, small ones, beyond the grid):
+    """Numeric runs at up to five sizes of the region (the traced one, small ones, beyond the grid, odd
+    and even):
     ``ValueError`` naming the first size where the expression is wrong."""
     top = max(GRID_MIN, 2 * max(size))
     tries = [size, (3, 5), (7, 6), (top + 5, top + 3), (2 * top + 2, top + 9), (size[0] + 1, size[1] + 2)]
+    tries += [(2 * size[0] - 1, 2 * size[1] - 3)]  # odd, just below twice a size that divisibility allows
     tries += [(size[0] * k, size[1] * j) for k, j in ((2, 3), (3, 1), (5, 2))]
     done: list[tuple[int, ...]] = []
     for h, w in tries:
@@ -966,8 +973,9 @@ class Traced:
         self._guards: list[sympy.Basic] | None = None
 
     def translate(self, expr: Any) -> sympy.Basic:
-        """``expr`` in SymPy's functions and H, W (B) (:func:`translate`)."""
-        return translate(expr, self.names, self.memo)
+        """``expr`` in SymPy's functions and H, W (B) (:func:`translate`), in canonical form
+        (:func:`isaprof.symbolic.canonical.canonical`)."""
+        return canonical(translate(expr, self.names, self.memo))
 
     def guards(self) -> list[sympy.Basic]:
         """:func:`recorded_guards` of the run (translated on the first call)."""

@@ -131,3 +131,18 @@ def test_bytes_moved_derived_in_closed_form_matches_the_counter():
     for h, w in ((5, 7), (8, 8), (12, 9)):
         want = numeric_count(lambda: blocks.build("dense", 16), 16, (h, w), 1, "inference", "bytes_moved")
         assert int(expr.subs({H: h, W: w})) == want
+
+
+@pytest.mark.slow
+def test_a_whole_network_derives_in_readable_form_exact_at_untraced_sizes() -> None:
+    """FCN-R50-D8 (the cheapest network): ResNet's padded stride-2 convs, floor((W - 1)/2) + 1 each, come
+    out as ceiling(W/2), ceiling(W/4), ceiling(W/8); no condition; exact at three untraced sizes, odd and
+    even, H < W and H > W."""
+    factory = lambda: blocks.build("fcn_r50_d8", 3)  # noqa: E731
+    d = derive(factory, 3, (40, 24), bytes_moved=False)
+    e = d.macs.expression
+    assert d.macs.valid_when == ()
+    assert e.atoms(sympy.ceiling) == {sympy.ceiling(s / k) for s in (H, W) for k in (2, 4, 8)}, e
+    assert not e.atoms(sympy.floor)
+    for h, w in ((37, 51), (64, 48), (90, 33)):
+        assert int(e.subs({H: h, W: w})) == numeric_count(factory, 3, (h, w), 1, "inference"), (h, w)
