@@ -216,8 +216,10 @@ def spec(target: str) -> BlockSpec:
         return _ADOPTED[target]
     if isinstance(target, str) and _IMPORT_PATH.match(target):
         return _path_spec(target)
+    unlisted = len(names(everything=True)) - len(names())
+    more = f"; {unlisted} more targets (heads, whole networks): `isaprof list`" if unlisted else ""
     raise ValueError(
-        f"unknown block {target!r}; known blocks: {', '.join(names())} "
+        f"unknown block {target!r}; known blocks: {', '.join(names())}{more} "
         "(or an import path package.module:Attr)"
     )
 
