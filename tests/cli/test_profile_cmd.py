@@ -46,7 +46,7 @@ def test_profile_table_and_generic_option(capsys):
     "argv, words",
     [
         (["profile", "nosuch", "--size", "8x8", "--channels", "8"], "known blocks: dense"),
-        (["formula", "isanet_r50_d"], "more targets (heads, whole networks): `isaprof list`"),
+        (["profile", "isanet_r50_d", "--size", "8x8"], "(heads, whole networks): `isaprof list`"),
         (
             ["profile", "dense", "--size", "8x8", "--channels", "8", "--factor", "2x2"],
             "--factor applies only",
