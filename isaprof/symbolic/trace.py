@@ -498,6 +498,22 @@ def recorded_guards(
 # ---- numeric ground truth ----
 
 
+@contextlib.contextmanager
+def _fake_step(
+    factory: Factory, channels: int, size: tuple[int, int], batch: int, mode: str, layout: str
+) -> Iterator[Callable[[], Any]]:
+    """One protocol step of a fresh module at a concrete size, on fake tensors: built on meta, placed
+    empty, its (B, C, H, W) input (``layout="tokens"``: (B, H*W, C)) fake; the fake mode stays active
+    while the caller runs it."""
+    with torch.device("meta"):
+        module = factory()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        module = module.to_empty(device="cpu")
+        tokens = (batch, size[0] * size[1], channels)
+        x = torch.empty(tokens if layout == "tokens" else (batch, channels, *size))  # fake
+        yield step(module, x, mode)
+
+
 def numeric_count(
     factory: Factory,
     channels: int,
@@ -511,13 +527,7 @@ def numeric_count(
     protocol step at a concrete size, on fake (meta) tensors (``layout="tokens"``: a (B, H*W, C) input)."""
     from isaprof.measure.memory import track_peak
 
-    with torch.device("meta"):
-        module = factory()
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        module = module.to_empty(device="cpu")
-        tokens = (batch, size[0] * size[1], channels)
-        x = torch.empty(tokens if layout == "tokens" else (batch, channels, *size))  # fake
-        fn = step(module, x, mode)
+    with _fake_step(factory, channels, size, batch, mode, layout) as fn:
         if what == "macs":
             return _flops.count_flops(fn).flops // 2
         if what == "peak_bytes":
@@ -530,13 +540,7 @@ def numeric_counts(
 ) -> dict[str, int]:
     """:func:`numeric_count`'s three counts (``"macs"``, ``"bytes_moved"``, ``"peak_bytes"``) from one run
     on fake tensors, the counters stacked as in :func:`measure_all`."""
-    with torch.device("meta"):
-        module = factory()
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        module = module.to_empty(device="cpu")
-        tokens = (batch, size[0] * size[1], channels)
-        x = torch.empty(tokens if layout == "tokens" else (batch, channels, *size))  # fake
-        fn = step(module, x, mode)
+    with _fake_step(factory, channels, size, batch, mode, layout) as fn:
         counter, traffic, tracker = _flops.flop_counter_mode(), TrafficCounter(), StorageTracker()
         with counter, traffic, tracker:
             out = fn()
