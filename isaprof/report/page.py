@@ -162,7 +162,9 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
             if sub["N"].nunique() < 2:  # one size: no curve to read a scaling from
                 hw = "{}x{}".format(int(sub["height"].iloc[0]), int(sub["width"].iloc[0]))
                 lines.append(
-                    f"{label}, {impl}" + (f" on {device}" if per_device else "") + f": measured at one size "
+                    f"{label[:1].upper()}{label[1:]}, {impl}"
+                    + (f" on {device}" if per_device else "")
+                    + f": measured at one size "
                     f"only ({hw}, B={b}, C={c}), so no figure against resolution; its figures are in the "
                     "throughput table below."
                 )

@@ -148,6 +148,6 @@ def test_an_impl_measured_at_one_size_gets_a_sentence_not_a_scaling_figure(tmp_p
     fast = pd.DataFrame([{**_row(b, 96, 96, "latency_ms", 2.0), "path": "fast"} for b in ("dense", "isa")])
     page = write_report(write_results(tmp_path, pd.concat([df, fast], ignore_index=True)), tmp_path / "r")
     text = page.read_text()
-    assert "latency (inference), fast on cpu: measured at one size only (96x96, B=1, C=64)" in text
+    assert "Latency (inference), fast on cpu: measured at one size only (96x96, B=1, C=64)" in text
     assert not (page.parent / "figures" / "latency_ms_inference_fast_cpu.png").exists()
     assert (page.parent / "figures" / "latency_ms_inference_naive_cpu.png").is_file()
