@@ -769,6 +769,7 @@ UNITS = {
     "peak_bytes": "byte",
     "bytes_moved": "byte",
     "latency_ms": "ms",
+    "peak_fraction": "fraction",  # FLOP rate / the same run's interleaved sgemm rate (measure.latency)
 }
 STATUSES = ("ok", "oom", "error", "skipped")  # skipped: the device was absent; not a failure
 

@@ -136,7 +136,8 @@ def plural(n: int, noun: str, nouns: str | None = None) -> str:
 
 
 def quantity(value: float | None, unit: str, digits: int = DIGITS, *, empty: str = EMPTY) -> str:
-    """A value in the unit of a tidy row (``MAC``, ``FLOP``, ``op``, ``byte``, ``ms``; other units, e.g.
+    """A value in the unit of a tidy row (``MAC``, ``FLOP``, ``op``, ``byte``, ``ms``, ``fraction`` as a
+    percentage; other units, e.g.
     ``count``: the number alone): the prefixed text of :func:`si`, :func:`nbytes` or :func:`ms`;
     ``empty`` when missing."""
     if value is None or missing(value):
@@ -147,6 +148,8 @@ def quantity(value: float | None, unit: str, digits: int = DIGITS, *, empty: str
         return nbytes(value, digits)
     if unit == "ms":
         return ms(value, digits)
+    if unit == "fraction":
+        return percent(value)
     return integer(value) if float(value) == int(value) else sig(value, digits)
 
 

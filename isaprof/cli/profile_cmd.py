@@ -199,10 +199,18 @@ def table(record: Any) -> str:
     for r in rows:
         m, a = r["measured"], r["analytic"]
         diff = f"{(a - m) / m:+.2%}" if m and a is not None else "-"
-        if r["metric"] == "latency_ms":
-            diff = f"IQR {r['spread']:.3f}"
+        if r["metric"] in ("latency_ms", "peak_fraction"):
+            diff = f"IQR {units.quantity(r['spread'], r['unit'])}"
         shown = (units.quantity(v, r["unit"], empty="-") for v in (m, a))
         lines.append(f"{r['metric']:<12} {next(shown):>20} {next(shown):>20} {diff:>9}")
+    peak = record.latency.peak_fraction if record.latency else None
+    if peak is not None:
+        from isaprof.measure.latency import PEAK_GEMM
+
+        lines.append(
+            f"peak_fraction: FLOP rate / the rate of a {PEAK_GEMM}^3 fp32 sgemm timed interleaved with it "
+            f"({units.si(peak.gemm_gflops * 1e9, 'FLOP/s')} in this run)"
+        )
     ph, pw, h, w = c["padded_height"], c["padded_width"], c["height"], c["width"]
     if ph and int(ph) * int(pw) > 2 * h * w:  # padding beyond rounding up to the factor
         lines.append(

@@ -24,6 +24,7 @@ baseline per round, with the ratio's own median and IQR.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import timeit
@@ -43,6 +44,21 @@ CONTENDED_CHANGE = 0.2  # the probe after vs before, relative to the smaller: ab
 PROBE_SIZE = 256  # the probe: (256, 256) x (256, 256) fp32 products
 PROBE_CALLS = 4  # products per probe timing; the probe's figure is the median of PROBE_REPEATS timings
 PROBE_REPEATS = 5
+# The same-run peak a block's FLOP rate is set against: (1024, 1024) x (1024, 1024) fp32 products, timed
+# interleaved with the block (:func:`measure_latency` with ``flops``), so that load moves both alike.
+PEAK_GEMM = 1024
+
+
+@dataclass(frozen=True)
+class PeakFraction:
+    """A callable's FLOP rate over the rate of the square sgemm (:data:`PEAK_GEMM`) timed interleaved with
+    it, one per round: ``median`` and ``iqr`` over ``samples`` rounds (dimensionless), and the sgemm's
+    median rate in the same run (``gemm_gflops``, GFLOP/s)."""
+
+    median: float
+    iqr: float
+    samples: int
+    gemm_gflops: float
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,7 @@ class Latency:
     samples: int = 1
     number: int = 1
     probe_change: float | None = None
+    peak_fraction: PeakFraction | None = None
 
     @property
     def noisy(self) -> bool:
@@ -101,6 +118,7 @@ class Comparison:
     baseline: str
     latencies: Mapping[str, Latency]
     ratios: Mapping[str, Ratio] = field(default_factory=dict)
+    rounds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # seconds per call, per round
 
 
 def contended(change: float | None) -> bool:
@@ -160,15 +178,40 @@ def measure_latency(
     budget_s: float | None = None,
     clock: Clock | None = None,
     probe: Callable[[], float] | None = None,
+    flops: int | None = None,
+    gemm: Callable[[], Any] | None = None,
 ) -> Latency:
     """Time ``fn()`` with ``protocol`` (``"fixed"`` or ``"quick"``) using all torch threads.
 
     ``clock``: seconds (default: :func:`device_clock`); ``probe``: seconds of a fixed workload, called
     before and after (default: :func:`matmul_probe` of ``device``; tests inject both); ``budget_s``: see
-    :func:`compare_latency`.
+    :func:`compare_latency`. ``flops`` (FLOPs of one call, > 0): also time the square sgemm of side
+    :data:`PEAK_GEMM` (``gemm``: tests inject another callable of the same FLOPs) interleaved with ``fn``
+    and give the per-round ratio of their FLOP rates as ``peak_fraction``.
     """
-    comparison = compare_latency({"fn": fn}, protocol, device, budget_s=budget_s, clock=clock, probe=probe)
-    return comparison.latencies["fn"]
+    fns: dict[str, Callable[[], Any]] = {"fn": fn}
+    if flops and flops > 0 and device != "meta":
+        fns["gemm"] = gemm or _square_gemm(device)
+    comparison = compare_latency(fns, protocol, device, budget_s=budget_s, clock=clock, probe=probe)
+    lat = comparison.latencies["fn"]
+    if "gemm" not in fns:
+        return lat
+    gemm_flops = 2 * PEAK_GEMM**3
+    pairs = zip(comparison.rounds["fn"], comparison.rounds["gemm"], strict=True)
+    per_round = [(flops / t) / (gemm_flops / g) for t, g in pairs if t > 0 and g > 0]
+    if not per_round:
+        return lat
+    median, iqr = median_iqr(per_round)
+    gemm_s = comparison.latencies["gemm"].median_ms / 1e3
+    rate = gemm_flops / gemm_s / 1e9 if gemm_s > 0 else float("nan")
+    return dataclasses.replace(lat, peak_fraction=PeakFraction(median, iqr, len(per_round), rate))
+
+
+def _square_gemm(device: str) -> Callable[[], Any]:
+    """``torch.mm`` of two fixed fp32 (:data:`PEAK_GEMM`, :data:`PEAK_GEMM`) matrices on ``device``."""
+    a = torch.randn(PEAK_GEMM, PEAK_GEMM, device=device)
+    b = torch.randn(PEAK_GEMM, PEAK_GEMM, device=device)
+    return lambda: torch.mm(a, b)
 
 
 def compare_latency(
@@ -233,7 +276,7 @@ def compare_latency(
         if per_round:
             median, iqr = median_iqr(per_round)
             ratios[name] = Ratio(median, iqr, len(per_round))
-    return Comparison(baseline, latencies, ratios)
+    return Comparison(baseline, latencies, ratios, {name: tuple(times[name]) for name in names})
 
 
 def median_iqr(times: Sequence[float]) -> tuple[float, float]:

@@ -123,7 +123,8 @@ class Record:
 
     def rows(self) -> list[dict[str, Any]]:
         """Tidy rows (:data:`isaprof.config.COLUMNS`): params, macs, flops, elementwise, peak_bytes and,
-        off meta, latency_ms."""
+        off meta, latency_ms and peak_fraction (the FLOP rate over the same run's interleaved sgemm rate,
+        :class:`isaprof.measure.latency.PeakFraction`)."""
         metrics: list[tuple[str, Any, Any, Any]] = [
             ("params", self.params, self.params_analytic, None),
             ("macs", self.macs, self.macs_analytic, None),
@@ -143,6 +144,12 @@ class Record:
                 row(self.config, "latency_ms", lat.median_ms, None, env=self.environment, padded=self.padded,
                     spread=lat.iqr_ms, samples=lat.samples, flags=lat.flags())
             )  # fmt: skip
+            peak = lat.peak_fraction
+            if peak is not None:
+                out.append(
+                    row(self.config, "peak_fraction", peak.median, None, env=self.environment,
+                        padded=self.padded, spread=peak.iqr, samples=peak.samples, flags=lat.flags())
+                )  # fmt: skip
         return out
 
     def module_rows(self) -> list[dict[str, Any]]:
@@ -160,6 +167,7 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """The ``isaprof profile --json`` object (raw numbers; ``latency_ms`` null on meta)."""
         fc = self.flop_count
+        peak = self.latency.peak_fraction if self.latency else None
         return {
             "config": self.config.to_row(self.padded),
             "params": {"measured": self.params, "analytic": self.params_analytic},
@@ -205,6 +213,9 @@ class Record:
             "latency_samples": self.latency.samples if self.latency else None,
             "latency_calls_per_sample": self.latency.number if self.latency else None,
             "latency_contended": self.latency.contended if self.latency else None,
+            "peak_fraction": peak.median if peak else None,
+            "peak_fraction_iqr": peak.iqr if peak else None,
+            "peak_gemm_gflops": peak.gemm_gflops if peak else None,
             "elementwise": {"analytic": self.elementwise_analytic, "by_term": dict(self.elementwise)},
             "environment": dict(self.environment),
             "notes": list(self.notes),
@@ -621,7 +632,7 @@ def _measure(
         flop_count = count_flops(run)
     lat = None
     if latency is not None and config.device != "meta":
-        lat = measure_latency(run, latency, config.device_type)
+        lat = measure_latency(run, latency, config.device_type, flops=flop_count.flops)
     return flop_count, memory, lat, traffic.result(), cuda_predicted, None
 
 
@@ -662,7 +673,7 @@ def _measure_step(
         flop_count = count_flops(run)
     lat = None
     if latency is not None and config.device != "meta":
-        lat = measure_latency(run, latency, config.device_type)
+        lat = measure_latency(run, latency, config.device_type, flops=flop_count.flops)
     return flop_count, memory, lat, traffic.result(), m.cuda_allocated, step_memory
 
 

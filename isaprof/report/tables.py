@@ -191,12 +191,14 @@ def throughput(df: pd.DataFrame, machine: dict) -> pd.DataFrame:
     and writes its outputs once: unfused traffic); NaN where the results hold no ``bytes_moved`` rows.
     ``peak_gflops`` and ``bandwidth_gbs`` are the device's measured roofs (``machine.json``);
     ``bound_gflops = min(peak, bandwidth x intensity)``, ``bound_by`` says which roof, ``roof_fraction =
-    gflops / bound_gflops`` and ``fraction = gflops / peak_gflops``.
+    gflops / bound_gflops`` and ``fraction = gflops / peak_gflops``. ``interleaved`` and ``interleaved_iqr``:
+    the ``peak_fraction`` rows (the FLOP rate over a square sgemm's, timed interleaved in the same run:
+    load moves both alike), NaN where none was measured.
     """
     lat = data.ok(df)[data.ok(df)["metric"] == "latency_ms"]
     cols = data.CONFIG + ["backend", "device", "flops", "latency_ms", "spread", "gflops", "peak_gflops"]
     cols += ["fraction", "bytes_moved", "intensity", "bandwidth_gbs", "bound_gflops", "bound_by"]
-    cols += ["roof_fraction"]
+    cols += ["roof_fraction", "interleaved", "interleaved_iqr"]
     if lat.empty:
         return pd.DataFrame(columns=cols)
     flops = _by_config(data.metric_rows(df, "flops"), "flops")
@@ -224,6 +226,14 @@ def throughput(df: pd.DataFrame, machine: dict) -> pd.DataFrame:
         t["bound_gflops"].isna(), "", np.where(memory_roof < t["peak_gflops"], "memory", "compute")
     )
     t["roof_fraction"] = t["gflops"] / t["bound_gflops"]
+    same_run = data.ok(df)[data.ok(df)["metric"] == "peak_fraction"]
+    key = data.CONFIG + ["device"]
+    same_run = same_run[[*key, "measured", "spread"]].drop_duplicates(key)
+    t = t.merge(
+        same_run.rename(columns={"measured": "interleaved", "spread": "interleaved_iqr"}),
+        on=key,
+        how="left",
+    )
     return t[cols].sort_values(["block", "impl", "height"]).reset_index(drop=True)
 
 

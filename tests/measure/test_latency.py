@@ -140,3 +140,26 @@ def test_interleaving_alternates_and_rotates():
     assert set(cmp.latencies) == set("ABC") and all(lat.samples == 7 for lat in cmp.latencies.values())
     with pytest.raises(ValueError, match="baseline 'D'"):
         compare_latency(fns, baseline="D", clock=clock, probe=lambda: 1.0)
+
+
+def test_peak_fraction_interleaved_with_the_sgemm_is_stable_under_a_slowdown_of_both() -> None:
+    """The block's FLOP rate over the sgemm's, per round: a load that triples both from the middle of the
+    run on leaves it exact (the block's own latency turns noisy); no FLOPs, no sgemm, no fraction."""
+    from isaprof.measure.latency import PEAK_GEMM
+
+    clock, calls = FakeClock(), []
+    block_s, gemm_s, flops = 0.02, 0.01, 10**9
+    gemm = clock.work(gemm_s)
+
+    def block() -> None:
+        calls.append(1)
+        clock.slowdown = 3.0 if len(calls) > 2 + 2 * 3 else 1.0
+        clock.now += block_s * clock.slowdown
+
+    lat = measure_latency(block, clock=clock, probe=lambda: 1.0, flops=flops, gemm=gemm)
+    peak = lat.peak_fraction
+    expected = (flops / block_s) / (2 * PEAK_GEMM**3 / gemm_s)
+    assert lat.noisy and peak is not None and peak.samples == 7
+    assert peak.median == pytest.approx(expected) and peak.iqr == pytest.approx(0, abs=1e-12)
+    assert peak.gemm_gflops > 0
+    assert measure_latency(clock.work(0.01), clock=clock, probe=lambda: 1.0, flops=0).peak_fraction is None

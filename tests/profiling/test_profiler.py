@@ -100,14 +100,20 @@ def test_meta_equals_cpu(kw, one_thread):
 
 def test_cpu_latency_row(one_thread):
     rec = profile("dense", size=(4, 4), channels=4, device="cpu", latency="quick")
-    row = rec.rows()[-1]
+    row, same_run = rec.rows()[-2:]
     assert (row["metric"], row["unit"], row["analytic"]) == ("latency_ms", "ms", None)
+    # the FLOP rate over the interleaved sgemm's, per round, with its spread and the same samples
+    peak = rec.latency.peak_fraction
+    assert (same_run["metric"], same_run["unit"]) == ("peak_fraction", "fraction") and peak is not None
+    assert same_run["measured"] == peak.median > 0 and same_run["spread"] == peak.iqr >= 0
+    assert same_run["samples"] == peak.samples == rec.latency.samples and peak.gemm_gflops > 0
     assert row["measured"] == rec.latency.median_ms and row["spread"] == rec.latency.iqr_ms
     assert row["samples"] == rec.latency.samples >= 7 and row["flags"] == rec.latency.flags()
     assert row["machine"] == rec.environment["machine"] != ""
     doc = rec.to_json()
     assert doc["latency_samples"] == rec.latency.samples and isinstance(doc["latency_samples"], int)
     assert isinstance(doc["latency_contended"], bool) and isinstance(doc["latency_noisy"], bool)
+    assert (doc["peak_fraction"], doc["peak_fraction_iqr"]) == (peak.median, peak.iqr)
 
 
 def test_cuda_without_cuda_is_one_clear_line():

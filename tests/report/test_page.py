@@ -151,3 +151,19 @@ def test_an_impl_measured_at_one_size_gets_a_sentence_not_a_scaling_figure(tmp_p
     assert "Latency (inference), fast on cpu: measured at one size only (96x96, B=1, C=64)" in text
     assert not (page.parent / "figures" / "latency_ms_inference_fast_cpu.png").exists()
     assert (page.parent / "figures" / "latency_ms_inference_naive_cpu.png").is_file()
+
+
+def test_throughput_shows_the_same_run_fraction_beside_the_roofs(tmp_path: Path) -> None:
+    df = synthetic()
+    lat = df[(df["metric"] == "latency_ms") & (df["block"] == "dense")]
+    same_run = lat.assign(metric="peak_fraction", unit="fraction", measured=0.675, analytic=None, spread=0.01)
+    same_run.index = same_run.index + 0.5  # each right after its latency row: one attempt, as profile writes
+    rows = pd.concat([df, same_run]).sort_index().reset_index(drop=True)
+    page = write_report(write_results(tmp_path, rows), tmp_path / "r")
+    text = page.read_text()
+    tp = pd.read_csv(page.parent / "tables" / "throughput.csv")
+    dense = tp[tp["block"] == "dense"]
+    assert (dense["interleaved"] == 0.675).all() and (dense["interleaved_iqr"] == 0.01).all()
+    assert tp[tp["block"] != "dense"]["interleaved"].isna().all()  # none measured: left empty, not zero
+    assert "| of sgemm (same run) |" in text and "| 67.5% (IQR 1.0%) |" in text
+    assert "measured interleaved instead" in text
