@@ -381,6 +381,8 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
             "" if units.missing(v) else f"{units.percent(v)} (IQR {units.percent(q)})"
             for v, q in zip(tp["interleaved"], tp["interleaved_iqr"], strict=True)
         ],
+        fraction=[units.percent(v) for v in shown["fraction"]],
+        roof_fraction=[units.percent(v) for v in shown["roof_fraction"]],
     ).rename(
         columns={
             "fraction": "of matmul peak",
