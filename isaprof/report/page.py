@@ -164,9 +164,8 @@ def _scaling_section(df: pd.DataFrame, out_dir: Path, notes: list[str], svg: boo
                 lines.append(
                     f"{label[:1].upper()}{label[1:]}, {impl}"
                     + (f" on {device}" if per_device else "")
-                    + f": measured at one size "
-                    f"only ({hw}, B={b}, C={c}), so no figure against resolution; its figures are in the "
-                    "throughput table below."
+                    + f": measured at one size only ({hw}, B={b}, C={c}), so no figure against "
+                    "resolution; its figures are in the throughput table below."
                 )
                 continue
             name = f"{metric}_{mode}_{impl}" + (f"_{device}.png" if per_device else ".png")
@@ -362,13 +361,14 @@ def _throughput_section(df: pd.DataFrame, machine: dict, out_dir: Path, notes: l
                 "count or a roof is wrong (" + ", ".join(sorted(set(above["block"]))) + ")."
             )
     if tp["interleaved"].notna().any():
-        from_roofs = tp.dropna(subset=["interleaved"])
+        both = tp.dropna(subset=["interleaved"])
         lines.append(
             "`of matmul peak` divides by the roof measured apart from the latencies; `of sgemm (same run)` "
-            "is measured interleaved instead: each latency sample alternates with a sample of a square fp32 "
-            "sgemm (1024^3), and the column is the median over rounds of (block FLOP/s) / (sgemm FLOP/s) "
-            "with its IQR, so load on the machine moves both sides alike. Their median ratio here: "
-            f"{units.sig(float((from_roofs['fraction'] / from_roofs['interleaved']).median()), 3)}."
+            "is measured interleaved instead: after the latency (timed alone), a second run alternates the "
+            "block's samples with those of a square fp32 sgemm (1024^3), and the column is the median over "
+            "rounds of (block FLOP/s) / (sgemm FLOP/s) with its IQR, so load on the machine moves both "
+            "sides alike. Their median ratio here: "
+            f"{units.sig(float((both['fraction'] / both['interleaved']).median()), 3)}."
         )
     shown = tp[
         ["block", "factor", "recurrence", "impl", "device", "mode", *SIZE_FIELDS, "flops", "latency_ms"]
@@ -480,12 +480,11 @@ def _environment_section(df: pd.DataFrame, machine: dict, results_dir: Path, out
 
 def _reach(row: dict) -> str:
     """``"1.9% (long-range) -> 100.0% (short-range)"``: the share of pairs reached after each stage."""
+    fractions = row["fractions"]
     names = row.get("stage_names") or []
-    return " -> ".join(
-        units.percent(f)
-        + (f" ({names[i]})" if i < len(names) and len(names) == len(row["fractions"]) else "")
-        for i, f in enumerate(row["fractions"])
-    )
+    if len(names) != len(fractions):
+        return " -> ".join(units.percent(f) for f in fractions)
+    return " -> ".join(f"{units.percent(f)} ({name})" for f, name in zip(fractions, names, strict=True))
 
 
 def _flow_section(results_dir: Path, out_dir: Path, notes: list[str]) -> str:
